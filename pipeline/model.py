@@ -1,0 +1,218 @@
+"""Typed results passed between stages (frozen dataclasses and coded values).
+
+Each stage module owns the *functions*; this module owns the *data* they exchange, so that stages
+never import each other. Chaining happens in :mod:`pipeline.run` only.
+
+Conventions: lengths in mm (``_mm``), percentages 0-100 (``_pct``), ratios unitless (``ratio``),
+positions in LPS patient coordinates (``_lps``), array indices ``(slice, row, col)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from pipeline.levels import Level
+from pipeline.volume import Volume
+
+Vec3 = tuple[float, float, float]
+
+
+# --------------------------------------------------------------------------- coded values
+class Orientation(str, Enum):
+    SAGITTAL = "SAGITTAL"
+    AXIAL = "AXIAL"
+    CORONAL = "CORONAL"
+    OBLIQUE = "OBLIQUE"
+    MIXED = "MIXED"  # instances of one series disagree (e.g. a 3-plane localizer)
+
+
+class Role(str, Enum):
+    T1 = "T1"
+    T2 = "T2"
+    STIR = "STIR"
+    OTHER = "OTHER"
+
+
+class Substitute(str, Enum):
+    """A fluid-sensitive fat-suppressed series standing in for a true STIR (flagged, lower confidence)."""
+
+    T2_FATSAT = "T2_FATSAT"  # SPAIR / CHESS / fat-sat T2
+    DIXON_WATER = "DIXON_WATER"
+
+
+class Morphology(str, Enum):
+    NORMAL = "normal"
+    WEDGE = "wedge"
+    BICONCAVE = "biconcave"
+    CRUSH = "crush"
+    NOT_ASSESSABLE = "not_assessable"
+
+
+class EdemaPattern(str, Enum):
+    NONE = "none"
+    BAND = "band"  # subchondral band under an endplate
+    DIFFUSE = "diffuse"
+    NOT_ASSESSABLE = "not_assessable"
+
+
+# --------------------------------------------------------------------------- ingest
+@dataclass(frozen=True)
+class SeriesRecord:
+    """One series as discovered from headers (pixel data not yet read)."""
+
+    study_uid: str
+    series_uid: str
+    frame_of_reference_uid: str | None
+    modality: str
+    description: str
+    series_number: int | None
+    orientation: Orientation
+    role: Role
+    role_rule: str  # which rule decided the role, in words
+    role_confidence: float  # 0..1
+    substitute: Substitute | None
+    n_images: int  # frames for Enhanced MR, files for classic
+    rows: int
+    cols: int
+    pixel_spacing_mm: tuple[float, float] | None  # (row pitch, col pitch)
+    slice_thickness_mm: float | None
+    transfer_syntaxes: tuple[str, ...]
+    files: tuple[Path, ...]
+    source: str = "dicom"  # "dicom" or "nifti"
+    problems: tuple[str, ...] = ()  # reasons this series cannot be used (empty when usable)
+    repetition_time_ms: float | None = None
+    echo_time_ms: float | None = None
+    inversion_time_ms: float | None = None
+    manufacturer: str = ""
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """One study found under a folder. ``patient_key`` is a salted hash, never the patient ID itself."""
+
+    study_uid: str
+    patient_key: str
+    description: str
+    study_date: str | None
+    series: tuple[SeriesRecord, ...]
+    root: Path
+    skipped: tuple[SkippedFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class SeriesDecision:
+    series_uid: str
+    used: bool
+    used_as: str | None  # "anatomy", "stir", "t1" or None
+    reason: str
+
+
+@dataclass(frozen=True)
+class SeriesChoice:
+    """Which series each later stage uses, and why every series was or was not used."""
+
+    anatomy: SeriesRecord | None
+    stir: SeriesRecord | None
+    t1: SeriesRecord | None
+    decisions: tuple[SeriesDecision, ...]
+    warnings: tuple[str, ...] = ()
+
+
+# --------------------------------------------------------------------------- segmentation
+@dataclass(frozen=True)
+class VertebraSeg:
+    label: int  # value in the label map (1..N, cranial -> caudal)
+    level: Level | None
+    level_confidence: float  # 0..1
+    centroid_lps_mm: Vec3
+    mid_slice: int  # slice index of the body's mid-sagittal section
+    bbox: tuple[int, int, int, int, int, int]  # (s0, r0, c0, s1, r1, c1), stop exclusive
+    quality: float  # 0..1, how much the segmentation of this body can be trusted
+    volume_mm3: float = 0.0
+    is_sacrum: bool = False  # S1 is kept in the label map as the anchor, flagged
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    labels: Volume  # uint16 on the anatomy series grid; 0 background
+    vertebrae: tuple[VertebraSeg, ...]  # cranial -> caudal
+    series_uid: str
+    sacrum_found: bool
+    labelling_method: str  # e.g. "sacrum anchor", "user anchor L5=3", "no anchor"
+    warnings: tuple[str, ...] = ()
+    column_axis_lps: tuple[Vec3, ...] = ()  # polyline along the anterior canal / body centres, for overlays
+
+
+# --------------------------------------------------------------------------- morphometry
+@dataclass(frozen=True)
+class Heights:
+    anterior_mm: float
+    middle_mm: float
+    posterior_mm: float
+
+
+@dataclass(frozen=True)
+class PosteriorWall:
+    assessable: bool
+    reason: str  # why not assessable, or how measured
+    bulge_mm: float | None = None
+    canal_compromise_pct: float | None = None
+    expected_canal_mm: float | None = None
+
+
+@dataclass(frozen=True)
+class VertebraMorphometry:
+    label: int
+    level: Level | None
+    assessable: bool
+    reason: str  # when not assessable: why; else a short method note
+    heights: Heights | None = None
+    reference_height_mm: float | None = None
+    reference_method: str = ""
+    reference_labels: tuple[int, ...] = ()
+    height_loss_pct: float | None = None
+    genant_grade: int | None = None
+    morphology: Morphology = Morphology.NOT_ASSESSABLE
+    wedge_angle_deg: float | None = None
+    ratios: dict[str, float] = field(default_factory=dict)  # "ha_hp", "hm_hp", "hp_ref"
+    landmarks_lps: dict[str, Vec3] = field(default_factory=dict)  # six points, names like "anterior_superior"
+    posterior_wall: PosteriorWall = PosteriorWall(False, "not measured")
+    slice_spread_pct: float | None = None  # spread of height loss over neighbouring slices (robustness)
+
+
+# --------------------------------------------------------------------------- STIR
+@dataclass(frozen=True)
+class StirFinding:
+    label: int
+    ratio: float | None  # body median / marrow reference
+    edema_fraction: float | None  # 0..1 share of eroded body above the oedema threshold
+    edema: bool | None  # None = not assessable
+    pattern: EdemaPattern
+    confidence: float  # 0..1
+    reason: str
+    t1_agrees: bool | None = None
+
+
+@dataclass(frozen=True)
+class StirAssessment:
+    status: str  # "measured", "not_available", "failed"
+    reason: str
+    series_uid: str | None
+    substitute: Substitute | None
+    registration: str  # "same frame of reference", "rigid MI", "none"
+    registration_residual_mm: float | None
+    reference_value: float | None
+    fluid_value: float | None
+    threshold_value: float | None
+    findings: tuple[StirFinding, ...]
+    warnings: tuple[str, ...] = ()
+    stir_on_grid: Volume | None = None  # STIR resampled onto the anatomy grid, for overlays
+    edema_map: Volume | None = None  # uint8 mask of supra-threshold voxels inside bodies
