@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,6 +33,7 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000,
     JPEGBaseline8Bit,
     JPEGLosslessSV1,
     generate_uid,
@@ -332,7 +334,8 @@ def _set_pixels(ds: Dataset, arr: np.ndarray, spec: SeriesSpec) -> None:
         ds["PixelData"].VR = "OB"
         ds.LossyImageCompression = "01"
         return
-    ds.compress(ts, arr, generate_instance_uid=False)
+    lossy = {"j2k_psnr": [80.0]} if ts == JPEG2000 else {}
+    ds.compress(ts, arr, generate_instance_uid=False, **lossy)
 
 
 def _jpeg_baseline(frame: np.ndarray) -> bytes:
@@ -413,15 +416,28 @@ def write_presentation_state(path: Path, spec: SeriesSpec | None = None) -> Path
     return path
 
 
-def nested_sequence_dataset(depth: int) -> Dataset:
-    """A dataset with a private sequence nested ``depth`` levels deep."""
-    inner = Dataset()
-    inner.add_new(0x00091010, "LO", "leaf")
-    for _ in range(depth):
-        outer = Dataset()
-        outer.add_new(0x00091011, "SQ", DicomSequence([inner]))
-        inner = outer
-    return inner
+def write_deeply_nested(path: Path, depth: int, spec: SeriesSpec | None = None) -> Path:
+    """A one-slice MR file carrying a private sequence nested ``depth`` levels deep (explicit VR LE,
+    undefined lengths). Built as bytes: pydicom's writer itself slows down sharply beyond ~200 levels."""
+    spec = replace(spec or SeriesSpec(), n_slices=1, series_uid=generate_uid())
+
+    def placeholder(ds: Dataset, k: int) -> None:
+        ds.add_new(0x00091012, "SQ", DicomSequence([Dataset()]))
+
+    tmp = path.with_name(path.name + ".tmp")
+    (written,) = write_series(tmp, spec, mutate=placeholder)
+    data = written.read_bytes()
+    shutil.rmtree(tmp)
+    sq = b"\x09\x00\x12\x10SQ\x00\x00\xff\xff\xff\xff"
+    item = b"\xfe\xff\x00\xe0\xff\xff\xff\xff"
+    item_end = b"\xfe\xff\x0d\xe0\x00\x00\x00\x00"
+    seq_end = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    start = data.index(sq[:8])  # pydicom wrote the placeholder with a defined length
+    stop = start + 12 + struct.unpack("<L", data[start + 8 : start + 12])[0]
+    deep = (sq + item) * depth + (item_end + seq_end) * depth
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data[:start] + deep + data[stop:])
+    return path
 
 
 def truncate(path: Path, keep_fraction: float = 0.6) -> Path:

@@ -13,7 +13,8 @@ pixels are loaded (problems raise :class:`~pipeline.errors.SeriesError`), so bot
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,13 +180,14 @@ def assess_stack(slices: Sequence[SliceRef], cfg: GeometryConfig, *, where: str)
             f"{where}: {_slice_name(bad_ps[0])} has a non-positive PixelSpacing "
             f"{bad_ps[0].geometry.pixel_spacing_mm}"
         )
-    first = slices[0]
+    # Consistency checks name the odd slice out against the majority of the series.
+    first = _majority(slices, lambda s: tuple(round(v, 3) for v in s.geometry.orientation or ()))
     try:
         row0, col0 = direction_cosines(first.geometry.orientation)  # type: ignore[arg-type]
     except InputError as exc:
         raise SeriesError(f"{where}: {_slice_name(first)}: {exc}") from None
     cos_tol = math.cos(math.radians(cfg.orientation_consistency_deg))
-    for s in slices[1:]:
+    for s in slices:
         try:
             row, col = direction_cosines(s.geometry.orientation)  # type: ignore[arg-type]
         except InputError as exc:
@@ -195,20 +197,23 @@ def assess_stack(slices: Sequence[SliceRef], cfg: GeometryConfig, *, where: str)
                 f"{where}: {_slice_name(s)} is oriented differently from {_slice_name(first)} "
                 f"(more than {cfg.orientation_consistency_deg:g} degrees); the slices are not one stack"
             )
-    for s in slices[1:]:
-        if (s.rows, s.cols) != (first.rows, first.cols):
+    ref = _majority(slices, lambda s: (s.rows, s.cols))
+    for s in slices:
+        if (s.rows, s.cols) != (ref.rows, ref.cols):
             raise SeriesError(
-                f"{where}: {_slice_name(s)} is {s.rows} x {s.cols} pixels but {_slice_name(first)} is "
-                f"{first.rows} x {first.cols}; all slices of a series must have the same size"
+                f"{where}: {_slice_name(s)} is {s.rows} x {s.cols} pixels but {_slice_name(ref)} (like most "
+                f"slices) is {ref.rows} x {ref.cols}; all slices of a series must have the same size"
             )
-    ps0 = first.geometry.pixel_spacing_mm
+    ref = _majority(slices, lambda s: s.geometry.pixel_spacing_mm)
+    ps0 = ref.geometry.pixel_spacing_mm
     assert ps0 is not None
-    for s in slices[1:]:
+    for s in slices:
         ps = s.geometry.pixel_spacing_mm
         assert ps is not None
         if any(abs(a - b) > cfg.pixel_spacing_tolerance_ratio * b for a, b in zip(ps, ps0, strict=True)):
             raise SeriesError(
-                f"{where}: {_slice_name(s)} has PixelSpacing {ps} mm but {_slice_name(first)} has {ps0} mm"
+                f"{where}: {_slice_name(s)} has PixelSpacing {ps} mm but {_slice_name(ref)} (like most slices) "
+                f"has {ps0} mm"
             )
     normal = np.cross(row0, col0)
     positions = np.array([s.geometry.position_lps for s in slices], dtype=float)
@@ -269,6 +274,12 @@ def assess_stack(slices: Sequence[SliceRef], cfg: GeometryConfig, *, where: str)
         cols=first.cols,
         slice_thickness_mm=float(np.median(thick)) if thick else None,
     )
+
+
+def _majority(slices: Sequence[SliceRef], key: Callable[[SliceRef], object]) -> SliceRef:
+    """The first slice having the most common value of ``key``."""
+    common = Counter(key(s) for s in slices).most_common(1)[0][0]
+    return next(s for s in slices if key(s) == common)
 
 
 def _slice_name(s: SliceRef) -> str:

@@ -32,7 +32,7 @@ import pydicom
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from pipeline.errors import DicomReadError
 
@@ -168,6 +168,10 @@ def read_header(path: Path, *, defer_size_bytes: int = 4096, patient_key_salt: s
             return _summarise(ds, path, st.st_size, pixel, patient_key_salt)
     except DicomReadError:
         raise
+    except RecursionError:
+        raise DicomReadError(
+            f"{path}: unreadable DICOM header (RecursionError: sequences nested too deeply)"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - the boundary: see module docstring
         raise DicomReadError(f"{path}: unreadable DICOM header ({describe_exception(exc)})") from None
 
@@ -337,6 +341,8 @@ def _read_until_pixels(
             raise DicomReadError(f"{path}: not a DICOM file (no 'DICM' marker at byte 128)") from None
         fp.seek(0)
         ds = pydicom.dcmread(fp, stop_before_pixels=True, defer_size=defer_size, force=True)
+    if _is_deflated(ds):
+        return _deflated_pixel_info(ds, fp)
     pos = fp.tell()
     if pos >= size:
         return ds, None
@@ -363,6 +369,24 @@ def _read_until_pixels(
             "early (incomplete copy or transfer); re-export the series"
         )
     return ds, (_PIXEL_TAGS[tag], length)
+
+
+def _is_deflated(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    return meta is not None and str(meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian
+
+
+def _deflated_pixel_info(ds: Dataset, fp: Any) -> tuple[Dataset, tuple[str, int] | None]:
+    """A deflated data set is parsed from an inflated copy, so the file position says nothing: read it whole.
+
+    Deflated MR files are rare; the inflated size is not bounded here (see the pixels module docstring).
+    """
+    fp.seek(0)
+    full = pydicom.dcmread(fp, force=True)
+    for tag, keyword in _PIXEL_TAGS.items():
+        if tag in full:
+            return ds, (keyword, len(full[tag].value or b""))
+    return ds, None
 
 
 def _looks_like_raw_dataset(head: bytes) -> bool:

@@ -143,7 +143,7 @@ def choose_series(study: StudyRecord, *, cfg: IngestConfig | None = None) -> Ser
                 "oedema findings are flagged and less certain"
             )
         _note_losers(ranked_stir, reasons, "STIR-type series not chosen")
-    else:
+    elif anatomy is not None:
         warnings.append(
             "no sagittal STIR, fat-saturated T2 or Dixon water series: marrow oedema cannot be assessed "
             "from this study"
@@ -161,7 +161,7 @@ def choose_series(study: StudyRecord, *, cfg: IngestConfig | None = None) -> Ser
             t1 = ranked[0].series
             use(t1, "t1", f"T1 for corroboration: best sagittal T1 of {len(pool)} ({ranked[0].detail})")
             _note_losers(ranked, reasons, "sagittal T1 not chosen")
-        else:
+        elif anatomy is not None:
             warnings.append("no sagittal T1 series: oedema is not corroborated on T1")
 
     decisions = []
