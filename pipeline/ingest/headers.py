@@ -349,12 +349,15 @@ def _read_until_pixels(
     head = fp.read(12)
     if len(head) < 8:
         return ds, None
-    implicit, little = _encoding(ds)
+    _, little = _encoding(ds)
     endian = "<" if little else ">"
     group, elem = struct.unpack(endian + "HH", head[:4])
     tag = group << 16 | elem
     if tag not in _PIXEL_TAGS:
         return ds, None
+    # Some writers encode implicit VR under an explicit transfer syntax (pydicom reads them anyway):
+    # trust the bytes, as pydicom does - an explicit header has a 2-letter VR and two zero bytes.
+    implicit = not (head[4:6].isalpha() and head[4:6].isupper() and head[6:8] == b"\x00\x00")
     if implicit:
         (length,) = struct.unpack(endian + "L", head[4:8])
     else:

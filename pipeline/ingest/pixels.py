@@ -189,6 +189,38 @@ def load_series(series: SeriesRecord, *, cfg: IngestConfig | None = None) -> Vol
     return Volume(out, stack.spacing_mm, stack.origin_lps, stack.axes_lps)
 
 
+def read_frames(path: Path, *, cfg: IngestConfig | None = None) -> np.ndarray:
+    """All frames of one greyscale image file, rescaled, as float32 ``(n_frames, rows, cols)``.
+
+    For 2-D use (thumbnails, single images) and for checking that a file decodes; no 3-D checks.
+
+    Raises
+    ------
+    DicomReadError
+        Unreadable, not an image, colour, or the pixel data cannot be decoded.
+    """
+    cfg = cfg or default_ingest_config()
+    header = read_header(
+        path, defer_size_bytes=cfg.discovery.defer_size_bytes, patient_key_salt=cfg.discovery.patient_key_salt
+    )
+    problem = pixel_problem(header)
+    if problem:
+        raise DicomReadError(problem)
+    megavoxels = header.n_frames * header.rows * header.cols / 1e6
+    if megavoxels > cfg.geometry.max_megavoxels:
+        raise DicomReadError(f"{path}: {megavoxels:.0f} million pixels exceeds geometry.max_megavoxels")
+    numbers: list[int | None] = [None] if header.n_frames == 1 else list(range(1, header.n_frames + 1))
+    frames = _decode(header, numbers)
+    out = np.empty((len(frames), header.rows, header.cols), dtype=np.float32)
+    for k, (arr, geo) in enumerate(zip(frames, header.frames, strict=True)):
+        if arr.shape != (header.rows, header.cols):
+            raise DicomReadError(
+                f"{path}: decoded frame has shape {arr.shape}, expected {(header.rows, header.cols)}"
+            )
+        out[k] = arr.astype(np.float32) * np.float32(geo.rescale_slope) + np.float32(geo.rescale_intercept)
+    return out
+
+
 def slice_sources(series: SeriesRecord, *, cfg: IngestConfig | None = None) -> tuple[SliceSource, ...]:
     """For each slice of :func:`load_series`'s volume, in order: the instance (and frame) it came from."""
     cfg = cfg or default_ingest_config()
