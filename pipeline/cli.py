@@ -94,12 +94,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from pipeline.ingest import choose_series, discover, load_ingest_config
     from pipeline.ingest.summary import format_skipped, format_study, patient_identity, study_json
 
+    cfg = load_ingest_config(args.config)
+    ingest_log = logging.getLogger("pipeline.ingest")
+    level = ingest_log.level
     if args.verbose == 0:
         # One line per skipped file is useful in a run's log, but here the table already summarises them.
-        logging.getLogger("pipeline.ingest").setLevel(logging.WARNING)
-    cfg = load_ingest_config(args.config)
-    found = discover(args.study_dir, cfg=cfg)
-    studies = [(s, choose_series(s, cfg=cfg)) for s in found.studies]
+        ingest_log.setLevel(logging.WARNING)
+    try:
+        found = discover(args.study_dir, cfg=cfg)
+        studies = [(s, choose_series(s, cfg=cfg)) for s in found.studies]
+    finally:
+        ingest_log.setLevel(level)
     if args.json:
         doc = {
             "root": str(found.root),

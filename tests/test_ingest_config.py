@@ -32,13 +32,20 @@ def _write(tmp_path: Path, data: dict) -> Path:
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        ({"geometry": {"orientation_tolerance_deg": 60}}, r"orientation_tolerance_deg: must be in \[0.0, 45.0\]"),
+        (
+            {"geometry": {"orientation_tolerance_deg": 60}},
+            r"orientation_tolerance_deg: must be in \[0.0, 45.0\]",
+        ),
         ({"geometry": {"min_slice": 3}}, r"geometry: unknown field 'min_slice'"),
-        ({"roles": {"name_rules": [{"name": "x", "pattern": "(", "role": "T2"}]}},
-         r"name rule 'x': pattern is not a valid regular expression"),
+        (
+            {"roles": {"name_rules": [{"name": "x", "pattern": "(", "role": "T2"}]}},
+            r"name rule 'x': pattern is not a valid regular expression",
+        ),
         ({"roles": {"name_rules": [{"name": "x", "pattern": "t2", "role": "T3"}]}}, r"role: must be one of"),
-        ({"roles": {"physics_rules": [{"name": "y", "role": "STIR", "ti_ms": [300, 100]}]}},
-         r"physics rule 'y': ti_ms range \[300.0, 100.0\] is empty"),
+        (
+            {"roles": {"physics_rules": [{"name": "y", "role": "STIR", "ti_ms": [300, 100]}]}},
+            r"physics rule 'y': ti_ms range \[300.0, 100.0\] is empty",
+        ),
         ({"selection": {"stir_preference": ["STIR", "DIXON"]}}, r"stir_preference: unknown entry 'DIXON'"),
     ],
 )

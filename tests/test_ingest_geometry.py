@@ -61,8 +61,14 @@ def test_invalid_orientation_is_an_input_error(iop, match):
 # --------------------------------------------------------------------------- stacks
 def _stack(positions, *, iop=IOP["SAGITTAL"], ps=(0.5, 0.6), rows=4, cols=3, **geo) -> list[SliceRef]:
     return [
-        SliceRef(Path(f"f{i}"), None, f"1.2.{i}", rows, cols,
-                 FrameGeometry(None, tuple(map(float, p)), iop, ps, 3.0, **geo))
+        SliceRef(
+            Path(f"f{i}"),
+            None,
+            f"1.2.{i}",
+            rows,
+            cols,
+            FrameGeometry(None, tuple(map(float, p)), iop, ps, 3.0, **geo),
+        )
         for i, p in enumerate(positions)
     ]
 
@@ -106,8 +112,17 @@ def test_inconsistent_slices_are_refused():
     tilted = good[:2] + _stack([(-8, 0, 0)], iop=rotated_iop("SAGITTAL", 5, (0, 0, 1)))
     with pytest.raises(SeriesError, match="oriented differently"):
         assess_stack(tilted, cfg, where="s")
-    no_ipp = [SliceRef(s.path, None, s.sop_instance_uid, 4, 3, FrameGeometry(None, None, s.geometry.orientation,
-                                                                              (0.5, 0.6), 3.0)) for s in good]
+    no_ipp = [
+        SliceRef(
+            s.path,
+            None,
+            s.sop_instance_uid,
+            4,
+            3,
+            FrameGeometry(None, None, s.geometry.orientation, (0.5, 0.6), 3.0),
+        )
+        for s in good
+    ]
     with pytest.raises(SeriesError, match=r"f0 has no valid ImagePositionPatient \(nor do 2 other slices\)"):
         assess_stack(no_ipp, cfg, where="s")
 

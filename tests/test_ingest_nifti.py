@@ -15,7 +15,9 @@ from pipeline.ingest.nifti import synthetic_uid
 from pipeline.model import Orientation, Role, Substitute
 
 
-def _write_pir(path: Path, shape=(20, 24, 6), spacing=(0.9, 1.1, 4.0), scale: float | None = None) -> np.ndarray:
+def _write_pir(
+    path: Path, shape=(20, 24, 6), spacing=(0.9, 1.1, 4.0), scale: float | None = None
+) -> np.ndarray:
     """A NIfTI with axis codes PIR like the real research data: x anterior->posterior, y superior->inferior,
     z towards the patient's right (the slice axis)."""
     data = (np.arange(np.prod(shape)) % 251).reshape(shape).astype(np.int16)
@@ -40,7 +42,9 @@ def test_nifti_without_sidecar_is_a_sagittal_other_study(tmp_path: Path):
     assert series.source == "nifti" and series.orientation is Orientation.SAGITTAL
     assert series.role is Role.OTHER and "file name (no JSON sidecar)" in series.role_rule
     assert (series.n_images, series.rows, series.cols) == (6, 24, 20)
-    assert series.pixel_spacing_mm == pytest.approx((1.1, 0.9)) and series.slice_spacing_mm == pytest.approx(4.0)
+    assert series.pixel_spacing_mm == pytest.approx((1.1, 0.9)) and series.slice_spacing_mm == pytest.approx(
+        4.0
+    )
     assert study.patient_key == "" and study.study_uid.startswith("2.25.")
     vol = load_series(series)
     assert vol.array.dtype == np.float32 and vol.shape == (6, 24, 20)
@@ -69,8 +73,12 @@ def test_uids_are_deterministic_hashes_of_the_file(tmp_path: Path):
 
 @pytest.mark.parametrize(
     ("name", "role", "sub"),
-    [("sub-01_T2w.nii.gz", Role.T2, None), ("sub-01_T1w.nii", Role.T1, None), ("case_stir.nii.gz", Role.STIR, None),
-     ("dixon_water.nii.gz", Role.STIR, Substitute.DIXON_WATER)],
+    [
+        ("sub-01_T2w.nii.gz", Role.T2, None),
+        ("sub-01_T1w.nii", Role.T1, None),
+        ("case_stir.nii.gz", Role.STIR, None),
+        ("dixon_water.nii.gz", Role.STIR, Substitute.DIXON_WATER),
+    ],
 )
 def test_role_from_file_name(tmp_path: Path, name: str, role: Role, sub):
     _write_pir(tmp_path / name)
@@ -80,14 +88,26 @@ def test_role_from_file_name(tmp_path: Path, name: str, role: Role, sub):
 
 def test_role_from_bids_sidecar_with_seconds(tmp_path: Path):
     _write_pir(tmp_path / "sub-01_run-1.nii.gz")
-    (tmp_path / "sub-01_run-1.json").write_text(json.dumps({
-        "SeriesDescription": "t2_tirm_sag", "RepetitionTime": 4.5, "EchoTime": 0.041, "InversionTime": 0.16,
-        "ScanningSequence": "SE_IR", "MagneticFieldStrength": 1.5, "Manufacturer": "Siemens"}))
+    (tmp_path / "sub-01_run-1.json").write_text(
+        json.dumps(
+            {
+                "SeriesDescription": "t2_tirm_sag",
+                "RepetitionTime": 4.5,
+                "EchoTime": 0.041,
+                "InversionTime": 0.16,
+                "ScanningSequence": "SE_IR",
+                "MagneticFieldStrength": 1.5,
+                "Manufacturer": "Siemens",
+            }
+        )
+    )
     found = discover(tmp_path)
     assert found.skipped == ()  # the sidecar is read with its image, not skipped
     (series,) = found.studies[0].series
     assert series.role is Role.STIR and "BIDS sidecar sub-01_run-1.json" in series.role_rule
-    assert series.inversion_time_ms == pytest.approx(160.0) and series.repetition_time_ms == pytest.approx(4500.0)
+    assert series.inversion_time_ms == pytest.approx(160.0) and series.repetition_time_ms == pytest.approx(
+        4500.0
+    )
     assert "agree" in series.role_rule
 
 

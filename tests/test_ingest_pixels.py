@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from pydicom.uid import (
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLosslessSV1,
@@ -36,8 +36,12 @@ LOSSLESS = [
     RLELossless,
     JPEGLSLossless,
     JPEG2000Lossless,
-    pytest.param(JPEGLosslessSV1, marks=pytest.mark.skipif(shutil.which("dcmcjpeg") is None,
-                                                           reason="DCMTK dcmcjpeg writes the JPEG lossless files")),
+    pytest.param(
+        JPEGLosslessSV1,
+        marks=pytest.mark.skipif(
+            shutil.which("dcmcjpeg") is None, reason="DCMTK dcmcjpeg writes the JPEG lossless files"
+        ),
+    ),
 ]
 
 
@@ -75,8 +79,14 @@ def test_lossy_transfer_syntaxes_are_close(tmp_path: Path, ts: str, tol: float):
 
 
 def test_enhanced_mr_multiframe(tmp_path: Path):
-    spec = SeriesSpec(description="T2W_TSE", manufacturer="Philips Medical Systems", rescale=(2.0, 1.0),
-                      tr=3500.0, te=90.0, n_slices=6)
+    spec = SeriesSpec(
+        description="T2W_TSE",
+        manufacturer="Philips Medical Systems",
+        rescale=(2.0, 1.0),
+        tr=3500.0,
+        te=90.0,
+        n_slices=6,
+    )
     write_enhanced(tmp_path / "enh.dcm", spec, frame_order=[3, 0, 5, 1, 4, 2])
     series, vol = _load_only(tmp_path)
     assert series.n_images == 6 and len(series.files) == 1
@@ -91,8 +101,14 @@ def test_enhanced_mr_multiframe(tmp_path: Path):
 
 
 def test_enhanced_mr_stir_from_functional_groups(tmp_path: Path):
-    spec = SeriesSpec(description="sag_ir", sequence_name="TIR", tr=5000.0, te=60.0, ti=160.0,
-                      transfer_syntax=JPEGLSLossless)
+    spec = SeriesSpec(
+        description="sag_ir",
+        sequence_name="TIR",
+        tr=5000.0,
+        te=60.0,
+        ti=160.0,
+        transfer_syntax=JPEGLSLossless,
+    )
     write_enhanced(tmp_path / "stir.dcm", spec)
     series, vol = _load_only(tmp_path)
     assert series.role.value == "STIR" and series.inversion_time_ms == 160.0
@@ -109,8 +125,14 @@ def test_enhanced_mr_multiframe_compressed_rle(tmp_path: Path):
 
 @pytest.mark.parametrize("tilt", [0.0, 12.0])
 def test_geometry_matches_simpleitk_series_reader(tmp_path: Path, tilt: float):
-    spec = SeriesSpec(orientation=rotated_iop("SAGITTAL", tilt, (0, 1, 0)), n_slices=7, slice_spacing=3.3,
-                      pixel_spacing=(0.9, 0.6), origin=(12.5, -30.0, 80.0), file_names="none")
+    spec = SeriesSpec(
+        orientation=rotated_iop("SAGITTAL", tilt, (0, 1, 0)),
+        n_slices=7,
+        slice_spacing=3.3,
+        pixel_spacing=(0.9, 0.6),
+        origin=(12.5, -30.0, 80.0),
+        file_names="none",
+    )
     write_series(tmp_path, spec)
     series, vol = _load_only(tmp_path)
     reader = sitk.ImageSeriesReader()
@@ -142,12 +164,19 @@ def test_slice_sources_and_datasets_follow_the_volume_order(tmp_path: Path):
 @pytest.mark.parametrize(
     ("mutate_slice", "match"),
     [
-        (lambda ds: setattr(ds, "Rows", 11) or setattr(ds, "PixelData", ds.PixelData[: 11 * 10 * 2]),
-         "is 11 x 10 pixels but"),
+        (
+            lambda ds: setattr(ds, "Rows", 11) or setattr(ds, "PixelData", ds.PixelData[: 11 * 10 * 2]),
+            "is 11 x 10 pixels but",
+        ),
         (lambda ds: setattr(ds, "PixelSpacing", [0.9, 0.7]), "has PixelSpacing"),
-        (lambda ds: setattr(ds, "ImageOrientationPatient", list(rotated_iop("SAGITTAL", 8))),
-         "is oriented differently"),
-        (lambda ds: setattr(ds, "ImagePositionPatient", [-8.0 - 4.0 * 3, -40.0, 60.0]), "duplicate slice position"),
+        (
+            lambda ds: setattr(ds, "ImageOrientationPatient", list(rotated_iop("SAGITTAL", 8))),
+            "is oriented differently",
+        ),
+        (
+            lambda ds: setattr(ds, "ImagePositionPatient", [-8.0 - 4.0 * 3, -40.0, 60.0]),
+            "duplicate slice position",
+        ),
     ],
 )
 def test_inconsistent_series_raise_series_error(tmp_path: Path, mutate_slice, match: str):
@@ -198,15 +227,23 @@ def test_corrupt_compressed_frame_is_a_decode_error(tmp_path: Path):
 def test_transfer_syntax_problem():
     assert transfer_syntax_problem(JPEGLSLossless) is None
     assert transfer_syntax_problem("1.2.840.10008.1.2.4.100") and "not supported" in transfer_syntax_problem(
-        "1.2.840.10008.1.2.4.100")
+        "1.2.840.10008.1.2.4.100"
+    )
     assert "not a known transfer syntax" in transfer_syntax_problem("1.2.3.4")
 
 
 def test_two_series_same_frame_of_reference_share_the_grid(tmp_path: Path):
     fo, st = generate_uid(), generate_uid()
     a = SeriesSpec(study_uid=st, frame_of_reference_uid=fo)
-    b = SeriesSpec(study_uid=st, frame_of_reference_uid=fo, description="t1_tse_sag", tr=500, te=10,
-                   series_number=2, transfer_syntax=RLELossless)
+    b = SeriesSpec(
+        study_uid=st,
+        frame_of_reference_uid=fo,
+        description="t1_tse_sag",
+        tr=500,
+        te=10,
+        series_number=2,
+        transfer_syntax=RLELossless,
+    )
     write_series(tmp_path / "a", a)
     write_series(tmp_path / "b", b)
     s1, s2 = discover_study(tmp_path).series

@@ -50,9 +50,16 @@ EXPECTED_ERRORS = {
     "liver_1frame.dcm": "PerFrameFunctionalGroupsSequence has 3 items for 1 frames",
     "JPEG-lossy.dcm": "cannot decode pixel data (JPEG Extended (Process 2 and 4))",
 }
-MR_SMALL = ["MR_small.dcm", "MR_small_RLE.dcm", "MR_small_bigendian.dcm", "MR_small_expb.dcm",
-            "MR_small_implicit.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm",
-            "MR_small_padded.dcm"]
+MR_SMALL = [
+    "MR_small.dcm",
+    "MR_small_RLE.dcm",
+    "MR_small_bigendian.dcm",
+    "MR_small_expb.dcm",
+    "MR_small_implicit.dcm",
+    "MR_small_jp2klossless.dcm",
+    "MR_small_jpeg_ls_lossless.dcm",
+    "MR_small_padded.dcm",
+]
 
 
 def test_only_bundled_files_are_used():
@@ -100,5 +107,7 @@ def test_discovery_over_the_whole_bundle_never_crashes(tmp_path: Path):
     skipped = {s.path for s in found.skipped}
     assert found.n_files == len(in_series | skipped)  # every file is accounted for, exactly once
     assert not in_series & skipped
-    mr_small = [s for st in found.studies for s in st.series if any(f.name == "MR_small.dcm" for f in s.files)]
+    mr_small = [
+        s for st in found.studies for s in st.series if any(f.name == "MR_small.dcm" for f in s.files)
+    ]
     assert mr_small and mr_small[0].modality == "MR"

@@ -74,23 +74,65 @@ def test_normalise_name():
 @pytest.mark.parametrize(
     ("params", "role", "sub"),
     [
-        ({"inversion_time_ms": 150.0, "scanning_sequence": ("SE", "IR"), "repetition_time_ms": 4000.0,
-          "echo_time_ms": 40.0}, Role.STIR, None),  # 1.5 T STIR
-        ({"inversion_time_ms": 230.0, "repetition_time_ms": 5000.0, "echo_time_ms": 50.0,
-          "field_strength_t": 3.0}, Role.STIR, None),  # 3 T, IR inferred from TI
-        ({"inversion_time_ms": 2500.0, "repetition_time_ms": 9000.0, "echo_time_ms": 100.0}, Role.OTHER, None),
+        (
+            {
+                "inversion_time_ms": 150.0,
+                "scanning_sequence": ("SE", "IR"),
+                "repetition_time_ms": 4000.0,
+                "echo_time_ms": 40.0,
+            },
+            Role.STIR,
+            None,
+        ),  # 1.5 T STIR
+        (
+            {
+                "inversion_time_ms": 230.0,
+                "repetition_time_ms": 5000.0,
+                "echo_time_ms": 50.0,
+                "field_strength_t": 3.0,
+            },
+            Role.STIR,
+            None,
+        ),  # 3 T, IR inferred from TI
+        (
+            {"inversion_time_ms": 2500.0, "repetition_time_ms": 9000.0, "echo_time_ms": 100.0},
+            Role.OTHER,
+            None,
+        ),
         ({"inversion_time_ms": 860.0, "repetition_time_ms": 2000.0, "echo_time_ms": 10.0}, Role.T1, None),
-        ({"inversion_recovery": False, "inversion_time_ms": 0.0, "repetition_time_ms": 3500.0,
-          "echo_time_ms": 100.0}, Role.T2, None),
+        (
+            {
+                "inversion_recovery": False,
+                "inversion_time_ms": 0.0,
+                "repetition_time_ms": 3500.0,
+                "echo_time_ms": 100.0,
+            },
+            Role.T2,
+            None,
+        ),
         ({"repetition_time_ms": 600.0, "echo_time_ms": 12.0}, Role.T1, None),
         ({"repetition_time_ms": 3000.0, "echo_time_ms": 30.0}, Role.OTHER, None),  # PD
         ({"repetition_time_ms": 3800.0, "echo_time_ms": 80.0, "scan_options": ("FS",)}, Role.STIR, T2_FS),
         ({"repetition_time_ms": 3800.0, "echo_time_ms": 80.0, "fat_suppression": "FAT"}, Role.STIR, T2_FS),
         ({"repetition_time_ms": 550.0, "echo_time_ms": 10.0, "scan_options": ("FS",)}, Role.OTHER, None),
-        ({"repetition_time_ms": 3800.0, "echo_time_ms": 80.0,
-          "image_type": ("DERIVED", "PRIMARY", "DIXON", "WATER")}, Role.STIR, DIXON),
-        ({"repetition_time_ms": 3800.0, "echo_time_ms": 80.0, "image_type": ("ORIGINAL", "PRIMARY", "W", "W")},
-         Role.STIR, DIXON),
+        (
+            {
+                "repetition_time_ms": 3800.0,
+                "echo_time_ms": 80.0,
+                "image_type": ("DERIVED", "PRIMARY", "DIXON", "WATER"),
+            },
+            Role.STIR,
+            DIXON,
+        ),
+        (
+            {
+                "repetition_time_ms": 3800.0,
+                "echo_time_ms": 80.0,
+                "image_type": ("ORIGINAL", "PRIMARY", "W", "W"),
+            },
+            Role.STIR,
+            DIXON,
+        ),
         ({"repetition_time_ms": 500.0, "echo_time_ms": 15.0, "scanning_sequence": ("GR",)}, Role.OTHER, None),
         ({"image_type": ("ORIGINAL", "PRIMARY", "LOCALIZER")}, Role.OTHER, None),
         ({"repetition_time_ms": 600.0, "echo_time_ms": 12.0, "contrast_agent": "GADOVIST"}, Role.OTHER, None),
@@ -105,8 +147,10 @@ def test_physics_without_names(params, role, sub):
 def test_agreement_raises_confidence_above_either_source():
     name_only = classify_role(AcquisitionInfo(series_description="t2_tse_sag"), cfg=CFG)
     phys_only = classify_role(AcquisitionInfo(repetition_time_ms=4000.0, echo_time_ms=100.0), cfg=CFG)
-    both = classify_role(AcquisitionInfo(series_description="t2_tse_sag", repetition_time_ms=4000.0,
-                                         echo_time_ms=100.0), cfg=CFG)
+    both = classify_role(
+        AcquisitionInfo(series_description="t2_tse_sag", repetition_time_ms=4000.0, echo_time_ms=100.0),
+        cfg=CFG,
+    )
     assert name_only.role is phys_only.role is both.role is Role.T2
     assert both.confidence > max(name_only.confidence, phys_only.confidence)
     assert "agree" in both.rule
@@ -114,21 +158,30 @@ def test_agreement_raises_confidence_above_either_source():
 
 def test_disagreement_is_reported_and_lowers_confidence():
     # Named "T2" but acquired as inversion recovery with TI 150 ms: physics (IR) is the stronger rule.
-    acq = AcquisitionInfo(series_description="Sag T2", repetition_time_ms=4000.0, echo_time_ms=40.0,
-                          inversion_time_ms=150.0, scanning_sequence=("SE", "IR"))
+    acq = AcquisitionInfo(
+        series_description="Sag T2",
+        repetition_time_ms=4000.0,
+        echo_time_ms=40.0,
+        inversion_time_ms=150.0,
+        scanning_sequence=("SE", "IR"),
+    )
     got = classify_role(acq, cfg=CFG)
     assert got.role is Role.STIR  # STIR refines T2: not a contradiction
     assert "refines" in got.rule
     # Named STIR but a short-TR short-TE acquisition: a real contradiction.
-    acq = AcquisitionInfo(series_description="SAG STIR", repetition_time_ms=500.0, echo_time_ms=10.0,
-                          inversion_recovery=False)
+    acq = AcquisitionInfo(
+        series_description="SAG STIR", repetition_time_ms=500.0, echo_time_ms=10.0, inversion_recovery=False
+    )
     got = classify_role(acq, cfg=CFG)
     assert got.rule.startswith("DISAGREEMENT")
     assert got.role is Role.STIR  # name rule 0.85 beats TR/TE rule 0.75 ...
-    assert got.confidence == pytest.approx(0.85 * CFG.roles.disagreement_factor)  # ... with lowered confidence
+    assert got.confidence == pytest.approx(
+        0.85 * CFG.roles.disagreement_factor
+    )  # ... with lowered confidence
     # Named T1 but a FLAIR inversion (physics rule 0.85 vs name 0.85: physics wins ties).
-    acq = AcquisitionInfo(series_description="T1 sag", inversion_time_ms=2500.0, repetition_time_ms=9000.0,
-                          echo_time_ms=90.0)
+    acq = AcquisitionInfo(
+        series_description="T1 sag", inversion_time_ms=2500.0, repetition_time_ms=9000.0, echo_time_ms=90.0
+    )
     got = classify_role(acq, cfg=CFG)
     assert got.role is Role.OTHER and "the physics wins" in got.rule
 

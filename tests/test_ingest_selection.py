@@ -15,15 +15,45 @@ CFG = load_ingest_config()
 _n = iter(range(1, 1000))
 
 
-def rec(role: Role, *, orientation=Orientation.SAGITTAL, sub=None, n=15, ps=(0.7, 0.7), rows=320, cols=320,
-        spacing=4.0, conf=0.9, problems=(), modality="MR", frame="1.2.3", desc=None, rule="name rule") -> SeriesRecord:
+def rec(
+    role: Role,
+    *,
+    orientation=Orientation.SAGITTAL,
+    sub=None,
+    n=15,
+    ps=(0.7, 0.7),
+    rows=320,
+    cols=320,
+    spacing=4.0,
+    conf=0.9,
+    problems=(),
+    modality="MR",
+    frame="1.2.3",
+    desc=None,
+    rule="name rule",
+) -> SeriesRecord:
     num = next(_n)
     return SeriesRecord(
-        study_uid="1.2", series_uid=f"1.2.{num}", frame_of_reference_uid=frame, modality=modality,
-        description=desc or f"{role.value.lower()}_{num}", series_number=num, orientation=orientation, role=role,
-        role_rule=rule, role_confidence=conf, substitute=sub, n_images=n, rows=rows, cols=cols,
-        pixel_spacing_mm=ps, slice_thickness_mm=spacing, transfer_syntaxes=("1.2.840.10008.1.2.1",),
-        files=(Path(f"/x/{num}"),), problems=tuple(problems), slice_spacing_mm=spacing,
+        study_uid="1.2",
+        series_uid=f"1.2.{num}",
+        frame_of_reference_uid=frame,
+        modality=modality,
+        description=desc or f"{role.value.lower()}_{num}",
+        series_number=num,
+        orientation=orientation,
+        role=role,
+        role_rule=rule,
+        role_confidence=conf,
+        substitute=sub,
+        n_images=n,
+        rows=rows,
+        cols=cols,
+        pixel_spacing_mm=ps,
+        slice_thickness_mm=spacing,
+        transfer_syntaxes=("1.2.840.10008.1.2.1",),
+        files=(Path(f"/x/{num}"),),
+        problems=tuple(problems),
+        slice_spacing_mm=spacing,
     )
 
 
@@ -45,7 +75,9 @@ def test_full_study_t2_anatomy_stir_and_t1():
     assert (choice.anatomy, choice.stir, choice.t1) == (t2, stir, t1)
     assert choice.warnings == ()
     assert len(choice.decisions) == 6
-    assert decision(choice, t2).used_as == "anatomy" and "best sagittal T2 of 1" in decision(choice, t2).reason
+    assert (
+        decision(choice, t2).used_as == "anatomy" and "best sagittal T2 of 1" in decision(choice, t2).reason
+    )
     assert decision(choice, stir).used_as == "stir" and "true STIR" in decision(choice, stir).reason
     assert decision(choice, t1).used_as == "t1"
     assert not decision(choice, ax).used and "axial series: only sagittal" in decision(choice, ax).reason
@@ -68,7 +100,10 @@ def test_best_t2_by_coverage_then_resolution():
     fine_but_small_fov = rec(Role.T2, n=17, ps=(0.5, 0.5), rows=200, cols=200)
     choice = choose_series(study(small, large, fine_but_small_fov), cfg=CFG)
     assert choice.anatomy == large
-    assert "ranked below" in decision(choice, small).reason and "coverage 53% of best" in decision(choice, small).reason
+    assert (
+        "ranked below" in decision(choice, small).reason
+        and "coverage 53% of best" in decision(choice, small).reason
+    )
     same_cover_finer = rec(Role.T2, n=17, ps=(0.5, 0.5), rows=448, cols=448)
     assert choose_series(study(large, same_cover_finer), cfg=CFG).anatomy == same_cover_finer
 
@@ -111,8 +146,9 @@ def test_other_fallback_prefers_unrecognised_series():
     assert any("role OTHER" in w for w in choice.warnings)
     no_fallback = replace(CFG, selection=SelectionConfig(other_as_anatomy_fallback=False))
     choice = choose_series(study(loc, unknown), cfg=no_fallback)
-    assert choice.anatomy is None and choice.warnings == ("no usable sagittal series: nothing can be measured in this "
-                                                          "study",)
+    assert choice.anatomy is None and choice.warnings == (
+        "no usable sagittal series: nothing can be measured in this study",
+    )
 
 
 def test_nothing_usable():
@@ -126,4 +162,6 @@ def test_every_series_has_exactly_one_decision(n_series: int):
     series = [rec(r) for r in (Role.T2, Role.T1, Role.STIR, Role.OTHER)[:n_series]]
     split = replace(rec(Role.OTHER, n=1, problems=("x",)), stack="AXIAL")
     choice = choose_series(study(*series, split), cfg=CFG)
-    assert [(d.series_uid, d.stack) for d in choice.decisions] == [(s.series_uid, s.stack) for s in (*series, split)]
+    assert [(d.series_uid, d.stack) for d in choice.decisions] == [
+        (s.series_uid, s.stack) for s in (*series, split)
+    ]

@@ -212,8 +212,8 @@ def assess_stack(slices: Sequence[SliceRef], cfg: GeometryConfig, *, where: str)
         assert ps is not None
         if any(abs(a - b) > cfg.pixel_spacing_tolerance_ratio * b for a, b in zip(ps, ps0, strict=True)):
             raise SeriesError(
-                f"{where}: {_slice_name(s)} has PixelSpacing {ps} mm but {_slice_name(ref)} (like most slices) "
-                f"has {ps0} mm"
+                f"{where}: {_slice_name(s)} has PixelSpacing {ps} mm but {_slice_name(ref)} (like most "
+                f"slices) has {ps0} mm"
             )
     normal = np.cross(row0, col0)
     positions = np.array([s.geometry.position_lps for s in slices], dtype=float)

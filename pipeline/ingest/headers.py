@@ -20,9 +20,11 @@ import hashlib
 import hmac
 import logging
 import math
+import os
 import stat
 import struct
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,46 @@ _DIXON_COMPONENTS = {
     "OPP_PHASE": "OPPOSED_PHASE",
     "OPPOSED_PHASE": "OPPOSED_PHASE",
 }
+
+
+class BoundedFile:
+    """A binary file whose ``read(n)`` never asks for more than what is left in the file.
+
+    ``io.BufferedReader.read(n)`` allocates ``n`` bytes before reading, so a corrupt length field of 4 GB
+    makes pydicom allocate 4 GB even in a 2 kB file. Every pydicom read in the ingest stage goes through
+    this class (pydicom also re-opens files with it for deferred values).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], mode: str = "rb") -> None:
+        if mode != "rb":
+            raise ValueError("BoundedFile is read-only")
+        self._fp = open(path, "rb")  # noqa: SIM115 - closed by close() / the context manager
+        self._size = os.fstat(self._fp.fileno()).st_size
+        self.name = str(path)
+
+    def read(self, n: int | None = -1) -> bytes:
+        if n is None or n < 0:
+            return self._fp.read()
+        return self._fp.read(max(0, min(n, self._size - self._fp.tell())))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fp.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fp.tell()
+
+    def close(self) -> None:
+        self._fp.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._fp.closed
+
+    def __enter__(self) -> BoundedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -162,8 +204,8 @@ def read_header(path: Path, *, defer_size_bytes: int = 4096, patient_key_salt: s
     if st.st_size == 0:
         raise DicomReadError(f"{path}: empty file (0 bytes)")
     try:
-        with _quiet(), open(path, "rb") as fp:
-            ds, pixel = _read_until_pixels(fp, path, defer_size_bytes, st.st_size)
+        with _quiet(), BoundedFile(path) as fp:
+            ds, pixel = read_until_pixels(fp, path, defer_size_bytes, st.st_size)
             _refuse_oversized_deferred(ds, path, st.st_size)
             return _summarise(ds, path, st.st_size, pixel, patient_key_salt)
     except DicomReadError:
@@ -181,8 +223,8 @@ def is_dicomdir(path: Path) -> bool:
     if path.name.upper() == "DICOMDIR":
         return True
     try:
-        with _quiet():
-            meta = pydicom.filereader.read_file_meta_info(path)
+        with _quiet(), BoundedFile(path) as fp:
+            meta = pydicom.dcmread(fp, stop_before_pixels=True, defer_size=4096).file_meta
         return str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS
     except Exception:  # noqa: BLE001 - any unreadable file is simply not a DICOMDIR
         return False
@@ -192,7 +234,8 @@ def dicomdir_references(path: Path) -> tuple[list[Path], str | None]:
     """Files a DICOMDIR refers to (absolute paths) and a problem description, if it could not be read."""
     try:
         with _quiet():
-            ds = pydicom.dcmread(path, defer_size=1 << 20)
+            with BoundedFile(path) as fp:
+                ds = pydicom.dcmread(fp, defer_size=1 << 20)
             records = ds.get("DirectoryRecordSequence") or []
             out = []
             for rec in records:
@@ -329,10 +372,30 @@ def _quiet() -> Iterator[None]:
         logger.debug("pydicom: %s", w.message)
 
 
-def _read_until_pixels(
-    fp: Any, path: Path, defer_size: int, size: int
-) -> tuple[Dataset, tuple[str, int] | None]:
-    """Parse up to the pixel data; return the dataset and (pixel keyword, declared length) if present."""
+@dataclass(frozen=True)
+class PixelElement:
+    """Where a file's pixel data element is (found without reading it)."""
+
+    keyword: str  # PixelData, FloatPixelData or DoubleFloatPixelData
+    length: int  # declared length in bytes; 0xFFFFFFFF for encapsulated (compressed) data
+    value_offset: int  # file offset of the value; -1 for a deflated file (parsed from an inflated copy)
+    vr: str | None  # as written (explicit VR files), else None
+    little_endian: bool
+
+    @property
+    def encapsulated(self) -> bool:
+        return self.length == _UNDEFINED
+
+
+def read_until_pixels(fp: Any, path: Path, defer_size: int, size: int) -> tuple[Dataset, PixelElement | None]:
+    """Parse up to the pixel data (values over ``defer_size`` are skipped) and locate the pixel element.
+
+    Raises
+    ------
+    DicomReadError
+        Not DICOM, or the pixel data runs past the end of the file (truncated).
+    """
+    _refuse_deflate_bomb(fp, path, size)
     try:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, defer_size=defer_size)
     except InvalidDicomError:
@@ -371,7 +434,43 @@ def _read_until_pixels(
             f"{path}: truncated file: pixel data declares {length} bytes but the file ends {missing} bytes "
             "early (incomplete copy or transfer); re-export the series"
         )
-    return ds, (_PIXEL_TAGS[tag], length)
+    vr = None if implicit else head[4:6].decode("ascii")
+    return ds, PixelElement(_PIXEL_TAGS[tag], length, value_start, vr, little)
+
+
+MAX_INFLATED_BYTES = 512 << 20  # a deflated data set larger than this when inflated is refused (zip bomb)
+
+
+def _refuse_deflate_bomb(fp: Any, path: Path, size: int) -> None:
+    """pydicom inflates a Deflated Explicit VR data set whole, before anything can be checked: measure the
+    inflated size first (streaming, nothing kept) and refuse above :data:`MAX_INFLATED_BYTES`."""
+    head = fp.read(2048)
+    fp.seek(0)
+    if DeflatedExplicitVRLittleEndian.encode() not in head or head[128:132] != b"DICM":
+        return
+    try:
+        (group_length,) = struct.unpack("<L", head[140:144])
+    except struct.error:
+        raise DicomReadError(
+            f"{path}: deflated file with an unreadable File Meta Information header"
+        ) from None
+    fp.seek(144 + group_length)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        while chunk := fp.read(1 << 16):
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 20))
+                chunk = inflater.unconsumed_tail
+                if total > MAX_INFLATED_BYTES:
+                    raise DicomReadError(
+                        f"{path}: deflated data set inflates to more than {MAX_INFLATED_BYTES >> 20} MB "
+                        f"from {size} bytes; refused"
+                    )
+    except zlib.error as exc:
+        raise DicomReadError(f"{path}: corrupt deflated data set ({exc})") from None
+    finally:
+        fp.seek(0)
 
 
 def _is_deflated(ds: Dataset) -> bool:
@@ -379,7 +478,7 @@ def _is_deflated(ds: Dataset) -> bool:
     return meta is not None and str(meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian
 
 
-def _deflated_pixel_info(ds: Dataset, fp: Any) -> tuple[Dataset, tuple[str, int] | None]:
+def _deflated_pixel_info(ds: Dataset, fp: Any) -> tuple[Dataset, PixelElement | None]:
     """A deflated data set is parsed from an inflated copy, so the file position says nothing: read it whole.
 
     Deflated MR files are rare; the inflated size is not bounded here (see the pixels module docstring).
@@ -388,7 +487,7 @@ def _deflated_pixel_info(ds: Dataset, fp: Any) -> tuple[Dataset, tuple[str, int]
     full = pydicom.dcmread(fp, force=True)
     for tag, keyword in _PIXEL_TAGS.items():
         if tag in full:
-            return ds, (keyword, len(full[tag].value or b""))
+            return ds, PixelElement(keyword, len(full[tag].value or b""), -1, full[tag].VR, True)
     return ds, None
 
 
@@ -427,9 +526,7 @@ def _refuse_oversized_deferred(ds: Dataset, path: Path, size: int) -> None:
             )
 
 
-def _summarise(
-    ds: Dataset, path: Path, size: int, pixel: tuple[str, int] | None, salt: str
-) -> InstanceHeader:
+def _summarise(ds: Dataset, path: Path, size: int, pixel: PixelElement | None, salt: str) -> InstanceHeader:
     meta = getattr(ds, "file_meta", Dataset())
     media_class = str(meta.get("MediaStorageSOPClassUID", "") or "")
     if media_class == DICOMDIR_SOP_CLASS or "DirectoryRecordSequence" in ds:
@@ -453,7 +550,7 @@ def _summarise(
     if not ts:
         implicit, little = getattr(ds, "original_encoding", (True, True))
         ts = "1.2.840.10008.1.2" if implicit else ("1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2")
-    keyword, length = pixel
+    keyword, length = pixel.keyword, pixel.length
     if length != _UNDEFINED and keyword == "PixelData" and bits in (8, 16, 32):
         expected = rows * cols * n_frames * spp * (bits // 8)
         if length < expected:

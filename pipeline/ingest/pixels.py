@@ -23,17 +23,28 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, cast
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_undefined_length_value
 from pydicom.pixels import get_decoder, iter_pixels
+from pydicom.tag import SequenceDelimiterTag
 from pydicom.uid import UID
 
 from pipeline.errors import DicomReadError, SeriesError
 from pipeline.ingest.config import IngestConfig, default_ingest_config
 from pipeline.ingest.geometry import SliceRef, StackGeometry, assess_stack
-from pipeline.ingest.headers import InstanceHeader, _quiet, describe_exception, read_header
+from pipeline.ingest.headers import (
+    BoundedFile,
+    InstanceHeader,
+    _quiet,
+    describe_exception,
+    read_header,
+    read_until_pixels,
+)
 from pipeline.ingest.nifti import load_nifti
 from pipeline.model import SeriesRecord
 from pipeline.volume import Volume
@@ -247,10 +258,10 @@ def read_source_datasets(series: SeriesRecord, *, cfg: IngestConfig | None = Non
             continue
         seen.add(src.path)
         try:
-            with _quiet():
+            with _quiet(), BoundedFile(src.path) as fp:
                 out.append(
                     pydicom.dcmread(
-                        src.path,
+                        fp,
                         stop_before_pixels=True,
                         defer_size=cfg.discovery.defer_size_bytes,
                         force=True,
@@ -273,35 +284,47 @@ def _decode(header: InstanceHeader, frame_numbers: Sequence[int | None]) -> list
     decoded: dict[int, np.ndarray] = {}
     try:
         with _quiet():
+            ds = _dataset_with_pixels(header)
             if n == 1:
-                decoded[0] = _as_2d(pydicom.pixels.pixel_array(str(path)), path)
+                decoded[0] = _as_2d(pydicom.pixels.pixel_array(ds), path)
             else:
-                for i, arr in zip(wanted, iter_pixels(str(path), indices=wanted), strict=True):
+                for i, arr in zip(wanted, iter_pixels(ds, indices=wanted), strict=True):
                     decoded[i] = _as_2d(arr, path)
     except DicomReadError:
         raise
-    except Exception as first:  # noqa: BLE001 - retry through a full read (files without File Meta)
-        try:
-            decoded = _decode_via_dataset(header, wanted)
-        except DicomReadError:
-            raise
-        except Exception:  # noqa: BLE001
-            ts = UID(header.transfer_syntax)
-            raise DicomReadError(
-                f"{path}: cannot decode pixel data ({ts.name}): {describe_exception(first)}"
-            ) from None
+    except Exception as exc:  # noqa: BLE001 - the boundary: any decoder failure is this file's problem
+        ts = UID(header.transfer_syntax)
+        raise DicomReadError(
+            f"{path}: cannot decode pixel data ({ts.name}): {describe_exception(exc)}"
+        ) from None
     return [decoded[i] for i in indices]
 
 
-def _decode_via_dataset(header: InstanceHeader, wanted: Sequence[int]) -> dict[int, np.ndarray]:
-    with _quiet():
-        ds = pydicom.dcmread(header.path, force=True)
-        if "TransferSyntaxUID" not in ds.file_meta:
-            ds.file_meta.TransferSyntaxUID = UID(header.transfer_syntax)
-        arr = ds.pixel_array
-    if header.n_frames == 1:
-        return {0: _as_2d(arr, header.path)}
-    return {i: _as_2d(arr[i], header.path) for i in wanted}
+def _dataset_with_pixels(header: InstanceHeader) -> Dataset:
+    """The file's header plus its pixel data element, read with bounded memory: only the bytes the pixel
+    element really occupies in the file (never a declared length), nothing after it."""
+    path = header.path
+    with BoundedFile(path) as fp:
+        ds, pixel = read_until_pixels(fp, path, 4096, header.file_size)
+        if pixel is None:
+            raise DicomReadError(f"{path}: no pixel data")
+        if pixel.value_offset < 0:  # deflated: the whole (inflated) data set is parsed
+            fp.seek(0)
+            return pydicom.dcmread(fp, force=True)
+        fp.seek(pixel.value_offset)
+        if pixel.encapsulated:
+            value = read_undefined_length_value(
+                cast(BinaryIO, fp), pixel.little_endian, SequenceDelimiterTag, defer_size=None
+            )
+        else:
+            value = fp.read(pixel.length)
+    vr = pixel.vr or ("OB" if pixel.encapsulated or header.bits_allocated <= 8 else "OW")
+    if pixel.keyword != "PixelData":
+        vr = pixel.vr or ("OF" if pixel.keyword == "FloatPixelData" else "OD")
+    ds[pixel.keyword] = DataElement(pixel.keyword, vr, value)
+    if "TransferSyntaxUID" not in ds.file_meta:
+        ds.file_meta.TransferSyntaxUID = UID(header.transfer_syntax)
+    return ds
 
 
 def _as_2d(arr: np.ndarray, path: Path) -> np.ndarray:

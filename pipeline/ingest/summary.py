@@ -15,7 +15,7 @@ from typing import Any
 import pydicom
 from pydicom.uid import UID
 
-from pipeline.ingest.headers import _quiet, _str
+from pipeline.ingest.headers import BoundedFile, _quiet, _str
 from pipeline.ingest.selection import series_label
 from pipeline.model import SeriesChoice, SeriesDecision, SeriesRecord, SkippedFile, StudyRecord
 
@@ -94,8 +94,8 @@ def patient_identity(study: StudyRecord) -> dict[str, str]:
     for s in study.series:
         if s.source == "dicom" and s.files:
             try:
-                with _quiet():
-                    ds = pydicom.dcmread(s.files[0], stop_before_pixels=True, defer_size=4096, force=True)
+                with _quiet(), BoundedFile(s.files[0]) as fp:
+                    ds = pydicom.dcmread(fp, stop_before_pixels=True, defer_size=4096, force=True)
                 return {
                     "name": _str(ds, "PatientName"),
                     "id": _str(ds, "PatientID"),
