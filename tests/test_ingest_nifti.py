@@ -48,7 +48,7 @@ def test_nifti_without_sidecar_is_a_sagittal_other_study(tmp_path: Path):
     assert study.patient_key == "" and study.study_uid.startswith("2.25.")
     vol = load_series(series)
     assert vol.array.dtype == np.float32 and vol.shape == (6, 24, 20)
-    # array axes (slice, row, col) = (z, y, x) of the NIfTI; LPS: slice -> right (-L), row -> inferior, col -> posterior
+    # array axes (slice, row, col) = NIfTI (z, y, x); LPS: slice -> right, row -> inferior, col -> posterior
     np.testing.assert_allclose(vol.axes_lps, [[-1, 0, 0], [0, 0, -1], [0, 1, 0]], atol=1e-6)
     np.testing.assert_array_equal(vol.array, np.transpose(data, (2, 1, 0)).astype(np.float32))
     assert vol.spacing_mm == pytest.approx((4.0, 1.1, 0.9))
