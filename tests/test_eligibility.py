@@ -27,7 +27,7 @@ from pipeline.eligibility import (
     parse_rules,
 )
 from pipeline.eligibility.engine import aggregate, evaluate_rule
-from pipeline.eligibility.rules import REQUIRED_RULES, Kind
+from pipeline.eligibility.rules import Kind
 from pipeline.levels import Level
 from pipeline.model import Morphology
 
@@ -36,7 +36,8 @@ RULES = load_rules()
 # ----------------------------------------------------------------------------- constructed inputs
 # A fractured L1 (Genant 2, 35 % wedge, STIR oedema) and a complete clinical file for a good candidate.
 BASE_FACTS = dict(label=4, level=Level.L1, genant_grade=2, height_loss_pct=35.0, morphology=Morphology.WEDGE,
-                  posterior_wall_bulge_mm=0.5, canal_compromise_pct=3.0, stir_edema=True, stir_edema_fraction=0.4)
+                  posterior_wall_bulge_mm=0.5, canal_compromise_pct=3.0, stir_edema=True,
+                  stir_edema_fraction=0.4)
 BASE_CLINICAL: dict[str, Any] = {
     "aetiology": {"cause": "osteoporosis", "known_malignancy": False, "malignancy_suspected": False},
     "pain": {"vas": 7, "midline": True, "reproducible": True, "radicular": False, "off_midline": False,
@@ -104,8 +105,10 @@ RULE_CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, bool | None, 
       {"performed": True, "uptake_levels": []}}, F, (), "no oedema, old on prior images, normal bone scan"),
     ("indication.painful_acute_vcf", NO_STIR, {**NO_HISTORY, "prior_imaging.bone_scan":
      {"performed": True, "uptake_levels": ["L1"]}}, T, (), "no STIR: bone scan uptake stands in"),
-    ("indication.painful_acute_vcf", {"stir_edema": False}, {}, T, (), "no oedema but new since prior images"),
-    ("indication.painful_acute_vcf", {"stir_edema": False}, {**NO_HISTORY, "aetiology.cause": "myeloma"}, T, (),
+    ("indication.painful_acute_vcf", {"stir_edema": False}, {}, T, (),
+     "no oedema but new since prior images"),
+    ("indication.painful_acute_vcf", {"stir_edema": False}, {**NO_HISTORY, "aetiology.cause": "myeloma"},
+     T, (),
      "chronic malignant fracture (003: benefit even in chronic malignant fractures)"),
     ("indication.painful_acute_vcf", {}, {"pain.vas": 3}, F, (), "VAS 3 < 4"),
     ("indication.painful_acute_vcf", {}, {"pain.vas": 4}, T, (), "VAS 4: boundary included (>= 4)"),
@@ -117,13 +120,15 @@ RULE_CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, bool | None, 
     ("indication.midline_pain", {}, {}, T, (), "midline, reproducible, at L1"),
     ("indication.midline_pain", {}, {"pain.midline": False}, F, (), "not midline"),
     ("indication.midline_pain", {}, {"pain.levels": ["T12"]}, F, (), "pain at another level"),
-    ("indication.midline_pain", {}, {"pain.levels": DROP}, U, ("clinical.pain.at_level",), "painful levels unknown"),
+    ("indication.midline_pain", {}, {"pain.levels": DROP}, U, ("clinical.pain.at_level",),
+     "painful levels unknown"),
     ("indication.midline_pain", {"level": None}, {}, U, ("clinical.pain.at_level",), "level name unknown"),
     # --- absolute.asymptomatic
     ("absolute.asymptomatic", {}, {}, F, (), "painful at L1"),
     ("absolute.asymptomatic", {}, {"pain.vas": 0}, T, (), "VAS 0"),
     ("absolute.asymptomatic", {}, {"pain.levels": ["T12"]}, T, (), "fracture at L1, pain at T12 only"),
-    ("absolute.asymptomatic", {"genant_grade": 0}, {"pain.vas": 0}, F, (), "no fracture: nothing asymptomatic"),
+    ("absolute.asymptomatic", {"genant_grade": 0}, {"pain.vas": 0}, F, (),
+     "no fracture: nothing asymptomatic"),
     ("absolute.asymptomatic", {}, {"pain.levels": DROP}, U, ("clinical.pain.at_level",),
      "VAS 7 but where is unknown"),
     # --- absolute.cord_compression
@@ -132,13 +137,15 @@ RULE_CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, bool | None, 
     ("absolute.cord_compression", {}, {"neurology.cord_compression_symptoms": True}, T, (), "symptoms"),
     ("absolute.cord_compression", {}, {"neurology.myelopathy": DROP}, U, ("clinical.neurology.myelopathy",),
      "one no, one missing: unknown (never silently false)"),
-    ("absolute.cord_compression", {}, {"neurology.myelopathy": DROP, "neurology.cord_compression_symptoms": True},
+    ("absolute.cord_compression", {}, {"neurology.myelopathy": DROP,
+     "neurology.cord_compression_symptoms": True},
      T, (), "one yes decides although the other is missing"),
     # --- absolute.infection
     ("absolute.infection", {}, {}, F, (), "none"),
     ("absolute.infection", {}, {"infection.local": True}, T, (), "local"),
     ("absolute.infection", {}, {"infection.systemic": True}, T, (), "systemic"),
-    ("absolute.infection", {}, None, U, ("clinical.infection.local", "clinical.infection.systemic"), "no file"),
+    ("absolute.infection", {}, None, U, ("clinical.infection.local", "clinical.infection.systemic"),
+     "no file"),
     # --- absolute.coagulopathy
     ("absolute.coagulopathy", {}, {}, F, (), "INR 1.0, platelets 240"),
     ("absolute.coagulopathy", {}, {"coagulation.inr": 2.0, "coagulation.correctable": False}, T, (),
@@ -156,12 +163,15 @@ RULE_CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, bool | None, 
     ("absolute.cement_allergy", {}, {}, F, (), "none"),
     ("absolute.cement_allergy", {}, {"allergies.bone_cement": True}, T, (), "PMMA"),
     ("absolute.cement_allergy", {}, {"allergies.contrast": True}, T, (), "contrast"),
-    ("absolute.cement_allergy", {}, {"allergies.contrast": DROP}, U, ("clinical.allergies.contrast",), "missing"),
+    ("absolute.cement_allergy", {}, {"allergies.contrast": DROP}, U, ("clinical.allergies.contrast",),
+     "missing"),
     # --- absolute.osteoporotic_prophylaxis
     ("absolute.osteoporotic_prophylaxis", {}, {}, F, (), "fractured level: not prophylaxis"),
     ("absolute.osteoporotic_prophylaxis", {"genant_grade": 0}, {}, T, (), "unfractured, osteoporosis"),
-    ("absolute.osteoporotic_prophylaxis", {"genant_grade": 0}, {"aetiology.cause": "myeloma"}, F, (), "myeloma"),
-    ("absolute.osteoporotic_prophylaxis", {"genant_grade": None}, {}, U, ("imaging.genant_grade",), "ungraded"),
+    ("absolute.osteoporotic_prophylaxis", {"genant_grade": 0}, {"aetiology.cause": "myeloma"}, F, (),
+     "myeloma"),
+    ("absolute.osteoporotic_prophylaxis", {"genant_grade": None}, {}, U, ("imaging.genant_grade",),
+     "ungraded"),
     ("absolute.osteoporotic_prophylaxis", {"genant_grade": 0}, {"aetiology.cause": DROP}, U,
      ("clinical.aetiology.cause",), "cause unknown"),
     # --- relative.posterior_wall_disruption (radiologist only: a bulge does not prove a cortical break)
@@ -169,10 +179,12 @@ RULE_CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, bool | None, 
     ("relative.posterior_wall_disruption", {}, {"radiologist_findings.L1.posterior_wall_disruption": True},
      T, (), "radiologist: disrupted"),
     ("relative.posterior_wall_disruption", {"posterior_wall_bulge_mm": 5.0},
-     {"radiologist_findings.L1.posterior_wall_disruption": DROP}, U, ("radiologist.posterior_wall_disruption",),
+     {"radiologist_findings.L1.posterior_wall_disruption": DROP}, U,
+     ("radiologist.posterior_wall_disruption",),
      "a 5 mm bulge alone does not decide disruption"),
     # --- relative.retropulsion_canal_gt_third
-    ("relative.retropulsion_canal_gt_third", {}, {"radiologist_findings.L1.retropulsion_canal_pct": 40}, T, (),
+    ("relative.retropulsion_canal_gt_third", {}, {"radiologist_findings.L1.retropulsion_canal_pct": 40},
+     T, (),
      "radiologist 40 %"),
     ("relative.retropulsion_canal_gt_third", {"canal_compromise_pct": 50.0},
      {"radiologist_findings.L1.retropulsion_canal_pct": 10}, F, (), "radiologist's reading wins"),
@@ -188,28 +200,33 @@ RULE_CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, bool | None, 
     ("relative.retropulsed_fragment", {"posterior_wall_bulge_mm": None}, None, U,
      ("imaging.posterior_wall_bulge_mm", "radiologist.retropulsion_canal_pct"), "neither known"),
     # --- relative.epidural_tumor_canal_gt_third
-    ("relative.epidural_tumor_canal_gt_third", {}, {"radiologist_findings.L1.epidural_tumor_canal_pct": 40}, T, (),
+    ("relative.epidural_tumor_canal_gt_third", {},
+     {"radiologist_findings.L1.epidural_tumor_canal_pct": 40}, T, (),
      "40 %"),
-    ("relative.epidural_tumor_canal_gt_third", {}, {"radiologist_findings.L1.epidural_tumor_canal_pct": 33}, F, (),
+    ("relative.epidural_tumor_canal_gt_third", {},
+     {"radiologist_findings.L1.epidural_tumor_canal_pct": 33}, F, (),
      "33 % is not more than a third"),
     ("relative.epidural_tumor_canal_gt_third", {}, None, U, ("radiologist.epidural_tumor_canal_pct",),
      "not measured by imaging"),
     # --- radiologist-only booleans
     ("relative.spinal_stenosis", {}, {"radiologist_findings.L1.spinal_stenosis": True}, T, (), "stenosis"),
     ("relative.spinal_stenosis", {}, {}, F, (), "none"),
-    ("relative.spinal_stenosis", {}, {"radiologist_findings": {}}, U, ("radiologist.spinal_stenosis",), "no read"),
+    ("relative.spinal_stenosis", {}, {"radiologist_findings": {}}, U, ("radiologist.spinal_stenosis",),
+     "no read"),
     ("relative.burst_fracture", {}, {"radiologist_findings.L1.burst_fracture": True}, T, (), "burst"),
     ("relative.burst_fracture", {}, {}, F, (), "not burst"),
     ("relative.burst_fracture", {"morphology": Morphology.CRUSH}, None, U, ("radiologist.burst_fracture",),
      "a crush shape is not a burst diagnosis"),
-    ("relative.pedicle_extension", {}, {"radiologist_findings.L1.pedicle_involvement": True}, T, (), "pedicle"),
+    ("relative.pedicle_extension", {}, {"radiologist_findings.L1.pedicle_involvement": True}, T, (),
+     "pedicle"),
     ("relative.pedicle_extension", {}, {}, F, (), "no pedicle"),
     ("relative.pedicle_extension", {}, None, U, ("radiologist.pedicle_involvement",), "no read"),
     # --- relative.height_loss_gt_two_thirds
     ("relative.height_loss_gt_two_thirds", {"height_loss_pct": 72.0}, None, T, (), "72 %"),
     ("relative.height_loss_gt_two_thirds", {"height_loss_pct": 67.0}, None, T, (), "67 % > 2/3"),
     ("relative.height_loss_gt_two_thirds", {"height_loss_pct": 66.0}, None, F, (), "66 % < 2/3"),
-    ("relative.height_loss_gt_two_thirds", {"height_loss_pct": None}, None, U, ("imaging.height_loss_pct",), "?"),
+    ("relative.height_loss_gt_two_thirds", {"height_loss_pct": None}, None, U,
+     ("imaging.height_loss_pct",), "?"),
     # --- relative.cardiopulmonary / cannot_lie_prone / no_surgical_backup
     ("relative.cardiopulmonary", {}, {"severe_cardiopulmonary_disease": True}, T, (), "severe disease"),
     ("relative.cardiopulmonary", {}, {}, F, (), "none"),
@@ -219,14 +236,17 @@ RULE_CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, bool | None, 
     ("relative.cannot_lie_prone", {}, {"can_lie_prone": DROP}, U, ("clinical.can_lie_prone",), "missing"),
     ("relative.no_surgical_backup", {}, {"surgical_backup": False}, T, (), "no backup"),
     ("relative.no_surgical_backup", {}, {}, F, (), "backup"),
-    ("relative.no_surgical_backup", {}, {"surgical_backup": DROP}, U, ("clinical.surgical_backup",), "missing"),
+    ("relative.no_surgical_backup", {}, {"surgical_backup": DROP}, U, ("clinical.surgical_backup",),
+     "missing"),
     # --- relative.no_stir_signal
     ("relative.no_stir_signal", {"stir_edema": False}, {}, T, (), "no oedema at a fracture"),
     ("relative.no_stir_signal", {}, {}, F, (), "oedema"),
     ("relative.no_stir_signal", {"genant_grade": 0, "stir_edema": False}, {}, F, (), "no fracture"),
-    ("relative.no_stir_signal", NO_STIR, {"prior_imaging.bone_scan": {"performed": True, "uptake_levels": []}},
+    ("relative.no_stir_signal", NO_STIR, {"prior_imaging.bone_scan": {"performed": True,
+     "uptake_levels": []}},
      T, (), "no STIR, normal bone scan"),
-    ("relative.no_stir_signal", NO_STIR, {"prior_imaging.bone_scan": {"performed": True, "uptake_levels": ["L1"]}},
+    ("relative.no_stir_signal", NO_STIR, {"prior_imaging.bone_scan": {"performed": True,
+     "uptake_levels": ["L1"]}},
      F, (), "no STIR, bone scan uptake"),
     ("relative.no_stir_signal", NO_STIR, {}, U,
      ("imaging.stir_edema", "clinical.prior_imaging.bone_scan_uptake"), "neither STIR nor bone scan"),
@@ -234,7 +254,8 @@ RULE_CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, bool | None, 
     ("relative.radicular_or_off_midline_pain", {}, {"pain.radicular": True}, T, (), "radicular"),
     ("relative.radicular_or_off_midline_pain", {}, {"pain.off_midline": True}, T, (), "off midline"),
     ("relative.radicular_or_off_midline_pain", {}, {}, F, (), "neither"),
-    ("relative.radicular_or_off_midline_pain", {}, {"pain.radicular": DROP}, U, ("clinical.pain.radicular",), "?"),
+    ("relative.radicular_or_off_midline_pain", {}, {"pain.radicular": DROP}, U,
+     ("clinical.pain.radicular",), "?"),
     # --- relative.osteoporotic_pain_outside_6w_1y (004)
     ("relative.osteoporotic_pain_outside_6w_1y", {}, {"pain.duration_weeks": 4}, T, (), "4 weeks"),
     ("relative.osteoporotic_pain_outside_6w_1y", {}, {}, F, (), "8 weeks"),
@@ -332,7 +353,8 @@ def test_aggregate(ind, ab, rel, decision, possible, matters):
 
 
 # (facts patch, clinical patch or None, decision, rules listed, deciding inputs, why)
-DECISIONS: list[tuple[dict[str, Any], dict[str, Any] | None, Decision, tuple[str, ...], tuple[str, ...], str]] = [
+Patch = dict[str, Any]
+DECISIONS: list[tuple[Patch, Patch | None, Decision, tuple[str, ...], tuple[str, ...], str]] = [
     ({}, {}, D.CANDIDATE, (), (), "complete, clean inputs"),
     ({"genant_grade": 3, "height_loss_pct": 70.0}, {}, D.CANDIDATE_WITH_CAUTIONS,
      ("relative.height_loss_gt_two_thirds",), (), "70 % collapse"),
@@ -347,7 +369,8 @@ DECISIONS: list[tuple[dict[str, Any], dict[str, Any] | None, Decision, tuple[str
     ({"genant_grade": 3, "height_loss_pct": 70.0}, {"surgical_backup": DROP}, D.CANDIDATE_WITH_CAUTIONS,
      ("relative.height_loss_gt_two_thirds",), (), "a caution already holds; the open one cannot change that"),
     ({"stir_edema": False}, NO_HISTORY, D.INDETERMINATE, ("relative.no_stir_signal",),
-     ("clinical.prior_imaging.acute_by_history", "clinical.prior_imaging.bone_scan_uptake"), "acuity unknown"),
+     ("clinical.prior_imaging.acute_by_history", "clinical.prior_imaging.bone_scan_uptake"),
+     "acuity unknown"),
     ({"genant_grade": None, "height_loss_pct": None}, {}, D.INDETERMINATE, (),
      ("imaging.genant_grade", "imaging.height_loss_pct"), "fracture status unknown (not assessable)"),
 ]
@@ -430,8 +453,11 @@ def _plan_facts() -> list[LevelFacts]:
     # five painful fractures: oedema first, then larger height loss; L1 has no oedema (acute by history)
     spec = [(2, Level.T11, 25.0, True), (3, Level.T12, 50.0, True), (4, Level.L1, 60.0, False),
             (5, Level.L2, 30.0, True), (6, Level.L3, 22.0, True)]
-    return [make_facts(label=lab, level=lv, height_loss_pct=h, genant_grade=3 if h >= 40 else 1 if h < 25 else 2,
-                       stir_edema=ed) for lab, lv, h, ed in spec]
+    return [
+        make_facts(label=lab, level=lv, height_loss_pct=h, stir_edema=ed,
+                   genant_grade=3 if h >= 40 else 1 if h < 25 else 2)
+        for lab, lv, h, ed in spec
+    ]
 
 
 PLAN_CLINICAL = {"pain.levels": ["T11", "T12", "L1", "L2", "L3"], "prior_imaging.acute_levels": ["L1"],
@@ -478,13 +504,15 @@ def test_pending_levels_and_questions_when_radiology_missing():
 # ----------------------------------------------------------------------------- the four sample studies
 # IDEAL imaging facts = the truth the phantom generator is asked for (sample_dicom/<study>/truth.json):
 # bodies T10-L5 (+ S1 anchor), normal bodies 0-5 % height loss, Genant 0, no oedema, no bulge.
-# Per fractured level: (Genant grade, height loss %, morphology, posterior bulge mm, canal compromise %, oedema)
+# Per fractured level:
+# (Genant grade, height loss %, morphology, posterior bulge mm, canal compromise %, STIR oedema)
 SAMPLE_LEVELS = (Level.T10, Level.T11, Level.T12, Level.L1, Level.L2, Level.L3, Level.L4, Level.L5)
 NORMAL = (0, 2.0, Morphology.NORMAL, 0.0, 0.0, False)
 SAMPLE_FACTS: dict[str, dict[Level, tuple[int, float, Morphology, float, float, bool]]] = {
     "01_normal": {},
     "02_acute_osteoporotic_wedge": {Level.L1: (2, 35.0, Morphology.WEDGE, 0.5, 3.0, True)},
-    "03_chronic_severe_collapse": {Level.T12: (3, 72.0, Morphology.CRUSH, 3.0, 15.0, False)},  # mild retropulsion
+    # T12: severe collapse with mild retropulsion, no oedema
+    "03_chronic_severe_collapse": {Level.T12: (3, 72.0, Morphology.CRUSH, 3.0, 15.0, False)},
     "04_myeloma_four_acute_levels": {
         Level.T12: (2, 30.0, Morphology.WEDGE, 0.0, 0.0, True),
         Level.L1: (3, 45.0, Morphology.CRUSH, 1.0, 5.0, True),
@@ -521,7 +549,8 @@ SAMPLE_EXPECTED: dict[str, dict[str, tuple[Decision, tuple[str, ...], str]]] = {
     },
 }
 # study -> (sessions, kyphoplasty preferred, biopsy, pending, inputs that must be asked)
-SAMPLE_PLAN: dict[str, tuple[tuple[tuple[str, ...], ...], set[str], bool | None, tuple[str, ...], set[str]]] = {
+Sessions = tuple[tuple[str, ...], ...]
+SAMPLE_PLAN: dict[str, tuple[Sessions, set[str], bool | None, tuple[str, ...], set[str]]] = {
     "01_normal": ((), set(), False, (), set()),
     "02_acute_osteoporotic_wedge": ((("L1",),), {"L1"}, False, (), set()),
     "03_chronic_severe_collapse": ((), set(), False, ("T12",),

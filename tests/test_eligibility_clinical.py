@@ -20,7 +20,12 @@ from pipeline.eligibility.clinical import (
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
 
-SAMPLES = ("01_normal", "02_acute_osteoporotic_wedge", "03_chronic_severe_collapse", "04_myeloma_four_acute_levels")
+SAMPLES = (
+    "01_normal",
+    "02_acute_osteoporotic_wedge",
+    "03_chronic_severe_collapse",
+    "04_myeloma_four_acute_levels",
+)
 
 
 def test_empty_mapping_is_valid_and_all_unknown():
@@ -30,8 +35,12 @@ def test_empty_mapping_is_valid_and_all_unknown():
 
 
 def test_full_example_round_trip():
-    c = parse_clinical({"pain": {"vas": 6.5, "levels": ["l1", " T12 "]},
-                        "radiologist_findings": {"l1": {"burst_fracture": True}}})
+    c = parse_clinical(
+        {
+            "pain": {"vas": 6.5, "levels": ["l1", " T12 "]},
+            "radiologist_findings": {"l1": {"burst_fracture": True}},
+        }
+    )
     assert c.pain.vas == 6.5
     assert c.pain.levels == (Level.L1, Level.T12)
     assert c.radiologist_findings[Level.L1].burst_fracture is True
@@ -39,11 +48,18 @@ def test_full_example_round_trip():
 
 # (data, expected message regex)
 ERRORS = [
-    ({"alergies": {"bone_cement": True}},
-     r"clinical.yaml: unknown field 'alergies' \(did you mean 'allergies'\?\)"),
-    ({"pain": {"vsa": 7}}, r"unknown field 'pain.vsa' \(did you mean 'vas'\?\); known fields here: .*duration_weeks"),
-    ({"radiologist_findings": {"L1": {"burst": True}}},
-     r"unknown field 'radiologist_findings.L1.burst' \(did you mean 'burst_fracture'\?\)"),
+    (
+        {"alergies": {"bone_cement": True}},
+        r"clinical.yaml: unknown field 'alergies' \(did you mean 'allergies'\?\)",
+    ),
+    (
+        {"pain": {"vsa": 7}},
+        r"unknown field 'pain.vsa' \(did you mean 'vas'\?\); known fields here: .*duration_weeks",
+    ),
+    (
+        {"radiologist_findings": {"L1": {"burst": True}}},
+        r"unknown field 'radiologist_findings.L1.burst' \(did you mean 'burst_fracture'\?\)",
+    ),
     ({"pain": {"vas": 11}}, r"pain.vas: input should be less than or equal to 10 \(got 11\)"),
     ({"pain": {"vas": -1}}, r"pain.vas: input should be greater than or equal to 0"),
     ({"pain": {"vas": "7"}}, r"pain.vas: input should be a valid number \(got str\)"),
@@ -52,13 +68,19 @@ ERRORS = [
     ({"aetiology": {"cause": "cancer"}}, r"aetiology.cause: input should be 'osteoporosis', 'myeloma'"),
     ({"pain": {"levels": ["L9"]}}, r"pain.levels.0: unknown vertebral level 'L9'"),
     ({"radiologist_findings": {"X1": {}}}, r"radiologist_findings.X1.\[key\]: unknown vertebral level 'X1'"),
-    ({"radiologist_findings": {"L1": {"retropulsion_canal_pct": 120}}},
-     r"radiologist_findings.L1.retropulsion_canal_pct: input should be less than or equal to 100"),
+    (
+        {"radiologist_findings": {"L1": {"retropulsion_canal_pct": 120}}},
+        r"radiologist_findings.L1.retropulsion_canal_pct: input should be less than or equal to 100",
+    ),
     ({"coagulation": {"inr": 0}}, r"coagulation.inr: input should be greater than 0"),
-    ({"prior_imaging": {"bone_scan": {"performed": True}}},
-     r"prior_imaging.bone_scan: performed is true: list uptake_levels \(\[\] for a normal scan\)"),
-    ({"prior_imaging": {"acute_levels": ["L1"], "chronic_levels": ["L1"]}},
-     r"prior_imaging: level\(s\) L1 listed both as acute and as chronic"),
+    (
+        {"prior_imaging": {"bone_scan": {"performed": True}}},
+        r"prior_imaging.bone_scan: performed is true: list uptake_levels \(\[\] for a normal scan\)",
+    ),
+    (
+        {"prior_imaging": {"acute_levels": ["L1"], "chronic_levels": ["L1"]}},
+        r"prior_imaging: level\(s\) L1 listed both as acute and as chronic",
+    ),
     ({"version": 2}, r"version: input should be 1"),
     ({"pain": 7}, r"pain: input should be a valid dictionary"),
 ]
@@ -86,12 +108,15 @@ def test_load_yaml_and_json_give_the_same_inputs(tmp_path, repo_root):
     assert from_json.source == tmp_path / "clinical.json"
 
 
-@pytest.mark.parametrize("name, text, message", [
-    ("clinical.yaml", "pain: [\n", r"clinical.yaml: invalid YAML at line"),
-    ("clinical.json", "{\"pain\": ", r"clinical.json: invalid JSON at line 1"),
-    ("clinical.yaml", "- 1\n- 2\n", r"top level must be a mapping"),
-    ("clinical.txt", "pain: {}\n", r"must end in .yaml, .yml or .json"),
-])
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("clinical.yaml", "pain: [\n", r"clinical.yaml: invalid YAML at line"),
+        ("clinical.json", '{"pain": ', r"clinical.json: invalid JSON at line 1"),
+        ("clinical.yaml", "- 1\n- 2\n", r"top level must be a mapping"),
+        ("clinical.txt", "pain: {}\n", r"must end in .yaml, .yml or .json"),
+    ],
+)
 def test_file_errors(tmp_path, name, text, message):
     path = tmp_path / name
     path.write_text(text)
@@ -122,8 +147,11 @@ def test_sample_clinical_files_are_valid(study, repo_root):
 
 
 def test_published_schema_is_current(repo_root):
-    """configs/clinical.schema.json is generated from the models; regenerate with
-    ``python -c "from pipeline.eligibility.clinical import write_clinical_schema as w; w('configs/clinical.schema.json')"``."""
+    """configs/clinical.schema.json is generated from the models; regenerate with ::
+
+        python -c "from pipeline.eligibility.clinical import write_clinical_schema as w
+        w('configs/clinical.schema.json')"
+    """
     published = json.loads((repo_root / "configs" / "clinical.schema.json").read_text())
     assert published == clinical_json_schema()
 
@@ -136,8 +164,10 @@ def test_published_schema_agrees_with_the_loader(repo_root):
         data = yaml.safe_load((repo_root / "sample_dicom" / study / "clinical.yaml").read_text())
         assert not list(validator.iter_errors(data)), study
     for data, _ in ERRORS:
-        if data in ({"prior_imaging": {"bone_scan": {"performed": True}}},
-                    {"prior_imaging": {"acute_levels": ["L1"], "chronic_levels": ["L1"]}}):
+        if data in (
+            {"prior_imaging": {"bone_scan": {"performed": True}}},
+            {"prior_imaging": {"acute_levels": ["L1"], "chronic_levels": ["L1"]}},
+        ):
             continue  # cross-field checks live in the loader only
         assert list(validator.iter_errors(data)), data
 

@@ -18,34 +18,64 @@ from pipeline.model import (
 )
 
 
-def morph(label: int, level: Level | None, grade: int | None = 2, loss: float | None = 35.0, *,
-          assessable: bool = True, wall: PosteriorWall | None = None,
-          shape: Morphology = Morphology.WEDGE) -> VertebraMorphometry:
+def morph(
+    label: int,
+    level: Level | None,
+    grade: int | None = 2,
+    loss: float | None = 35.0,
+    *,
+    assessable: bool = True,
+    wall: PosteriorWall | None = None,
+    shape: Morphology = Morphology.WEDGE,
+) -> VertebraMorphometry:
     return VertebraMorphometry(
-        label=label, level=level, assessable=assessable, reason="six-point" if assessable else "body cut by FOV",
-        heights=Heights(15.0, 20.0, 24.0) if assessable else None, reference_height_mm=24.0,
-        height_loss_pct=loss, genant_grade=grade, morphology=shape,
+        label=label,
+        level=level,
+        assessable=assessable,
+        reason="six-point" if assessable else "body cut by FOV",
+        heights=Heights(15.0, 20.0, 24.0) if assessable else None,
+        reference_height_mm=24.0,
+        height_loss_pct=loss,
+        genant_grade=grade,
+        morphology=shape,
         posterior_wall=wall or PosteriorWall(True, "measured on T2", bulge_mm=1.5, canal_compromise_pct=12.0),
     )
 
 
-def stir(findings: tuple[StirFinding, ...], status: str = "measured",
-         substitute: Substitute | None = None) -> StirAssessment:
-    return StirAssessment(status=status, reason="ok" if status == "measured" else "no STIR series",
-                          series_uid="1.2.3", substitute=substitute, registration="same frame of reference",
-                          registration_residual_mm=None, reference_value=100.0, fluid_value=400.0,
-                          threshold_value=160.0, findings=findings)
+def stir(
+    findings: tuple[StirFinding, ...], status: str = "measured", substitute: Substitute | None = None
+) -> StirAssessment:
+    return StirAssessment(
+        status=status,
+        reason="ok" if status == "measured" else "no STIR series",
+        series_uid="1.2.3",
+        substitute=substitute,
+        registration="same frame of reference",
+        registration_residual_mm=None,
+        reference_value=100.0,
+        fluid_value=400.0,
+        threshold_value=160.0,
+        findings=findings,
+    )
 
 
 def finding(label: int, edema: bool | None, fraction: float | None = 0.5) -> StirFinding:
-    return StirFinding(label=label, ratio=1.8 if edema else 1.0, edema_fraction=fraction, edema=edema,
-                       pattern=EdemaPattern.BAND if edema else EdemaPattern.NONE, confidence=0.9,
-                       reason="" if edema is not None else "body too small after erosion")
+    return StirFinding(
+        label=label,
+        ratio=1.8 if edema else 1.0,
+        edema_fraction=fraction,
+        edema=edema,
+        pattern=EdemaPattern.BAND if edema else EdemaPattern.NONE,
+        confidence=0.9,
+        reason="" if edema is not None else "body too small after erosion",
+    )
 
 
 def test_measured_values_pass_through_and_are_matched_by_label():
-    facts = imaging_facts([morph(2, Level.L1), morph(1, Level.T12, 0, 3.0, shape=Morphology.NORMAL)],
-                          stir((finding(1, False, 0.0), finding(2, True, 0.45))))
+    facts = imaging_facts(
+        [morph(2, Level.L1), morph(1, Level.T12, 0, 3.0, shape=Morphology.NORMAL)],
+        stir((finding(1, False, 0.0), finding(2, True, 0.45))),
+    )
     assert [f.name for f in facts] == ["T12", "L1"]  # cranial -> caudal by label
     l1 = facts[1]
     assert (l1.genant_grade, l1.height_loss_pct, l1.morphology) == (2, 35.0, Morphology.WEDGE)
@@ -78,11 +108,14 @@ def test_posterior_wall_not_assessable_is_unknown_never_zero():
     assert any("no CSF column on T2" in n for n in f.notes)
 
 
-@pytest.mark.parametrize("assessment, note", [
-    (None, "no STIR assessment"),
-    (stir((), status="not_available"), "STIR not measured (not_available: no STIR series)"),
-    (stir((finding(1, True),), status="failed"), "STIR not measured (failed"),
-])
+@pytest.mark.parametrize(
+    "assessment, note",
+    [
+        (None, "no STIR assessment"),
+        (stir((), status="not_available"), "STIR not measured (not_available: no STIR series)"),
+        (stir((finding(1, True),), status="failed"), "STIR not measured (failed"),
+    ],
+)
 def test_no_stir_measurement_gives_unknown_oedema(assessment, note):
     f = imaging_facts([morph(1, Level.L1)], assessment)[0]
     assert f.stir_edema is None and f.stir_edema_fraction is None

@@ -90,7 +90,9 @@ class AetiologySection(_Section):
     primary_tumour: Annotated[str, Field(max_length=80)] | None = Field(
         default=None, description="For metastasis: the primary tumour (e.g. breast, prostate, lung)."
     )
-    known_malignancy: Bool = Field(default=None, description="Known cancer (any site), now or in the history.")
+    known_malignancy: Bool = Field(
+        default=None, description="Known cancer (any site), now or in the history."
+    )
     malignancy_suspected: Bool = Field(
         default=None, description="Malignancy suspected at the fractured level(s) (imaging or clinical)."
     )
@@ -105,7 +107,7 @@ class PainSection(_Section):
     midline: Bool = Field(default=None, description="Axial (midline) back pain.")
     reproducible: Bool = Field(
         default=None,
-        description="Pain reproduced by palpation/percussion over the spinous process of the fractured level.",
+        description="Pain reproduced by palpation/percussion over the fractured level's spinous process.",
     )
     radicular: Bool = Field(default=None, description="Radicular (radiating, dermatomal) pain.")
     off_midline: Bool = Field(
@@ -128,14 +130,19 @@ class PainSection(_Section):
 
 class NeurologySection(_Section):
     cord_compression_symptoms: Bool = Field(
-        default=None, description="Symptoms or signs of spinal cord compression (or cauda equina compression)."
+        default=None,
+        description="Symptoms or signs of spinal cord compression (or cauda equina compression).",
     )
     myelopathy: Bool = Field(default=None, description="Myelopathy on examination.")
 
 
 class InfectionSection(_Section):
-    local: Bool = Field(default=None, description="Local infection at the level or the access route (e.g. spondylodiscitis).")
-    systemic: Bool = Field(default=None, description="Systemic infection (e.g. sepsis, bacteraemia) not yet treated.")
+    local: Bool = Field(
+        default=None, description="Local infection at the level or the access route (e.g. spondylodiscitis)."
+    )
+    systemic: Bool = Field(
+        default=None, description="Systemic infection (e.g. sepsis, bacteraemia) not yet treated."
+    )
 
 
 class CoagulationSection(_Section):
@@ -206,7 +213,8 @@ class RadiologistFindings(_Section):
         default=None, description="Spinal canal compromise by intraspinal/epidural tumour, % (0 = none)."
     )
     spinal_stenosis: Bool = Field(
-        default=None, description="Significant spinal canal stenosis not related to cancer (e.g. degenerative)."
+        default=None,
+        description="Significant spinal canal stenosis not related to cancer (e.g. degenerative).",
     )
     burst_fracture: Bool = Field(default=None, description="Burst fracture.")
     pedicle_involvement: Bool = Field(default=None, description="Lesion extends into the pedicle(s).")
@@ -223,9 +231,12 @@ class ClinicalInputs(_Section):
     coagulation: CoagulationSection = CoagulationSection()
     allergies: AllergiesSection = AllergiesSection()
     severe_cardiopulmonary_disease: Bool = Field(
-        default=None, description="Severe cardiopulmonary disease (risk of sedation/prone position, cement embolism)."
+        default=None,
+        description="Severe cardiopulmonary disease (risk of sedation/prone position, cement embolism).",
     )
-    can_lie_prone: Bool = Field(default=None, description="Able to lie prone for the duration of the procedure.")
+    can_lie_prone: Bool = Field(
+        default=None, description="Able to lie prone for the duration of the procedure."
+    )
     surgical_backup: Bool = Field(
         default=None, description="Spine surgical backup available to manage complications if needed."
     )
@@ -258,7 +269,9 @@ def clinical_json_schema() -> dict[str, Any]:
 
 def write_clinical_schema(path: Path) -> None:
     """Regenerate the published schema file (``configs/clinical.schema.json``)."""
-    Path(path).write_text(json.dumps(clinical_json_schema(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    Path(path).write_text(
+        json.dumps(clinical_json_schema(), indent=2, sort_keys=False) + "\n", encoding="utf-8"
+    )
 
 
 def find_clinical_file(study_dir: Path) -> Path | None:
@@ -306,14 +319,18 @@ def load_clinical(path: Path) -> ClinicalInputs:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+            raise ConfigError(
+                f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
     elif path.suffix.lower() in (".yaml", ".yml"):
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+            raise ConfigError(
+                f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}"
+            ) from None
     else:
         raise ConfigError(f"{path}: clinical file must end in .yaml, .yml or .json")
     if data is None:
@@ -343,9 +360,9 @@ def _describe(exc: ValidationError, where: str) -> str:
         if kind == "extra_forbidden":
             known = _known_fields(loc[:-1])
             typo = loc[-1]
-            close = [k for k in known if k.startswith(typo) or typo.startswith(k)] or difflib.get_close_matches(
-                typo, known, n=1
-            )
+            close = [
+                k for k in known if k.startswith(typo) or typo.startswith(k)
+            ] or difflib.get_close_matches(typo, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown field {field!r}{hint}; known fields here: {', '.join(known)}")
         elif kind == "value_error":

@@ -27,7 +27,7 @@ import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, NamedTuple
 
 from pipeline.eligibility.clinical import ClinicalInputs
@@ -35,7 +35,6 @@ from pipeline.eligibility.facts import LevelFacts
 from pipeline.eligibility.inputs import INPUTS, InputSpec, InputType, Origin, Scope
 from pipeline.eligibility.rules import (
     AllOf,
-    AnyOf,
     Compare,
     Condition,
     Definition,
@@ -62,7 +61,7 @@ DISCLAIMER = (
 RESULT_SCHEMA_VERSION = 1
 
 
-class Decision(str, Enum):
+class Decision(StrEnum):
     CANDIDATE = "candidate"
     CANDIDATE_WITH_CAUTIONS = "candidate_with_cautions"
     CONTRAINDICATED = "contraindicated"
@@ -167,8 +166,14 @@ class Question:
     rules: tuple[str, ...]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input": self.input, "asked_of": self.asked_of, "question": self.text, "field": self.field,
-                "levels": list(self.levels), "rules": list(self.rules)}
+        return {
+            "input": self.input,
+            "asked_of": self.asked_of,
+            "question": self.text,
+            "field": self.field,
+            "levels": list(self.levels),
+            "rules": list(self.rules),
+        }
 
 
 @dataclass(frozen=True)
@@ -264,7 +269,9 @@ class Eval(NamedTuple):
     why: tuple[str, ...]
 
 
-def evaluate_condition(cond: Condition, values: Mapping[str, Any], definitions: Mapping[str, Definition]) -> Eval:
+def evaluate_condition(
+    cond: Condition, values: Mapping[str, Any], definitions: Mapping[str, Definition]
+) -> Eval:
     """Evaluate a condition on resolved input values (``None`` = missing), in three-valued logic.
 
     ``why`` lists the leaves that decided a known result (e.g. ``"height loss 35 % (threshold > 66.67 %)"``);
@@ -278,12 +285,16 @@ def evaluate_condition(cond: Condition, values: Mapping[str, Any], definitions: 
         if isinstance(cond, Compare):
             x, t = float(v), cond.value
             res = {">=": x >= t, ">": x > t, "<": x < t, "<=": x <= t, "==": x == t}[cond.op]
-            return Eval(res, frozenset(), (f"{spec.label} {_fmt(spec, v)}, threshold {cond.op} {_fmt(spec, t)}",))
+            return Eval(
+                res, frozenset(), (f"{spec.label} {_fmt(spec, v)}, threshold {cond.op} {_fmt(spec, t)}",)
+            )
         if isinstance(cond, Is):
             return Eval(bool(v) is cond.value, frozenset(), (f"{spec.label}: {_fmt(spec, v)}",))
         key = v.value if isinstance(v, Enum) else v
         res = key in cond.values
-        return Eval(res, frozenset(), (f"{spec.label} {key}, {'' if res else 'not '}in {', '.join(cond.values)}",))
+        return Eval(
+            res, frozenset(), (f"{spec.label} {key}, {'' if res else 'not '}in {', '.join(cond.values)}",)
+        )
     if isinstance(cond, Not):
         r = evaluate_condition(cond.item, values, definitions)
         return Eval(None if r.value is None else not r.value, r.missing, r.why)
@@ -311,7 +322,9 @@ def evaluate_condition(cond: Condition, values: Mapping[str, Any], definitions: 
 
 
 # --------------------------------------------------------------------------- evaluation
-def evaluate(facts: Sequence[LevelFacts], clinical: ClinicalInputs | None, rules: RuleSet) -> EligibilityResult:
+def evaluate(
+    facts: Sequence[LevelFacts], clinical: ClinicalInputs | None, rules: RuleSet
+) -> EligibilityResult:
     """Evaluate every rule per level and per patient, decide each level and plan the sessions.
 
     Parameters
@@ -324,7 +337,9 @@ def evaluate(facts: Sequence[LevelFacts], clinical: ClinicalInputs | None, rules
     rules : RuleSet
         From :func:`~pipeline.eligibility.rules.load_rules`.
     """
-    patient_trace = tuple(evaluate_rule(r, None, clinical, rules) for r in rules.rules if r.scope is Scope.PATIENT)
+    patient_trace = tuple(
+        evaluate_rule(r, None, clinical, rules) for r in rules.rules if r.scope is Scope.PATIENT
+    )
     by_rule_patient = {o.rule: o for o in patient_trace}
 
     decisions: list[LevelDecision] = []
@@ -333,7 +348,9 @@ def evaluate(facts: Sequence[LevelFacts], clinical: ClinicalInputs | None, rules
         if f.level is not None and f.level in rules.settings.excluded_levels:
             excluded.append((f.name, rules.settings.excluded_reason))
             continue
-        level_trace = tuple(evaluate_rule(r, f, clinical, rules) for r in rules.rules if r.scope is Scope.LEVEL)
+        level_trace = tuple(
+            evaluate_rule(r, f, clinical, rules) for r in rules.rules if r.scope is Scope.LEVEL
+        )
         decisions.append(_decide_level(f, level_trace, by_rule_patient, rules))
 
     plan = _plan(decisions, facts, clinical, rules, by_rule_patient)
@@ -357,13 +374,25 @@ def evaluate(facts: Sequence[LevelFacts], clinical: ClinicalInputs | None, rules
     return dataclasses.replace(result, sentences=sentences)
 
 
-def evaluate_rule(rule: Rule, f: LevelFacts | None, clinical: ClinicalInputs | None, rules: RuleSet) -> RuleOutcome:
+def evaluate_rule(
+    rule: Rule, f: LevelFacts | None, clinical: ClinicalInputs | None, rules: RuleSet
+) -> RuleOutcome:
     """Evaluate one rule at one level (``f``; ``None`` for a patient-scope rule)."""
     where = f.name if f is not None else None
     if rule.when is None:  # a parameter-only plan rule: applied by the engine (session planning)
-        params = ", ".join(f"{k} {', '.join(v) if isinstance(v, tuple) else v}" for k, v in rule.parameters.items())
-        return RuleOutcome(rule.id, rule.kind, where, True, {}, (), f"{rule.text.rstrip('.')} - applied ({params}).",
-                           because=(params,))
+        params = ", ".join(
+            f"{k} {', '.join(v) if isinstance(v, tuple) else v}" for k, v in rule.parameters.items()
+        )
+        return RuleOutcome(
+            rule.id,
+            rule.kind,
+            where,
+            True,
+            {},
+            (),
+            f"{rule.text.rstrip('.')} - applied ({params}).",
+            because=(params,),
+        )
     values = {name: INPUTS[name].value(f, clinical) for name in rule.inputs}
     result, missing, why = evaluate_condition(rule.when, values, rules.definitions)
     assumed = ""
@@ -512,9 +541,12 @@ def _plan(
 
     treat = sorted((d for d in decisions if d.decision in _POSITIVE), key=key)
     names = [d.name for d in treat]
-    sessions = tuple(tuple(names[i:i + max_levels]) for i in range(0, len(names), max_levels))
-    pending = tuple(d.name for d in decisions if d.decision is Decision.INDETERMINATE
-                    and any(p in _POSITIVE for p in d.possible))
+    sessions = tuple(tuple(names[i : i + max_levels]) for i in range(0, len(names), max_levels))
+    pending = tuple(
+        d.name
+        for d in decisions
+        if d.decision is Decision.INDETERMINATE and any(p in _POSITIVE for p in d.possible)
+    )
     kp = tuple(d.name for d in treat if d.kyphoplasty_preferred is True)
     either = tuple(d.name for d in treat if d.kyphoplasty_preferred is False)
     undetermined = tuple(d.name for d in treat if d.kyphoplasty_preferred is None)
@@ -539,14 +571,20 @@ def _plan(
     elif bio.result is False:
         bio_sentence = "Routine biopsy not indicated by the rules (no known or suspected malignancy)."
     else:
-        bio_sentence = ("Biopsy recommendation undetermined; answer: "
-                        + "; ".join(INPUTS[m].question for m in bio.missing) + ".")
-    return SessionPlan(max_levels, priority, sessions, pending, kp, either, undetermined,
-                       bio.result, bio_sentence, note)
+        bio_sentence = (
+            "Biopsy recommendation undetermined; answer: "
+            + "; ".join(INPUTS[m].question for m in bio.missing)
+            + "."
+        )
+    return SessionPlan(
+        max_levels, priority, sessions, pending, kp, either, undetermined, bio.result, bio_sentence, note
+    )
 
 
 # --------------------------------------------------------------------------- questions and words
-def _questions(decisions: Sequence[LevelDecision], patient_trace: Sequence[RuleOutcome]) -> tuple[Question, ...]:
+def _questions(
+    decisions: Sequence[LevelDecision], patient_trace: Sequence[RuleOutcome]
+) -> tuple[Question, ...]:
     wanted: dict[str, tuple[set[str], set[str]]] = {}  # input -> (levels, rules)
 
     def add(inp: str, level: str | None, rule: str) -> None:
@@ -577,8 +615,11 @@ def _questions(decisions: Sequence[LevelDecision], patient_trace: Sequence[RuleO
         lv = tuple(sorted(levels, key=_level_sort))
         text = spec.question.replace("{level}", _join(lv) if lv else "the level")
         fld = spec.field.replace("{level}", lv[0] if len(lv) == 1 else "<level>")
-        asked = {Origin.CLINICAL: "clinician", Origin.RADIOLOGIST: "radiologist",
-                 Origin.IMAGING: "imaging review"}[spec.origin]
+        asked = {
+            Origin.CLINICAL: "clinician",
+            Origin.RADIOLOGIST: "radiologist",
+            Origin.IMAGING: "imaging review",
+        }[spec.origin]
         out.append(Question(inp, asked, text, fld, lv, tuple(sorted(rls))))
     return tuple(out)
 
@@ -630,8 +671,9 @@ def _fmt(spec: InputSpec, v: Any) -> str:
     return str(v.value if isinstance(v, Enum) else v)
 
 
-def _rule_sentence(rule: Rule, where: str | None, result: Tri, why: Sequence[str],
-                   missing: frozenset[str], assumed: str) -> str:
+def _rule_sentence(
+    rule: Rule, where: str | None, result: Tri, why: Sequence[str], missing: frozenset[str], assumed: str
+) -> str:
     prefix = f"{where}: " if where else ""
     word = {True: "yes", False: "no", None: "unknown"}[result]
     s = f"{prefix}{rule.text.rstrip('.')} - {word}"
@@ -644,9 +686,14 @@ def _rule_sentence(rule: Rule, where: str | None, result: Tri, why: Sequence[str
     return s + "."
 
 
-def _level_reasons(decision: Decision, possible: tuple[Decision, ...],
-                   groups: Mapping[Kind, list[RuleOutcome]], by_rule: Mapping[str, RuleOutcome],
-                   rules: RuleSet, deciding: set[str]) -> tuple[str, ...]:
+def _level_reasons(
+    decision: Decision,
+    possible: tuple[Decision, ...],
+    groups: Mapping[Kind, list[RuleOutcome]],
+    by_rule: Mapping[str, RuleOutcome],
+    rules: RuleSet,
+    deciding: set[str],
+) -> tuple[str, ...]:
     """Plain-language reasons for one level's decision (without the level name)."""
 
     def explained(kind: Kind, value: Tri) -> list[str]:
@@ -680,8 +727,10 @@ def _level_reasons(decision: Decision, possible: tuple[Decision, ...],
             out.append(f"Cautions not yet assessed: {'; '.join(open_)}.")
         for o in by_rule.values():
             if o.assumed:
-                out.append(f"{rules.rule(o.rule).text.rstrip('.')}: assumed {'yes' if o.result else 'no'} "
-                           f"({o.assumed.rstrip('.')}).")
+                out.append(
+                    f"{rules.rule(o.rule).text.rstrip('.')}: assumed {'yes' if o.result else 'no'} "
+                    f"({o.assumed.rstrip('.')})."
+                )
     else:
         words = " or ".join(_WORDS[p] for p in possible)
         if len(deciding) > 8:
@@ -695,16 +744,21 @@ def _level_reasons(decision: Decision, possible: tuple[Decision, ...],
     return tuple(out)
 
 
-def _summary(decisions: Sequence[LevelDecision], plan: SessionPlan, have_clinical: bool,
-             questions: Sequence[Question]) -> str:
+def _summary(
+    decisions: Sequence[LevelDecision], plan: SessionPlan, have_clinical: bool, questions: Sequence[Question]
+) -> str:
     if not decisions:
         return "No vertebral body could be evaluated."
     by: dict[Decision, list[str]] = {d: [] for d in Decision}
     for d in decisions:
         by[d.decision].append(d.name)
     parts = []
-    for dec in (Decision.CANDIDATE, Decision.CANDIDATE_WITH_CAUTIONS, Decision.INDETERMINATE,
-                Decision.CONTRAINDICATED):
+    for dec in (
+        Decision.CANDIDATE,
+        Decision.CANDIDATE_WITH_CAUTIONS,
+        Decision.INDETERMINATE,
+        Decision.CONTRAINDICATED,
+    ):
         if by[dec]:
             parts.append(f"{_WORDS[dec]}: {_join(by[dec])}")
     if by[Decision.NOT_INDICATED]:

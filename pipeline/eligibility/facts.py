@@ -84,7 +84,9 @@ def imaging_facts(
     findings: dict[int, StirFinding] = {}
     stir_note = ""
     if stir is None:
-        stir_note = "no STIR assessment (no fluid-sensitive fat-suppressed series); a bone scan/SPECT can stand in"
+        stir_note = (
+            "no STIR assessment (no fluid-sensitive fat-suppressed series); a bone scan/SPECT can stand in"
+        )
     elif stir.status != "measured":
         stir_note = f"STIR not measured ({stir.status}: {stir.reason}); a bone scan/SPECT can stand in"
     else:
@@ -125,7 +127,9 @@ def imaging_facts(
                 if edema is None:
                     notes.append(f"STIR oedema not assessable: {finding.reason}")
                 if stir.substitute is not None:
-                    notes.append(f"oedema read on a STIR substitute ({stir.substitute.value}), lower confidence")
+                    notes.append(
+                        f"oedema read on a STIR substitute ({stir.substitute.value}), lower confidence"
+                    )
         out.append(
             LevelFacts(
                 label=m.label,

@@ -30,7 +30,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Union
 
@@ -45,7 +45,7 @@ RULES_FILE = "eligibility.yaml"
 FORMAT_VERSION = 1
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     INDICATION = "indication"
     ABSOLUTE = "absolute"
     RELATIVE = "relative"
@@ -150,7 +150,7 @@ class Source:
 
     def cite(self) -> str:
         if self.seed:
-            return f"{self.seed}, {self.section}: \"{self.quote}\""
+            return f'{self.seed}, {self.section}: "{self.quote}"'
         return f"local policy: {self.policy}"
 
 
@@ -231,7 +231,9 @@ def load_rules(path: Path | None = None) -> RuleSet:
     path = Path(path) if path is not None else default_config_dir() / RULES_FILE
     data = load_yaml(path)
     ruleset = parse_rules(data, where=_display(path))
-    ruleset = RuleSet(ruleset.version, ruleset.rules, ruleset.definitions, ruleset.settings, path, file_sha256(path))
+    ruleset = RuleSet(
+        ruleset.version, ruleset.rules, ruleset.definitions, ruleset.settings, path, file_sha256(path)
+    )
     logger.debug("eligibility rules loaded: %d rules from %s", len(ruleset.rules), path)
     return ruleset
 
@@ -267,8 +269,10 @@ def parse_rules(data: Mapping[str, Any], where: str = "eligibility rules") -> Ru
         rules.append(rule)
     for rid, kind in REQUIRED_RULES.items():
         if rid not in seen:
-            raise ConfigError(f"{where}: required rule {rid!r} ({kind.value}) is missing; restore it from the "
-                              "shipped configs/eligibility.yaml")
+            raise ConfigError(
+                f"{where}: required rule {rid!r} ({kind.value}) is missing; restore it from the "
+                "shipped configs/eligibility.yaml"
+            )
     return RuleSet(version, tuple(rules), definitions, settings)
 
 
@@ -284,7 +288,9 @@ def _keys(raw: Any, allowed: set[str], where: str, required: frozenset[str] | se
         raise ConfigError(f"{where}: must be a mapping, got {type(raw).__name__}")
     unknown = sorted(set(map(str, raw)) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: unknown field {unknown[0]!r}; allowed fields: {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"{where}: unknown field {unknown[0]!r}; allowed fields: {', '.join(sorted(allowed))}"
+        )
     missing = sorted(required - set(raw))
     if missing:
         raise ConfigError(f"{where}: missing field {missing[0]!r}")
@@ -328,7 +334,9 @@ def _sources(raw: Any, where: str) -> tuple[Source, ...]:
         _keys(item, {"seed", "section", "quote"}, w, required={"seed", "section", "quote"})
         seed = _text(item["seed"], f"{w}: seed")
         if not _SEED_RE.match(seed):
-            raise ConfigError(f"{w}: seed must name a file of shared/seeds like '001_e7f96f9d24ff4d88.txt', got {seed!r}")
+            raise ConfigError(
+                f"{w}: seed must name a file of shared/seeds like '001_e7f96f9d24ff4d88.txt', got {seed!r}"
+            )
         out.append(Source(seed, _text(item["section"], f"{w}: section"), _text(item["quote"], f"{w}: quote")))
     if not any(s.seed for s in out):
         raise ConfigError(f"{where}: cite at least one seed file (a policy note alone is not a source)")
@@ -343,7 +351,9 @@ def _definition(raw: Any, defs: Mapping[str, Definition], where: str) -> Definit
     w = f"{where.rsplit(': ', 1)[0]}: definition {did!r}"
     cond = _condition(raw["when"], defs, w, "when")
     sources = _sources(raw["source"], f"{w}: source") if "source" in raw else ()
-    return Definition(did, _text(raw["text"], f"{w}: text"), cond, tuple(sorted(_inputs_of(cond, defs))), sources)
+    return Definition(
+        did, _text(raw["text"], f"{w}: text"), cond, tuple(sorted(_inputs_of(cond, defs))), sources
+    )
 
 
 def _rule(raw: Any, defs: Mapping[str, Definition], where: str, index: int) -> Rule:
@@ -351,15 +361,23 @@ def _rule(raw: Any, defs: Mapping[str, Definition], where: str, index: int) -> R
         raise ConfigError(f"{where}: rules[{index}]: must be a mapping, got {type(raw).__name__}")
     rid = raw.get("id")
     if not isinstance(rid, str) or not _ID_RE.match(rid):
-        raise ConfigError(f"{where}: rules[{index}]: id must look like 'relative.some_name' "
-                          f"(kind prefix, lower_case), got {rid!r}")
+        raise ConfigError(
+            f"{where}: rules[{index}]: id must look like 'relative.some_name' "
+            f"(kind prefix, lower_case), got {rid!r}"
+        )
     w = f"{where}: rule {rid!r}"
-    _keys(raw, {"id", "kind", "scope", "text", "source", "inputs", "when", "when_missing", "parameters", "note"},
-          w, required={"id", "kind", "scope", "text", "source", "inputs"})
+    _keys(
+        raw,
+        {"id", "kind", "scope", "text", "source", "inputs", "when", "when_missing", "parameters", "note"},
+        w,
+        required={"id", "kind", "scope", "text", "source", "inputs"},
+    )
     try:
         kind = Kind(raw["kind"])
     except ValueError:
-        raise ConfigError(f"{w}: kind must be one of {', '.join(k.value for k in Kind)}, got {raw['kind']!r}") from None
+        raise ConfigError(
+            f"{w}: kind must be one of {', '.join(k.value for k in Kind)}, got {raw['kind']!r}"
+        ) from None
     if not rid.startswith(kind.value + "."):
         raise ConfigError(f"{w}: id prefix does not match kind {kind.value!r}")
     if rid in REQUIRED_RULES and REQUIRED_RULES[rid] is not kind:
@@ -386,7 +404,9 @@ def _rule(raw: Any, defs: Mapping[str, Definition], where: str, index: int) -> R
         raise ConfigError(f"{w}: inputs must be a list of input names")
     for name in declared:
         if name not in INPUTS:
-            raise ConfigError(f"{w}: inputs: unknown input {name!r}; known inputs: {', '.join(sorted(INPUTS))}")
+            raise ConfigError(
+                f"{w}: inputs: unknown input {name!r}; known inputs: {', '.join(sorted(INPUTS))}"
+            )
     if set(declared) != read:
         extra, lacking = sorted(set(declared) - read), sorted(read - set(declared))
         fix = "; ".join(
@@ -397,8 +417,10 @@ def _rule(raw: Any, defs: Mapping[str, Definition], where: str, index: int) -> R
     if scope is Scope.PATIENT:  # (priority inputs are read per level by the session planner)
         per_level = sorted(n for n in _inputs_of(cond, defs) if INPUTS[n].scope is Scope.LEVEL)
         if per_level:
-            raise ConfigError(f"{w}: scope is 'patient' but it reads per-level input(s) {', '.join(per_level)}; "
-                              "use scope: level")
+            raise ConfigError(
+                f"{w}: scope is 'patient' but it reads per-level input(s) {', '.join(per_level)}; "
+                "use scope: level"
+            )
 
     when_missing = _when_missing(raw.get("when_missing", "unknown"), kind, f"{w}: when_missing")
     return Rule(rid, kind, scope, text, sources, tuple(declared), cond, when_missing, parameters, note)
@@ -412,8 +434,10 @@ def _when_missing(raw: Any, kind: Kind, where: str) -> WhenMissing:
         if not isinstance(raw["assume"], bool):
             raise ConfigError(f"{where}: assume must be true or false, got {raw['assume']!r}")
         if kind in (Kind.INDICATION, Kind.ABSOLUTE):
-            raise ConfigError(f"{where}: an {kind.value} rule cannot assume a value for a missing input "
-                              "(it would hide a contraindication or invent an indication); use 'unknown'")
+            raise ConfigError(
+                f"{where}: an {kind.value} rule cannot assume a value for a missing input "
+                "(it would hide a contraindication or invent an indication); use 'unknown'"
+            )
         return WhenMissing(raw["assume"], _text(raw["because"], f"{where}: because"))
     raise ConfigError(f"{where}: must be 'unknown' or {{assume: true|false, because: '...'}}, got {raw!r}")
 
@@ -422,7 +446,9 @@ def _parameters(rid: str, raw: Any, where: str) -> dict[str, Any]:
     allowed = PLAN_PARAMETERS.get(rid)
     if raw is None:
         if allowed:
-            raise ConfigError(f"{where}: missing field 'parameters' ({', '.join(f'{k}: {v}' for k, v in allowed.items())})")
+            raise ConfigError(
+                f"{where}: missing field 'parameters' ({', '.join(f'{k}: {v}' for k, v in allowed.items())})"
+            )
         return {}
     if not allowed:
         raise ConfigError(f"{where}: this rule takes no parameters")
@@ -457,7 +483,9 @@ def _condition(raw: Any, defs: Mapping[str, Definition], where: str, at: str) ->
         if not isinstance(items, list) or not items:
             raise ConfigError(f"{where}: {at}.{op}: must be a non-empty list of conditions")
         parsed = tuple(_condition(c, defs, where, f"{at}.{op}[{i}]") for i, c in enumerate(items))
-        return {"all": AllOf, "any": AnyOf, "first_known": FirstKnown}[op](parsed)
+        if op == "all":
+            return AllOf(parsed)
+        return AnyOf(parsed) if op == "any" else FirstKnown(parsed)
     if keys == {"not"}:
         return Not(_condition(raw["not"], defs, where, f"{at}.not"))
     if keys == {"ref"}:
@@ -473,21 +501,28 @@ def _condition(raw: Any, defs: Mapping[str, Definition], where: str, at: str) ->
         )
     name = raw["input"]
     if name not in INPUTS:
-        raise ConfigError(f"{where}: {at}.input: unknown input {name!r}; known inputs: {', '.join(sorted(INPUTS))}")
+        raise ConfigError(
+            f"{where}: {at}.input: unknown input {name!r}; known inputs: {', '.join(sorted(INPUTS))}"
+        )
     spec = INPUTS[name]
     rest = keys - {"input"}
     if rest == {"op", "value"}:
         op = raw["op"]
         if op not in COMPARE_OPS:
-            raise ConfigError(f"{where}: {at}.op: unknown operator {op!r}; use one of {', '.join(COMPARE_OPS)}")
+            raise ConfigError(
+                f"{where}: {at}.op: unknown operator {op!r}; use one of {', '.join(COMPARE_OPS)}"
+            )
         if spec.type is not InputType.NUMBER:
-            raise ConfigError(f"{where}: {at}: {name} is a {spec.type.value}; compare (op/value) needs a number input")
+            raise ConfigError(
+                f"{where}: {at}: {name} is a {spec.type.value}; compare (op/value) needs a number input"
+            )
         value = raw["value"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"{where}: {at}.value: threshold must be a number, got {value!r}")
         if spec.bounds is not None and not spec.bounds.contains(float(value)):
-            raise ConfigError(f"{where}: threshold must be in {spec.bounds}, got {value:g} "
-                              f"(input {name}, at {at}.value)")
+            raise ConfigError(
+                f"{where}: threshold must be in {spec.bounds}, got {value:g} (input {name}, at {at}.value)"
+            )
         return Compare(name, op, float(value))
     if rest == {"is"}:
         if spec.type is not InputType.BOOL:
@@ -506,7 +541,8 @@ def _condition(raw: Any, defs: Mapping[str, Definition], where: str, at: str) ->
         norm = tuple(Level.parse(v).value if spec.type is InputType.LEVEL else v for v in values)
         return InSet(name, norm)
     raise ConfigError(
-        f"{where}: {at}: with 'input' give exactly one of: op + value, is, in (got {', '.join(sorted(map(str, rest))) or 'nothing'})"
+        f"{where}: {at}: with 'input' give exactly one of: op + value, is, in "
+        f"(got {', '.join(sorted(map(str, rest))) or 'nothing'})"
     )
 
 
