@@ -601,3 +601,14 @@ def test_sample_study_imaging_only(study):
     for d in r.levels:
         assert d.decision is (IN if d.name in fractured else NI), d.reasons
     assert bool(r.questions) == bool(fractured)
+
+
+@pytest.mark.parametrize("study", sorted(SAMPLE_EXPECTED))
+@pytest.mark.parametrize("with_clinical", [True, False])
+def test_result_conforms_to_published_schema(study, with_clinical, repo_root):
+    import jsonschema
+
+    schema = json.loads((repo_root / "configs" / "eligibility_result.schema.json").read_text())
+    clinical = load_clinical(sample_clinical_path(repo_root, study)) if with_clinical else None
+    r = evaluate(sample_facts(study), clinical, RULES)
+    jsonschema.validate(json.loads(json.dumps(r.to_dict())), schema)

@@ -124,6 +124,12 @@ def _mutations() -> list[tuple[str, Any, str]]:
 
         return f
 
+    def drop_key(rule_id: str, key: str):
+        def f(d: dict[str, Any]) -> None:
+            del _rule(d, rule_id)[key]
+
+        return f
+
     def top(key: str, value: Any):
         def f(d: dict[str, Any]) -> None:
             d[key] = value
@@ -254,6 +260,7 @@ def _mutations() -> list[tuple[str, Any, str]]:
             r"an absolute rule cannot assume a value for a missing input",
         ),
         ("bad when_missing", set_rule(hl, "when_missing", "false"), r"when_missing: must be 'unknown' or"),
+        ("no when_missing", drop_key(hl, "when_missing"), r"'.*two_thirds': missing field 'when_missing'"),
         (
             "patient rule reading a level input",
             replace_when(

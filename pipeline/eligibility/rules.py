@@ -14,10 +14,10 @@ for a number the sources do not give), ``inputs`` (the inputs it reads, checked 
   else our measurement)
 - ``{ref: NAME}``: a named condition from ``definitions:`` (e.g. ``fracture``)
 
-Every value is true, false or unknown. ``when_missing: unknown`` (the default) keeps an undecided rule
-unknown and lists the inputs that would decide it. Only relative and plan rules may instead assume a value
-(``when_missing: {assume: false, because: "..."}``), and the assumption is reported; an indication or
-absolute contraindication can never be assumed.
+Every value is true, false or unknown. ``when_missing: unknown`` (required on every rule with a condition)
+keeps an undecided rule unknown and lists the inputs that would decide it. Only relative and plan rules
+may instead assume a value (``when_missing: {assume: false, because: "..."}``), and the assumption is
+reported; an indication or absolute contraindication can never be assumed.
 
 :func:`load_rules` validates everything at start-up and raises :class:`~pipeline.errors.ConfigError`
 naming the file, the rule, the field and the fix.
@@ -422,6 +422,11 @@ def _rule(raw: Any, defs: Mapping[str, Definition], where: str, index: int) -> R
                 "use scope: level"
             )
 
+    if cond is not None and "when_missing" not in raw:
+        raise ConfigError(
+            f"{w}: missing field 'when_missing' (say how a missing input is treated: 'unknown', or "
+            "for relative/plan rules {assume: true|false, because: '...'})"
+        )
     when_missing = _when_missing(raw.get("when_missing", "unknown"), kind, f"{w}: when_missing")
     return Rule(rid, kind, scope, text, sources, tuple(declared), cond, when_missing, parameters, note)
 
