@@ -612,3 +612,14 @@ def test_result_conforms_to_published_schema(study, with_clinical, repo_root):
     clinical = load_clinical(sample_clinical_path(repo_root, study)) if with_clinical else None
     r = evaluate(sample_facts(study), clinical, RULES)
     jsonschema.validate(json.loads(json.dumps(r.to_dict())), schema)
+
+
+def test_unlabelled_body_asks_for_the_level_not_for_level_specific_answers():
+    r = evaluate([make_facts(level=None, label=3)], make_clinical(), RULES)
+    d = r.levels[0]
+    assert d.name == "vertebra #3" and d.decision is D.INDETERMINATE
+    assert "clinical.pain.at_level" in d.deciding_inputs  # the decision says what is missing ...
+    asked = {q.input: q for q in r.questions}
+    assert "clinical.pain.at_level" not in asked  # ... but nobody can answer it before the level is known
+    assert asked["imaging.level"].levels == ("vertebra #3",)
+    assert asked["imaging.level"].asked_of == "imaging review"

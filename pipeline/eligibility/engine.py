@@ -587,7 +587,9 @@ def _questions(
 ) -> tuple[Question, ...]:
     wanted: dict[str, tuple[set[str], set[str]]] = {}  # input -> (levels, rules)
 
-    def add(inp: str, level: str | None, rule: str) -> None:
+    def add(inp: str, level: str | None, rule: str, labelled: bool = True) -> None:
+        if not labelled and INPUTS[inp].scope is Scope.LEVEL and INPUTS[inp].origin is not Origin.IMAGING:
+            inp = "imaging.level"  # clinical answers need a level name: the labelling must be fixed first
         levels, rls = wanted.setdefault(inp, (set(), set()))
         if level is not None and INPUTS[inp].scope is Scope.LEVEL:
             levels.add(level)
@@ -606,7 +608,7 @@ def _questions(
             else:
                 take = tuple(m for m in o.missing if m in d.deciding_inputs)
             for m in take:
-                add(m, d.name, o.rule)
+                add(m, d.name, o.rule, labelled=d.level is not None)
     order = {name: i for i, name in enumerate(INPUTS)}
     out = []
     for inp in sorted(wanted, key=lambda n: order[n]):
