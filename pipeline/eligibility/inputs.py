@@ -194,7 +194,8 @@ _SPECS: tuple[InputSpec, ...] = (
         _L,
         _I,
         "Genant grade",
-        "No Genant grade at {level} (morphometry not assessable); review the segmentation or grade it manually.",
+        "No Genant grade at {level} (morphometry not assessable); "
+        "review the segmentation or grade it manually.",
         _img("genant_grade"),
         bounds=Bounds(0, 3),
     ),
