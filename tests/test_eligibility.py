@@ -429,6 +429,8 @@ def test_result_is_json_serialisable_and_carries_disclaimer_and_hash():
     assert d["rules"]["sha256"] == RULES.sha256 and len(RULES.sha256) == 64
     assert d["levels"][0]["decision"] == "candidate"
     assert d["levels"][0]["technique"] == "kyphoplasty_preferred"
+    assert [c["id"] for c in d["rule_catalogue"]] == [r.id for r in RULES.rules]
+    assert all(c["sources"] and c["text"] for c in d["rule_catalogue"])
     rules_in_trace = {t["rule"] for t in d["levels"][0]["trace"]} | {t["rule"] for t in d["patient_rules"]}
     assert rules_in_trace == {r.id for r in RULES.rules}
     for t in d["levels"][0]["trace"]:

@@ -221,6 +221,7 @@ class EligibilityResult:
     rules_file: str | None
     rules_sha256: str
     rules_version: int
+    catalogue: tuple[Mapping[str, Any], ...] = ()  # every rule: id, kind, scope, text, note, sources
     disclaimer: str = DISCLAIMER
     sentences: tuple[str, ...] = field(default=())
 
@@ -238,6 +239,7 @@ class EligibilityResult:
             "disclaimer": self.disclaimer,
             "summary": self.summary,
             "rules": {"file": self.rules_file, "sha256": self.rules_sha256, "version": self.rules_version},
+            "rule_catalogue": [dict(c) for c in self.catalogue],
             "clinical": {"provided": self.clinical_provided, "file": self.clinical_file},
             "levels": [d.to_dict() for d in self.levels],
             "excluded_levels": [{"name": n, "reason": r} for n, r in self.excluded],
@@ -368,10 +370,21 @@ def evaluate(
         rules_file=rules.path.name if rules.path is not None else None,
         rules_sha256=rules.sha256,
         rules_version=rules.version,
+        catalogue=tuple(_catalogue_entry(r) for r in rules.rules),
     )
     sentences = _sentences(result)
     logger.info("eligibility: %s", summary)
     return dataclasses.replace(result, sentences=sentences)
+
+
+def _catalogue_entry(rule: Rule) -> dict[str, Any]:
+    """A rule as the report shows it next to the trace: what it says and where it comes from."""
+    sources = [
+        {"seed": s.seed, "section": s.section, "quote": s.quote} if s.seed else {"policy": s.policy}
+        for s in rule.sources
+    ]
+    return {"id": rule.id, "kind": rule.kind.value, "scope": rule.scope.value, "text": rule.text,
+            "note": rule.note, "sources": sources}
 
 
 def evaluate_rule(
