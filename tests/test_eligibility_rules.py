@@ -289,6 +289,7 @@ def _mutations() -> list[tuple[str, Any, str]]:
             r"missing field 'quote'",
         ),
         ("format version", top("version", 2), r"version must be 1, got 2"),
+        ("plan rule scope", set_rule("plan.biopsy", "scope", "level"), r"'plan.biopsy': scope must be 'patient'"),
         ("empty rules", top("rules", []), r"rules must be a non-empty list"),
         ("bad rule id", set_rule(hl, "id", "Height Loss"), r"id must look like 'relative.some_name'"),
     ]

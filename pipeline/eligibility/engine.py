@@ -578,11 +578,10 @@ def _plan(
         note = "Technique: " + "; ".join(parts) + "."
 
     bio = patient["plan.biopsy"]
-    bio_rule = rules.rule("plan.biopsy")
-    if bio.result is True:
-        bio_sentence = f"Biopsy recommended during the procedure: {bio_rule.text.rstrip('.').lower()}."
-    elif bio.result is False:
-        bio_sentence = "Routine biopsy not indicated by the rules (no known or suspected malignancy)."
+    bio_text = rules.rule("plan.biopsy").text.rstrip(".")
+    if bio.result is not None:
+        verdict = "recommended" if bio.result else "not called for by the rules"
+        bio_sentence = f"{bio_text}: {verdict} ({'; '.join(bio.because)})."
     else:
         bio_sentence = (
             "Biopsy recommendation undetermined; answer: "

@@ -20,7 +20,10 @@ may instead assume a value (``when_missing: {assume: false, because: "..."}``), 
 reported; an indication or absolute contraindication can never be assumed.
 
 :func:`load_rules` validates everything at start-up and raises :class:`~pipeline.errors.ConfigError`
-naming the file, the rule, the field and the fix.
+naming the file, the rule, the field and the fix. The file is not parsed with
+:func:`pipeline.config.parse_section`: conditions are recursive and polymorphic, which a flat dataclass
+section cannot express; the same strictness (unknown field, type, range, a cited source) is enforced here,
+and each threshold's range comes from the input it is compared with (``inputs.INPUTS``).
 """
 
 from __future__ import annotations
@@ -78,6 +81,9 @@ REQUIRED_RULES: dict[str, Kind] = {
     "plan.prefer_kyphoplasty": Kind.PLAN,
     "plan.biopsy": Kind.PLAN,
 }
+
+# Rules the engine reads once per patient (the plan), so they must be patient-scope.
+PATIENT_SCOPE_RULES: frozenset[str] = frozenset({"plan.max_levels_per_session", "plan.biopsy"})
 
 # Plan rules the engine reads parameters from: id -> {parameter: kind}.
 PLAN_PARAMETERS: dict[str, dict[str, str]] = {
@@ -386,6 +392,8 @@ def _rule(raw: Any, defs: Mapping[str, Definition], where: str, index: int) -> R
         scope = Scope(raw["scope"])
     except ValueError:
         raise ConfigError(f"{w}: scope must be 'level' or 'patient', got {raw['scope']!r}") from None
+    if rid in PATIENT_SCOPE_RULES and scope is not Scope.PATIENT:
+        raise ConfigError(f"{w}: scope must be 'patient' (the engine reads this rule once per patient)")
     text = _text(raw["text"], f"{w}: text")
     note = _text(raw["note"], f"{w}: note") if "note" in raw else ""
     sources = _sources(raw["source"], f"{w}: source")
