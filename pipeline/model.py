@@ -133,7 +133,7 @@ class StudyRecord:
 class SeriesDecision:
     series_uid: str
     used: bool
-    used_as: str | None  # "anatomy", "stir", "t1", several joined by "+" (e.g. "anatomy+t1"), or None
+    used_as: str | None  # "anatomy", "stir", "t1" or None (a series used twice: "anatomy", reason says both)
     reason: str
     stack: str = ""  # SeriesRecord.stack of a split series
 

@@ -91,7 +91,8 @@ def test_t2_preferred_over_t1_unless_configured():
     t1_first = replace(CFG, selection=replace(CFG.selection, anatomy_roles=(Role.T1, Role.T2)))
     choice = choose_series(study(t1, t2), cfg=t1_first)
     assert choice.anatomy == t1 and choice.t1 == t1
-    assert decision(choice, t1).used_as == "anatomy+t1"
+    assert decision(choice, t1).used_as == "anatomy"
+    assert "also T1 for corroboration" in decision(choice, t1).reason
 
 
 def test_best_t2_by_coverage_then_resolution():
@@ -133,7 +134,8 @@ def test_stir_only_study_uses_stir_for_anatomy_with_a_warning():
     stir = rec(Role.STIR)
     choice = choose_series(study(stir), cfg=CFG)
     assert choice.anatomy == stir == choice.stir and choice.t1 is None
-    assert decision(choice, stir).used_as == "anatomy+stir"
+    assert decision(choice, stir).used_as == "anatomy"
+    assert "also STIR for oedema" in decision(choice, stir).reason
     assert any("STIR-type series" in w and "used for anatomy" in w for w in choice.warnings)
     assert any("no sagittal T1" in w for w in choice.warnings)
 

@@ -74,9 +74,7 @@ class NameRule:
         try:
             re.compile(self.pattern)
         except re.error as exc:
-            raise ValueError(
-                f"name rule {self.name!r}: pattern is not a valid regular expression: {exc}"
-            ) from None
+            raise ValueError(f"name rule {self.name!r}: pattern is not a valid regular expression: {exc}") from None
 
 
 @dataclass(frozen=True)

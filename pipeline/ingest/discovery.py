@@ -107,9 +107,7 @@ def discover_studies(root: Path, *, cfg: IngestConfig | None = None) -> list[Stu
     return list(discover(root, cfg=cfg).studies)
 
 
-def discover_study(
-    root: Path, *, cfg: IngestConfig | None = None, study_uid: str | None = None
-) -> StudyRecord:
+def discover_study(root: Path, *, cfg: IngestConfig | None = None, study_uid: str | None = None) -> StudyRecord:
     """The one study under ``root`` (or the one with ``study_uid``).
 
     Raises
@@ -124,8 +122,7 @@ def discover_study(
         studies = [s for s in studies if s.study_uid == study_uid]
         if not studies:
             raise StudyError(
-                f"{root}: study {study_uid} not found; found: "
-                f"{', '.join(s.study_uid for s in found.studies) or 'none'}"
+                f"{root}: study {study_uid} not found; found: {', '.join(s.study_uid for s in found.studies) or 'none'}"
             )
     if not studies:
         reasons = Counter(_reason_kind(s.reason) for s in found.skipped).most_common(3)
@@ -193,17 +190,13 @@ def _dicomdir_reason(path: Path) -> str:
     missing = [r for r in refs if not r.is_file()]
     text = f"DICOMDIR (media directory), not an image; it references {len(refs)} files"
     if missing:
-        text += (
-            f", {len(missing)} of them missing (e.g. {missing[0]}): the copy of the medium may be incomplete"
-        )
+        text += f", {len(missing)} of them missing (e.g. {missing[0]}): the copy of the medium may be incomplete"
         logger.warning("%s: %s", path, text)
     return text + "; the files themselves are found by the folder walk"
 
 
 # --------------------------------------------------------------------------- grouping
-def _deduplicate(
-    headers: list[InstanceHeader], skipped: list[SkippedFile]
-) -> tuple[list[InstanceHeader], set[str]]:
+def _deduplicate(headers: list[InstanceHeader], skipped: list[SkippedFile]) -> tuple[list[InstanceHeader], set[str]]:
     """Drop files whose SOP Instance UID was already seen. Identical copies are harmless; a UID used by two
     different images is a conflict that makes its series unusable (returned as series UIDs)."""
     first: dict[str, InstanceHeader] = {}
@@ -221,9 +214,7 @@ def _deduplicate(
             and [f.position_lps for f in prev.frames] == [f.position_lps for f in h.frames]
         )
         if same:
-            _skip(
-                skipped, h.path, f"duplicate copy of {prev.path} (same SOP Instance UID {h.sop_instance_uid})"
-            )
+            _skip(skipped, h.path, f"duplicate copy of {prev.path} (same SOP Instance UID {h.sop_instance_uid})")
         else:
             conflicts.add(prev.series_uid)
             conflicts.add(h.series_uid)
@@ -236,9 +227,7 @@ def _deduplicate(
     return unique, conflicts
 
 
-def _build_studies(
-    headers: list[InstanceHeader], conflicts: set[str], cfg: IngestConfig
-) -> list[StudyRecord]:
+def _build_studies(headers: list[InstanceHeader], conflicts: set[str], cfg: IngestConfig) -> list[StudyRecord]:
     by_study: dict[str, list[InstanceHeader]] = defaultdict(list)
     for h in headers:
         by_study[h.study_uid].append(h)
@@ -249,13 +238,9 @@ def _build_studies(
             by_series[h.series_uid].append(h)
         records: list[SeriesRecord] = []
         for series_uid, shs in by_series.items():
-            shs.sort(
-                key=lambda h: (h.instance_number if h.instance_number is not None else 1 << 31, str(h.path))
-            )
+            shs.sort(key=lambda h: (h.instance_number if h.instance_number is not None else 1 << 31, str(h.path)))
             records.extend(_series_records(shs, series_uid in conflicts, cfg))
-        records.sort(
-            key=lambda r: (r.series_number if r.series_number is not None else 1 << 31, r.series_uid, r.stack)
-        )
+        records.sort(key=lambda r: (r.series_number if r.series_number is not None else 1 << 31, r.series_uid, r.stack))
         keys = sorted({h.patient_key for h in hs})
         problems = []
         if len(keys) > 1:
@@ -284,9 +269,7 @@ def _series_records(headers: list[InstanceHeader], conflict: bool, cfg: IngestCo
     groups: dict[tuple[Orientation, str], list[tuple[InstanceHeader, SliceRef]]] = defaultdict(list)
     for h in headers:
         for f in h.frames:
-            ref = SliceRef(
-                h.path, f.frame_number if h.n_frames > 1 else None, h.sop_instance_uid, h.rows, h.cols, f
-            )
+            ref = SliceRef(h.path, f.frame_number if h.n_frames > 1 else None, h.sop_instance_uid, h.rows, h.cols, f)
             groups[(frame_orientation(f, tol), f.contrast)].append((h, ref))
     orientations = {k[0] for k in groups}
     contrasts = {k[1] for k in groups}
@@ -299,9 +282,7 @@ def _series_records(headers: list[InstanceHeader], conflict: bool, cfg: IngestCo
         )
         why = "orientations" if len(orientations) > 1 else "contrasts"
         notes = (f"split from a series mixing {why} ({summary} images)",)
-        logger.info(
-            "series %s mixes %s (%s): split into %d stacks", headers[0].series_uid, why, summary, len(groups)
-        )
+        logger.info("series %s mixes %s (%s): split into %d stacks", headers[0].series_uid, why, summary, len(groups))
     out = []
     for key, members in sorted(groups.items(), key=lambda kv: (kv[0][0].value, kv[0][1])):
         stack_name = _stack_name(key, orientations, contrasts) if split else ""
@@ -330,9 +311,7 @@ def _record(
     where = f"series {first_h.series_uid}" + (f" [{stack_name}]" if stack_name else "")
     problems: list[str] = []
     if conflict:
-        problems.append(
-            f"{where}: some SOP Instance UIDs are shared with different images (see skipped files)"
-        )
+        problems.append(f"{where}: some SOP Instance UIDs are shared with different images (see skipped files)")
     for h in dict.fromkeys(h for h, _ in members):
         problem = pixel_problem(h)
         if problem:

@@ -84,9 +84,7 @@ def direction_cosines(iop: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     row, col = np.array(vals[:3]), np.array(vals[3:])
     nr, nc = float(np.linalg.norm(row)), float(np.linalg.norm(col))
     if abs(nr - 1.0) > _UNIT_TOL or abs(nc - 1.0) > _UNIT_TOL:
-        raise InputError(
-            f"ImageOrientationPatient {vals} is not two unit vectors (lengths {nr:.3f}, {nc:.3f})"
-        )
+        raise InputError(f"ImageOrientationPatient {vals} is not two unit vectors (lengths {nr:.3f}, {nc:.3f})")
     row, col = row / nr, col / nc
     dot = float(row @ col)
     if abs(dot) > _UNIT_TOL:
@@ -177,8 +175,7 @@ def assess_stack(slices: Sequence[SliceRef], cfg: GeometryConfig, *, where: str)
     bad_ps = [s for s in slices if s.geometry.pixel_spacing_mm and min(s.geometry.pixel_spacing_mm) <= 0]
     if bad_ps:
         raise SeriesError(
-            f"{where}: {_slice_name(bad_ps[0])} has a non-positive PixelSpacing "
-            f"{bad_ps[0].geometry.pixel_spacing_mm}"
+            f"{where}: {_slice_name(bad_ps[0])} has a non-positive PixelSpacing {bad_ps[0].geometry.pixel_spacing_mm}"
         )
     # Consistency checks name the odd slice out against the majority of the series.
     first = _majority(slices, lambda s: tuple(round(v, 3) for v in s.geometry.orientation or ()))

@@ -94,9 +94,7 @@ def nifti_study(path: Path, *, cfg: IngestConfig) -> StudyRecord:
     elif dim not in (3, 4):
         problems.append(f"{path}: {dim}-D NIfTI; a 3-D volume is needed")
     if reader.GetNumberOfComponents() != 1:
-        problems.append(
-            f"{path}: {reader.GetNumberOfComponents()} components per voxel; a scalar image is needed"
-        )
+        problems.append(f"{path}: {reader.GetNumberOfComponents()} components per voxel; a scalar image is needed")
     spacing = reader.GetSpacing()[:3]
     direction = np.asarray(reader.GetDirection(), dtype=float)
     if dim == 4:
@@ -110,14 +108,11 @@ def nifti_study(path: Path, *, cfg: IngestConfig) -> StudyRecord:
         orientation = Orientation.UNKNOWN
         problems.append(f"{path}: direction matrix is not usable: {exc}")
     if n_slices < cfg.geometry.min_slices:
-        problems.append(
-            f"{path}: only {n_slices} slice(s); a 3-D volume needs at least {cfg.geometry.min_slices}"
-        )
+        problems.append(f"{path}: only {n_slices} slice(s); a 3-D volume needs at least {cfg.geometry.min_slices}")
     megavoxels = n_slices * rows * cols / 1e6
     if megavoxels > cfg.geometry.max_megavoxels:
         problems.append(
-            f"{path}: {megavoxels:.0f} million voxels exceeds geometry.max_megavoxels "
-            f"({cfg.geometry.max_megavoxels:g})"
+            f"{path}: {megavoxels:.0f} million voxels exceeds geometry.max_megavoxels ({cfg.geometry.max_megavoxels:g})"
         )
     acq, note = _acquisition(path)
     role, rule, confidence, substitute = classify_role(acq, cfg=cfg)
@@ -237,9 +232,7 @@ def _from_sidecar(data: dict[str, Any], side: Path) -> AcquisitionInfo:
         echo_time_ms=ms("EchoTime"),
         inversion_time_ms=ms("InversionTime"),
         contrast_agent=text("ContrastBolusIngredient") or text("ContrastBolusAgent"),
-        field_strength_t=float(field)
-        if isinstance(field, (int, float)) and not isinstance(field, bool)
-        else None,
+        field_strength_t=float(field) if isinstance(field, (int, float)) and not isinstance(field, bool) else None,
         manufacturer=text("Manufacturer"),
         origin=f"BIDS sidecar {side.name}",
     )

@@ -28,7 +28,7 @@ from typing import BinaryIO, cast
 import numpy as np
 import pydicom
 from pydicom.dataelem import DataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import read_undefined_length_value
 from pydicom.pixels import get_decoder, iter_pixels
 from pydicom.tag import SequenceDelimiterTag
@@ -43,7 +43,6 @@ from pipeline.ingest.headers import (
     _quiet,
     describe_exception,
     read_header,
-    read_until_pixels,
 )
 from pipeline.ingest.nifti import load_nifti
 from pipeline.model import SeriesRecord
@@ -126,16 +125,12 @@ def series_slices(series: SeriesRecord, *, cfg: IngestConfig) -> tuple[list[Inst
             if series.frames and (f.frame_number is None or f.frame_number not in wanted.get(i, ())):
                 continue
             slices.append(
-                SliceRef(
-                    path, f.frame_number if h.n_frames > 1 else None, h.sop_instance_uid, h.rows, h.cols, f
-                )
+                SliceRef(path, f.frame_number if h.n_frames > 1 else None, h.sop_instance_uid, h.rows, h.cols, f)
             )
     return headers, slices
 
 
-def plan_series(
-    series: SeriesRecord, *, cfg: IngestConfig | None = None
-) -> tuple[list[InstanceHeader], StackGeometry]:
+def plan_series(series: SeriesRecord, *, cfg: IngestConfig | None = None) -> tuple[list[InstanceHeader], StackGeometry]:
     """Headers and validated stack geometry of a DICOM series (no pixels read)."""
     cfg = cfg or default_ingest_config()
     if series.source != "dicom":
@@ -193,9 +188,7 @@ def load_series(series: SeriesRecord, *, cfg: IngestConfig | None = None) -> Vol
             g = s.geometry
             out[k] = arr.astype(np.float32) * np.float32(g.rescale_slope) + np.float32(g.rescale_intercept)
     if not np.isfinite(out).all():
-        raise SeriesError(
-            f"series {series.key}: pixel values are not finite after rescaling (check RescaleSlope)"
-        )
+        raise SeriesError(f"series {series.key}: pixel values are not finite after rescaling (check RescaleSlope)")
     logger.debug("loaded series %s: %s voxels, spacing %s mm", series.key, out.shape, stack.spacing_mm)
     return Volume(out, stack.spacing_mm, stack.origin_lps, stack.axes_lps)
 
@@ -225,9 +218,7 @@ def read_frames(path: Path, *, cfg: IngestConfig | None = None) -> np.ndarray:
     out = np.empty((len(frames), header.rows, header.cols), dtype=np.float32)
     for k, (arr, geo) in enumerate(zip(frames, header.frames, strict=True)):
         if arr.shape != (header.rows, header.cols):
-            raise DicomReadError(
-                f"{path}: decoded frame has shape {arr.shape}, expected {(header.rows, header.cols)}"
-            )
+            raise DicomReadError(f"{path}: decoded frame has shape {arr.shape}, expected {(header.rows, header.cols)}")
         out[k] = arr.astype(np.float32) * np.float32(geo.rescale_slope) + np.float32(geo.rescale_intercept)
     return out
 
@@ -239,9 +230,7 @@ def slice_sources(series: SeriesRecord, *, cfg: IngestConfig | None = None) -> t
         return ()
     headers, stack = plan_series(series, cfg=cfg)
     sop_class = {h.path: h.sop_class_uid for h in headers}
-    return tuple(
-        SliceSource(s.path, s.sop_instance_uid, sop_class[s.path], s.frame_number) for s in stack.slices
-    )
+    return tuple(SliceSource(s.path, s.sop_instance_uid, sop_class[s.path], s.frame_number) for s in stack.slices)
 
 
 def read_source_datasets(series: SeriesRecord, *, cfg: IngestConfig | None = None) -> list[Dataset]:
@@ -286,50 +275,56 @@ def _decode(header: InstanceHeader, frame_numbers: Sequence[int | None]) -> list
         with _quiet():
             ds = _dataset_with_pixels(header)
             if n == 1:
-                decoded[0] = _as_2d(pydicom.pixels.pixel_array(ds), path)
+                decoded[0] = _as_2d(pydicom.pixels.pixel_array(ds, allow_excess_frames=False), path)
             else:
-                for i, arr in zip(wanted, iter_pixels(ds, indices=wanted), strict=True):
+                for i, arr in zip(wanted, iter_pixels(ds, indices=wanted, allow_excess_frames=False), strict=True):
                     decoded[i] = _as_2d(arr, path)
     except DicomReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - the boundary: any decoder failure is this file's problem
         ts = UID(header.transfer_syntax)
-        raise DicomReadError(
-            f"{path}: cannot decode pixel data ({ts.name}): {describe_exception(exc)}"
-        ) from None
+        raise DicomReadError(f"{path}: cannot decode pixel data ({ts.name}): {describe_exception(exc)}") from None
     return [decoded[i] for i in indices]
 
 
 def _dataset_with_pixels(header: InstanceHeader) -> Dataset:
-    """The file's header plus its pixel data element, read with bounded memory: only the bytes the pixel
-    element really occupies in the file (never a declared length), nothing after it."""
-    path = header.path
-    with BoundedFile(path) as fp:
-        ds, pixel = read_until_pixels(fp, path, 4096, header.file_size)
-        if pixel is None:
-            raise DicomReadError(f"{path}: no pixel data")
-        if pixel.value_offset < 0:  # deflated: the whole (inflated) data set is parsed
-            fp.seek(0)
+    """A minimal data set for the decoders: the image pixel attributes from the header summary plus the pixel
+    data element, read with bounded memory (only the bytes it really occupies in the file, nothing after it).
+    A deflated file is parsed whole (its pixel offset is in the inflated copy)."""
+    path, pixel = header.path, header.pixel
+    if pixel is None:
+        raise DicomReadError(f"{path}: no pixel data")
+    if pixel.value_offset < 0:
+        with BoundedFile(path) as fp:
             return pydicom.dcmread(fp, force=True)
-        fp.seek(pixel.value_offset)
+    with BoundedFile(path) as fp:
+        if fp.seek(pixel.value_offset) != pixel.value_offset:
+            raise DicomReadError(f"{path}: changed since it was scanned")
         if pixel.encapsulated:
             value = read_undefined_length_value(
                 cast(BinaryIO, fp), pixel.little_endian, SequenceDelimiterTag, defer_size=None
             )
         else:
             value = fp.read(pixel.length)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(header.transfer_syntax)
+    ds.Rows, ds.Columns = header.rows, header.cols
+    ds.SamplesPerPixel = header.samples_per_pixel
+    ds.PhotometricInterpretation = header.photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = header.bits_allocated, header.bits_stored, header.high_bit
+    ds.PixelRepresentation = header.pixel_representation
+    if header.n_frames > 1:
+        ds.NumberOfFrames = header.n_frames
     vr = pixel.vr or ("OB" if pixel.encapsulated or header.bits_allocated <= 8 else "OW")
     if pixel.keyword != "PixelData":
         vr = pixel.vr or ("OF" if pixel.keyword == "FloatPixelData" else "OD")
     ds[pixel.keyword] = DataElement(pixel.keyword, vr, value)
-    if "TransferSyntaxUID" not in ds.file_meta:
-        ds.file_meta.TransferSyntaxUID = UID(header.transfer_syntax)
+    ds.set_original_encoding(False, pixel.little_endian)
     return ds
 
 
 def _as_2d(arr: np.ndarray, path: Path) -> np.ndarray:
     if arr.ndim != 2:
-        raise DicomReadError(
-            f"{path}: decoded pixel data has shape {arr.shape}; a greyscale 2-D frame was expected"
-        )
+        raise DicomReadError(f"{path}: decoded pixel data has shape {arr.shape}; a greyscale 2-D frame was expected")
     return arr

@@ -162,8 +162,7 @@ def classify_role(acq: AcquisitionInfo, *, cfg: IngestConfig) -> RoleDecision:
                 src = "name" if a is n_rule else "physics"
                 return RoleDecision(
                     a.role,
-                    f"{n_desc}; {p_desc}: consistent, {specific.value} from the {src} "
-                    f"refines {general.value}",
+                    f"{n_desc}; {p_desc}: consistent, {specific.value} from the {src} refines {general.value}",
                     a.confidence,
                     a.substitute,
                 )

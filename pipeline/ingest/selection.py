@@ -63,7 +63,8 @@ def choose_series(study: StudyRecord, *, cfg: IngestConfig | None = None) -> Ser
     SeriesChoice
         ``anatomy`` is None when no usable sagittal series exists (``warnings`` says so). ``decisions`` has
         one entry per :class:`SeriesRecord` of the study, in the study's order. A series used for two
-        purposes has ``used_as`` like ``"anatomy+t1"``.
+        purposes (a T1 or STIR that is also the anatomy) has ``used_as="anatomy"`` and its reason says
+        what else it is used for; ``anatomy`` / ``stir`` / ``t1`` carry the full choice.
     """
     cfg = cfg or default_ingest_config()
     sel = cfg.selection
@@ -94,9 +95,7 @@ def choose_series(study: StudyRecord, *, cfg: IngestConfig | None = None) -> Ser
         if pool:
             ranked = _rank(pool, cfg, reference=None)
             anatomy = ranked[0].series
-            use(
-                anatomy, "anatomy", f"anatomy: best sagittal {role.value} of {len(pool)} ({ranked[0].detail})"
-            )
+            use(anatomy, "anatomy", f"anatomy: best sagittal {role.value} of {len(pool)} ({ranked[0].detail})")
             _note_losers(ranked, reasons, f"sagittal {role.value} not chosen for anatomy")
             break
     if anatomy is None and sel.stir_as_anatomy_fallback:
@@ -145,8 +144,7 @@ def choose_series(study: StudyRecord, *, cfg: IngestConfig | None = None) -> Ser
         _note_losers(ranked_stir, reasons, "STIR-type series not chosen")
     elif anatomy is not None:
         warnings.append(
-            "no sagittal STIR, fat-saturated T2 or Dixon water series: marrow oedema cannot be assessed "
-            "from this study"
+            "no sagittal STIR, fat-saturated T2 or Dixon water series: marrow oedema cannot be assessed from this study"
         )
 
     # ---- T1
@@ -168,29 +166,21 @@ def choose_series(study: StudyRecord, *, cfg: IngestConfig | None = None) -> Ser
     for s in study.series:
         if s.key in used:
             decisions.append(
-                SeriesDecision(
-                    s.series_uid, True, "+".join(used[s.key]), "; ".join(why_used[s.key]), stack=s.stack
-                )
+                SeriesDecision(s.series_uid, True, used[s.key][0], "; also ".join(why_used[s.key]), stack=s.stack)
             )
         else:
             reason = reasons.get(s.key) or f"sagittal {s.role.value}: not needed for anatomy, STIR or T1"
             decisions.append(SeriesDecision(s.series_uid, False, None, reason, stack=s.stack))
     for w in warnings:
         logger.info("study %s: %s", study.study_uid, w)
-    return SeriesChoice(
-        anatomy=anatomy, stir=stir, t1=t1, decisions=tuple(decisions), warnings=tuple(warnings)
-    )
+    return SeriesChoice(anatomy=anatomy, stir=stir, t1=t1, decisions=tuple(decisions), warnings=tuple(warnings))
 
 
 # --------------------------------------------------------------------------- scoring
-def _rank(
-    pool: Sequence[SeriesRecord], cfg: IngestConfig, *, reference: SeriesRecord | None
-) -> list[_Scored]:
+def _rank(pool: Sequence[SeriesRecord], cfg: IngestConfig, *, reference: SeriesRecord | None) -> list[_Scored]:
     w = cfg.selection.weights
     cov = {s.key: coverage_mm3(s) for s in pool}
-    area = {
-        s.key: (s.pixel_spacing_mm[0] * s.pixel_spacing_mm[1]) if s.pixel_spacing_mm else 0.0 for s in pool
-    }
+    area = {s.key: (s.pixel_spacing_mm[0] * s.pixel_spacing_mm[1]) if s.pixel_spacing_mm else 0.0 for s in pool}
     best_cov = max(cov.values()) or 1.0
     best_area = min((a for a in area.values() if a > 0), default=1.0)
     most = max(s.n_images for s in pool) or 1
@@ -211,9 +201,7 @@ def _rank(
             + w.confidence * s.role_confidence
             + (w.same_frame_of_reference if same_for else 0.0)
         )
-        ps = (
-            f"{s.pixel_spacing_mm[0]:.2f}x{s.pixel_spacing_mm[1]:.2f} mm" if s.pixel_spacing_mm else "pixel ?"
-        )
+        ps = f"{s.pixel_spacing_mm[0]:.2f}x{s.pixel_spacing_mm[1]:.2f} mm" if s.pixel_spacing_mm else "pixel ?"
         detail = (
             f"score {score:.2f}: coverage {100 * c:.0f}% of best, pixel {ps}, {s.n_images} slices, "
             f"role confidence {s.role_confidence:.2f}" + (", same frame of reference" if same_for else "")
@@ -233,11 +221,7 @@ def _stir_ranked(
     candidates: Sequence[SeriesRecord], cfg: IngestConfig, *, reference: SeriesRecord | None
 ) -> list[_Scored]:
     order = {name: i for i, name in enumerate(cfg.selection.stir_preference)}
-    pool = [
-        s
-        for s in candidates
-        if s.role is Role.STIR and (s.substitute.value if s.substitute else "STIR") in order
-    ]
+    pool = [s for s in candidates if s.role is Role.STIR and (s.substitute.value if s.substitute else "STIR") in order]
     if not pool:
         return []
     ranked = _rank(pool, cfg, reference=reference)
@@ -251,9 +235,5 @@ def _note_losers(ranked: Sequence[_Scored], reasons: dict[str, str], prefix: str
     top = ranked[0]
     for x in ranked[1:]:
         if x.series.key not in reasons:
-            why = (
-                "preferred type (selection.stir_preference)"
-                if x.score > top.score
-                else f"winner {top.score:.2f}"
-            )
+            why = "preferred type (selection.stir_preference)" if x.score > top.score else f"winner {top.score:.2f}"
             reasons[x.series.key] = f"{prefix}: ranked below {series_label(top.series)} ({x.detail}; {why})"

@@ -65,9 +65,7 @@ def series_rows(study: StudyRecord, choice: SeriesChoice) -> list[dict[str, Any]
     return rows
 
 
-def study_json(
-    study: StudyRecord, choice: SeriesChoice, *, patient: dict[str, str] | None = None
-) -> dict[str, Any]:
+def study_json(study: StudyRecord, choice: SeriesChoice, *, patient: dict[str, str] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "study_uid": study.study_uid,
         "patient_key": study.patient_key,
@@ -140,9 +138,7 @@ def format_study(study: StudyRecord, choice: SeriesChoice, *, patient: dict[str,
     decisions = {(d.series_uid, d.stack): d for d in choice.decisions}
     for s in study.series:
         d = decisions.get((s.series_uid, s.stack))
-        role = (
-            s.role.value + (f"/{s.substitute.value}" if s.substitute else "") + f" ({s.role_confidence:.2f})"
-        )
+        role = s.role.value + (f"/{s.substitute.value}" if s.substitute else "") + f" ({s.role_confidence:.2f})"
         ps = f"{s.pixel_spacing_mm[0]:.2f}x{s.pixel_spacing_mm[1]:.2f}" if s.pixel_spacing_mm else "-"
         pitch = f"{s.slice_spacing_mm:.2f}" if s.slice_spacing_mm else "-"
         thick = f"{s.slice_thickness_mm:.2f}" if s.slice_thickness_mm else "-"
