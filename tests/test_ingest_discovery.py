@@ -355,3 +355,17 @@ def test_geometry_problems_found_at_discovery(tmp_path: Path):
     assert "missing slice(s): gap of 8.00 mm" in series.problems[0]
     with pytest.raises(SeriesError, match=r"missing slice\(s\): gap of 8.00 mm after .*IM0002"):
         load_series(series)
+
+
+def test_file_count_limit(tmp_path: Path):
+    from dataclasses import replace
+
+    from pipeline.ingest.config import load_ingest_config
+
+    for i in range(4):
+        (tmp_path / f"f{i}").write_bytes(b"x")
+    cfg = load_ingest_config()
+    small = replace(cfg, discovery=replace(cfg.discovery, max_files=3))
+    with pytest.raises(InputError, match=r"more than discovery.max_files \(3\) files"):
+        discover(tmp_path, cfg=small)
+    assert discover(tmp_path, cfg=replace(cfg, discovery=replace(cfg.discovery, max_files=4))).n_files == 4

@@ -15,6 +15,7 @@ stop it from becoming a volume (same checks as :func:`~pipeline.ingest.pixels.lo
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import Counter, defaultdict
@@ -61,11 +62,11 @@ def discover(root: Path, *, cfg: IngestConfig | None = None) -> Discovery:
     headers: list[InstanceHeader] = []
     skipped: list[SkippedFile] = []
     nifti_studies: list[StudyRecord] = []
-    files = list(_walk(root, skipped))
+    files = list(itertools.islice(_walk(root, skipped), cfg.discovery.max_files + 1))
     if len(files) > cfg.discovery.max_files:
         raise InputError(
-            f"{root}: {len(files)} files, more than discovery.max_files ({cfg.discovery.max_files}); "
-            "point at a study or batch folder"
+            f"{root}: more than discovery.max_files ({cfg.discovery.max_files}) files; point at a study or batch "
+            "folder, or raise the limit in configs/ingest.yaml"
         )
     sidecars = {sidecar_path(f) for f in files if is_nifti(f)}
     for path in files:

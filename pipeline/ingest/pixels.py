@@ -22,6 +22,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, cast
 
@@ -63,6 +64,7 @@ class SliceSource:
     frame_number: int | None  # 1-based frame of a multi-frame instance, None for single-frame
 
 
+@lru_cache(maxsize=64)
 def transfer_syntax_problem(uid: str) -> str | None:
     """Why pixel data in transfer syntax ``uid`` cannot be decoded here, or None when it can."""
     try:
