@@ -6,8 +6,8 @@ each as a ratio to a bare ``pydicom.dcmread`` loop over the same files, in the s
 
 Files are generated in a temporary folder (``--workdir`` to choose, ``--keep`` to keep them) with a vendor-like
 private blob per file (Siemens CSA headers are tens of kB), then read once to warm the page cache. Each
-measurement is repeated (``--repeat``) and the fastest run is reported, as wall time and as CPU time of this
-process (the machine may be shared). Baselines:
+pass is repeated (``--repeat`` rounds, passes interleaved) and the median is reported, as wall time and as CPU
+time of this process (the machine may be shared). Baselines:
 
 - header scan vs ``pydicom.dcmread(f, stop_before_pixels=True)`` (and vs a full ``dcmread(f)``),
 - volume loading vs ``pydicom.dcmread(f).pixel_array``.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -40,15 +41,18 @@ from tests.dicom_factory import SeriesSpec, write_series  # noqa: E402
 SYNTAXES = {"explicit": ExplicitVRLittleEndian, "rle": RLELossless, "jpegls": JPEGLSLossless}
 
 
-def timed(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
-    """Fastest (wall s, CPU s) over ``repeat`` runs."""
-    best_wall = best_cpu = float("inf")
+def measure(passes: dict[str, Callable[[], object]], repeat: int) -> dict[str, tuple[float, float]]:
+    """Median (wall s, CPU s) of each pass; the passes are interleaved round by round so that a load change
+    on a shared machine hits them all alike."""
+    walls: dict[str, list[float]] = {k: [] for k in passes}
+    cpus: dict[str, list[float]] = {k: [] for k in passes}
     for _ in range(repeat):
-        w0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        best_wall = min(best_wall, time.perf_counter() - w0)
-        best_cpu = min(best_cpu, time.process_time() - c0)
-    return best_wall, best_cpu
+        for name, fn in passes.items():
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            walls[name].append(time.perf_counter() - w0)
+            cpus[name].append(time.process_time() - c0)
+    return {k: (statistics.median(walls[k]), statistics.median(cpus[k])) for k in passes}
 
 
 def generate(root: Path, n_files: int, slices: int, rows: int, private_kb: int, ts: str) -> list[Path]:
@@ -65,9 +69,18 @@ def generate(root: Path, n_files: int, slices: int, rows: int, private_kb: int, 
     n_series = max(1, n_files // slices)
     for i in range(n_series):
         spec = SeriesSpec(
-            study_uid=study, frame_of_reference_uid=frame, series_number=i + 1, n_slices=slices, rows=rows,
-            cols=rows, pixel_spacing=(0.7, 0.7), description="t2_tse_sag" if i % 2 else "t1_tse_sag",
-            tr=4000.0 if i % 2 else 550.0, te=100.0 if i % 2 else 10.0, transfer_syntax=ts, file_names="none",
+            study_uid=study,
+            frame_of_reference_uid=frame,
+            series_number=i + 1,
+            n_slices=slices,
+            rows=rows,
+            cols=rows,
+            pixel_spacing=(0.7, 0.7),
+            description="t2_tse_sag" if i % 2 else "t1_tse_sag",
+            tr=4000.0 if i % 2 else 550.0,
+            te=100.0 if i % 2 else 10.0,
+            transfer_syntax=ts,
+            file_names="none",
             seed=i,
         )
         paths += write_series(root / f"s{i:04d}", spec, mutate=private)
@@ -81,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=256, help="rows = columns of each slice")
     ap.add_argument("--private-kb", type=int, default=24, help="vendor private header bytes per file (kB)")
     ap.add_argument("--transfer-syntax", choices=sorted(SYNTAXES), default="explicit")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5, help="rounds; the median of each pass is reported")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--realdata", type=Path, default=Path("/work/shared/realdata"))
@@ -92,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         files = generate(work, args.files, args.slices, args.rows, args.private_kb, SYNTAXES[args.transfer_syntax])
         size_mb = sum(p.stat().st_size for p in files) / 1e6
-        print(f"generated {len(files)} files ({size_mb:.0f} MB, {args.rows}x{args.rows}, {args.slices} slices/series, "
-              f"{args.private_kb} kB private header, {args.transfer_syntax}) in {time.perf_counter() - t0:.1f} s "
-              f"under {work}")
+        print(
+            f"generated {len(files)} files ({size_mb:.0f} MB, {args.rows}x{args.rows}, {args.slices} slices/series, "
+            f"{args.private_kb} kB private header, {args.transfer_syntax}) in {time.perf_counter() - t0:.1f} s "
+            f"under {work}"
+        )
         for p in files:  # warm the page cache so every pass reads from memory
             p.read_bytes()
         cfg = load_ingest_config()
@@ -123,25 +138,33 @@ def main(argv: list[str] | None = None) -> int:
             for s in series:
                 load_series(s, cfg=cfg)
 
-        rows = []
-        results = {}
-        for name, fn in (("bare dcmread(stop_before_pixels)", bare_headers), ("bare dcmread (full)", bare_full),
-                         ("ingest discover (header scan)", scan), ("bare dcmread + pixel_array", bare_decode),
-                         ("ingest load_series (all series)", load)):
-            wall, cpu = timed(fn, args.repeat)
-            results[name] = (wall, cpu)
-            rows.append((name, n / wall, n / cpu))
+        passes = {
+            "bare dcmread(stop_before_pixels)": bare_headers,
+            "bare dcmread (full)": bare_full,
+            "ingest discover (header scan)": scan,
+            "bare dcmread + pixel_array": bare_decode,
+            "ingest load_series (all series)": load,
+        }
+        results = measure(passes, args.repeat)
+        rows = [(name, n / wall, n / cpu) for name, (wall, cpu) in results.items()]
         print(f"\n{'pass':<36} {'files/s (wall)':>15} {'files/s (CPU)':>14}")
         for name, fw, fc in rows:
             print(f"{name:<36} {fw:>15.0f} {fc:>14.0f}")
 
         def ratio(a: str, b: str) -> str:
-            return (f"{results[b][0] / results[a][0]:.2f} (wall), {results[b][1] / results[a][1]:.2f} (CPU)")
+            return f"{results[b][0] / results[a][0]:.2f} (wall), {results[b][1] / results[a][1]:.2f} (CPU)"
 
         print("\nratios (ingest files/s / bare files/s; 1.0 = as fast as the bare loop):")
-        print(f"  header scan  vs dcmread(stop_before_pixels): {ratio('ingest discover (header scan)', 'bare dcmread(stop_before_pixels)')}")
-        print(f"  header scan  vs dcmread (full):              {ratio('ingest discover (header scan)', 'bare dcmread (full)')}")
-        print(f"  volume load  vs dcmread + pixel_array:       {ratio('ingest load_series (all series)', 'bare dcmread + pixel_array')}")
+        for label, ours, bare in (
+            (
+                "header scan  vs dcmread(stop_before_pixels)",
+                "ingest discover (header scan)",
+                "bare dcmread(stop_before_pixels)",
+            ),
+            ("header scan  vs dcmread (full)", "ingest discover (header scan)", "bare dcmread (full)"),
+            ("volume load  vs dcmread + pixel_array", "ingest load_series (all series)", "bare dcmread + pixel_array"),
+        ):
+            print(f"  {label:<44} {ratio(ours, bare)}")
         scan_wall = results["ingest discover (header scan)"][0]
         print(f"  -> header scan of 10,000 such files: ~{10000 * scan_wall / n:.1f} s")
     finally:
@@ -163,10 +186,12 @@ def main(argv: list[str] | None = None) -> int:
         for p in real_cases:
             load_series(discover_study(p.parent, cfg=cfg).series[0], cfg=cfg)
 
-    bw, _ = timed(bare_nifti, 1)
-    iw, _ = timed(ingest_nifti, 1)
-    print(f"\nreal data: {len(real_cases)} NIfTI cases: ingest discover+load {len(real_cases) / iw:.1f} cases/s, "
-          f"bare SimpleITK.ReadImage {len(real_cases) / bw:.1f} cases/s, ratio {bw / iw:.2f}")
+    nifti = measure({"bare": bare_nifti, "ingest": ingest_nifti}, 1)
+    bw, iw = nifti["bare"][0], nifti["ingest"][0]
+    print(
+        f"\nreal data: {len(real_cases)} NIfTI cases: ingest discover+load {len(real_cases) / iw:.1f} cases/s, "
+        f"bare SimpleITK.ReadImage {len(real_cases) / bw:.1f} cases/s, ratio {bw / iw:.2f}"
+    )
     return 0
 
 

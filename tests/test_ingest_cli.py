@@ -21,9 +21,7 @@ def study_dir(tmp_path: Path) -> Path:
     write_series(tmp_path / "s2", SeriesSpec(series_number=2, **common))
     write_series(
         tmp_path / "s3",
-        SeriesSpec(
-            description="t1_tse_sag", tr=500, te=9, series_number=3, transfer_syntax=RLELossless, **common
-        ),
+        SeriesSpec(description="t1_tse_sag", tr=500, te=9, series_number=3, transfer_syntax=RLELossless, **common),
     )
     write_series(
         tmp_path / "s4",
@@ -37,9 +35,7 @@ def study_dir(tmp_path: Path) -> Path:
             **common,
         ),
     )
-    write_series(
-        tmp_path / "s5", SeriesSpec(description="T2 TRA", orientation="AXIAL", series_number=5, **common)
-    )
+    write_series(tmp_path / "s5", SeriesSpec(description="T2 TRA", orientation="AXIAL", series_number=5, **common))
     write_sr(tmp_path / "sr" / "report", SeriesSpec(**common))
     (tmp_path / "Thumbs.db").write_bytes(b"\x00" * 64)
     return tmp_path

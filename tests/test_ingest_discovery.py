@@ -37,9 +37,7 @@ def _study(root: Path, **kw) -> SeriesSpec:
 
 def test_one_study_any_file_names_nested_folders(tmp_path: Path):
     st, fo = generate_uid(), generate_uid()
-    write_series(
-        tmp_path / "a" / "b" / "c", SeriesSpec(study_uid=st, frame_of_reference_uid=fo, file_names="none")
-    )
+    write_series(tmp_path / "a" / "b" / "c", SeriesSpec(study_uid=st, frame_of_reference_uid=fo, file_names="none"))
     write_series(
         tmp_path / "x",
         SeriesSpec(
@@ -87,9 +85,7 @@ def test_patient_key_is_a_salted_hash_never_the_id(tmp_path: Path, caplog):
     from pipeline.ingest.config import DiscoveryConfig, IngestConfig, load_ingest_config
 
     cfg = load_ingest_config()
-    other = IngestConfig(
-        DiscoveryConfig(patient_key_salt="site-secret"), cfg.geometry, cfg.roles, cfg.selection
-    )
+    other = IngestConfig(DiscoveryConfig(patient_key_salt="site-secret"), cfg.geometry, cfg.roles, cfg.selection)
     assert discover_study(tmp_path, cfg=cfg).patient_key == study.patient_key
     assert discover_study(tmp_path, cfg=other).patient_key != study.patient_key
 
@@ -100,9 +96,7 @@ def test_several_studies_are_listed_and_refused_by_discover_study(tmp_path: Path
     studies = discover_studies(tmp_path)
     assert [s.study_uid for s in studies] == [a.study_uid, b.study_uid]  # sorted by date
     assert studies[0].root == tmp_path / "one" / "t2"
-    with pytest.raises(
-        StudyError, match=rf"2 studies found \({a.study_uid}, {b.study_uid}\).*spine-assess batch"
-    ):
+    with pytest.raises(StudyError, match=rf"2 studies found \({a.study_uid}, {b.study_uid}\).*spine-assess batch"):
         discover_study(tmp_path)
     assert discover_study(tmp_path, study_uid=b.study_uid).study_uid == b.study_uid
     with pytest.raises(StudyError, match="study 9.9 not found"):
@@ -126,9 +120,7 @@ def test_empty_folder_and_folder_without_images(tmp_path: Path):
         discover_study(tmp_path)
     (tmp_path / "notes.txt").write_text("hello")
     write_sr(tmp_path / "report.dcm")
-    with pytest.raises(
-        StudyError, match=r"2 files looked at; skipped: 1 x not a DICOM file.*1 x DICOM without"
-    ):
+    with pytest.raises(StudyError, match=r"2 files looked at; skipped: 1 x not a DICOM file.*1 x DICOM without"):
         discover_study(tmp_path)
     with pytest.raises(InputError, match="no such file or folder"):
         discover(tmp_path / "missing")
@@ -142,9 +134,7 @@ def test_dicomdir_is_skipped_and_its_references_checked(tmp_path: Path):
     missing.unlink()
     found = discover(root)
     reasons = {s.path.name: s.reason for s in found.skipped}
-    assert reasons["DICOMDIR"].startswith(
-        "DICOMDIR (media directory), not an image; it references 50 files, 1 of"
-    )
+    assert reasons["DICOMDIR"].startswith("DICOMDIR (media directory), not an image; it references 50 files, 1 of")
     assert "IM000003" in reasons["DICOMDIR"] and "may be incomplete" in reasons["DICOMDIR"]
 
 
@@ -155,9 +145,7 @@ def _write_huge_length(path: Path) -> None:
     def add_private(ds, k):
         ds.add_new(0x00091010, "OB", b"\x01" * 10)
 
-    (p,) = write_series(
-        path.parent / "tmp_huge", SeriesSpec(**{**spec.__dict__, "n_slices": 1}), mutate=add_private
-    )
+    (p,) = write_series(path.parent / "tmp_huge", SeriesSpec(**{**spec.__dict__, "n_slices": 1}), mutate=add_private)
     data = bytearray(p.read_bytes())
     i = data.find(b"\x09\x00\x10\x10OB\x00\x00")
     struct.pack_into("<L", data, i + 8, 0x7FFFFFF0)
@@ -259,9 +247,7 @@ def test_mixed_orientation_series_is_split_into_stacks(tmp_path: Path):
     for plane, n in (("SAGITTAL", 3), ("AXIAL", 3), ("CORONAL", 1)):
         write_series(
             tmp_path / plane,
-            SeriesSpec(
-                study_uid=st, series_uid=se, orientation=plane, n_slices=n, description="3-plane localizer"
-            ),
+            SeriesSpec(study_uid=st, series_uid=se, orientation=plane, n_slices=n, description="3-plane localizer"),
         )
     study = discover_study(tmp_path)
     assert [(s.stack, s.orientation, s.n_images) for s in study.series] == [
@@ -272,9 +258,7 @@ def test_mixed_orientation_series_is_split_into_stacks(tmp_path: Path):
     assert {s.series_uid for s in study.series} == {se}
     assert len({s.key for s in study.series}) == 3
     for s in study.series:
-        assert s.notes == (
-            "split from a series mixing orientations (AXIAL: 3, CORONAL: 1, SAGITTAL: 3 images)",
-        )
+        assert s.notes == ("split from a series mixing orientations (AXIAL: 3, CORONAL: 1, SAGITTAL: 3 images)",)
         assert s.role is Role.OTHER  # "localizer" name rule
     assert "single-slice" in study.series[1].problems[0]
     sag = study.series[2]
@@ -339,9 +323,7 @@ def test_conflicting_sop_instance_uids_make_the_series_unusable(tmp_path: Path):
 def test_a_file_given_directly(tmp_path: Path):
     paths = write_series(tmp_path, SeriesSpec(n_slices=3))
     (series,) = discover_study(paths[0]).series
-    assert (
-        series.n_images == 1 and "only 1 slice" in series.problems[0] or "single-slice" in series.problems[0]
-    )
+    assert series.n_images == 1 and "only 1 slice" in series.problems[0] or "single-slice" in series.problems[0]
 
 
 def test_geometry_problems_found_at_discovery(tmp_path: Path):

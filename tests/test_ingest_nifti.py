@@ -15,9 +15,7 @@ from pipeline.ingest.nifti import synthetic_uid
 from pipeline.model import Orientation, Role, Substitute
 
 
-def _write_pir(
-    path: Path, shape=(20, 24, 6), spacing=(0.9, 1.1, 4.0), scale: float | None = None
-) -> np.ndarray:
+def _write_pir(path: Path, shape=(20, 24, 6), spacing=(0.9, 1.1, 4.0), scale: float | None = None) -> np.ndarray:
     """A NIfTI with axis codes PIR like the real research data: x anterior->posterior, y superior->inferior,
     z towards the patient's right (the slice axis)."""
     data = (np.arange(np.prod(shape)) % 251).reshape(shape).astype(np.int16)
@@ -42,9 +40,7 @@ def test_nifti_without_sidecar_is_a_sagittal_other_study(tmp_path: Path):
     assert series.source == "nifti" and series.orientation is Orientation.SAGITTAL
     assert series.role is Role.OTHER and "file name (no JSON sidecar)" in series.role_rule
     assert (series.n_images, series.rows, series.cols) == (6, 24, 20)
-    assert series.pixel_spacing_mm == pytest.approx((1.1, 0.9)) and series.slice_spacing_mm == pytest.approx(
-        4.0
-    )
+    assert series.pixel_spacing_mm == pytest.approx((1.1, 0.9)) and series.slice_spacing_mm == pytest.approx(4.0)
     assert study.patient_key == "" and study.study_uid.startswith("2.25.")
     vol = load_series(series)
     assert vol.array.dtype == np.float32 and vol.shape == (6, 24, 20)
@@ -105,9 +101,7 @@ def test_role_from_bids_sidecar_with_seconds(tmp_path: Path):
     assert found.skipped == ()  # the sidecar is read with its image, not skipped
     (series,) = found.studies[0].series
     assert series.role is Role.STIR and "BIDS sidecar sub-01_run-1.json" in series.role_rule
-    assert series.inversion_time_ms == pytest.approx(160.0) and series.repetition_time_ms == pytest.approx(
-        4500.0
-    )
+    assert series.inversion_time_ms == pytest.approx(160.0) and series.repetition_time_ms == pytest.approx(4500.0)
     assert "agree" in series.role_rule
 
 

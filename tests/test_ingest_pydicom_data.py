@@ -107,7 +107,5 @@ def test_discovery_over_the_whole_bundle_never_crashes(tmp_path: Path):
     skipped = {s.path for s in found.skipped}
     assert found.n_files == len(in_series | skipped)  # every file is accounted for, exactly once
     assert not in_series & skipped
-    mr_small = [
-        s for st in found.studies for s in st.series if any(f.name == "MR_small.dcm" for f in s.files)
-    ]
+    mr_small = [s for st in found.studies for s in st.series if any(f.name == "MR_small.dcm" for f in s.files)]
     assert mr_small and mr_small[0].modality == "MR"

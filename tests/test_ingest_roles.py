@@ -175,9 +175,7 @@ def test_disagreement_is_reported_and_lowers_confidence():
     got = classify_role(acq, cfg=CFG)
     assert got.rule.startswith("DISAGREEMENT")
     assert got.role is Role.STIR  # name rule 0.85 beats TR/TE rule 0.75 ...
-    assert got.confidence == pytest.approx(
-        0.85 * CFG.roles.disagreement_factor
-    )  # ... with lowered confidence
+    assert got.confidence == pytest.approx(0.85 * CFG.roles.disagreement_factor)  # ... with lowered confidence
     # Named T1 but a FLAIR inversion (physics rule 0.85 vs name 0.85: physics wins ties).
     acq = AcquisitionInfo(
         series_description="T1 sag", inversion_time_ms=2500.0, repetition_time_ms=9000.0, echo_time_ms=90.0

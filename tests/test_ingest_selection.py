@@ -75,9 +75,7 @@ def test_full_study_t2_anatomy_stir_and_t1():
     assert (choice.anatomy, choice.stir, choice.t1) == (t2, stir, t1)
     assert choice.warnings == ()
     assert len(choice.decisions) == 6
-    assert (
-        decision(choice, t2).used_as == "anatomy" and "best sagittal T2 of 1" in decision(choice, t2).reason
-    )
+    assert decision(choice, t2).used_as == "anatomy" and "best sagittal T2 of 1" in decision(choice, t2).reason
     assert decision(choice, stir).used_as == "stir" and "true STIR" in decision(choice, stir).reason
     assert decision(choice, t1).used_as == "t1"
     assert not decision(choice, ax).used and "axial series: only sagittal" in decision(choice, ax).reason
@@ -101,10 +99,7 @@ def test_best_t2_by_coverage_then_resolution():
     fine_but_small_fov = rec(Role.T2, n=17, ps=(0.5, 0.5), rows=200, cols=200)
     choice = choose_series(study(small, large, fine_but_small_fov), cfg=CFG)
     assert choice.anatomy == large
-    assert (
-        "ranked below" in decision(choice, small).reason
-        and "coverage 53% of best" in decision(choice, small).reason
-    )
+    assert "ranked below" in decision(choice, small).reason and "coverage 53% of best" in decision(choice, small).reason
     same_cover_finer = rec(Role.T2, n=17, ps=(0.5, 0.5), rows=448, cols=448)
     assert choose_series(study(large, same_cover_finer), cfg=CFG).anatomy == same_cover_finer
 
@@ -164,6 +159,4 @@ def test_every_series_has_exactly_one_decision(n_series: int):
     series = [rec(r) for r in (Role.T2, Role.T1, Role.STIR, Role.OTHER)[:n_series]]
     split = replace(rec(Role.OTHER, n=1, problems=("x",)), stack="AXIAL")
     choice = choose_series(study(*series, split), cfg=CFG)
-    assert [(d.series_uid, d.stack) for d in choice.decisions] == [
-        (s.series_uid, s.stack) for s in (*series, split)
-    ]
+    assert [(d.series_uid, d.stack) for d in choice.decisions] == [(s.series_uid, s.stack) for s in (*series, split)]
