@@ -1,0 +1,152 @@
+"""HTML report: self-contained, escaped, no patient identity by default, renders in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.report.html import render_html
+from pipeline.report.json_report import validate_report
+from pipeline.report.overlay import render_overlays
+from tests.report_fixtures import PATIENT_ID, PATIENT_NAME, make_case
+
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+                 if p and Path(p).exists()), None)
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+]
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    return make_case(tmp_path_factory.mktemp("html"))
+
+
+@pytest.fixture(scope="module")
+def page(case):
+    overlays = render_overlays(case.anatomy, case.segmentation, case.report, stir=case.stir)
+    return render_html(case.report, overlays)
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    p = _Tags()
+    p.feed(html)
+    return p.tags
+
+
+def test_page_is_self_contained_with_valid_inline_pngs(page):
+    tags = _tags(page)
+    imgs = [a for t, a in tags if t == "img"]
+    assert len(imgs) == 2
+    for a in imgs:
+        src = a["src"] or ""
+        assert src.startswith("data:image/png;base64,")
+        img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        img.verify()
+        assert a.get("alt")
+    # nothing is fetched: no external src/href, no stylesheet links, no scripts, no CSS url()
+    for t, a in tags:
+        for attr in ("src", "href"):
+            v = a.get(attr) or ""
+            assert not re.match(r"^(https?:|//|file:)", v), (t, attr, v)
+        assert t not in ("script", "link", "iframe")
+    assert "url(" not in page and "@import" not in page
+
+
+def test_no_patient_identity_unless_the_report_carries_it(case, page):
+    assert PATIENT_NAME not in page and PATIENT_NAME.replace("^", " ") not in page and PATIENT_ID not in page
+    report = {**case.report, "patient": {"name": "Doe^Jane", "id": "MRN-77"}}
+    validate_report(report)
+    shown = render_html(report, {})
+    assert "Doe^Jane" in shown and "MRN-77" in shown
+
+
+def test_text_from_inputs_is_escaped(page):
+    assert "<script>x</script>" not in page
+    assert "&lt;script&gt;x&lt;/script&gt;" in page
+
+
+def test_not_assessable_is_shown_with_its_reason(page):
+    assert "inferior endplate cut by the field of view" in page  # L5 morphometry
+    assert "body cut by the field of view" in page  # L5 STIR
+    assert "CSF column not visible at this level" in page  # L3 posterior wall
+    # the L5 row never shows a height or a grade 0
+    l5 = page[page.index('<td class="level">L5'):]
+    l5 = l5[: l5.index("</tr>")]
+    assert "not assessable" in l5 and "0.0" not in l5
+
+
+def test_page_shows_decisions_trace_sources_and_disclaimer(page):
+    for text in ("candidate with cautions", "indeterminate", "indication.painful_acute_vcf", "001_* Table 1 (indications)",
+                 "Is the pain reproducible on palpation at L4?", "supports a clinician&#39;s decision",
+                 "41.7 %", "7.0 / 12.0 / 12.0", "2.35", "42 %", "only sagittal T2 covering the lumbar spine",
+                 "L5 inferior endplate at the edge of the field of view", "abab" * 16):
+        assert text in page, text
+
+
+def test_page_renders_without_stages(case):
+    minimal = {k: case.report[k] for k in ("schema_version", "pipeline", "study", "series", "outputs", "warnings",
+                                            "timings_ms")}
+    html = render_html(minimal, {})
+    assert "Segmentation did not run" in html and "were not evaluated" in html
+    odd = {**case.report, "eligibility": {"levels": "garbled", "trace": [1, {"id": "x"}], "extra": {"a": [1, 2]}}}
+    html = render_html(odd, {})
+    assert "extra" in html
+
+
+def _chromium(args: list[str], tmp: Path) -> subprocess.CompletedProcess:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian package chromium; .ci/run installs it)")
+    cmd = [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def test_chromium_loads_every_image(page, tmp_path):
+    probe = """<script>window.addEventListener('load', () => {
+      const imgs = [...document.images];
+      const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+      const d = document.createElement('div'); d.id = 'img-probe';
+      d.textContent = `images ${ok}/${imgs.length} widths ${imgs.map(i => i.naturalWidth).join(',')}`;
+      document.body.appendChild(d);
+    });</script>"""
+    path = tmp_path / "report.html"
+    path.write_text(page.replace("</body>", probe + "</body>"), encoding="utf-8")
+    proc = _chromium(["--virtual-time-budget=5000", "--run-all-compositor-stages-before-draw", "--dump-dom",
+                      path.as_uri()], tmp_path)
+    m = re.search(r'<div id="img-probe">images (\d+)/(\d+) widths ([\d,]+)</div>', proc.stdout)
+    assert m, proc.stderr[-2000:]
+    assert m.group(1) == m.group(2) == "2"
+    assert all(int(w) > 300 for w in m.group(3).split(","))
+
+
+def test_chromium_screenshot_is_a_real_page(page, tmp_path):
+    path = tmp_path / "report.html"
+    path.write_text(page, encoding="utf-8")
+    shot = tmp_path / "shot.png"
+    _chromium([f"--screenshot={shot}", "--window-size=1280,2400", path.as_uri()], tmp_path)
+    assert shot.exists(), "chromium wrote no screenshot"
+    img = np.asarray(Image.open(shot).convert("RGB"), dtype=float)
+    assert img.shape[:2] == (2400, 1280)
+    assert img.std() > 20  # not a blank page
+    # the dark header band (#1b2a3a) is at the top and the white page body below it
+    assert np.allclose(img[20, 100], (27, 42, 58), atol=12)
+    assert (img[400:2400, 60:1220] > 245).all(axis=2).mean() > 0.4
