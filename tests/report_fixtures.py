@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
 from pipeline.levels import Level
 from pipeline.model import (
@@ -80,14 +80,14 @@ def _display_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     labels = np.zeros((N_SLICES, N_ROWS, N_COLS), np.uint16)
     for label, _lvl, r0, r1, _sac in BODIES:
         labels[1:4, r0:r1, COL0:COL1] = label
-    labels[1:4, 22:22 + WEDGE_ROWS, COL0:COL0 + WEDGE_COLS] = 0
+    labels[1:4, 22 : 22 + WEDGE_ROWS, COL0 : COL0 + WEDGE_COLS] = 0
     t2 = np.full(labels.shape, 120, np.uint16)
     t2[labels > 0] = 420
     t2[:, :, 38:42] = 900  # CSF column posterior to the bodies
     stir = np.full(labels.shape, 80, np.uint16)
     stir[labels > 0] = 150
     edema = np.zeros(labels.shape, np.uint8)
-    edema[1:4, 22 + WEDGE_ROWS:30, COL0:COL1] = 1  # L4: band under the superior endplate
+    edema[1:4, 22 + WEDGE_ROWS : 30, COL0:COL1] = 1  # L4: band under the superior endplate
     edema &= (labels == 2).astype(np.uint8)
     stir[edema > 0] = 700
     return t2, labels, stir, edema
@@ -102,7 +102,9 @@ def _geometry(flipped: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return row_dir, col_dir, np.cross(row_dir, col_dir)
 
 
-def write_series(out_dir: Path, *, flipped: bool = False) -> tuple[list[Path], Volume, Volume, Volume, Volume]:
+def write_series(
+    out_dir: Path, *, flipped: bool = False
+) -> tuple[list[Path], Volume, Volume, Volume, Volume]:
     """Write the sagittal T2 series; return (files in slice order, t2, labels, stir, edema) as Volumes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     t2, labels, stir, edema = _display_arrays()
@@ -112,8 +114,10 @@ def write_series(out_dir: Path, *, flipped: bool = False) -> tuple[list[Path], V
     # Top-left voxel of the stored image in display terms: head/anterior (or feet/posterior when flipped).
     top_left = np.array([-8.0, -20.0, 30.0])
     if flipped:
-        top_left = top_left + (N_COLS - 1) * COL_MM * np.array([0.0, 1.0, 0.0]) + (N_ROWS - 1) * ROW_MM * np.array(
-            [0.0, 0.0, -1.0]
+        top_left = (
+            top_left
+            + (N_COLS - 1) * COL_MM * np.array([0.0, 1.0, 0.0])
+            + (N_ROWS - 1) * ROW_MM * np.array([0.0, 0.0, -1.0])
         )
     files = []
     for s in range(N_SLICES):
@@ -194,16 +198,24 @@ def make_case(tmp_dir: Path, *, flipped: bool = False, eligibility: dict | None 
     files, t2, labels, stir_vol, edema = write_series(tmp_dir / "t2", flipped=flipped)
     datasets = tuple(pydicom.dcmread(p, stop_before_pixels=True) for p in files)
     verts = []
-    for label, level, r0, r1, sac in BODIES:
+    for label, level, _r0, _r1, sac in BODIES:
         mask = labels.array == label
         idx = np.argwhere(mask).mean(axis=0)
         pos = np.argwhere(mask)
         s0, rr0, c0 = pos.min(axis=0)
         s1, rr1, c1 = pos.max(axis=0) + 1
         verts.append(
-            VertebraSeg(label, level, 0.9, tuple(float(v) for v in labels.index_to_lps(idx)), 2,
-                        (int(s0), int(rr0), int(c0), int(s1), int(rr1), int(c1)), 0.85,
-                        float(mask.sum() * labels.voxel_volume_mm3), is_sacrum=sac)
+            VertebraSeg(
+                label,
+                level,
+                0.9,
+                tuple(float(v) for v in labels.index_to_lps(idx)),
+                2,
+                (int(s0), int(rr0), int(c0), int(s1), int(rr1), int(c1)),
+                0.85,
+                float(mask.sum() * labels.voxel_volume_mm3),
+                is_sacrum=sac,
+            )
         )
     seg = SegmentationResult(labels, tuple(verts), SERIES_UID, True, "sacrum anchor")
     morph = []
@@ -212,46 +224,90 @@ def make_case(tmp_dir: Path, *, flipped: bool = False, eligibility: dict | None 
             continue
         top_a = r0 + (WEDGE_ROWS if label == 2 else 0)
         rc = {
-            "anterior_superior": (top_a, COL0 + 0.5), "anterior_inferior": (r1 - 1, COL0 + 0.5),
-            "middle_superior": (r0, (COL0 + COL1) / 2), "middle_inferior": (r1 - 1, (COL0 + COL1) / 2),
-            "posterior_superior": (r0, COL1 - 1.5), "posterior_inferior": (r1 - 1, COL1 - 1.5),
+            "anterior_superior": (top_a, COL0 + 0.5),
+            "anterior_inferior": (r1 - 1, COL0 + 0.5),
+            "middle_superior": (r0, (COL0 + COL1) / 2),
+            "middle_inferior": (r1 - 1, (COL0 + COL1) / 2),
+            "posterior_superior": (r0, COL1 - 1.5),
+            "posterior_inferior": (r1 - 1, COL1 - 1.5),
         }
         ha = (r1 - top_a) * ROW_MM
         hp = (r1 - r0) * ROW_MM
         if label == 3:  # L5: not assessable, to exercise the "not assessable" rendering
-            morph.append(VertebraMorphometry(label, level, False, "inferior endplate cut by the field of view"))
+            morph.append(
+                VertebraMorphometry(label, level, False, "inferior endplate cut by the field of view")
+            )
             continue
         loss = round(100.0 * (1 - ha / hp), 1)
         morph.append(
             VertebraMorphometry(
-                label, level, True, "six-point on the mid-sagittal slice", Heights(ha, hp, hp), hp, "neighbours",
-                (1, 3) if label == 2 else (2,), loss, 2 if label == 2 else 0,
-                Morphology.WEDGE if label == 2 else Morphology.NORMAL, 13.4 if label == 2 else 0.0,
-                {"ha_hp": round(ha / hp, 3)}, _landmarks(labels, rc, flipped),
-                PosteriorWall(True, "CSF column on T2", 0.4, 4.5, 14.0) if label == 2
+                label,
+                level,
+                True,
+                "six-point on the mid-sagittal slice",
+                Heights(ha, hp, hp),
+                hp,
+                "neighbours",
+                (1, 3) if label == 2 else (2,),
+                loss,
+                2 if label == 2 else 0,
+                Morphology.WEDGE if label == 2 else Morphology.NORMAL,
+                13.4 if label == 2 else 0.0,
+                {"ha_hp": round(ha / hp, 3)},
+                _landmarks(labels, rc, flipped),
+                PosteriorWall(True, "CSF column on T2", 0.4, 4.5, 14.0)
+                if label == 2
                 else PosteriorWall(False, "CSF column not visible at this level"),
             )
         )
     stir = StirAssessment(
-        "measured", "", STIR_SERIES_UID, None, "same frame of reference", 0.0, 150.0, 900.0, 300.0,
+        "measured",
+        "",
+        STIR_SERIES_UID,
+        None,
+        "same frame of reference",
+        0.0,
+        150.0,
+        900.0,
+        300.0,
         (
             StirFinding(1, 1.0, 0.0, False, EdemaPattern.NONE, 0.9, "normal marrow signal"),
             StirFinding(2, 2.35, 0.42, True, EdemaPattern.BAND, 0.85, "band under the superior endplate"),
-            StirFinding(3, None, None, None, EdemaPattern.NOT_ASSESSABLE, 0.0, "body cut by the field of view"),
+            StirFinding(
+                3, None, None, None, EdemaPattern.NOT_ASSESSABLE, 0.0, "body cut by the field of view"
+            ),
         ),
-        stir_on_grid=stir_vol, edema_map=edema,
+        stir_on_grid=stir_vol,
+        edema_map=edema,
     )
-    study = StudyRecord(STUDY_UID, "9f2c1e", "MR LUMBAR SPINE", "20260101",
-                        (_series(SERIES_UID, Role.T2, "SAG T2 TSE"), _series(STIR_SERIES_UID, Role.STIR, "SAG STIR")),
-                        tmp_dir)
-    choice = SeriesChoice(study.series[0], study.series[1], None,
-                          (SeriesDecision(SERIES_UID, True, "anatomy", "only sagittal T2 covering the lumbar spine"),
-                           SeriesDecision(STIR_SERIES_UID, True, "stir", "true STIR (inversion time 150 ms)")))
+    study = StudyRecord(
+        STUDY_UID,
+        "9f2c1e",
+        "MR LUMBAR SPINE",
+        "20260101",
+        (_series(SERIES_UID, Role.T2, "SAG T2 TSE"), _series(STIR_SERIES_UID, Role.STIR, "SAG STIR")),
+        tmp_dir,
+    )
+    choice = SeriesChoice(
+        study.series[0],
+        study.series[1],
+        None,
+        (
+            SeriesDecision(SERIES_UID, True, "anatomy", "only sagittal T2 covering the lumbar spine"),
+            SeriesDecision(STIR_SERIES_UID, True, "stir", "true STIR (inversion time 150 ms)"),
+        ),
+    )
     report = build_report(
-        study=study, choice=choice, segmentation=seg, morphometry=morph, stir=stir,
+        study=study,
+        choice=choice,
+        segmentation=seg,
+        morphometry=morph,
+        stir=stir,
         eligibility=eligibility if eligibility is not None else sample_eligibility(),
-        outputs={"labels": "labels.nii.gz"}, warnings=["L5 inferior endplate at the edge of the field of view"],
-        timings_ms={"ingest": 120.0, "segment": 900.0, "report": 50.0}, config_sha256="ab" * 32,
+        outputs={"labels": "labels.nii.gz"},
+        warnings=["L5 inferior endplate at the edge of the field of view"],
+        timings_ms={"ingest": 120.0, "segment": 900.0, "report": 50.0},
+        config_sha256="ab" * 32,
     )
     disp = labels.array if not flipped else labels.array[:, ::-1, ::-1]
     return Case(tuple(files), datasets, t2, seg, stir, tuple(morph), report, np.ascontiguousarray(disp))
@@ -259,10 +315,23 @@ def make_case(tmp_dir: Path, *, flipped: bool = False, eligibility: dict | None 
 
 def _series(uid: str, role: Role, desc: str) -> SeriesRecord:
     return SeriesRecord(
-        study_uid=STUDY_UID, series_uid=uid, frame_of_reference_uid=FOR_UID, modality="MR", description=desc,
-        series_number=3 if role is Role.T2 else 5, orientation=Orientation.SAGITTAL, role=role, role_rule="description",
-        role_confidence=0.95, substitute=None, n_images=N_SLICES, rows=N_ROWS, cols=N_COLS,
-        pixel_spacing_mm=(ROW_MM, COL_MM), slice_thickness_mm=SLICE_MM, transfer_syntaxes=(ExplicitVRLittleEndian,),
+        study_uid=STUDY_UID,
+        series_uid=uid,
+        frame_of_reference_uid=FOR_UID,
+        modality="MR",
+        description=desc,
+        series_number=3 if role is Role.T2 else 5,
+        orientation=Orientation.SAGITTAL,
+        role=role,
+        role_rule="description",
+        role_confidence=0.95,
+        substitute=None,
+        n_images=N_SLICES,
+        rows=N_ROWS,
+        cols=N_COLS,
+        pixel_spacing_mm=(ROW_MM, COL_MM),
+        slice_thickness_mm=SLICE_MM,
+        transfer_syntaxes=(ExplicitVRLittleEndian,),
         files=(),
     )
 
@@ -270,27 +339,53 @@ def _series(uid: str, role: Role, desc: str) -> SeriesRecord:
 def sample_eligibility() -> dict:
     """An eligibility section in the shape the rules stage is expected to produce (defensively rendered)."""
     return {
-        "summary": "L4: candidate with cautions (acute wedge fracture with oedema). Other levels not indicated.",
+        "summary": "L4: candidate with cautions (acute wedge fracture with oedema). "
+        "Other levels not indicated.",
         "levels": [
-            {"level": "L3", "label": 1, "decision": "not_indicated", "reasons": ["no fracture at this level"]},
-            {"level": "L4", "label": 2, "decision": "candidate_with_cautions",
-             "reasons": ["painful acute fracture: oedema on STIR, VAS 7"],
-             "cautions": ["relative.retropulsion_canal_gt_third: canal compromise not excluded <script>x</script>"],
-             "missing_inputs": []},
-            {"level": "L5", "label": 3, "decision": "indeterminate", "reasons": [],
-             "missing_inputs": ["heights (body cut by the field of view)", "STIR signal"]},
+            {
+                "level": "L3",
+                "label": 1,
+                "decision": "not_indicated",
+                "reasons": ["no fracture at this level"],
+            },
+            {
+                "level": "L4",
+                "label": 2,
+                "decision": "candidate_with_cautions",
+                "reasons": ["painful acute fracture: oedema on STIR, VAS 7"],
+                "cautions": [
+                    "relative.retropulsion_canal_gt_third: canal compromise not excluded <script>x</script>"
+                ],
+                "missing_inputs": [],
+            },
+            {
+                "level": "L5",
+                "label": 3,
+                "decision": "indeterminate",
+                "reasons": [],
+                "missing_inputs": ["heights (body cut by the field of view)", "STIR signal"],
+            },
         ],
         "session_plan": [["L4"]],
         "technique": "either vertebroplasty or balloon kyphoplasty",
         "biopsy": "not required (osteoporotic aetiology)",
         "questions": ["Is the pain reproducible on palpation at L4?"],
         "trace": [
-            {"rule_id": "indication.painful_acute_vcf", "level": "L4", "result": "met",
-             "text": "Painful acute vertebral compression fracture",
-             "sentence": "L4 has a fracture (Genant 2) with oedema on STIR and pain VAS 7 >= 4.",
-             "source": "001_* Table 1 (indications)"},
-            {"rule_id": "relative.no_stir_signal", "level": "L3", "result": "not_met",
-             "sentence": "L3 has no fracture; the rule does not apply.", "source": "001_* Table 1"},
+            {
+                "rule_id": "indication.painful_acute_vcf",
+                "level": "L4",
+                "result": "met",
+                "text": "Painful acute vertebral compression fracture",
+                "sentence": "L4 has a fracture (Genant 2) with oedema on STIR and pain VAS 7 >= 4.",
+                "source": "001_* Table 1 (indications)",
+            },
+            {
+                "rule_id": "relative.no_stir_signal",
+                "level": "L3",
+                "result": "not_met",
+                "sentence": "L3 has no fracture; the rule does not apply.",
+                "source": "001_* Table 1",
+            },
         ],
         "disclaimer": "Decision support only.",
     }

@@ -26,19 +26,25 @@ def case(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def seg_file(case, tmp_path_factory):
-    return save_dicom(build_seg(case.segmentation, case.datasets, case.report),
-                      tmp_path_factory.mktemp("segout") / "seg.dcm")
+    return save_dicom(
+        build_seg(case.segmentation, case.datasets, case.report),
+        tmp_path_factory.mktemp("segout") / "seg.dcm",
+    )
 
 
 def test_seg_rereads_and_references_the_source_series(case, seg_file):
     ds = pydicom.dcmread(seg_file)
     assert ds.SOPClassUID == SEG_STORAGE and ds.Modality == "SEG"
     assert ds.StudyInstanceUID == STUDY_UID and ds.FrameOfReferenceUID == case.datasets[0].FrameOfReferenceUID
-    assert str(ds.PatientName) == PATIENT_NAME and ds.PatientID == PATIENT_ID  # patient module copied for PACS
+    assert (
+        str(ds.PatientName) == PATIENT_NAME and ds.PatientID == PATIENT_ID
+    )  # patient module copied for PACS
     assert ds.SegmentationType == "BINARY"
     assert [s.SeriesInstanceUID for s in ds.ReferencedSeriesSequence] == [SERIES_UID]
     source_uids = {d.SOPInstanceUID for d in case.datasets}
-    referenced = {i.ReferencedSOPInstanceUID for i in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    referenced = {
+        i.ReferencedSOPInstanceUID for i in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    }
     assert referenced <= source_uids and referenced
     per_frame = {
         src.ReferencedSOPInstanceUID
@@ -56,18 +62,28 @@ def test_segments_are_the_reported_vertebrae_with_snomed_codes(case, seg_file):
     levels = [v["level"] for v in case.report["vertebrae"]]
     assert [s.SegmentNumber for s in seg.SegmentSequence] == [1, 2, 3, 4]
     assert [s.SegmentLabel for s in seg.SegmentSequence] == [
-        "L3 vertebral body", "L4 vertebral body", "L5 vertebral body", "S1 vertebral body (sacrum)"
+        "L3 vertebral body",
+        "L4 vertebral body",
+        "L5 vertebral body",
+        "S1 vertebral body (sacrum)",
     ]
     assert levels == ["L3", "L4", "L5", "S1"]
-    types = [(s.SegmentedPropertyTypeCodeSequence[0].CodeValue, s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator)
-             for s in seg.SegmentSequence]
+    types = [
+        (
+            s.SegmentedPropertyTypeCodeSequence[0].CodeValue,
+            s.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator,
+        )
+        for s in seg.SegmentSequence
+    ]
     # SNOMED CT (DICOM CID 7602): L3 36470004, L4 11994002, L5 49668003; S1 coded as Sacrum 54735007.
     assert types == [("36470004", "SCT"), ("11994002", "SCT"), ("49668003", "SCT"), ("54735007", "SCT")]
     for s in seg.SegmentSequence:
         assert s.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"  # Anatomical Structure
         assert s.SegmentAlgorithmType == "AUTOMATIC"
         algo = s.SegmentationAlgorithmIdentificationSequence[0]
-        assert algo.AlgorithmName == "spine-assess" and algo.AlgorithmFamilyCodeSequence[0].CodeValue == "123104"
+        assert (
+            algo.AlgorithmName == "spine-assess" and algo.AlgorithmFamilyCodeSequence[0].CodeValue == "123104"
+        )
     assert len({s.TrackingUID for s in seg.SegmentSequence}) == 4
 
 
@@ -114,7 +130,9 @@ def test_seg_refuses_an_empty_segmentation(case):
 
 
 def test_seg_uses_the_configured_series_number_and_equipment(case):
-    cfg = DicomOutputConfig(manufacturer="Hospital IT", seg_series_number=700, institution_name="General Hospital")
+    cfg = DicomOutputConfig(
+        manufacturer="Hospital IT", seg_series_number=700, institution_name="General Hospital"
+    )
     seg = build_seg(case.segmentation, case.datasets, case.report, config=cfg)
     assert seg.SeriesNumber == 700 and seg.Manufacturer == "Hospital IT"
     assert seg.InstitutionName == "General Hospital"

@@ -1,4 +1,4 @@
-"""TID 1500 Comprehensive 3D SR: re-read, references to SEG and source series, numbers round-trip, dciodvfy."""
+"""TID 1500 Comprehensive 3D SR: re-read, references to SEG and source, numbers round-trip, dciodvfy."""
 
 from __future__ import annotations
 
@@ -48,7 +48,11 @@ def test_sr_rereads_with_patient_and_evidence(written):
     assert ds.SOPClassUID == COMPREHENSIVE_3D_SR and ds.Modality == "SR"
     assert ds.StudyInstanceUID == STUDY_UID and ds.PatientID == PATIENT_ID
     assert ds.ContentTemplateSequence[0].TemplateIdentifier == "1500"
-    assert (ds.CompletionFlag, ds.VerificationFlag, ds.PreliminaryFlag) == ("COMPLETE", "UNVERIFIED", "PRELIMINARY")
+    assert (ds.CompletionFlag, ds.VerificationFlag, ds.PreliminaryFlag) == (
+        "COMPLETE",
+        "UNVERIFIED",
+        "PRELIMINARY",
+    )
     evidence = {
         s.SeriesInstanceUID: {i.ReferencedSOPInstanceUID for i in s.ReferencedSOPSequence}
         for st in ds.CurrentRequestedProcedureEvidenceSequence
@@ -74,7 +78,10 @@ def test_each_vertebra_references_its_segment_and_the_source_images(written):
         assert label.startswith(v["level"]) and g.tracking_identifier.startswith(v["level"])
         sources = {i.referenced_sop_instance_uid for i in ref.source_images_for_segmentation}
         assert sources and sources <= source_uids  # the slices this body was segmented on
-        assert g.finding_sites[0].value.value == dc.level_code(Level.parse(v["level"]), is_sacrum=v["is_sacrum"]).value
+        assert (
+            g.finding_sites[0].value.value
+            == dc.level_code(Level.parse(v["level"]), is_sacrum=v["is_sacrum"]).value
+        )
 
 
 def test_measurements_round_trip_to_the_report(written):
@@ -100,8 +107,12 @@ def test_measurements_round_trip_to_the_report(written):
         assert got[code][1] == unit
         assert got[code][0] == pytest.approx(value, abs=1e-6), code
     assert _codes(groups["L4 vertebral body"]) == {
-        "GENANT": "GENANT-2", "VCF": dc.YES.value, "VB-SHAPE": "SHAPE-WEDGE", "MARROW-EDEMA": dc.YES.value,
-        "EDEMA-PATTERN": "PATTERN-BAND", "VA-ELIGIBILITY": "VA-CAND-CAUTION",
+        "GENANT": "GENANT-2",
+        "VCF": dc.YES.value,
+        "VB-SHAPE": "SHAPE-WEDGE",
+        "MARROW-EDEMA": dc.YES.value,
+        "EDEMA-PATTERN": "PATTERN-BAND",
+        "VA-ELIGIBILITY": "VA-CAND-CAUTION",
     }
     assert _codes(groups["L3 vertebral body"])["VCF"] == dc.NO.value  # grade 0 -> "No" (known)
     assert _codes(groups["L3 vertebral body"])["MARROW-EDEMA"] == dc.NO.value

@@ -19,11 +19,24 @@ from pipeline.report.json_report import validate_report
 from pipeline.report.overlay import render_overlays
 from tests.report_fixtures import PATIENT_ID, PATIENT_NAME, make_case
 
-CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
-                 if p and Path(p).exists()), None)
+CHROMIUM = next(
+    (
+        p
+        for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+        if p and Path(p).exists()
+    ),
+    None,
+)
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
 ]
 
 
@@ -90,25 +103,41 @@ def test_not_assessable_is_shown_with_its_reason(page):
     assert "body cut by the field of view" in page  # L5 STIR
     assert "CSF column not visible at this level" in page  # L3 posterior wall
     # the L5 row never shows a height or a grade 0
-    l5 = page[page.index('<td class="level">L5'):]
+    l5 = page[page.index('<td class="level">L5') :]
     l5 = l5[: l5.index("</tr>")]
     assert "not assessable" in l5 and "0.0" not in l5
 
 
 def test_page_shows_decisions_trace_sources_and_disclaimer(page):
-    for text in ("candidate with cautions", "indeterminate", "indication.painful_acute_vcf", "001_* Table 1 (indications)",
-                 "Is the pain reproducible on palpation at L4?", "supports a clinician&#39;s decision",
-                 "41.7 %", "7.0 / 12.0 / 12.0", "2.35", "42 %", "only sagittal T2 covering the lumbar spine",
-                 "L5 inferior endplate at the edge of the field of view", "abab" * 16):
+    for text in (
+        "candidate with cautions",
+        "indeterminate",
+        "indication.painful_acute_vcf",
+        "001_* Table 1 (indications)",
+        "Is the pain reproducible on palpation at L4?",
+        "supports a clinician&#39;s decision",
+        "41.7 %",
+        "7.0 / 12.0 / 12.0",
+        "2.35",
+        "42 %",
+        "only sagittal T2 covering the lumbar spine",
+        "L5 inferior endplate at the edge of the field of view",
+        "abab" * 16,
+    ):
         assert text in page, text
 
 
 def test_page_renders_without_stages(case):
-    minimal = {k: case.report[k] for k in ("schema_version", "pipeline", "study", "series", "outputs", "warnings",
-                                            "timings_ms")}
+    minimal = {
+        k: case.report[k]
+        for k in ("schema_version", "pipeline", "study", "series", "outputs", "warnings", "timings_ms")
+    }
     html = render_html(minimal, {})
     assert "Segmentation did not run" in html and "were not evaluated" in html
-    odd = {**case.report, "eligibility": {"levels": "garbled", "trace": [1, {"id": "x"}], "extra": {"a": [1, 2]}}}
+    odd = {
+        **case.report,
+        "eligibility": {"levels": "garbled", "trace": [1, {"id": "x"}], "extra": {"a": [1, 2]}},
+    }
     html = render_html(odd, {})
     assert "extra" in html
 
@@ -130,8 +159,15 @@ def test_chromium_loads_every_image(page, tmp_path):
     });</script>"""
     path = tmp_path / "report.html"
     path.write_text(page.replace("</body>", probe + "</body>"), encoding="utf-8")
-    proc = _chromium(["--virtual-time-budget=5000", "--run-all-compositor-stages-before-draw", "--dump-dom",
-                      path.as_uri()], tmp_path)
+    proc = _chromium(
+        [
+            "--virtual-time-budget=5000",
+            "--run-all-compositor-stages-before-draw",
+            "--dump-dom",
+            path.as_uri(),
+        ],
+        tmp_path,
+    )
     m = re.search(r'<div id="img-probe">images (\d+)/(\d+) widths ([\d,]+)</div>', proc.stdout)
     assert m, proc.stderr[-2000:]
     assert m.group(1) == m.group(2) == "2"

@@ -45,8 +45,12 @@ def test_plane_puts_anterior_left_and_head_up_whatever_the_array_layout(axes):
     mid = shape[view.through_axis] // 2
     y = np.take(pos[..., 1], mid, axis=view.through_axis)
     z = np.take(pos[..., 2], mid, axis=view.through_axis)
-    y_screen = view.plane(np.expand_dims(y, view.through_axis).repeat(shape[view.through_axis], view.through_axis), mid)
-    z_screen = view.plane(np.expand_dims(z, view.through_axis).repeat(shape[view.through_axis], view.through_axis), mid)
+    y_screen = view.plane(
+        np.expand_dims(y, view.through_axis).repeat(shape[view.through_axis], view.through_axis), mid
+    )
+    z_screen = view.plane(
+        np.expand_dims(z, view.through_axis).repeat(shape[view.through_axis], view.through_axis), mid
+    )
     assert np.all(np.diff(y_screen, axis=1) > 0)  # left -> right goes anterior -> posterior
     assert np.all(np.diff(z_screen, axis=0) < 0)  # top -> bottom goes head -> feet
     # square millimetres: picture size proportional to the physical extent
@@ -65,7 +69,9 @@ def test_plane_puts_anterior_left_and_head_up_whatever_the_array_layout(axes):
 
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
-    return make_case(tmp_path_factory.mktemp("ov_a")), make_case(tmp_path_factory.mktemp("ov_b"), flipped=True)
+    return make_case(tmp_path_factory.mktemp("ov_a")), make_case(
+        tmp_path_factory.mktemp("ov_b"), flipped=True
+    )
 
 
 def _rgb(png: bytes) -> np.ndarray:
@@ -92,7 +98,7 @@ def test_sagittal_overlay_draws_grades_landmarks_and_anterior_wedge(cases):
     img = _rgb(render_overlays(a.anatomy, a.segmentation, a.report)["sagittal.png"])
     view = PlaneView.for_volume(a.anatomy)
     w, h = view.size
-    image = img[_TITLE_H:_TITLE_H + h, _PANEL_W:_PANEL_W + w]
+    image = img[_TITLE_H : _TITLE_H + h, _PANEL_W : _PANEL_W + w]
     assert _has_colour(image, GRADE_COLOURS[0]).sum() > 50  # L3 outline, grade 0
     assert _has_colour(image, GRADE_COLOURS[2]).sum() > 50  # L4 outline, grade 2
     assert _has_colour(image, LANDMARK_COLOUR).sum() > 50
@@ -102,7 +108,7 @@ def test_sagittal_overlay_draws_grades_landmarks_and_anterior_wedge(cases):
     xa, ya = view.index_to_xy(a.anatomy.lps_to_index(lm["anterior_superior"]))[0]
     xp, yp = view.index_to_xy(a.anatomy.lps_to_index(lm["posterior_superior"]))[0]
     assert xa < xp and ya > yp  # anterior point left of and lower than the posterior one
-    assert _has_colour(image[int(ya) - 4:int(ya) + 5, int(xa) - 4:int(xa) + 5], LANDMARK_COLOUR).any()
+    assert _has_colour(image[int(ya) - 4 : int(ya) + 5, int(xa) - 4 : int(xa) + 5], LANDMARK_COLOUR).any()
     # the notch itself is background grey, the body next to it is brighter
     notch = image[int(view.px_v * 23), int(view.px_h * 11)]
     body = image[int(view.px_v * 30), int(view.px_h * 20)]
@@ -114,7 +120,7 @@ def test_stir_overlay_colours_the_oedema_of_l4_only(cases):
     img = _rgb(render_overlays(a.anatomy, a.segmentation, a.report, stir=a.stir)["stir.png"])
     view = PlaneView.for_volume(a.anatomy)
     w, h = view.size
-    image = img[_TITLE_H:_TITLE_H + h, _PANEL_W:_PANEL_W + w].astype(int)
+    image = img[_TITLE_H : _TITLE_H + h, _PANEL_W : _PANEL_W + w].astype(int)
     red = (image[..., 0] > 200) & (image[..., 1] < 150) & (image[..., 2] < 150)
     rows = np.nonzero(red.any(axis=1))[0] / view.px_v
     assert red.sum() > 100

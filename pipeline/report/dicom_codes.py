@@ -3,23 +3,24 @@
 Standard codes come from ``pydicom.sr.codedict.codes`` (generated from DICOM PS3.16), so their values and
 meanings are the standard's own and nothing here is typed by hand:
 
-=====================================  ===========  ========================================  =====================
-Use                                    Scheme       Code (meaning)                             Where in PS3.16
-=====================================  ===========  ========================================  =====================
-SEG property category                  SCT          91723000 Anatomical Structure              CID 7150
-SEG property type, one per level       SCT          C1..C7, T1..T12, L1..L5 vertebra codes,   CID 7151 / CID 7602
-                                                    e.g. 66794005 "L1 vertebra"
-SEG property type for S1               SCT          54735007 Sacrum                            CID 7151
-SEG property type, level unknown       SCT          51282000 Vertebra                          CID 7151
-SEG anatomic region                    SCT          122496007 Lumbar spine / 122495006         CID 7151
-                                                    Thoracic spine / 122494005 Cervical spine
-SEG/SR algorithm family                DCM          123104 Morphological Operations            CID 7162
-SR procedure reported                  LN           25056-3 MRI unspecified body region        CID 100
-SR finding type                        SCT          51282000 Vertebra                          CID 7151
-SR volume of the body                  SCT          118565006 Volume, unit mm3 (UCUM)          CID 7469
-SR yes / no answers                    SCT          373066001 Yes / 373067005 No               CID 230
-Units                                  UCUM         mm, mm3, %, deg, {ratio}                   CID 7181 / UCUM
-=====================================  ===========  ========================================  =====================
+================================  =====  ========================================  ===================
+Use                               Sch.   Code (meaning)                            Where in PS3.16
+================================  =====  ========================================  ===================
+SEG property category             SCT    91723000 Anatomical Structure             CID 7150
+SEG property type, one per level  SCT    C1..C7, T1..T12, L1..L5 vertebra codes,   CID 7151 / 7602
+                                         e.g. 66794005 "L1 vertebra"
+SEG property type for S1          SCT    54735007 Sacrum                           CID 7151
+SEG property type, level unknown  SCT    51282000 Vertebra                         CID 7151
+SEG anatomic region               SCT    122496007 Lumbar spine, 122495006         CID 7151
+                                         Thoracic spine, 122494005 Cervical
+                                         spine, 1217254007 Sacro-coccygeal spine
+SEG/SR algorithm family           DCM    123104 Morphological Operations           CID 7162
+SR procedure reported             LN     25056-3 MRI unspecified body region       CID 100
+SR finding type                   SCT    51282000 Vertebra                         CID 7151
+SR volume of the body             SCT    118565006 Volume, unit mm3 (UCUM)         CID 7469
+SR yes / no answers               SCT    373066001 Yes / 373067005 No              CID 230
+Units                             UCUM   mm, mm3, %, deg, {ratio}                  CID 7181 / UCUM
+================================  =====  ========================================  ===================
 
 The SNOMED CT vertebra codes are those DICOM lists in CID 7602 "Spinal Vertebra" (pydicom codedict
 ``codes.SCT.L1Vertebra`` ...). The same codes are used by TotalSegmentator's DICOM-SEG export. A
@@ -33,7 +34,7 @@ No standard code exists for the spine-specific measurements, so they use the pri
 Coding Scheme Identification Sequence. Values are at most 16 characters (SH):
 
 ==================  ==================================================  ==========  ========================
-Code value          Meaning                                             Unit        Report field
+Code value          Meaning                                  Unit        Report field
 ==================  ==================================================  ==========  ========================
 VB-HA               Anterior vertebral body height                      mm          heights_mm.anterior
 VB-HM               Middle vertebral body height                        mm          heights_mm.middle
@@ -162,8 +163,24 @@ ELIGIBILITY_DECISIONS = {
 }
 
 PRIVATE_CODES: tuple[Code, ...] = (
-    HEIGHT_ANTERIOR, HEIGHT_MIDDLE, HEIGHT_POSTERIOR, HEIGHT_REFERENCE, HEIGHT_LOSS, WEDGE_ANGLE,
-    POSTERIOR_WALL_BULGE, CANAL_COMPROMISE, STIR_RATIO, STIR_EDEMA_FRACTION, GENANT, *GENANT_GRADES.values(),
-    SHAPE, *SHAPES.values(), FRACTURE, MARROW_EDEMA, EDEMA_PATTERN, *EDEMA_PATTERNS.values(), ELIGIBILITY,
+    HEIGHT_ANTERIOR,
+    HEIGHT_MIDDLE,
+    HEIGHT_POSTERIOR,
+    HEIGHT_REFERENCE,
+    HEIGHT_LOSS,
+    WEDGE_ANGLE,
+    POSTERIOR_WALL_BULGE,
+    CANAL_COMPROMISE,
+    STIR_RATIO,
+    STIR_EDEMA_FRACTION,
+    GENANT,
+    *GENANT_GRADES.values(),
+    SHAPE,
+    *SHAPES.values(),
+    FRACTURE,
+    MARROW_EDEMA,
+    EDEMA_PATTERN,
+    *EDEMA_PATTERNS.values(),
+    ELIGIBILITY,
     *ELIGIBILITY_DECISIONS.values(),
 )

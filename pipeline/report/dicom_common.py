@@ -54,10 +54,15 @@ class DicomOutputConfig:
 
     def __post_init__(self) -> None:
         if not self.uid_prefix.endswith(".") or len(self.uid_prefix) > 40:
-            raise ValueError(f"uid_prefix must end with '.' and be at most 40 characters, got {self.uid_prefix!r}")
+            raise ValueError(
+                f"uid_prefix must end with '.' and be at most 40 characters, got {self.uid_prefix!r}"
+            )
         for name in ("seg_series_number", "sr_series_number", "sc_series_number"):
             if not 0 < getattr(self, name) < 2**31:
                 raise ValueError(f"{name} must be a positive 32-bit integer")
+
+
+DEFAULT_DICOM_CONFIG = DicomOutputConfig()
 
 
 @dataclass(frozen=True)
@@ -75,18 +80,31 @@ class OutputIdentity:
             study_uid = report["study"]["study_instance_uid"]
             pipeline = report["pipeline"]
         except (KeyError, TypeError):
-            raise PipelineError("report has no study/pipeline section; build it with build_report()") from None
+            raise PipelineError(
+                "report has no study/pipeline section; build it with build_report()"
+            ) from None
         seg = report.get("segmentation")
         if not seg:
             raise PipelineError(
                 f"report of study {study_uid} has no segmentation section: there is nothing to store as DICOM"
             )
-        return cls(study_uid, seg["series_instance_uid"], str(pipeline.get("version", __version__)),
-                   str(pipeline.get("config_sha256", "")))
+        return cls(
+            study_uid,
+            seg["series_instance_uid"],
+            str(pipeline.get("version", __version__)),
+            str(pipeline.get("config_sha256", "")),
+        )
 
     def uid(self, kind: str, *extra: str, prefix: str = PYDICOM_ROOT_UID) -> str:
         """Deterministic UID of an output object (see the module docstring for the rule)."""
-        sources = [self.study_uid, self.source_series_uid, kind, self.pipeline_version, self.config_sha256, *extra]
+        sources = [
+            self.study_uid,
+            self.source_series_uid,
+            kind,
+            self.pipeline_version,
+            self.config_sha256,
+            *extra,
+        ]
         return str(generate_uid(prefix=prefix, entropy_srcs=sources))
 
     @property
@@ -104,8 +122,8 @@ def check_source_datasets(source_datasets: Sequence[Dataset], identity: OutputId
         study_uid = getattr(ds, "StudyInstanceUID", None)
         if series_uid != identity.source_series_uid or study_uid != identity.study_uid:
             raise InputError(
-                f"source instance {getattr(ds, 'SOPInstanceUID', '?')} belongs to series {series_uid} of study "
-                f"{study_uid}, not to the segmented series {identity.source_series_uid} of study "
+                f"source instance {getattr(ds, 'SOPInstanceUID', '?')} belongs to series {series_uid} "
+                f"of study {study_uid}, not to the segmented series {identity.source_series_uid} of study "
                 f"{identity.study_uid}; pass the headers of the series the segmentation was made on"
             )
 

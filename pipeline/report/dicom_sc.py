@@ -1,8 +1,9 @@
 """Secondary Capture of the overlay pictures, for viewers that show images but neither SR nor SEG.
 
-One RGB Secondary Capture Image per overlay, all in one series of the source study (patient and study modules
-copied from the anatomy series). The pictures carry burned-in annotation (level names, numbers), but never
-patient identity. UIDs follow :mod:`pipeline.report.dicom_common`'s rule with the overlay name as extra source.
+One RGB Secondary Capture Image per overlay, all in one series of the source study (patient and study
+modules copied from the anatomy series). The pictures carry burned-in annotation (level names, numbers), but
+never patient identity. UIDs follow :mod:`pipeline.report.dicom_common`'s rule, with the overlay name as an
+extra source.
 """
 
 from __future__ import annotations
@@ -19,11 +20,19 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from pipeline.errors import PipelineError
-from pipeline.report.dicom_common import DicomOutputConfig, OutputIdentity, check_source_datasets
+from pipeline.report.dicom_common import (
+    DEFAULT_DICOM_CONFIG,
+    DicomOutputConfig,
+    OutputIdentity,
+    check_source_datasets,
+)
 
 logger = logging.getLogger(__name__)
 
-_DESCRIPTIONS = {"sagittal.png": "spine-assess sagittal overlay", "stir.png": "spine-assess STIR oedema overlay"}
+_DESCRIPTIONS = {
+    "sagittal.png": "spine-assess sagittal overlay",
+    "stir.png": "spine-assess STIR oedema overlay",
+}
 
 
 def build_sc(
@@ -31,7 +40,7 @@ def build_sc(
     source_datasets: Sequence[Dataset],
     report: Mapping[str, Any],
     *,
-    config: DicomOutputConfig = DicomOutputConfig(),
+    config: DicomOutputConfig = DEFAULT_DICOM_CONFIG,
 ) -> list[hd.sc.SCImage]:
     """Secondary Capture images of the overlays (sagittal first).
 

@@ -19,7 +19,13 @@ from pydicom.dataset import Dataset
 from pipeline.errors import AnalysisError, InputError
 from pipeline.model import SegmentationResult, VertebraSeg
 from pipeline.report import dicom_codes as dc
-from pipeline.report.dicom_common import SOFTWARE_NAME, DicomOutputConfig, OutputIdentity, check_source_datasets
+from pipeline.report.dicom_common import (
+    DEFAULT_DICOM_CONFIG,
+    SOFTWARE_NAME,
+    DicomOutputConfig,
+    OutputIdentity,
+    check_source_datasets,
+)
 from pipeline.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -45,7 +51,9 @@ def _hd_volume(labels: Volume, array: np.ndarray, frame_of_reference_uid: str) -
     affine = np.eye(4)
     affine[:3, :3] = (labels.axes_lps * np.asarray(labels.spacing_mm)[:, None]).T
     affine[:3, 3] = labels.origin_lps
-    return hd.Volume(array, affine, coordinate_system="PATIENT", frame_of_reference_uid=frame_of_reference_uid)
+    return hd.Volume(
+        array, affine, coordinate_system="PATIENT", frame_of_reference_uid=frame_of_reference_uid
+    )
 
 
 def build_seg(
@@ -53,7 +61,7 @@ def build_seg(
     source_datasets: Sequence[Dataset],
     report: Mapping[str, Any],
     *,
-    config: DicomOutputConfig = DicomOutputConfig(),
+    config: DicomOutputConfig = DEFAULT_DICOM_CONFIG,
 ) -> hd.seg.Segmentation:
     """Build the DICOM Segmentation of the vertebral bodies.
 
@@ -91,8 +99,8 @@ def build_seg(
     check_source_datasets(source_datasets, identity)
     if not segmentation.vertebrae:
         raise AnalysisError(
-            f"no vertebral body was found in series {segmentation.series_uid}: there is nothing to store in a "
-            "DICOM Segmentation (the report says why)"
+            f"no vertebral body was found in series {segmentation.series_uid}: there is nothing to store "
+            "in a DICOM Segmentation (the report says why)"
         )
 
     labels = segmentation.labels.array
@@ -102,11 +110,16 @@ def build_seg(
     seg_array = lut[labels]
     stray = np.setdiff1d(np.unique(labels), [0, *[v.label for v in segmentation.vertebrae]])
     if stray.size:
-        logger.warning("series %s: label values %s are not reported vertebrae; left out of the SEG",
-                       segmentation.series_uid, stray.tolist())
+        logger.warning(
+            "series %s: label values %s are not reported vertebrae; left out of the SEG",
+            segmentation.series_uid,
+            stray.tolist(),
+        )
 
     algorithm = hd.AlgorithmIdentificationSequence(
-        name=SOFTWARE_NAME, family=dc.ALGORITHM_FAMILY, version=identity.pipeline_version,
+        name=SOFTWARE_NAME,
+        family=dc.ALGORITHM_FAMILY,
+        version=identity.pipeline_version,
         source=config.manufacturer,
     )
     descriptions = []
@@ -126,8 +139,11 @@ def build_seg(
             )
         )
         if not np.any(seg_array == number):
-            logger.warning("series %s: vertebra label %d has no voxel; its segment has no frame",
-                           segmentation.series_uid, v.label)
+            logger.warning(
+                "series %s: vertebra label %d has no voxel; its segment has no frame",
+                segmentation.series_uid,
+                v.label,
+            )
 
     src0 = source_datasets[0]
     for_uid = getattr(src0, "FrameOfReferenceUID", None)
@@ -149,7 +165,8 @@ def build_seg(
             instance_number=1,
             manufacturer=config.manufacturer,
             manufacturer_model_name=config.model_name,
-            software_versions=identity.software_versions,
+            # a list: pydicom 3 stores a multi-valued LO from a list (a tuple, as typed by highdicom, warns)
+            software_versions=identity.software_versions,  # type: ignore[arg-type]
             device_serial_number=config.device_serial_number,
             content_label=CONTENT_LABEL,
             content_description="Vertebral bodies (spine-assess)",
@@ -159,9 +176,13 @@ def build_seg(
         )
     except ValueError as exc:
         raise InputError(
-            f"cannot build a DICOM Segmentation of series {segmentation.series_uid}: {exc}; the label map must "
-            "lie on the grid of the source series"
+            f"cannot build a DICOM Segmentation of series {segmentation.series_uid}: {exc}; the label map "
+            "must lie on the grid of the source series"
         ) from exc
-    logger.info("SEG of series %s: %d segments, %d frames", segmentation.series_uid, len(descriptions),
-                int(seg.NumberOfFrames))
+    logger.info(
+        "SEG of series %s: %d segments, %d frames",
+        segmentation.series_uid,
+        len(descriptions),
+        int(seg.NumberOfFrames),
+    )
     return seg

@@ -21,7 +21,13 @@ from pydicom.sr.coding import Code
 from pipeline.errors import InputError
 from pipeline.levels import Level
 from pipeline.report import dicom_codes as dc
-from pipeline.report.dicom_common import SOFTWARE_NAME, DicomOutputConfig, OutputIdentity, check_source_datasets
+from pipeline.report.dicom_common import (
+    DEFAULT_DICOM_CONFIG,
+    SOFTWARE_NAME,
+    DicomOutputConfig,
+    OutputIdentity,
+    check_source_datasets,
+)
 from pipeline.report.dicom_seg import tracking_uid
 from pipeline.report.views import decisions_by_label, level_name
 
@@ -66,7 +72,9 @@ def vertebra_measurements(v: Mapping[str, Any]) -> list[hd.sr.Measurement]:
     return [m for m in items if m is not None]
 
 
-def vertebra_evaluations(v: Mapping[str, Any], decision_code: Code | None) -> list[hd.sr.QualitativeEvaluation]:
+def vertebra_evaluations(
+    v: Mapping[str, Any], decision_code: Code | None
+) -> list[hd.sr.QualitativeEvaluation]:
     """Coded findings of one vertebra; unknown findings are left out (never encoded as "No")."""
     grade = v.get("genant_grade")
     stir = v.get("stir") or {}
@@ -88,7 +96,7 @@ def build_sr(
     seg: Dataset,
     source_datasets: Sequence[Dataset],
     *,
-    config: DicomOutputConfig = DicomOutputConfig(),
+    config: DicomOutputConfig = DEFAULT_DICOM_CONFIG,
 ) -> hd.sr.Comprehensive3DSR:
     """Build the TID 1500 measurement report of every vertebra in ``report``.
 
@@ -111,7 +119,9 @@ def build_sr(
     """
     identity = OutputIdentity.from_report(report)
     check_source_datasets(source_datasets, identity)
-    segment_by_tracking = {str(s.TrackingUID): int(s.SegmentNumber) for s in seg.SegmentSequence if "TrackingUID" in s}
+    segment_by_tracking = {
+        str(s.TrackingUID): int(s.SegmentNumber) for s in seg.SegmentSequence if "TrackingUID" in s
+    }
     decisions = decisions_by_label(report)
     algorithm = hd.sr.AlgorithmIdentification(name=SOFTWARE_NAME, version=identity.pipeline_version)
 
@@ -139,7 +149,8 @@ def build_sr(
                 measurements=vertebra_measurements(v) or None,
                 qualitative_evaluations=vertebra_evaluations(
                     v, dc.ELIGIBILITY_DECISIONS[decision.value] if decision else None
-                ) or None,
+                )
+                or None,
             )
         )
 

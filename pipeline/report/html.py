@@ -22,13 +22,13 @@ from pipeline.errors import PipelineError
 from pipeline.report.views import Decision, decisions_by_label, eligibility_levels, first_key, level_name
 
 DISCLAIMER = (
-    "This report supports a clinician's decision; it does not replace it. The measurements and the eligibility "
-    "rules are computed automatically from the images and the clinical inputs given, may be wrong, and must be "
-    "checked against the images and the patient by the treating team."
+    "This report supports a clinician's decision; it does not replace it. The measurements and the "
+    "eligibility rules are computed automatically from the images and the clinical inputs given, may be "
+    "wrong, and must be checked against the images and the patient by the treating team."
 )
 
 _OVERLAY_CAPTIONS = {
-    "sagittal.png": "Sagittal anatomy: vertebral outlines by Genant grade, landmarks and heights (Ha, Hm, Hp)",
+    "sagittal.png": "Sagittal anatomy: outlines by Genant grade, landmarks and heights (Ha, Hm, Hp)",
     "stir.png": "STIR on the anatomy grid with the oedema map (red)",
 }
 
@@ -69,7 +69,9 @@ def _num(value: Any, nd: int = 1, unit: str = "") -> str | None:
     return f"{f:.{nd}f}{unit}"
 
 
-def _value_cell(value: Any, nd: int = 1, unit: str = "", *, missing: str = "not measured", css: str = "num") -> Cell:
+def _value_cell(
+    value: Any, nd: int = 1, unit: str = "", *, missing: str = "not measured", css: str = "num"
+) -> Cell:
     text = _num(value, nd, unit)
     return Cell(text, css=css) if text is not None else Cell(missing, css="na")
 
@@ -100,7 +102,11 @@ def _stir_cells(v: Mapping[str, Any], stir_section: Mapping[str, Any] | None) ->
     """STIR ratio | oedema fraction | oedema (3 columns)."""
     s = v.get("stir")
     if s is None:
-        reason = "no STIR assessment in this report" if stir_section is None else str(stir_section.get("reason") or "")
+        reason = (
+            "no STIR assessment in this report"
+            if stir_section is None
+            else str(stir_section.get("reason") or "")
+        )
         return [Cell("not measured", reason, css="na", span=3)]
     edema = s.get("edema")
     if edema is None:
@@ -188,11 +194,22 @@ def _level_decisions(report: Mapping[str, Any]) -> list[LevelDecision]:
                 level=str(e.get("level") or f"label {e.get('label', '?')}"),
                 decision=d,
                 decision_text=d.text if d else _text(e.get("decision", e.get("status"))) or "not given",
-                reasons=[_text(x) for x in _as_list(first_key(e, ("reasons", "why", "indications", "explanation")))],
-                cautions=[_text(x) for x in _as_list(first_key(e, ("cautions", "relative", "relative_contraindications")))],
-                contraindications=[_text(x) for x in _as_list(first_key(
-                    e, ("contraindications", "absolute", "absolute_contraindications")))],
-                missing=[_text(x) for x in _as_list(first_key(e, ("missing_inputs", "missing", "unknown_inputs")))],
+                reasons=[
+                    _text(x) for x in _as_list(first_key(e, ("reasons", "why", "indications", "explanation")))
+                ],
+                cautions=[
+                    _text(x)
+                    for x in _as_list(first_key(e, ("cautions", "relative", "relative_contraindications")))
+                ],
+                contraindications=[
+                    _text(x)
+                    for x in _as_list(
+                        first_key(e, ("contraindications", "absolute", "absolute_contraindications"))
+                    )
+                ],
+                missing=[
+                    _text(x) for x in _as_list(first_key(e, ("missing_inputs", "missing", "unknown_inputs")))
+                ],
             )
         )
     return out
@@ -230,9 +247,25 @@ def _trace(elig: Mapping[str, Any] | None) -> list[TraceRow]:
 
 
 _ELIG_SHOWN = {
-    "levels", "per_level", "level_decisions", "decisions", "trace", "rule_trace", "rules", "summary",
-    "session_plan", "sessions", "plan", "technique", "technique_note", "biopsy", "biopsy_recommendation",
-    "questions", "clinical_questions", "missing_inputs", "disclaimer",
+    "levels",
+    "per_level",
+    "level_decisions",
+    "decisions",
+    "trace",
+    "rule_trace",
+    "rules",
+    "summary",
+    "session_plan",
+    "sessions",
+    "plan",
+    "technique",
+    "technique_note",
+    "biopsy",
+    "biopsy_recommendation",
+    "questions",
+    "clinical_questions",
+    "missing_inputs",
+    "disclaimer",
 }
 
 
@@ -245,12 +278,18 @@ def _eligibility(report: Mapping[str, Any]) -> dict[str, Any] | None:
         "summary": _text(elig.get("summary")),
         "levels": _level_decisions(report),
         "trace": _trace(elig),
-        "questions": [_text(q) for q in _as_list(first_key(elig, ("questions", "clinical_questions", "missing_inputs")))],
+        "questions": [
+            _text(q) for q in _as_list(first_key(elig, ("questions", "clinical_questions", "missing_inputs")))
+        ],
         "plan": [_text(s) for s in _as_list(plan)],
         "technique": _text(first_key(elig, ("technique", "technique_note"))),
         "biopsy": _text(first_key(elig, ("biopsy", "biopsy_recommendation"))),
         "disclaimer": _text(elig.get("disclaimer")),
-        "other": [(str(k), _text(v)) for k, v in elig.items() if k not in _ELIG_SHOWN and v not in (None, "", [], {})],
+        "other": [
+            (str(k), _text(v))
+            for k, v in elig.items()
+            if k not in _ELIG_SHOWN and v not in (None, "", [], {})
+        ],
     }
 
 
@@ -260,11 +299,13 @@ def _images(overlays: Mapping[str, bytes]) -> list[dict[str, str]]:
         data = overlays[name]
         if not data.startswith(b"\x89PNG\r\n\x1a\n"):
             raise PipelineError(f"overlay {name!r} is not a PNG image; pass the output of render_overlays()")
-        out.append({
-            "name": name,
-            "caption": _OVERLAY_CAPTIONS.get(name, name),
-            "uri": "data:image/png;base64," + base64.b64encode(data).decode("ascii"),
-        })
+        out.append(
+            {
+                "name": name,
+                "caption": _OVERLAY_CAPTIONS.get(name, name),
+                "uri": "data:image/png;base64," + base64.b64encode(data).decode("ascii"),
+            }
+        )
     return out
 
 
@@ -280,18 +321,21 @@ def _series_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
         geometry = " x ".join(_num(x, 2) or "?" for x in spacing) + " mm" if spacing else ""
         if s.get("slice_thickness_mm"):
             geometry += f", {(_num(s['slice_thickness_mm'], 1))} mm slices"
-        rows.append({
-            "number": _text(s.get("series_number")),
-            "description": _text(s.get("description")),
-            "role": _text(s.get("role")) + (f" (substitute: {s['substitute']})" if s.get("substitute") else ""),
-            "orientation": _text(s.get("orientation")).lower(),
-            "images": _text(s.get("n_images")),
-            "geometry": geometry,
-            "used": _text(s.get("used_as")) if s.get("used") else "not used",
-            "used_css": "used" if s.get("used") else "unused",
-            "reason": _text(s.get("reason")),
-            "problems": _text(s.get("problems")),
-        })
+        rows.append(
+            {
+                "number": _text(s.get("series_number")),
+                "description": _text(s.get("description")),
+                "role": _text(s.get("role"))
+                + (f" (substitute: {s['substitute']})" if s.get("substitute") else ""),
+                "orientation": _text(s.get("orientation")).lower(),
+                "images": _text(s.get("n_images")),
+                "geometry": geometry,
+                "used": _text(s.get("used_as")) if s.get("used") else "not used",
+                "used_css": "used" if s.get("used") else "unused",
+                "reason": _text(s.get("reason")),
+                "problems": _text(s.get("problems")),
+            }
+        )
     return rows
 
 
@@ -341,7 +385,9 @@ def render_html(report: Mapping[str, Any], overlays: Mapping[str, bytes]) -> str
             "n_skipped": int(study.get("n_skipped_files") or 0),
         },
         "series": _series_rows(report),
-        "segmentation": None if not seg else {
+        "segmentation": None
+        if not seg
+        else {
             "n_bodies": _text(seg.get("n_bodies")),
             "method": _text(seg.get("labelling_method")),
             "sacrum": "found" if seg.get("sacrum_found") else "not found (level names are less certain)",
@@ -349,8 +395,11 @@ def render_html(report: Mapping[str, Any], overlays: Mapping[str, bytes]) -> str
         "stir": report.get("stir"),
         "has_vertebrae": "vertebrae" in report,
         "rows": vertebra_rows(report, decisions),
-        "chips": [(level_name(v), decisions[int(v["label"])]) for v in report.get("vertebrae", [])
-                  if int(v.get("label", -1)) in decisions],
+        "chips": [
+            (level_name(v), decisions[int(v["label"])])
+            for v in report.get("vertebrae", [])
+            if int(v.get("label", -1)) in decisions
+        ],
         "images": _images(overlays),
         "eligibility": _eligibility(report),
         "clinical_given": "clinical_inputs" in report,

@@ -98,11 +98,16 @@ class PlaneView:
         v_mm = shape[v_axis] * volume.spacing_mm[v_axis]
         px_per_mm = min(_MAX_IMAGE_H / v_mm, _MAX_IMAGE_W / h_mm, _MAX_PX_PER_MM)
         return cls(
-            through_axis=through, h_axis=h_axis, v_axis=v_axis,
+            through_axis=through,
+            h_axis=h_axis,
+            v_axis=v_axis,
             h_flip=bool(axes[h_axis, 1] < 0),  # +y is posterior in LPS: flip an axis pointing anterior
             v_flip=bool(axes[v_axis, 2] > 0),  # +z is superior: flip an axis pointing to the head
-            n_h=shape[h_axis], n_v=shape[v_axis], px_per_mm=px_per_mm,
-            px_h=volume.spacing_mm[h_axis] * px_per_mm, px_v=volume.spacing_mm[v_axis] * px_per_mm,
+            n_h=shape[h_axis],
+            n_v=shape[v_axis],
+            px_per_mm=px_per_mm,
+            px_h=volume.spacing_mm[h_axis] * px_per_mm,
+            px_v=volume.spacing_mm[v_axis] * px_per_mm,
         )
 
     @property
@@ -212,7 +217,9 @@ def _morph_lines(v: Mapping[str, Any], decision: Decision | None) -> tuple[str, 
     lines = [head]
     h = v.get("heights_mm")
     if h:
-        lines.append(f"Ha {_fmt(h.get('anterior'))}  Hm {_fmt(h.get('middle'))}  Hp {_fmt(h.get('posterior'))} mm")
+        lines.append(
+            f"Ha {_fmt(h.get('anterior'))}  Hm {_fmt(h.get('middle'))}  Hp {_fmt(h.get('posterior'))} mm"
+        )
         lines.append(f"height loss {_fmt(v.get('height_loss_pct'), '%')}")
     elif morph is not None and not v.get("is_sacrum"):
         lines.append(_clip(str(morph.get("reason") or "not assessable"), 34))
@@ -230,7 +237,9 @@ def _stir_lines(v: Mapping[str, Any]) -> tuple[str, ...]:
     head = f"{name}  oedema {'YES' if edema else 'no'}"
     frac = s.get("edema_fraction")
     pattern = s.get("pattern")
-    detail = f"ratio {_fmt(s.get('ratio'), nd=2)}  fraction {_fmt(None if frac is None else frac * 100, '%', 0)}"
+    detail = (
+        f"ratio {_fmt(s.get('ratio'), nd=2)}  fraction {_fmt(None if frac is None else frac * 100, '%', 0)}"
+    )
     lines = [head, detail]
     if edema and pattern not in (None, "none", "not_assessable"):
         lines.append(f"pattern: {pattern}")
@@ -278,16 +287,26 @@ def _compose(
 
     # orientation marks and scale bar on the image
     ox, oy = _PANEL_W, _TITLE_H
-    for text, (x, y) in (("A", (ox + 6, oy + h / 2)), ("P", (ox + w - 16, oy + h / 2)),
-                         ("S", (ox + w / 2, oy + 4)), ("I", (ox + w / 2, oy + h - 20))):
+    for text, (x, y) in (
+        ("A", (ox + 6, oy + h / 2)),
+        ("P", (ox + w - 16, oy + h / 2)),
+        ("S", (ox + w / 2, oy + 4)),
+        ("I", (ox + w / 2, oy + h - 20)),
+    ):
         draw.text((x, y), text, fill=(255, 255, 0), font=f_text, stroke_width=2, stroke_fill=(0, 0, 0))
     px_per_mm = view.px_per_mm
     bar_mm = 50 if w / px_per_mm > 150 else 10
     bar_px = bar_mm * px_per_mm
     bx, by = ox + w - bar_px - 12, oy + h - 12
     draw.line([(bx, by), (bx + bar_px, by)], fill=(255, 255, 255), width=3)
-    draw.text((bx, by - 18), f"{bar_mm} mm", fill=(255, 255, 255), font=f_small, stroke_width=2,
-              stroke_fill=(0, 0, 0))
+    draw.text(
+        (bx, by - 18),
+        f"{bar_mm} mm",
+        fill=(255, 255, 255),
+        font=f_small,
+        stroke_width=2,
+        stroke_fill=(0, 0, 0),
+    )
 
     tops = _place(entries, line_h, h)
     for e, top in zip(entries, tops, strict=True):
@@ -295,8 +314,12 @@ def _compose(
         y0 = oy + top
         draw.rectangle([(6, y0), (10, y0 + box_h)], fill=e.colour)
         for k, line in enumerate(e.lines):
-            draw.text((16, y0 + 3 + k * line_h), line, fill=_TEXT if k == 0 else _MUTED,
-                      font=f_text if k == 0 else f_small)
+            draw.text(
+                (16, y0 + 3 + k * line_h),
+                line,
+                fill=_TEXT if k == 0 else _MUTED,
+                font=f_text if k == 0 else f_small,
+            )
         draw.line([(_PANEL_W - 8, y0 + line_h / 2 + 3), (ox + e.x_anchor, oy + e.y)], fill=e.colour, width=1)
 
     ly = _TITLE_H + h + 10
@@ -306,8 +329,12 @@ def _compose(
         y = ly + (k // 3) * 20
         draw.rectangle([(x, y + 3), (x + 12, y + 15)], fill=colour)
         draw.text((x + 18, y + 1), text, fill=_TEXT, font=f_small)
-    draw.text((10, canvas.height - 18), "Anterior on the left, head at the top. Each outline is the body's own "
-              "mid-sagittal section.", fill=_MUTED, font=f_small)
+    draw.text(
+        (10, canvas.height - 18),
+        "Anterior on the left, head at the top. Each outline is the body's own mid-sagittal section.",
+        fill=_MUTED,
+        font=f_small,
+    )
     return canvas
 
 
@@ -379,20 +406,32 @@ def render_overlays(
     draw = ImageDraw.Draw(img)
     entries: list[_Entry] = []
     for vs in segmentation.vertebrae:
-        v = by_label.get(vs.label, {"label": vs.label, "level": vs.level.value if vs.level else None,
-                                    "is_sacrum": vs.is_sacrum})
+        v = by_label.get(
+            vs.label,
+            {"label": vs.label, "level": vs.level.value if vs.level else None, "is_sacrum": vs.is_sacrum},
+        )
         colour = _outline_colour(v)
         for c in outlines[vs.label]:
             draw.line([tuple(p) for p in c], fill=colour, width=2, joint="curve")
         _draw_landmarks(draw, view, labels, v)
         cy, ax = _anchor(view, labels, vs, outlines[vs.label])
         decision = decisions.get(vs.label)
-        entries.append(_Entry(vs.label, cy, ax, DECISION_COLOURS[decision] if decision else colour,
-                              _morph_lines(v, decision)))
+        entries.append(
+            _Entry(
+                vs.label,
+                cy,
+                ax,
+                DECISION_COLOURS[decision] if decision else colour,
+                _morph_lines(v, decision),
+            )
+        )
     legend: list[tuple[tuple[int, int, int], str]] = [
-        (GRADE_COLOURS[0], "Genant 0 (normal)"), (GRADE_COLOURS[1], "Genant 1 (mild)"),
-        (GRADE_COLOURS[2], "Genant 2 (moderate)"), (GRADE_COLOURS[3], "Genant 3 (severe)"),
-        (GRADE_COLOURS[None], "not assessable"), (SACRUM_COLOUR, "sacrum (reference)"),
+        (GRADE_COLOURS[0], "Genant 0 (normal)"),
+        (GRADE_COLOURS[1], "Genant 1 (mild)"),
+        (GRADE_COLOURS[2], "Genant 2 (moderate)"),
+        (GRADE_COLOURS[3], "Genant 3 (severe)"),
+        (GRADE_COLOURS[None], "not assessable"),
+        (SACRUM_COLOUR, "sacrum (reference)"),
         (LANDMARK_COLOUR, "landmarks, Ha / Hm / Hp"),
     ]
     shown = sorted(set(decisions.values()), key=list(Decision).index)
@@ -417,14 +456,23 @@ def render_overlays(
         for vs in segmentation.vertebrae:
             v = by_label.get(vs.label, {"label": vs.label, "level": vs.level.value if vs.level else None})
             s = v.get("stir") or {}
-            colour = (EDEMA_COLOUR if s.get("edema") else GRADE_COLOURS[0] if s.get("edema") is False
-                      else GRADE_COLOURS[None])
+            colour = (
+                EDEMA_COLOUR
+                if s.get("edema")
+                else GRADE_COLOURS[0]
+                if s.get("edema") is False
+                else GRADE_COLOURS[None]
+            )
             for c in outlines[vs.label]:
                 sdraw.line([tuple(p) for p in c], fill=(230, 230, 230), width=1)
             cy, ax = _anchor(view, labels, vs, outlines[vs.label])
             sentries.append(_Entry(vs.label, cy, ax, colour, _stir_lines(v)))
-        slegend = [(EDEMA_COLOUR, "oedema map (above threshold)"), (GRADE_COLOURS[0], "no oedema"),
-                   (GRADE_COLOURS[None], "not assessable"), ((230, 230, 230), "body outline")]
+        slegend = [
+            (EDEMA_COLOUR, "oedema map (above threshold)"),
+            (GRADE_COLOURS[0], "no oedema"),
+            (GRADE_COLOURS[None], "not assessable"),
+            ((230, 230, 230), "body outline"),
+        ]
         desc = _series_title(report, "stir", "STIR")
         if stir.substitute is not None:
             desc += f" - substitute: {stir.substitute.value}"
@@ -446,7 +494,10 @@ def _anchor(view: PlaneView, labels: Volume, vs: Any, outline: list[np.ndarray])
 
 
 def _pair(landmarks: Mapping[str, Any], position: str) -> tuple[Any, Any] | None:
-    for sup, inf in ((f"{position}_superior", f"{position}_inferior"), (f"superior_{position}", f"inferior_{position}")):
+    for sup, inf in (
+        (f"{position}_superior", f"{position}_inferior"),
+        (f"superior_{position}", f"inferior_{position}"),
+    ):
         if landmarks.get(sup) is not None and landmarks.get(inf) is not None:
             return landmarks[sup], landmarks[inf]
     return None

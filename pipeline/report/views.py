@@ -56,7 +56,10 @@ def eligibility_levels(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     elig = report.get("eligibility")
     levels = first_key(elig, _LEVEL_LIST_KEYS)
     if isinstance(levels, Mapping):  # {"L1": {...}, ...}
-        return [{"level": k, **v} if isinstance(v, Mapping) else {"level": k, "decision": v} for k, v in levels.items()]
+        return [
+            {"level": k, **v} if isinstance(v, Mapping) else {"level": k, "decision": v}
+            for k, v in levels.items()
+        ]
     if isinstance(levels, list):
         return [e for e in levels if isinstance(e, Mapping)]
     return []
