@@ -113,10 +113,11 @@ def _stir_cells(v: Mapping[str, Any], stir_section: Mapping[str, Any] | None) ->
         return [Cell("not assessable", str(s.get("reason") or "no reason given"), css="na", span=3)]
     frac = s.get("edema_fraction")
     pattern = s.get("pattern")
-    note = f"pattern: {pattern}" if edema and pattern not in (None, "none", "not_assessable") else ""
+    parts = [str(pattern)] if edema and pattern not in (None, "none", "not_assessable") else []
     conf = _num(s.get("confidence"), 2)
     if conf is not None:
-        note = f"{note}; confidence {conf}" if note else f"confidence {conf}"
+        parts.append(f"conf. {conf}")
+    note = ", ".join(parts)
     return [
         _value_cell(s.get("ratio"), 2, missing="n/a"),
         _value_cell(None if frac is None else float(frac) * 100.0, 0, " %", missing="n/a"),

@@ -12,9 +12,11 @@ array axis closest to left-right, the horizontal axis the one closest to anterio
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,9 +33,9 @@ from pipeline.volume import Volume
 logger = logging.getLogger(__name__)
 
 # Display size of the image area (pixels) and limits on the magnification (pixels per mm).
-_MAX_IMAGE_H, _MAX_IMAGE_W = 720, 620
+_MAX_IMAGE_H, _MAX_IMAGE_W = 720, 520
 _MAX_PX_PER_MM = 12.0
-_PANEL_W = 270
+_PANEL_W = 225
 _TITLE_H = 34
 
 GRADE_COLOURS: dict[int | None, tuple[int, int, int]] = {
@@ -222,7 +224,7 @@ def _morph_lines(v: Mapping[str, Any], decision: Decision | None) -> tuple[str, 
         )
         lines.append(f"height loss {_fmt(v.get('height_loss_pct'), '%')}")
     elif morph is not None and not v.get("is_sacrum"):
-        lines.append(_clip(str(morph.get("reason") or "not assessable"), 34))
+        lines += _wrap(str(morph.get("reason") or "not assessable"))
     if decision is not None:
         lines.append(decision.text)
     return tuple(lines)
@@ -233,7 +235,9 @@ def _stir_lines(v: Mapping[str, Any]) -> tuple[str, ...]:
     name = level_name(v)
     edema = s.get("edema")
     if edema is None:
-        return (f"{name}  STIR not assessable", _clip(str(s.get("reason") or ""), 34))
+        if v.get("is_sacrum"):
+            return (f"{name}  reference",)
+        return (f"{name}  STIR not assessable", *_wrap(str(s.get("reason") or "")))
     head = f"{name}  oedema {'YES' if edema else 'no'}"
     frac = s.get("edema_fraction")
     pattern = s.get("pattern")
@@ -246,25 +250,45 @@ def _stir_lines(v: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def _clip(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "\u2026"
+def _wrap(text: str, width: int = 30, lines: int = 2) -> list[str]:
+    """A reason on at most ``lines`` panel lines (the last one shortened with an ellipsis)."""
+    out = textwrap.wrap(text, width) or [""]
+    if len(out) > lines:
+        out = out[:lines]
+        out[-1] = out[-1][: width - 1].rstrip() + "\u2026"
+    return out
+
+
+_GAP = 4
+
+
+def _box_h(n_lines: int, line_h: int) -> float:
+    return line_h * n_lines + 6
+
+
+def _fit(entries: list[_Entry], line_h: int, height: int) -> list[_Entry]:
+    """Drop detail lines (keeping the first ``k``) until the boxes fit beside the image."""
+    for keep in (99, 3, 2, 1):
+        fitted = [dataclasses.replace(e, lines=e.lines[:keep]) for e in entries]
+        if sum(_box_h(len(e.lines), line_h) + _GAP for e in fitted) <= height:
+            return fitted
+    return fitted
 
 
 def _place(entries: list[_Entry], line_h: int, height: int) -> list[float]:
-    """Top y of each entry's text box: near its body, without overlaps, inside ``height``."""
+    """Top y of each entry's text box: as near its body as possible, in body order, without overlaps."""
     order = sorted(range(len(entries)), key=lambda i: entries[i].y)
-    tops = [0.0] * len(entries)
+    heights = {i: _box_h(len(entries[i].lines), line_h) for i in order}
+    tops = {i: entries[i].y - heights[i] / 2 for i in order}
+    limit = float(height)
+    for i in reversed(order):  # from the bottom: stay inside the panel and above the next box
+        tops[i] = min(tops[i], limit - heights[i])
+        limit = tops[i] - _GAP
     cursor = 0.0
-    for i in order:
-        box_h = line_h * len(entries[i].lines) + 6
-        top = max(entries[i].y - box_h / 2, cursor)
-        tops[i] = top
-        cursor = top + box_h + 4
-    overflow = cursor - height
-    if overflow > 0:  # push everything up, never above 0
-        for i in order:
-            tops[i] = max(0.0, tops[i] - overflow)
-    return tops
+    for i in order:  # from the top: stay below 0 and below the previous box
+        tops[i] = max(tops[i], cursor)
+        cursor = tops[i] + heights[i] + _GAP
+    return [tops[i] for i in range(len(entries))]
 
 
 def _compose(
@@ -275,10 +299,10 @@ def _compose(
     view: PlaneView,
 ) -> Image.Image:
     """Title bar + side panel (anterior side) + image + legend; draws leader lines and orientation marks."""
-    f_title, f_text, f_small = _font(17), _font(14), _font(12)
-    line_h = 17
+    f_title, f_text, f_small = _font(17), _font(15), _font(13)
+    line_h = 18
     w, h = image.size
-    legend_rows = math.ceil(len(legend) / 3) if legend else 0
+    legend_rows = math.ceil(len(legend) / 2) if legend else 0
     legend_h = 12 + 20 * legend_rows + 22
     canvas = Image.new("RGB", (_PANEL_W + w, _TITLE_H + h + legend_h), _PANEL_BG)
     canvas.paste(image, (_PANEL_W, _TITLE_H))
@@ -308,9 +332,10 @@ def _compose(
         stroke_fill=(0, 0, 0),
     )
 
+    entries = _fit(entries, line_h, h)
     tops = _place(entries, line_h, h)
     for e, top in zip(entries, tops, strict=True):
-        box_h = line_h * len(e.lines) + 6
+        box_h = _box_h(len(e.lines), line_h)
         y0 = oy + top
         draw.rectangle([(6, y0), (10, y0 + box_h)], fill=e.colour)
         for k, line in enumerate(e.lines):
@@ -323,10 +348,10 @@ def _compose(
         draw.line([(_PANEL_W - 8, y0 + line_h / 2 + 3), (ox + e.x_anchor, oy + e.y)], fill=e.colour, width=1)
 
     ly = _TITLE_H + h + 10
-    col_w = (canvas.width - 20) / 3
+    col_w = (canvas.width - 20) / 2
     for k, (colour, text) in enumerate(legend):
-        x = 10 + (k % 3) * col_w
-        y = ly + (k // 3) * 20
+        x = 10 + (k % 2) * col_w
+        y = ly + (k // 2) * 20
         draw.rectangle([(x, y + 3), (x + 12, y + 15)], fill=colour)
         draw.text((x + 18, y + 1), text, fill=_TEXT, font=f_small)
     draw.text(
