@@ -148,3 +148,19 @@ def test_overlay_refuses_labels_on_another_grid(cases):
     moved = Volume(other.array, other.spacing_mm, (1.0, 2.0, 3.0), other.axes_lps)
     with pytest.raises(PipelineError, match="anatomy grid"):
         render_overlays(moved, a.segmentation, a.report)
+
+
+@pytest.mark.parametrize("n", [1, 4, 9, 18])
+def test_panel_boxes_never_overlap_and_stay_in_order(n):
+    from pipeline.report.overlay import _box_h, _Entry, _fit, _place
+
+    line_h, height = 18, 700
+    rng = np.random.default_rng(n)
+    ys = np.sort(rng.uniform(0, height, n))
+    entries = _fit(
+        [_Entry(i, float(y), 0.0, (0, 0, 0), ("a", "b", "c", "d")) for i, y in enumerate(ys)], line_h, height
+    )
+    tops = _place(entries, line_h, height)
+    spans = [(t, t + _box_h(len(e.lines), line_h)) for t, e in zip(tops, entries, strict=True)]
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))  # body order, no overlap
+    assert spans[0][0] >= 0 and spans[-1][1] <= height
