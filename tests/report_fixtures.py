@@ -185,6 +185,50 @@ def write_series(
     return files, *vols
 
 
+# Clinical inputs (docs/clinical_inputs.md) that decide every rule at L4: painful acute fracture there.
+CLINICAL = {
+    "version": 1,
+    "aetiology": {"cause": "osteoporosis", "known_malignancy": False, "malignancy_suspected": False},
+    "pain": {
+        "vas": 7,
+        "midline": True,
+        "reproducible": True,
+        "radicular": False,
+        "off_midline": False,
+        "mechanical": True,
+        "duration_weeks": 8,
+        "refractory": True,
+        "levels": ["L4"],
+    },
+    "neurology": {"cord_compression_symptoms": False, "myelopathy": False},
+    "infection": {"local": False, "systemic": False},
+    "coagulation": {"inr": 1.0, "platelets_10e9_per_l": 240},
+    "allergies": {"bone_cement": False, "contrast": False},
+    "severe_cardiopulmonary_disease": False,
+    "can_lie_prone": True,
+    "surgical_backup": True,
+    "prior_imaging": {"acute_levels": ["L4"]},
+    "radiologist_findings": {
+        "L4": {
+            "posterior_wall_disruption": False,
+            "retropulsion_canal_pct": 0,
+            "epidural_tumor_canal_pct": 0,
+            "spinal_stenosis": False,
+            "burst_fracture": False,
+            "pedicle_involvement": False,
+        }
+    },
+}
+
+
+def eligibility_of(morphometry, stir, clinical: dict | None) -> dict:
+    """The rules stage's result for these measurements (the real engine and configs/eligibility.yaml)."""
+    from pipeline.eligibility import evaluate, imaging_facts, load_rules, parse_clinical
+
+    parsed = parse_clinical(clinical) if clinical is not None else None
+    return evaluate(imaging_facts(morphometry, stir), parsed, load_rules()).to_dict()
+
+
 def _landmarks(vol: Volume, display_rc: dict[str, tuple[float, float]], flipped: bool) -> dict[str, tuple]:
     out = {}
     for name, (r, c) in display_rc.items():
@@ -194,7 +238,8 @@ def _landmarks(vol: Volume, display_rc: dict[str, tuple[float, float]], flipped:
     return out
 
 
-def make_case(tmp_dir: Path, *, flipped: bool = False, eligibility: dict | None = None) -> Case:
+def make_case(tmp_dir: Path, *, flipped: bool = False, clinical: dict | None = CLINICAL) -> Case:
+    """The hand-made study; eligibility comes from the real rules with ``clinical`` (None: imaging only)."""
     files, t2, labels, stir_vol, edema = write_series(tmp_dir / "t2", flipped=flipped)
     datasets = tuple(pydicom.dcmread(p, stop_before_pixels=True) for p in files)
     verts = []
@@ -303,7 +348,7 @@ def make_case(tmp_dir: Path, *, flipped: bool = False, eligibility: dict | None 
         segmentation=seg,
         morphometry=morph,
         stir=stir,
-        eligibility=eligibility if eligibility is not None else sample_eligibility(),
+        eligibility=eligibility_of(morph, stir, clinical),
         outputs={"labels": "labels.nii.gz"},
         warnings=["L5 inferior endplate at the edge of the field of view"],
         timings_ms={"ingest": 120.0, "segment": 900.0, "report": 50.0},
@@ -334,58 +379,3 @@ def _series(uid: str, role: Role, desc: str) -> SeriesRecord:
         transfer_syntaxes=(ExplicitVRLittleEndian,),
         files=(),
     )
-
-
-def sample_eligibility() -> dict:
-    """An eligibility section in the shape the rules stage is expected to produce (defensively rendered)."""
-    return {
-        "summary": "L4: candidate with cautions (acute wedge fracture with oedema). "
-        "Other levels not indicated.",
-        "levels": [
-            {
-                "level": "L3",
-                "label": 1,
-                "decision": "not_indicated",
-                "reasons": ["no fracture at this level"],
-            },
-            {
-                "level": "L4",
-                "label": 2,
-                "decision": "candidate_with_cautions",
-                "reasons": ["painful acute fracture: oedema on STIR, VAS 7"],
-                "cautions": [
-                    "relative.retropulsion_canal_gt_third: canal compromise not excluded <script>x</script>"
-                ],
-                "missing_inputs": [],
-            },
-            {
-                "level": "L5",
-                "label": 3,
-                "decision": "indeterminate",
-                "reasons": [],
-                "missing_inputs": ["heights (body cut by the field of view)", "STIR signal"],
-            },
-        ],
-        "session_plan": [["L4"]],
-        "technique": "either vertebroplasty or balloon kyphoplasty",
-        "biopsy": "not required (osteoporotic aetiology)",
-        "questions": ["Is the pain reproducible on palpation at L4?"],
-        "trace": [
-            {
-                "rule_id": "indication.painful_acute_vcf",
-                "level": "L4",
-                "result": "met",
-                "text": "Painful acute vertebral compression fracture",
-                "sentence": "L4 has a fracture (Genant 2) with oedema on STIR and pain VAS 7 >= 4.",
-                "source": "001_* Table 1 (indications)",
-            },
-            {
-                "rule_id": "relative.no_stir_signal",
-                "level": "L3",
-                "result": "not_met",
-                "sentence": "L3 has no fracture; the rule does not apply.",
-                "source": "001_* Table 1",
-            },
-        ],
-        "disclaimer": "Decision support only.",
-    }

@@ -112,7 +112,7 @@ def test_measurements_round_trip_to_the_report(written):
         "VB-SHAPE": "SHAPE-WEDGE",
         "MARROW-EDEMA": dc.YES.value,
         "EDEMA-PATTERN": "PATTERN-BAND",
-        "VA-ELIGIBILITY": "VA-CAND-CAUTION",
+        "VA-ELIGIBILITY": "VA-CANDIDATE",
     }
     assert _codes(groups["L3 vertebral body"])["VCF"] == dc.NO.value  # grade 0 -> "No" (known)
     assert _codes(groups["L3 vertebral body"])["MARROW-EDEMA"] == dc.NO.value
@@ -125,7 +125,7 @@ def test_unknown_values_are_absent_not_false(written):
     # L5: morphometry not assessable and STIR not assessable -> no heights, grade, fracture or oedema items
     assert not {"VB-HA", "VB-HM", "VB-HP", "VB-HLOSS", "STIR-RATIO", "STIR-EDEMA-FRAC"} & set(l5_numbers)
     assert not {"GENANT", "VCF", "VB-SHAPE", "MARROW-EDEMA", "EDEMA-PATTERN"} & set(l5_codes)
-    assert l5_codes["VA-ELIGIBILITY"] == "VA-INDETERMINATE"
+    assert l5_codes["VA-ELIGIBILITY"] == "VA-NOT-INDICATED"  # no pain at L5 decides it despite the gaps
     s1_codes = _codes(groups["S1 vertebral body"])
     assert "MARROW-EDEMA" not in s1_codes and "VA-ELIGIBILITY" not in s1_codes
 

@@ -22,13 +22,17 @@ VERTEBRAE = [{"label": 1, "level": "L1"}, {"label": 2, "level": "L2"}, {"label":
             {1: Decision.CANDIDATE, 2: Decision.CONTRAINDICATED},
         ),
         (
-            {"per_level": {"L2": {"decision": "not indicated"}, "L1": "candidate-with-cautions"}},
-            {2: Decision.NOT_INDICATED, 1: Decision.CANDIDATE_WITH_CAUTIONS},
+            {
+                "levels": [
+                    {"level": "L2", "decision": "not indicated"},
+                    {"level": "L1", "decision": "Indeterminate"},
+                ]
+            },
+            {2: Decision.NOT_INDICATED, 1: Decision.INDETERMINATE},
         ),
-        (
-            {"decisions": [{"level": "L1", "decision": {"value": "indeterminate"}}]},
-            {1: Decision.INDETERMINATE},
-        ),
+        ({"levels": [{"level": "L1", "decision": {"value": "candidate"}}]}, {}),
+        ({"levels": {"L1": "candidate"}}, {}),
+        ({"per_level": [{"level": "L1", "decision": "candidate"}]}, {}),
         (
             {
                 "levels": [

@@ -19,7 +19,9 @@ from typing import Any
 import jinja2
 
 from pipeline.errors import PipelineError
-from pipeline.report.views import Decision, decisions_by_label, eligibility_levels, first_key, level_name
+from pipeline.report.eligibility_view import eligibility_view
+from pipeline.report.eligibility_view import text as _text
+from pipeline.report.views import Decision, decisions_by_label, level_name
 
 DISCLAIMER = (
     "This report supports a clinician's decision; it does not replace it. The measurements and the "
@@ -153,147 +155,6 @@ def vertebra_rows(report: Mapping[str, Any], decisions: Mapping[int, Decision]) 
     return rows
 
 
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return [x for x in value if x not in (None, "")]
-    return [value]
-
-
-def _text(value: Any) -> str:
-    """A readable one-line text of a scalar / list / mapping (for unknown shapes)."""
-    if isinstance(value, Mapping):
-        return "; ".join(f"{k}: {_text(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_text(v) for v in value)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return "" if value is None else str(value)
-
-
-@dataclass
-class LevelDecision:
-    level: str
-    decision: Decision | None
-    decision_text: str
-    reasons: list[str]
-    cautions: list[str]
-    contraindications: list[str]
-    missing: list[str]
-
-
-_KNOWN_LEVEL_KEYS = {"level", "label", "decision", "status"}
-
-
-def _level_decisions(report: Mapping[str, Any]) -> list[LevelDecision]:
-    out = []
-    for e in eligibility_levels(report):
-        d = Decision.parse(e.get("decision", e.get("status")))
-        out.append(
-            LevelDecision(
-                level=str(e.get("level") or f"label {e.get('label', '?')}"),
-                decision=d,
-                decision_text=d.text if d else _text(e.get("decision", e.get("status"))) or "not given",
-                reasons=[
-                    _text(x) for x in _as_list(first_key(e, ("reasons", "why", "indications", "explanation")))
-                ],
-                cautions=[
-                    _text(x)
-                    for x in _as_list(first_key(e, ("cautions", "relative", "relative_contraindications")))
-                ],
-                contraindications=[
-                    _text(x)
-                    for x in _as_list(
-                        first_key(e, ("contraindications", "absolute", "absolute_contraindications"))
-                    )
-                ],
-                missing=[
-                    _text(x) for x in _as_list(first_key(e, ("missing_inputs", "missing", "unknown_inputs")))
-                ],
-            )
-        )
-    return out
-
-
-@dataclass
-class TraceRow:
-    rule: str
-    level: str
-    result: str
-    sentence: str
-    source: str
-    inputs: str
-
-
-def _trace(elig: Mapping[str, Any] | None) -> list[TraceRow]:
-    rows = []
-    for t in _as_list(first_key(elig, ("trace", "rule_trace", "rules"))):
-        if not isinstance(t, Mapping):
-            rows.append(TraceRow("", "", "", _text(t), "", ""))
-            continue
-        sentence = first_key(t, ("sentence", "plain", "explanation", "message"))
-        text = t.get("text")
-        rows.append(
-            TraceRow(
-                rule=_text(first_key(t, ("rule_id", "id", "rule"))),
-                level=_text(t.get("level")),
-                result=_text(first_key(t, ("result", "outcome", "status"))),
-                sentence=_text(sentence if sentence is not None else text),
-                source=_text(first_key(t, ("source", "sources", "citation"))),
-                inputs=_text(first_key(t, ("inputs", "inputs_seen", "values"))),
-            )
-        )
-    return rows
-
-
-_ELIG_SHOWN = {
-    "levels",
-    "per_level",
-    "level_decisions",
-    "decisions",
-    "trace",
-    "rule_trace",
-    "rules",
-    "summary",
-    "session_plan",
-    "sessions",
-    "plan",
-    "technique",
-    "technique_note",
-    "biopsy",
-    "biopsy_recommendation",
-    "questions",
-    "clinical_questions",
-    "missing_inputs",
-    "disclaimer",
-}
-
-
-def _eligibility(report: Mapping[str, Any]) -> dict[str, Any] | None:
-    elig = report.get("eligibility")
-    if not isinstance(elig, Mapping):
-        return None
-    plan = first_key(elig, ("session_plan", "sessions", "plan"))
-    return {
-        "summary": _text(elig.get("summary")),
-        "levels": _level_decisions(report),
-        "trace": _trace(elig),
-        "questions": [
-            _text(q) for q in _as_list(first_key(elig, ("questions", "clinical_questions", "missing_inputs")))
-        ],
-        "plan": [_text(s) for s in _as_list(plan)],
-        "technique": _text(first_key(elig, ("technique", "technique_note"))),
-        "biopsy": _text(first_key(elig, ("biopsy", "biopsy_recommendation"))),
-        "disclaimer": _text(elig.get("disclaimer")),
-        "other": [
-            (str(k), _text(v))
-            for k, v in elig.items()
-            if k not in _ELIG_SHOWN and v not in (None, "", [], {})
-        ],
-    }
-
-
 def _images(overlays: Mapping[str, bytes]) -> list[dict[str, str]]:
     out = []
     for name in sorted(overlays, key=lambda n: (n != "sagittal.png", n != "stir.png", n)):
@@ -402,7 +263,7 @@ def render_html(report: Mapping[str, Any], overlays: Mapping[str, bytes]) -> str
             if int(v.get("label", -1)) in decisions
         ],
         "images": _images(overlays),
-        "eligibility": _eligibility(report),
+        "eligibility": eligibility_view(report),
         "clinical_given": "clinical_inputs" in report,
         "warnings": [_text(w) for w in report.get("warnings", [])],
         "timings": [(k, _num(v, 0) or "") for k, v in (report.get("timings_ms") or {}).items()],

@@ -1,12 +1,12 @@
 """Read-only helpers over the report dictionary, shared by the overlay, HTML, SR and SC writers.
 
-The eligibility section is produced by the rules stage; its exact keys may evolve, so everything here reads
-it defensively: a missing key gives ``None`` / an empty list, never an exception.
+The eligibility section is the rules stage's result (``configs/eligibility_result.schema.json``); it is read
+defensively: a missing or malformed key gives ``None`` / an empty list, never an exception.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from enum import Enum
 from typing import Any
 
@@ -26,8 +26,6 @@ class Decision(str, Enum):
 
     @classmethod
     def parse(cls, value: Any) -> Decision | None:
-        if isinstance(value, Mapping):  # e.g. {"decision": "candidate", ...} or {"value": ...}
-            value = value.get("decision", value.get("value"))
         if not isinstance(value, str):
             return None
         key = value.strip().lower().replace(" ", "_").replace("-", "_")
@@ -37,32 +35,11 @@ class Decision(str, Enum):
             return None
 
 
-# Keys under which the rules stage may list its per-level results (first match wins).
-_LEVEL_LIST_KEYS = ("levels", "per_level", "level_decisions", "decisions")
-
-
-def first_key(mapping: Mapping[str, Any] | None, keys: Iterable[str]) -> Any:
-    """Value of the first of ``keys`` present (and not None) in ``mapping``."""
-    if not isinstance(mapping, Mapping):
-        return None
-    for k in keys:
-        if mapping.get(k) is not None:
-            return mapping[k]
-    return None
-
-
 def eligibility_levels(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The per-level entries of ``report["eligibility"]`` (list of mappings), or ``[]``."""
+    """The per-level entries of ``report["eligibility"]["levels"]`` (mappings only), or ``[]``."""
     elig = report.get("eligibility")
-    levels = first_key(elig, _LEVEL_LIST_KEYS)
-    if isinstance(levels, Mapping):  # {"L1": {...}, ...}
-        return [
-            {"level": k, **v} if isinstance(v, Mapping) else {"level": k, "decision": v}
-            for k, v in levels.items()
-        ]
-    if isinstance(levels, list):
-        return [e for e in levels if isinstance(e, Mapping)]
-    return []
+    levels = elig.get("levels") if isinstance(elig, Mapping) else None
+    return [e for e in levels if isinstance(e, Mapping)] if isinstance(levels, list) else []
 
 
 def decisions_by_label(report: Mapping[str, Any]) -> dict[int, Decision]:
@@ -72,7 +49,7 @@ def decisions_by_label(report: Mapping[str, Any]) -> dict[int, Decision]:
     }
     out: dict[int, Decision] = {}
     for entry in eligibility_levels(report):
-        decision = Decision.parse(entry.get("decision", entry.get("status")))
+        decision = Decision.parse(entry.get("decision"))
         if decision is None:
             continue
         label = entry.get("label")
