@@ -32,8 +32,8 @@ def made(tmp_path_factory):
 
 def test_sc_rereads_with_the_overlay_pixels(made):
     case, overlays, paths = made
-    assert len(paths) == 2
-    for path, name in zip(paths, ["sagittal.png", "stir.png"], strict=True):
+    assert len(paths) == 3
+    for path, name in zip(paths, ["sagittal.png", "stir.png", "planes.png"], strict=True):
         ds = pydicom.dcmread(path)
         assert (
             ds.SOPClassUID == SC_STORAGE and ds.StudyInstanceUID == STUDY_UID and ds.PatientID == PATIENT_ID
@@ -41,7 +41,7 @@ def test_sc_rereads_with_the_overlay_pixels(made):
         assert ds.PhotometricInterpretation == "RGB" and ds.BurnedInAnnotation == "YES"
         want = np.asarray(Image.open(io.BytesIO(overlays[name])).convert("RGB"))
         np.testing.assert_array_equal(ds.pixel_array, want)
-    a, b = (pydicom.dcmread(p) for p in paths)
+    a, b = (pydicom.dcmread(p) for p in paths[:2])
     assert a.SeriesInstanceUID == b.SeriesInstanceUID and a.SOPInstanceUID != b.SOPInstanceUID
     assert (a.InstanceNumber, b.InstanceNumber) == (1, 2)
 

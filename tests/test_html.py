@@ -75,7 +75,7 @@ def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
 def test_page_is_self_contained_with_valid_inline_pngs(page):
     tags = _tags(page)
     imgs = [a for t, a in tags if t == "img"]
-    assert len(imgs) == 2
+    assert len(imgs) == 3
     for a in imgs:
         src = a["src"] or ""
         assert src.startswith("data:image/png;base64,")
@@ -198,7 +198,7 @@ def test_chromium_loads_every_image(rendered):
     proc, _shot = rendered
     m = re.search(r'<div id="img-probe"[^>]*>images (\d+)/(\d+) widths ([\d,]+)</div>', proc.stdout)
     assert m, proc.stderr[-2000:]
-    assert m.group(1) == m.group(2) == "2"
+    assert m.group(1) == m.group(2) == "3"
     assert all(int(w) > 300 for w in m.group(3).split(","))
 
 

@@ -51,8 +51,8 @@ def test_write_all_outputs(tmp_path):
     assert json.loads((out / "report.json").read_text()) == final
     files = final["outputs"]
     assert files["seg"] == "seg.dcm" and files["sr"] == "sr.dcm" and files["html"] == "report.html"
-    assert files["overlays"] == ["overlays/sagittal.png", "overlays/stir.png"]
-    assert files["sc"] == ["sc/overlay_1.dcm", "sc/overlay_2.dcm"]
+    assert files["overlays"] == ["overlays/sagittal.png", "overlays/stir.png", "overlays/planes.png"]
+    assert files["sc"] == ["sc/overlay_1.dcm", "sc/overlay_2.dcm", "sc/overlay_3.dcm"]
     for rel in [files["seg"], files["sr"], files["html"], *files["overlays"], *files["sc"]]:
         assert (out / rel).is_file(), rel
     sr = pydicom.dcmread(out / "sr.dcm")
@@ -64,7 +64,7 @@ def test_write_all_outputs(tmp_path):
     }
     assert seg.SeriesInstanceUID in referenced
     html = (out / "report.html").read_text()
-    assert "sr.dcm" in html and html.count("data:image/png;base64,") == 2
+    assert "sr.dcm" in html and html.count("data:image/png;base64,") == 3
     assert case.report["outputs"] == {"labels": "labels.nii.gz"}  # the input report is not modified
 
 

@@ -88,7 +88,7 @@ def test_overlays_are_identical_for_two_storage_orientations_of_the_same_anatomy
     a, b = cases
     oa = render_overlays(a.anatomy, a.segmentation, a.report, stir=a.stir)
     ob = render_overlays(b.anatomy, b.segmentation, b.report, stir=b.stir)
-    assert set(oa) == set(ob) == {"sagittal.png", "stir.png"}
+    assert set(oa) == set(ob) == {"sagittal.png", "stir.png", "planes.png"}
     for name in oa:
         np.testing.assert_array_equal(_rgb(oa[name]), _rgb(ob[name]))
 
@@ -130,9 +130,10 @@ def test_stir_overlay_colours_the_oedema_of_l4_only(cases):
 
 def test_no_stir_overlay_without_resampled_stir(cases):
     a, _ = cases
-    assert set(render_overlays(a.anatomy, a.segmentation, a.report)) == {"sagittal.png"}
+    without = {"sagittal.png", "planes.png"}
+    assert set(render_overlays(a.anatomy, a.segmentation, a.report)) == without
     no_grid = dataclasses.replace(a.stir, stir_on_grid=None, edema_map=None)
-    assert set(render_overlays(a.anatomy, a.segmentation, a.report, stir=no_grid)) == {"sagittal.png"}
+    assert set(render_overlays(a.anatomy, a.segmentation, a.report, stir=no_grid)) == without
 
 
 def test_overlay_survives_a_report_without_measurements(cases):

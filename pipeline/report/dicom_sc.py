@@ -26,12 +26,14 @@ from pipeline.report.dicom_common import (
     OutputIdentity,
     check_source_datasets,
 )
+from pipeline.report.overlay import ordered
 
 logger = logging.getLogger(__name__)
 
 _DESCRIPTIONS = {
     "sagittal.png": "spine-assess sagittal overlay",
     "stir.png": "spine-assess STIR oedema overlay",
+    "planes.png": "spine-assess neighbouring planes",
 }
 
 
@@ -58,12 +60,12 @@ def build_sc(
     Returns
     -------
     list of highdicom.sc.SCImage
-        One RGB image per overlay, instance numbers 1..n, shown with anterior to the right of the
-        picture's left edge (PatientOrientation ``P\\F``: rows run to posterior, columns to the feet).
+        One RGB image per overlay in display order, instance numbers 1..n (PatientOrientation ``P\\F``:
+        along a row the picture runs to posterior, down a column to the feet).
     """
     identity = OutputIdentity.from_report(report)
     check_source_datasets(source_datasets, identity)
-    names = sorted(overlays, key=lambda n: (n != "sagittal.png", n))
+    names = ordered(list(overlays))
     images = []
     for number, name in enumerate(names, start=1):
         try:

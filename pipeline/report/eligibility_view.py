@@ -23,8 +23,8 @@ _RESULT_WORDS = {
 _ASKED_OF_ORDER = ("clinician", "radiologist", "imaging review")
 _MAX_INPUTS_SHOWN = 12
 _KNOWN_KEYS = {
-    "schema_version", "disclaimer", "summary", "rules", "rule_catalogue", "clinical", "levels", "excluded_levels",
-    "patient_rules", "plan", "questions", "sentences",
+    "schema_version", "disclaimer", "summary", "rules", "rule_catalogue", "clinical", "levels",
+    "excluded_levels", "patient_rules", "plan", "questions", "sentences",
 }  # fmt: skip
 
 
@@ -106,7 +106,7 @@ class EligibilityView:
 
 
 def _inputs(names: Sequence[Any]) -> str:
-    """``["clinical.pain.vas", "imaging.genant_grade"]`` -> ``"imaging: genant_grade; clinical: pain.vas"``."""
+    """``["clinical.pain.vas", "imaging.genant_grade"]`` -> ``"imaging: genant_grade; clinical: pain.vas"``"""
     groups: dict[str, list[str]] = {}
     for n in names:
         src, _, rest = str(n).partition(".")
@@ -235,11 +235,10 @@ def eligibility_view(report: Mapping[str, Any]) -> EligibilityView | None:
     else:
         clinical_text = ""
     rules = _map(elig.get("rules"))
-    rules_info = (
-        f"{rules.get('file') or 'rules'} version {rules.get('version', '?')}, sha256 {str(rules.get('sha256', ''))[:16]}"
-        if rules
-        else ""
-    )
+    rules_info = ""
+    if rules:
+        sha = str(rules.get("sha256", ""))[:16]
+        rules_info = f"{rules.get('file') or 'rules'} version {rules.get('version', '?')}, sha256 {sha}"
     return EligibilityView(
         summary=text(elig.get("summary")),
         disclaimer=text(elig.get("disclaimer")),

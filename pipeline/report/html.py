@@ -21,6 +21,7 @@ import jinja2
 from pipeline.errors import PipelineError
 from pipeline.report.eligibility_view import eligibility_view
 from pipeline.report.eligibility_view import text as _text
+from pipeline.report.overlay import ordered
 from pipeline.report.views import Decision, decisions_by_label, level_name
 
 DISCLAIMER = (
@@ -32,6 +33,7 @@ DISCLAIMER = (
 _OVERLAY_CAPTIONS = {
     "sagittal.png": "Sagittal anatomy: outlines by Genant grade, landmarks and heights (Ha, Hm, Hp)",
     "stir.png": "STIR on the anatomy grid with the oedema map (red)",
+    "planes.png": "The central plane and its neighbours: is each body segmented consistently across planes?",
 }
 
 _ENV = jinja2.Environment(
@@ -157,7 +159,7 @@ def vertebra_rows(report: Mapping[str, Any], decisions: Mapping[int, Decision]) 
 
 def _images(overlays: Mapping[str, bytes]) -> list[dict[str, str]]:
     out = []
-    for name in sorted(overlays, key=lambda n: (n != "sagittal.png", n != "stir.png", n)):
+    for name in ordered(list(overlays)):
         data = overlays[name]
         if not data.startswith(b"\x89PNG\r\n\x1a\n"):
             raise PipelineError(f"overlay {name!r} is not a PNG image; pass the output of render_overlays()")

@@ -58,6 +58,16 @@ EDEMA_COLOUR = (255, 40, 40)
 _PANEL_BG = (24, 28, 33)
 _TEXT = (236, 240, 241)
 _MUTED = (170, 178, 184)
+_WHITE = (255, 255, 255)
+
+
+OVERLAY_NAMES = ("sagittal.png", "stir.png", "planes.png")  # display order
+
+
+def ordered(names: Sequence[str]) -> list[str]:
+    """Overlay names in display order (known ones first, then the rest alphabetically)."""
+    rank = {n: i for i, n in enumerate(OVERLAY_NAMES)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
 
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
@@ -89,7 +99,10 @@ class PlaneView:
     px_v: float
 
     @classmethod
-    def for_volume(cls, volume: Volume) -> PlaneView:
+    def for_volume(
+        cls, volume: Volume, max_h: float = _MAX_IMAGE_H, max_w: float = _MAX_IMAGE_W
+    ) -> PlaneView:
+        """The sagittal view of ``volume``, magnified to fit ``max_w`` x ``max_h`` pixels."""
         axes = np.asarray(volume.axes_lps)
         through = int(np.argmax(np.abs(axes[:, 0])))  # closest to left-right
         rest = [a for a in range(3) if a != through]
@@ -98,7 +111,7 @@ class PlaneView:
         shape = volume.shape
         h_mm = shape[h_axis] * volume.spacing_mm[h_axis]
         v_mm = shape[v_axis] * volume.spacing_mm[v_axis]
-        px_per_mm = min(_MAX_IMAGE_H / v_mm, _MAX_IMAGE_W / h_mm, _MAX_PX_PER_MM)
+        px_per_mm = min(max_h / v_mm, max_w / h_mm, _MAX_PX_PER_MM)
         return cls(
             through_axis=through,
             h_axis=h_axis,
@@ -463,11 +476,13 @@ def render_overlays(
     legend += [(DECISION_COLOURS[d], f"decision: {d.text}") for d in shown]
     title = f"{_series_title(report, 'anatomy', 'Sagittal anatomy')}  |  plane {index + 1}/{n_planes}"
     out["sagittal.png"] = _png(_compose(img, title, entries, legend, view))
+    if n_planes >= 3:
+        out["planes.png"] = _png(_strip(anatomy, segmentation, by_label, index))
 
     if stir is not None and stir.stir_on_grid is not None:
         if not stir.stir_on_grid.same_grid(anatomy):
             logger.warning("STIR volume is not on the anatomy grid; no STIR overlay drawn")
-            return out
+            return {n: out[n] for n in ordered(list(out))}
         simg = _grey_image(view, stir.stir_on_grid.array, index)
         if stir.edema_map is not None and stir.edema_map.same_grid(anatomy):
             edema = view.plane(stir.edema_map.array, index) > 0
@@ -503,7 +518,47 @@ def render_overlays(
             desc += f" - substitute: {stir.substitute.value}"
         stitle = f"{desc} on the anatomy grid  |  plane {index + 1}/{n_planes}"
         out["stir.png"] = _png(_compose(simg, stitle, sentries, slegend, view))
-    return out
+    return {n: out[n] for n in ordered(list(out))}
+
+
+def _strip(
+    anatomy: Volume, segmentation: SegmentationResult, by_label: Mapping[int, Mapping[str, Any]], index: int
+) -> Image.Image:
+    """The central plane and its two neighbours side by side, with each plane's own body outlines."""
+    view = PlaneView.for_volume(anatomy, max_h=520, max_w=330)
+    n = anatomy.shape[view.through_axis]
+    centre = min(max(index, 1), n - 2)
+    planes = (centre - 1, centre, centre + 1)
+    f_title, f_label = _font(16), _font(13)
+    w, h = view.size
+    gap = 8
+    canvas = Image.new("RGB", (3 * w + 4 * gap, _TITLE_H + h + 26), _PANEL_BG)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((gap, 8), "Neighbouring planes: outlines of each plane's own bodies", fill=_TEXT, font=f_title)
+    level_of = {vs.label: vs for vs in segmentation.vertebrae}
+    for k, plane in enumerate(planes):
+        img = _grey_image(view, anatomy.array, plane)
+        d = ImageDraw.Draw(img)
+        labels2d = view.plane(segmentation.labels.array, plane)
+        for label in np.unique(labels2d[labels2d > 0]):
+            vs = level_of.get(int(label))
+            if vs is None:
+                continue
+            v = by_label.get(vs.label, {"label": vs.label, "is_sacrum": vs.is_sacrum})
+            contours = _contours(view, labels2d == label)
+            for c in contours:
+                d.line([tuple(p) for p in c], fill=_outline_colour(v), width=2)
+            pts = np.concatenate(contours)
+            name = vs.level.value if vs.level else f"#{vs.label}"
+            x, y = float(pts[:, 0].min()) - 4, float(pts[:, 1].mean())
+            d.text(
+                (x, y), name, fill=_WHITE, font=f_label, anchor="rm", stroke_width=2, stroke_fill=(0, 0, 0)
+            )
+        x0 = gap + k * (w + gap)
+        canvas.paste(img, (x0, _TITLE_H))
+        caption = f"plane {plane + 1}/{n}" + ("  (shown above)" if plane == index else "")
+        draw.text((x0, _TITLE_H + h + 5), caption, fill=_MUTED, font=f_label)
+    return canvas
 
 
 def _anchor(view: PlaneView, labels: Volume, vs: Any, outline: list[np.ndarray]) -> tuple[float, float]:
