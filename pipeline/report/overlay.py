@@ -59,6 +59,7 @@ _PANEL_BG = (24, 28, 33)
 _TEXT = (236, 240, 241)
 _MUTED = (170, 178, 184)
 _WHITE = (255, 255, 255)
+_BLACK = (0, 0, 0)
 
 
 OVERLAY_NAMES = ("sagittal.png", "stir.png", "planes.png")  # display order
@@ -551,9 +552,7 @@ def _strip(
             pts = np.concatenate(contours)
             name = vs.level.value if vs.level else f"#{vs.label}"
             x, y = float(pts[:, 0].min()) - 4, float(pts[:, 1].mean())
-            d.text(
-                (x, y), name, fill=_WHITE, font=f_label, anchor="rm", stroke_width=2, stroke_fill=(0, 0, 0)
-            )
+            d.text((x, y), name, fill=_WHITE, font=f_label, anchor="rm", stroke_width=2, stroke_fill=_BLACK)
         x0 = gap + k * (w + gap)
         canvas.paste(img, (x0, _TITLE_H))
         caption = f"plane {plane + 1}/{n}" + ("  (shown above)" if plane == index else "")
