@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
     if verbose < 2:
         for noisy in ("pynetdicom", "distributed", "highdicom", "PIL", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -67,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Subcommand builders are appended below as the stages land; each sets ``handler``.
-_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
 
 
 # --------------------------------------------------------------------------- rules (eligibility)
@@ -83,10 +85,20 @@ def _add_rules(sub: argparse._SubParsersAction) -> None:
             "names the file and the field)."
         ),
     )
-    p.add_argument("--rules", type=Path, default=None, metavar="FILE",
-                   help="rules file to check (default: the installed configs/eligibility.yaml)")
-    p.add_argument("--clinical", type=Path, default=None, metavar="FILE",
-                   help="clinical.yaml / clinical.json to check, or a study folder that contains one")
+    p.add_argument(
+        "--rules",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="rules file to check (default: the installed configs/eligibility.yaml)",
+    )
+    p.add_argument(
+        "--clinical",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="clinical.yaml / clinical.json to check, or a study folder that contains one",
+    )
     p.set_defaults(handler=_cmd_rules)
 
 
@@ -109,14 +121,19 @@ def _cmd_rules(args: argparse.Namespace) -> int:
         path = found
     clinical = load_clinical(path)
     print(f"clinical: {path} - valid")
+
     def given(spec_field: str) -> bool:
         obj: object = clinical
         for part in spec_field.split("."):
             obj = getattr(obj, part, None)
         return obj is not None
 
-    empty = [s for s in INPUTS.values() if s.origin is Origin.CLINICAL and (
-        s.value(None, clinical) is None if s.scope is Scope.PATIENT else not given(s.field))]
+    empty = [
+        s
+        for s in INPUTS.values()
+        if s.origin is Origin.CLINICAL
+        and (s.value(None, clinical) is None if s.scope is Scope.PATIENT else not given(s.field))
+    ]
     for spec in empty:
         print(f"  not given: {spec.field:<40} {spec.question}")
     read = ", ".join(lv.value for lv in clinical.radiologist_findings) or "none"
