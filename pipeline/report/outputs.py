@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Collection, Mapping, Sequence
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from pipeline.volume import Volume
 logger = logging.getLogger(__name__)
 
 
-class OutputKind(str, Enum):
+class OutputKind(StrEnum):
     JSON = "json"  # report.json (always written)
     HTML = "html"  # report.html, self-contained
     SEG = "seg"  # DICOM Segmentation of the vertebral bodies

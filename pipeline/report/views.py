@@ -7,11 +7,11 @@ defensively: a missing or malformed key gives ``None`` / an empty list, never an
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class Decision(str, Enum):
+class Decision(StrEnum):
     """Per-level eligibility decisions of the rules stage."""
 
     CANDIDATE = "candidate"
