@@ -92,10 +92,15 @@ def _morph_cells(v: Mapping[str, Any]) -> list[Cell]:
     h = v["heights_mm"]
     heights = " / ".join(_num(h.get(k)) or "n/a" for k in ("anterior", "middle", "posterior"))
     grade = v.get("genant_grade")
+    confidence = _num(morph.get("confidence"), 2)
+    spread = _num(morph.get("slice_spread_pct"), 1)
+    loss = _value_cell(v.get("height_loss_pct"), unit=" %", missing="n/a")
+    if spread is not None and loss.css == "num":
+        loss = Cell(loss.text, f"\u00b1{spread} % over slices", css="num")
     return [
-        Cell(heights, css="num"),
+        Cell(heights, f"confidence {confidence}" if confidence else "", css="num"),
         _value_cell(v.get("reference_height_mm"), missing="n/a"),
-        _value_cell(v.get("height_loss_pct"), unit=" %", missing="n/a"),
+        loss,
         Cell(str(grade), css=f"grade grade{grade}") if isinstance(grade, int) else Cell("n/a", css="na"),
         Cell(str(v.get("morphology") or "n/a").replace("_", " ")),
         _value_cell(v.get("wedge_angle_deg"), unit="\u00b0", missing="n/a"),

@@ -438,6 +438,9 @@ def render_overlays(
     outlines: dict[int, list[np.ndarray]] = {}
     for vs in segmentation.vertebrae:
         own = _through_index(view, vs, labels)
+        measured = (by_label.get(vs.label, {}).get("morphometry") or {}).get("measured_slice")
+        if view.through_axis == 0 and isinstance(measured, int) and 0 <= measured < labels.shape[0]:
+            own = measured  # the section the landmarks were measured on
         outlines[vs.label] = _contours(view, view.plane(labels.array, own) == vs.label)
 
     out: dict[str, bytes] = {}
