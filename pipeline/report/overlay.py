@@ -1,10 +1,11 @@
 """Overlay pictures (PNG) for the HTML report and the secondary capture, drawn with Pillow.
 
-``sagittal.png``: the anatomy series' central sagittal slice as a radiologist views it (anterior on the left,
-head at the top, square pixels in millimetres whatever the voxel spacing), each vertebral body's outline from
-its own mid-sagittal section coloured by Genant grade, the six landmarks and the three heights (Ha, Hm, Hp),
-and a side panel per level with its numbers and eligibility decision. ``stir.png``: the STIR series resampled
-onto the same grid with the oedema map in colour and each level's STIR ratio and oedema fraction.
+``sagittal.png``: the anatomy series' central sagittal plane as a radiologist views it (anterior on the left,
+head at the top, square millimetres whatever the voxel spacing), each vertebral body's outline from the section
+it was measured on (else its own mid-sagittal section) coloured by Genant grade, the six landmarks and the three
+heights (Ha, Hm, Hp), and a side panel per level with its numbers; the panel stripe is the eligibility decision.
+``stir.png``: the STIR series resampled onto the same grid with the oedema map in red and each level's STIR ratio
+and oedema fraction. ``planes.png``: the central plane and its two neighbours with each plane's own outlines.
 
 Orientation comes from the volume's ``axes_lps`` (never from the array layout): the through-plane axis is the
 array axis closest to left-right, the horizontal axis the one closest to anterior-posterior.
