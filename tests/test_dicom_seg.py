@@ -36,15 +36,11 @@ def test_seg_rereads_and_references_the_source_series(case, seg_file):
     ds = pydicom.dcmread(seg_file)
     assert ds.SOPClassUID == SEG_STORAGE and ds.Modality == "SEG"
     assert ds.StudyInstanceUID == STUDY_UID and ds.FrameOfReferenceUID == case.datasets[0].FrameOfReferenceUID
-    assert (
-        str(ds.PatientName) == PATIENT_NAME and ds.PatientID == PATIENT_ID
-    )  # patient module copied for PACS
+    assert str(ds.PatientName) == PATIENT_NAME and ds.PatientID == PATIENT_ID  # patient module copied for PACS
     assert ds.SegmentationType == "BINARY"
     assert [s.SeriesInstanceUID for s in ds.ReferencedSeriesSequence] == [SERIES_UID]
     source_uids = {d.SOPInstanceUID for d in case.datasets}
-    referenced = {
-        i.ReferencedSOPInstanceUID for i in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence
-    }
+    referenced = {i.ReferencedSOPInstanceUID for i in ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
     assert referenced <= source_uids and referenced
     per_frame = {
         src.ReferencedSOPInstanceUID
@@ -81,9 +77,7 @@ def test_segments_are_the_reported_vertebrae_with_snomed_codes(case, seg_file):
         assert s.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"  # Anatomical Structure
         assert s.SegmentAlgorithmType == "AUTOMATIC"
         algo = s.SegmentationAlgorithmIdentificationSequence[0]
-        assert (
-            algo.AlgorithmName == "spine-assess" and algo.AlgorithmFamilyCodeSequence[0].CodeValue == "123104"
-        )
+        assert algo.AlgorithmName == "spine-assess" and algo.AlgorithmFamilyCodeSequence[0].CodeValue == "123104"
     assert len({s.TrackingUID for s in seg.SegmentSequence}) == 4
 
 
@@ -130,9 +124,31 @@ def test_seg_refuses_an_empty_segmentation(case):
 
 
 def test_seg_uses_the_configured_series_number_and_equipment(case):
-    cfg = DicomOutputConfig(
-        manufacturer="Hospital IT", seg_series_number=700, institution_name="General Hospital"
-    )
+    cfg = DicomOutputConfig(manufacturer="Hospital IT", seg_series_number=700, institution_name="General Hospital")
     seg = build_seg(case.segmentation, case.datasets, case.report, config=cfg)
     assert seg.SeriesNumber == 700 and seg.Manufacturer == "Hospital IT"
     assert seg.InstitutionName == "General Hospital"
+
+
+def test_seg_of_a_multiframe_source_references_its_frames(case, tmp_path):
+    full = [pydicom.dcmread(p) for p in case.files]
+    mf = hd.legacy.LegacyConvertedEnhancedMRImage(
+        full, series_instance_uid=full[0].SeriesInstanceUID, series_number=3, sop_instance_uid=hd.UID(),
+        instance_number=1,
+    )  # fmt: skip
+    path = save_dicom(build_seg(case.segmentation, [mf], case.report), tmp_path / "seg.dcm")
+    seg = hd.seg.segread(path)
+    refs = {
+        (src.ReferencedSOPInstanceUID, int(src.ReferencedFrameNumber))
+        for f in seg.PerFrameFunctionalGroupsSequence
+        for d in f.DerivationImageSequence
+        for src in d.SourceImageSequence
+    }
+    assert {uid for uid, _ in refs} == {mf.SOPInstanceUID}
+    # frame n of the multi-frame source is the slice with the same position in the volume
+    ipp = [[float(x) for x in d.ImagePositionPatient] for d in case.datasets]
+    for _, frame in refs:
+        pos = mf.PerFrameFunctionalGroupsSequence[frame - 1].PlanePositionSequence[0].ImagePositionPatient
+        s = next(i for i, p in enumerate(ipp) if np.allclose(p, [float(x) for x in pos]))
+        got = seg.get_pixels_by_source_frame(mf.SOPInstanceUID, [frame], combine_segments=True)[0]
+        np.testing.assert_array_equal(got, case.segmentation.labels.array[s])
