@@ -96,7 +96,7 @@ def test_overlays_are_identical_for_two_storage_orientations_of_the_same_anatomy
 def test_sagittal_overlay_draws_grades_landmarks_and_anterior_wedge(cases):
     a, _ = cases
     img = _rgb(render_overlays(a.anatomy, a.segmentation, a.report)["sagittal.png"])
-    view = PlaneView.for_volume(a.anatomy)
+    view = PlaneView.for_volume(a.anatomy, around=a.segmentation.labels.array > 0)
     w, h = view.size
     image = img[_TITLE_H : _TITLE_H + h, _PANEL_W : _PANEL_W + w]
     assert _has_colour(image, GRADE_COLOURS[0]).sum() > 50  # L3 outline, grade 0
@@ -110,19 +110,19 @@ def test_sagittal_overlay_draws_grades_landmarks_and_anterior_wedge(cases):
     assert xa < xp and ya > yp  # anterior point left of and lower than the posterior one
     assert _has_colour(image[int(ya) - 4 : int(ya) + 5, int(xa) - 4 : int(xa) + 5], LANDMARK_COLOUR).any()
     # the notch itself is background grey, the body next to it is brighter
-    notch = image[int(view.px_v * 23), int(view.px_h * 11)]
-    body = image[int(view.px_v * 30), int(view.px_h * 20)]
+    (nx, ny), (bx, by) = view.index_to_xy(np.array([[2, 23, 11], [2, 30, 20]]))  # display (row, col)
+    notch, body = image[int(ny), int(nx)], image[int(by), int(bx)]
     assert notch.mean() < body.mean()
 
 
 def test_stir_overlay_colours_the_oedema_of_l4_only(cases):
     a, _ = cases
     img = _rgb(render_overlays(a.anatomy, a.segmentation, a.report, stir=a.stir)["stir.png"])
-    view = PlaneView.for_volume(a.anatomy)
+    view = PlaneView.for_volume(a.anatomy, around=a.segmentation.labels.array > 0)
     w, h = view.size
     image = img[_TITLE_H : _TITLE_H + h, _PANEL_W : _PANEL_W + w].astype(int)
     red = (image[..., 0] > 200) & (image[..., 1] < 150) & (image[..., 2] < 150)
-    rows = np.nonzero(red.any(axis=1))[0] / view.px_v
+    rows = np.nonzero(red.any(axis=1))[0] / view.px_v + view.v0
     assert red.sum() > 100
     assert rows.min() >= 26 and rows.max() <= 31  # the band under L4's superior endplate (display rows 27-29)
     assert EDEMA_COLOUR[0] > 200
@@ -165,3 +165,19 @@ def test_panel_boxes_never_overlap_and_stay_in_order(n):
     spans = [(t, t + _box_h(len(e.lines), line_h)) for t, e in zip(tops, entries, strict=True)]
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))  # body order, no overlap
     assert spans[0][0] >= 0 and spans[-1][1] <= height
+
+
+def test_picture_is_cropped_around_the_bodies_with_a_margin(cases):
+    a, _ = cases
+    labels = a.segmentation.labels
+    full = PlaneView.for_volume(labels)
+    crop = PlaneView.for_volume(labels, around=labels.array > 0, margin_mm=5.0)
+    # bodies span display rows 6-63 and cols 10-33; 5 mm margin = 5 rows (1 mm) and 7 cols (0.8 mm)
+    assert (crop.v0, crop.n_v) == (1, 63) and (crop.h0, crop.n_h) == (3, 38)
+    assert crop.px_per_mm > full.px_per_mm
+    idx = np.array([[2.0, 30.0, 20.0]])
+    x_full, y_full = full.index_to_xy(idx)[0]
+    x_crop, y_crop = crop.index_to_xy(idx)[0]
+    assert x_crop == pytest.approx((x_full / full.px_h - crop.h0) * crop.px_h)
+    assert y_crop == pytest.approx((y_full / full.px_v - crop.v0) * crop.px_v)
+    np.testing.assert_array_equal(crop.plane(labels.array, 2), full.plane(labels.array, 2)[1:64, 3:41])

@@ -94,37 +94,56 @@ class PlaneView:
     v_axis: int
     h_flip: bool
     v_flip: bool
-    n_h: int
+    n_h: int  # picture width in voxels (the crop window)
     n_v: int
     px_per_mm: float
     px_h: float
     px_v: float
+    h0: int = 0  # crop window origin in the oriented plane (voxels)
+    v0: int = 0
+    full_h: int = 0  # size of the whole oriented plane (0: same as n_h / n_v)
+    full_v: int = 0
 
     @classmethod
     def for_volume(
-        cls, volume: Volume, max_h: float = _MAX_IMAGE_H, max_w: float = _MAX_IMAGE_W
+        cls,
+        volume: Volume,
+        max_h: float = _MAX_IMAGE_H,
+        max_w: float = _MAX_IMAGE_W,
+        *,
+        around: np.ndarray | None = None,
+        margin_mm: float = 30.0,
     ) -> PlaneView:
-        """The sagittal view of ``volume``, magnified to fit ``max_w`` x ``max_h`` pixels."""
+        """The sagittal view of ``volume``, magnified to fit ``max_w`` x ``max_h`` pixels.
+
+        ``around`` (a boolean array on the volume's grid, e.g. the label map > 0) crops the picture to what it
+        covers in any plane, plus ``margin_mm`` on every side.
+        """
         axes = np.asarray(volume.axes_lps)
         through = int(np.argmax(np.abs(axes[:, 0])))  # closest to left-right
         rest = [a for a in range(3) if a != through]
         h_axis = max(rest, key=lambda a: abs(axes[a, 1]))  # closest to anterior-posterior
         v_axis = next(a for a in rest if a != h_axis)
         shape = volume.shape
-        h_mm = shape[h_axis] * volume.spacing_mm[h_axis]
-        v_mm = shape[v_axis] * volume.spacing_mm[v_axis]
-        px_per_mm = min(max_h / v_mm, max_w / h_mm, _MAX_PX_PER_MM)
-        return cls(
-            through_axis=through,
-            h_axis=h_axis,
-            v_axis=v_axis,
+        sp_h, sp_v = volume.spacing_mm[h_axis], volume.spacing_mm[v_axis]
+        full = cls(
+            through_axis=through, h_axis=h_axis, v_axis=v_axis,
             h_flip=bool(axes[h_axis, 1] < 0),  # +y is posterior in LPS: flip an axis pointing anterior
             v_flip=bool(axes[v_axis, 2] > 0),  # +z is superior: flip an axis pointing to the head
-            n_h=shape[h_axis],
-            n_v=shape[v_axis],
-            px_per_mm=px_per_mm,
-            px_h=volume.spacing_mm[h_axis] * px_per_mm,
-            px_v=volume.spacing_mm[v_axis] * px_per_mm,
+            n_h=shape[h_axis], n_v=shape[v_axis], px_per_mm=1.0, px_h=sp_h, px_v=sp_v,
+            full_h=shape[h_axis], full_v=shape[v_axis],
+        )  # fmt: skip
+        h0, v0, n_h, n_v = 0, 0, shape[h_axis], shape[v_axis]
+        if around is not None and np.any(around):
+            proj = full._orient(np.any(around, axis=through))
+            rows, cols = np.nonzero(proj.any(axis=1))[0], np.nonzero(proj.any(axis=0))[0]
+            mh, mv = int(np.ceil(margin_mm / sp_h)), int(np.ceil(margin_mm / sp_v))
+            h0, v0 = max(0, int(cols[0]) - mh), max(0, int(rows[0]) - mv)
+            n_h = min(shape[h_axis], int(cols[-1]) + 1 + mh) - h0
+            n_v = min(shape[v_axis], int(rows[-1]) + 1 + mv) - v0
+        px_per_mm = min(max_h / (n_v * sp_v), max_w / (n_h * sp_h), _MAX_PX_PER_MM)
+        return dataclasses.replace(
+            full, n_h=n_h, n_v=n_v, h0=h0, v0=v0, px_per_mm=px_per_mm, px_h=sp_h * px_per_mm, px_v=sp_v * px_per_mm
         )
 
     @property
@@ -132,9 +151,8 @@ class PlaneView:
         """(width, height) of the picture in pixels."""
         return max(1, round(self.n_h * self.px_h)), max(1, round(self.n_v * self.px_v))
 
-    def plane(self, array: np.ndarray, index: int) -> np.ndarray:
-        """The 2-D plane ``index`` of a ``(slice, row, col)`` array, as ``(screen row, screen col)``."""
-        sl = np.take(array, index, axis=self.through_axis)
+    def _orient(self, sl: np.ndarray) -> np.ndarray:
+        """A 2-D array in the volume's (kept axes) order -> the whole plane in screen orientation."""
         kept = [a for a in range(3) if a != self.through_axis]
         if kept.index(self.v_axis) != 0:
             sl = sl.T
@@ -142,10 +160,15 @@ class PlaneView:
             sl = sl[::-1, :]
         if self.h_flip:
             sl = sl[:, ::-1]
-        return np.ascontiguousarray(sl)
+        return sl
+
+    def plane(self, array: np.ndarray, index: int) -> np.ndarray:
+        """The 2-D plane ``index`` of a ``(slice, row, col)`` array, as ``(screen row, screen col)``, cropped."""
+        sl = self._orient(np.take(array, index, axis=self.through_axis))
+        return np.ascontiguousarray(sl[self.v0 : self.v0 + self.n_v, self.h0 : self.h0 + self.n_h])
 
     def plane_rc_to_xy(self, rc: np.ndarray) -> np.ndarray:
-        """(screen row, screen col) in plane voxel units, shape ``(n, 2)`` -> pixel ``(x, y)``."""
+        """(screen row, screen col) in picture voxel units, shape ``(n, 2)`` -> pixel ``(x, y)``."""
         rc = np.asarray(rc, dtype=float).reshape(-1, 2)
         return np.stack([(rc[:, 1] + 0.5) * self.px_h, (rc[:, 0] + 0.5) * self.px_v], axis=1)
 
@@ -155,10 +178,10 @@ class PlaneView:
         h = idx[:, self.h_axis]
         v = idx[:, self.v_axis]
         if self.h_flip:
-            h = self.n_h - 1 - h
+            h = (self.full_h or self.n_h) - 1 - h
         if self.v_flip:
-            v = self.n_v - 1 - v
-        return self.plane_rc_to_xy(np.stack([v, h], axis=1))
+            v = (self.full_v or self.n_v) - 1 - v
+        return self.plane_rc_to_xy(np.stack([v - self.v0, h - self.h0], axis=1))
 
 
 def _window(plane: np.ndarray) -> np.ndarray:
@@ -234,9 +257,7 @@ def _morph_lines(v: Mapping[str, Any], decision: Decision | None) -> tuple[str, 
     lines = [head]
     h = v.get("heights_mm")
     if h:
-        lines.append(
-            f"Ha {_fmt(h.get('anterior'))}  Hm {_fmt(h.get('middle'))}  Hp {_fmt(h.get('posterior'))} mm"
-        )
+        lines.append(f"Ha {_fmt(h.get('anterior'))}  Hm {_fmt(h.get('middle'))}  Hp {_fmt(h.get('posterior'))} mm")
         lines.append(f"height loss {_fmt(v.get('height_loss_pct'), '%')}")
     elif morph is not None and not v.get("is_sacrum"):
         lines += _wrap(str(morph.get("reason") or "not assessable"))
@@ -256,9 +277,7 @@ def _stir_lines(v: Mapping[str, Any]) -> tuple[str, ...]:
     head = f"{name}  oedema {'YES' if edema else 'no'}"
     frac = s.get("edema_fraction")
     pattern = s.get("pattern")
-    detail = (
-        f"ratio {_fmt(s.get('ratio'), nd=2)}  fraction {_fmt(None if frac is None else frac * 100, '%', 0)}"
-    )
+    detail = f"ratio {_fmt(s.get('ratio'), nd=2)}  fraction {_fmt(None if frac is None else frac * 100, '%', 0)}"
     lines = [head, detail]
     if edema and pattern not in (None, "none", "not_assessable"):
         lines.append(f"pattern: {pattern}")
@@ -312,6 +331,7 @@ def _compose(
     entries: list[_Entry],
     legend: Sequence[tuple[tuple[int, int, int], str]],
     view: PlaneView,
+    footnote: str = "Anterior left, head up. Outlines: each body's measured (mid-sagittal) section.",
 ) -> Image.Image:
     """Title bar + side panel (anterior side) + image + legend; draws leader lines and orientation marks."""
     f_title, f_text, f_small = _font(17), _font(15), _font(13)
@@ -333,19 +353,13 @@ def _compose(
         ("I", (ox + w / 2, oy + h - 20)),
     ):
         draw.text((x, y), text, fill=(255, 255, 0), font=f_text, stroke_width=2, stroke_fill=(0, 0, 0))
-    px_per_mm = view.px_per_mm
-    bar_mm = 50 if w / px_per_mm > 150 else 10
-    bar_px = bar_mm * px_per_mm
+    width_mm = w / view.px_per_mm
+    bar_mm = 50 if width_mm > 150 else 20 if width_mm > 60 else 10
+    bar_px = bar_mm * view.px_per_mm
     bx, by = ox + w - bar_px - 12, oy + h - 12
-    draw.line([(bx, by), (bx + bar_px, by)], fill=(255, 255, 255), width=3)
-    draw.text(
-        (bx, by - 18),
-        f"{bar_mm} mm",
-        fill=(255, 255, 255),
-        font=f_small,
-        stroke_width=2,
-        stroke_fill=(0, 0, 0),
-    )
+    draw.line([(bx, by), (bx + bar_px, by)], fill=_WHITE, width=3)
+    draw.text((bx + bar_px, by - 5), f"{bar_mm} mm", fill=_WHITE, font=f_small, anchor="rb", stroke_width=2,
+              stroke_fill=_BLACK)  # fmt: skip
 
     entries = _fit(entries, line_h, h)
     tops = _place(entries, line_h, h)
@@ -371,7 +385,7 @@ def _compose(
         draw.text((x + 18, y + 1), text, fill=_TEXT, font=f_small)
     draw.text(
         (10, canvas.height - 18),
-        "Anterior on the left, head at the top. Each outline is the body's own mid-sagittal section.",
+        footnote,
         fill=_MUTED,
         font=f_small,
     )
@@ -430,7 +444,7 @@ def render_overlays(
             f"the label map of series {segmentation.series_uid} does not lie on the anatomy grid; "
             "render the overlays with the volume the segmentation was made on"
         )
-    view = PlaneView.for_volume(anatomy)
+    view = PlaneView.for_volume(anatomy, around=labels.array > 0)
     index = central_index(view, segmentation)
     by_label = {int(v["label"]): v for v in report.get("vertebrae", [])}
     decisions = decisions_by_label(report)
@@ -502,11 +516,7 @@ def render_overlays(
             v = by_label.get(vs.label, {"label": vs.label, "level": vs.level.value if vs.level else None})
             s = v.get("stir") or {}
             colour = (
-                EDEMA_COLOUR
-                if s.get("edema")
-                else GRADE_COLOURS[0]
-                if s.get("edema") is False
-                else GRADE_COLOURS[None]
+                EDEMA_COLOUR if s.get("edema") else GRADE_COLOURS[0] if s.get("edema") is False else GRADE_COLOURS[None]
             )
             for c in outlines[vs.label]:
                 sdraw.line([tuple(p) for p in c], fill=(230, 230, 230), width=1)
@@ -530,7 +540,7 @@ def _strip(
     anatomy: Volume, segmentation: SegmentationResult, by_label: Mapping[int, Mapping[str, Any]], index: int
 ) -> Image.Image:
     """The central plane and its two neighbours side by side, with each plane's own body outlines."""
-    view = PlaneView.for_volume(anatomy, max_h=520, max_w=330)
+    view = PlaneView.for_volume(anatomy, max_h=520, max_w=330, around=segmentation.labels.array > 0)
     n = anatomy.shape[view.through_axis]
     centre = min(max(index, 1), n - 2)
     planes = (centre - 1, centre, centre + 1)
