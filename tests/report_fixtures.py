@@ -102,9 +102,7 @@ def _geometry(flipped: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return row_dir, col_dir, np.cross(row_dir, col_dir)
 
 
-def write_series(
-    out_dir: Path, *, flipped: bool = False
-) -> tuple[list[Path], Volume, Volume, Volume, Volume]:
+def write_series(out_dir: Path, *, flipped: bool = False) -> tuple[list[Path], Volume, Volume, Volume, Volume]:
     """Write the sagittal T2 series; return (files in slice order, t2, labels, stir, edema) as Volumes."""
     out_dir.mkdir(parents=True, exist_ok=True)
     t2, labels, stir, edema = _display_arrays()
@@ -279,9 +277,7 @@ def make_case(tmp_dir: Path, *, flipped: bool = False, clinical: dict | None = C
         ha = (r1 - top_a) * ROW_MM
         hp = (r1 - r0) * ROW_MM
         if label == 3:  # L5: not assessable, to exercise the "not assessable" rendering
-            morph.append(
-                VertebraMorphometry(label, level, False, "inferior endplate cut by the field of view")
-            )
+            morph.append(VertebraMorphometry(label, level, False, "inferior endplate cut by the field of view"))
             continue
         loss = round(100.0 * (1 - ha / hp), 1)
         morph.append(
@@ -318,9 +314,7 @@ def make_case(tmp_dir: Path, *, flipped: bool = False, clinical: dict | None = C
         (
             StirFinding(1, 1.0, 0.0, False, EdemaPattern.NONE, 0.9, "normal marrow signal"),
             StirFinding(2, 2.35, 0.42, True, EdemaPattern.BAND, 0.85, "band under the superior endplate"),
-            StirFinding(
-                3, None, None, None, EdemaPattern.NOT_ASSESSABLE, 0.0, "body cut by the field of view"
-            ),
+            StirFinding(3, None, None, None, EdemaPattern.NOT_ASSESSABLE, 0.0, "body cut by the field of view"),
         ),
         stir_on_grid=stir_vol,
         edema_map=edema,

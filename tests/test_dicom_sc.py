@@ -23,10 +23,7 @@ def made(tmp_path_factory):
     case = make_case(tmp_path_factory.mktemp("sc"))
     overlays = render_overlays(case.anatomy, case.segmentation, case.report, stir=case.stir)
     out = tmp_path_factory.mktemp("scout")
-    paths = [
-        save_dicom(sc, out / f"sc{i}.dcm")
-        for i, sc in enumerate(build_sc(overlays, case.datasets, case.report))
-    ]
+    paths = [save_dicom(sc, out / f"sc{i}.dcm") for i, sc in enumerate(build_sc(overlays, case.datasets, case.report))]
     return case, overlays, paths
 
 
@@ -35,9 +32,7 @@ def test_sc_rereads_with_the_overlay_pixels(made):
     assert len(paths) == 3
     for path, name in zip(paths, ["sagittal.png", "stir.png", "planes.png"], strict=True):
         ds = pydicom.dcmread(path)
-        assert (
-            ds.SOPClassUID == SC_STORAGE and ds.StudyInstanceUID == STUDY_UID and ds.PatientID == PATIENT_ID
-        )
+        assert ds.SOPClassUID == SC_STORAGE and ds.StudyInstanceUID == STUDY_UID and ds.PatientID == PATIENT_ID
         assert ds.PhotometricInterpretation == "RGB" and ds.BurnedInAnnotation == "YES"
         want = np.asarray(Image.open(io.BytesIO(overlays[name])).convert("RGB"))
         np.testing.assert_array_equal(ds.pixel_array, want)

@@ -78,10 +78,7 @@ def test_each_vertebra_references_its_segment_and_the_source_images(written):
         assert label.startswith(v["level"]) and g.tracking_identifier.startswith(v["level"])
         sources = {i.referenced_sop_instance_uid for i in ref.source_images_for_segmentation}
         assert sources and sources <= source_uids  # the slices this body was segmented on
-        assert (
-            g.finding_sites[0].value.value
-            == dc.level_code(Level.parse(v["level"]), is_sacrum=v["is_sacrum"]).value
-        )
+        assert g.finding_sites[0].value.value == dc.level_code(Level.parse(v["level"]), is_sacrum=v["is_sacrum"]).value
 
 
 def test_measurements_round_trip_to_the_report(written):

@@ -120,9 +120,7 @@ def test_not_assessable_is_shown_with_its_reason(page):
 
 def test_page_shows_decisions_trace_sources_and_disclaimer(case, page):
     elig = case.report["eligibility"]
-    quote = next(c for c in elig["rule_catalogue"] if c["id"] == "indication.painful_acute_vcf")["sources"][
-        0
-    ]["quote"]
+    quote = next(c for c in elig["rule_catalogue"] if c["id"] == "indication.painful_acute_vcf")["sources"][0]["quote"]
     for text in (
         '<span class="decision candidate">candidate</span>',
         "indication.painful_acute_vcf",

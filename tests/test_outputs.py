@@ -58,9 +58,7 @@ def test_write_all_outputs(tmp_path):
     sr = pydicom.dcmread(out / "sr.dcm")
     seg = pydicom.dcmread(out / "seg.dcm")
     referenced = {
-        s.SeriesInstanceUID
-        for st in sr.CurrentRequestedProcedureEvidenceSequence
-        for s in st.ReferencedSeriesSequence
+        s.SeriesInstanceUID for st in sr.CurrentRequestedProcedureEvidenceSequence for s in st.ReferencedSeriesSequence
     }
     assert seg.SeriesInstanceUID in referenced
     html = (out / "report.html").read_text()
@@ -79,8 +77,7 @@ def test_missing_source_headers_is_a_warning_and_json_html_are_still_written(tmp
         stir=case.stir,
     )
     assert any(
-        "DICOM outputs (seg, sr) not written: the source DICOM headers were not given" in w
-        for w in final["warnings"]
+        "DICOM outputs (seg, sr) not written: the source DICOM headers were not given" in w for w in final["warnings"]
     )
     assert (tmp_path / "out" / "report.json").is_file() and (tmp_path / "out" / "report.html").is_file()
     assert "seg" not in final["outputs"]

@@ -45,12 +45,8 @@ def test_plane_puts_anterior_left_and_head_up_whatever_the_array_layout(axes):
     mid = shape[view.through_axis] // 2
     y = np.take(pos[..., 1], mid, axis=view.through_axis)
     z = np.take(pos[..., 2], mid, axis=view.through_axis)
-    y_screen = view.plane(
-        np.expand_dims(y, view.through_axis).repeat(shape[view.through_axis], view.through_axis), mid
-    )
-    z_screen = view.plane(
-        np.expand_dims(z, view.through_axis).repeat(shape[view.through_axis], view.through_axis), mid
-    )
+    y_screen = view.plane(np.expand_dims(y, view.through_axis).repeat(shape[view.through_axis], view.through_axis), mid)
+    z_screen = view.plane(np.expand_dims(z, view.through_axis).repeat(shape[view.through_axis], view.through_axis), mid)
     assert np.all(np.diff(y_screen, axis=1) > 0)  # left -> right goes anterior -> posterior
     assert np.all(np.diff(z_screen, axis=0) < 0)  # top -> bottom goes head -> feet
     # square millimetres: picture size proportional to the physical extent
@@ -69,9 +65,7 @@ def test_plane_puts_anterior_left_and_head_up_whatever_the_array_layout(axes):
 
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
-    return make_case(tmp_path_factory.mktemp("ov_a")), make_case(
-        tmp_path_factory.mktemp("ov_b"), flipped=True
-    )
+    return make_case(tmp_path_factory.mktemp("ov_a")), make_case(tmp_path_factory.mktemp("ov_b"), flipped=True)
 
 
 def _rgb(png: bytes) -> np.ndarray:

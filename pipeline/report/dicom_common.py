@@ -54,9 +54,7 @@ class DicomOutputConfig:
 
     def __post_init__(self) -> None:
         if not self.uid_prefix.endswith(".") or len(self.uid_prefix) > 40:
-            raise ValueError(
-                f"uid_prefix must end with '.' and be at most 40 characters, got {self.uid_prefix!r}"
-            )
+            raise ValueError(f"uid_prefix must end with '.' and be at most 40 characters, got {self.uid_prefix!r}")
         for name in ("seg_series_number", "sr_series_number", "sc_series_number"):
             if not 0 < getattr(self, name) < 2**31:
                 raise ValueError(f"{name} must be a positive 32-bit integer")
@@ -80,9 +78,7 @@ class OutputIdentity:
             study_uid = report["study"]["study_instance_uid"]
             pipeline = report["pipeline"]
         except (KeyError, TypeError):
-            raise PipelineError(
-                "report has no study/pipeline section; build it with build_report()"
-            ) from None
+            raise PipelineError("report has no study/pipeline section; build it with build_report()") from None
         seg = report.get("segmentation")
         if not seg:
             raise PipelineError(

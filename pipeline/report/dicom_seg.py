@@ -51,9 +51,7 @@ def _hd_volume(labels: Volume, array: np.ndarray, frame_of_reference_uid: str) -
     affine = np.eye(4)
     affine[:3, :3] = (labels.axes_lps * np.asarray(labels.spacing_mm)[:, None]).T
     affine[:3, 3] = labels.origin_lps
-    return hd.Volume(
-        array, affine, coordinate_system="PATIENT", frame_of_reference_uid=frame_of_reference_uid
-    )
+    return hd.Volume(array, affine, coordinate_system="PATIENT", frame_of_reference_uid=frame_of_reference_uid)
 
 
 def build_seg(

@@ -72,9 +72,7 @@ def vertebra_measurements(v: Mapping[str, Any]) -> list[hd.sr.Measurement]:
     return [m for m in items if m is not None]
 
 
-def vertebra_evaluations(
-    v: Mapping[str, Any], decision_code: Code | None
-) -> list[hd.sr.QualitativeEvaluation]:
+def vertebra_evaluations(v: Mapping[str, Any], decision_code: Code | None) -> list[hd.sr.QualitativeEvaluation]:
     """Coded findings of one vertebra; unknown findings are left out (never encoded as "No")."""
     grade = v.get("genant_grade")
     stir = v.get("stir") or {}
@@ -119,9 +117,7 @@ def build_sr(
     """
     identity = OutputIdentity.from_report(report)
     check_source_datasets(source_datasets, identity)
-    segment_by_tracking = {
-        str(s.TrackingUID): int(s.SegmentNumber) for s in seg.SegmentSequence if "TrackingUID" in s
-    }
+    segment_by_tracking = {str(s.TrackingUID): int(s.SegmentNumber) for s in seg.SegmentSequence if "TrackingUID" in s}
     decisions = decisions_by_label(report)
     algorithm = hd.sr.AlgorithmIdentification(name=SOFTWARE_NAME, version=identity.pipeline_version)
 

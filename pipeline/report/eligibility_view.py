@@ -142,13 +142,7 @@ def _trace(outcomes: Any, catalogue: Mapping[str, Mapping[str, Any]]) -> TraceGr
             word = true_word if result == "true" else false_word if result == "false" else "unknown"
             css = "neutral"
             if result == "true":
-                css = (
-                    "met"
-                    if kind == "indication"
-                    else "present"
-                    if kind in ("absolute", "relative")
-                    else "neutral"
-                )
+                css = "met" if kind == "indication" else "present" if kind in ("absolute", "relative") else "neutral"
             group.fired.append(
                 RuleRow(
                     rule_id=rule_id,
@@ -189,15 +183,11 @@ def _plan(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     sessions = [_map(s) for s in _list(plan.get("sessions"))]
     if sessions:
-        rows.append(
-            ("Sessions", "; ".join(f"{s.get('session', '?')}: {text(s.get('levels'))}" for s in sessions))
-        )
+        rows.append(("Sessions", "; ".join(f"{s.get('session', '?')}: {text(s.get('levels'))}" for s in sessions)))
     elif "sessions" in plan:
         rows.append(("Sessions", "none (no level is a candidate at present)"))
     if plan.get("staged"):
-        rows.append(
-            ("Staged", f"yes: more than {plan.get('max_levels_per_session', '?')} levels per session")
-        )
+        rows.append(("Staged", f"yes: more than {plan.get('max_levels_per_session', '?')} levels per session"))
     if _list(plan.get("pending_levels")):
         rows.append(("Pending answers", text(plan.get("pending_levels"))))
     technique = _map(plan.get("technique"))
@@ -245,10 +235,7 @@ def eligibility_view(report: Mapping[str, Any]) -> EligibilityView | None:
         clinical=clinical_text,
         levels=[_level(_map(e), catalogue) for e in _list(elig.get("levels"))],
         patient=_trace(elig.get("patient_rules"), catalogue),
-        excluded=[
-            (text(_map(e).get("name")), text(_map(e).get("reason")))
-            for e in _list(elig.get("excluded_levels"))
-        ],
+        excluded=[(text(_map(e).get("name")), text(_map(e).get("reason"))) for e in _list(elig.get("excluded_levels"))],
         plan=_plan(_map(elig.get("plan"))),
         questions=_questions(elig.get("questions")),
         catalogue=[
@@ -265,7 +252,5 @@ def eligibility_view(report: Mapping[str, Any]) -> EligibilityView | None:
             for rid, c in catalogue.items()
         ],
         rules_info=rules_info,
-        other=[
-            (str(k), text(v)) for k, v in elig.items() if k not in _KNOWN_KEYS and v not in (None, "", [], {})
-        ],
+        other=[(str(k), text(v)) for k, v in elig.items() if k not in _KNOWN_KEYS and v not in (None, "", [], {})],
     )

@@ -73,9 +73,7 @@ def _num(value: Any, nd: int = 1, unit: str = "") -> str | None:
     return f"{f:.{nd}f}{unit}"
 
 
-def _value_cell(
-    value: Any, nd: int = 1, unit: str = "", *, missing: str = "not measured", css: str = "num"
-) -> Cell:
+def _value_cell(value: Any, nd: int = 1, unit: str = "", *, missing: str = "not measured", css: str = "num") -> Cell:
     text = _num(value, nd, unit)
     return Cell(text, css=css) if text is not None else Cell(missing, css="na")
 
@@ -111,11 +109,7 @@ def _stir_cells(v: Mapping[str, Any], stir_section: Mapping[str, Any] | None) ->
     """STIR ratio | oedema fraction | oedema (3 columns)."""
     s = v.get("stir")
     if s is None:
-        reason = (
-            "no STIR assessment in this report"
-            if stir_section is None
-            else str(stir_section.get("reason") or "")
-        )
+        reason = "no STIR assessment in this report" if stir_section is None else str(stir_section.get("reason") or "")
         return [Cell("not measured", reason, css="na", span=3)]
     edema = s.get("edema")
     if edema is None:
@@ -194,8 +188,7 @@ def _series_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
             {
                 "number": _text(s.get("series_number")),
                 "description": _text(s.get("description")),
-                "role": _text(s.get("role"))
-                + (f" (substitute: {s['substitute']})" if s.get("substitute") else ""),
+                "role": _text(s.get("role")) + (f" (substitute: {s['substitute']})" if s.get("substitute") else ""),
                 "orientation": _text(s.get("orientation")).lower(),
                 "images": _text(s.get("n_images")),
                 "geometry": geometry,

@@ -40,9 +40,7 @@ class OutputKind(StrEnum):
     OVERLAYS = "overlays"  # the overlay PNG files
 
 
-DEFAULT_OUTPUTS: frozenset[OutputKind] = frozenset(
-    {OutputKind.JSON, OutputKind.HTML, OutputKind.SEG, OutputKind.SR}
-)
+DEFAULT_OUTPUTS: frozenset[OutputKind] = frozenset({OutputKind.JSON, OutputKind.HTML, OutputKind.SEG, OutputKind.SR})
 
 FILE_NAMES = {
     OutputKind.JSON: "report.json",
@@ -136,12 +134,8 @@ def write_outputs(
 
     dicom_kinds = kinds & {OutputKind.SEG, OutputKind.SR, OutputKind.SC}
     if dicom_kinds and not (has_bodies and source_datasets):
-        why = (
-            "no vertebral body was segmented" if not has_bodies else "the source DICOM headers were not given"
-        )
-        warnings.append(
-            f"DICOM outputs ({', '.join(sorted(k.value for k in dicom_kinds))}) not written: {why}"
-        )
+        why = "no vertebral body was segmented" if not has_bodies else "the source DICOM headers were not given"
+        warnings.append(f"DICOM outputs ({', '.join(sorted(k.value for k in dicom_kinds))}) not written: {why}")
     elif dicom_kinds:
         study_uid = final["study"]["study_instance_uid"]
         if OutputKind.SEG in kinds:

@@ -44,9 +44,7 @@ def eligibility_levels(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def decisions_by_label(report: Mapping[str, Any]) -> dict[int, Decision]:
     """Eligibility decision per vertebra label (matched by ``label`` or else by level name)."""
-    label_of_level = {
-        v.get("level"): v.get("label") for v in report.get("vertebrae", []) if v.get("level") is not None
-    }
+    label_of_level = {v.get("level"): v.get("label") for v in report.get("vertebrae", []) if v.get("level") is not None}
     out: dict[int, Decision] = {}
     for entry in eligibility_levels(report):
         decision = Decision.parse(entry.get("decision"))
