@@ -135,12 +135,13 @@ def test_stir_only_study_uses_stir_for_anatomy_with_a_warning():
     assert any("no sagittal T1" in w for w in choice.warnings)
 
 
-def test_other_fallback_prefers_unrecognised_series():
+def test_other_fallback_uses_only_unrecognised_series():
     loc = rec(Role.OTHER, conf=0.9, rule="name rule 'localizer / survey'", n=3)
     unknown = rec(Role.OTHER, conf=0.3, rule="no rule matched ('image'; no acquisition parameters)")
     choice = choose_series(study(loc, unknown), cfg=CFG)
     assert choice.anatomy == unknown
     assert any("role OTHER" in w for w in choice.warnings)
+    assert choose_series(study(loc), cfg=CFG).anatomy is None  # a localizer is known not to be anatomy
     no_fallback = replace(CFG, selection=SelectionConfig(other_as_anatomy_fallback=False))
     choice = choose_series(study(loc, unknown), cfg=no_fallback)
     assert choice.anatomy is None and choice.warnings == (

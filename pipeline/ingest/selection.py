@@ -2,8 +2,9 @@
 
 - Candidates are usable (no problems), analysed-modality (MR), SAGITTAL series.
 - Anatomy: the best candidate of the first role in ``selection.anatomy_roles`` (T2, then T1). Falls back
-  to the best STIR (warning), then to a sagittal series of unknown role, e.g. a NIfTI without sidecar
-  (warning); ``anatomy`` is None when there is no candidate at all.
+  to the best STIR (warning), then to a sagittal series of unknown role (no rule matched), e.g. a NIfTI
+  without sidecar (warning); never to a series recognised as OTHER (localizer, FLAIR, PD, diffusion...).
+  ``anatomy`` is None when there is no candidate at all.
 - STIR (oedema): ranked first by ``selection.stir_preference`` (true STIR before fat-saturated T2 before
   Dixon water), then by score. Substitutes are flagged in the warnings.
 - T1 (corroboration): the anatomy series itself when it is a T1, else the best T1.
@@ -113,9 +114,9 @@ def choose_series(study: StudyRecord, *, cfg: IngestConfig | None = None) -> Ser
                 f"{series_label(anatomy)} is used for anatomy; segmentation may be less reliable"
             )
     if anatomy is None and sel.other_as_anatomy_fallback:
-        pool = [s for s in candidates if s.role is Role.OTHER]
-        unknown = [s for s in pool if s.role_rule.startswith(NO_RULE)]
-        pool = unknown or pool
+        # Only series of *unknown* role: one recognised as OTHER (localizer, FLAIR, PD, diffusion, post-contrast,
+        # Dixon fat...) is known not to be a T1/T2 anatomy image.
+        pool = [s for s in candidates if s.role is Role.OTHER and s.role_rule.startswith(NO_RULE)]
         if pool:
             ranked = _rank(pool, cfg, reference=None)
             anatomy = ranked[0].series
