@@ -248,3 +248,26 @@ def test_two_series_same_frame_of_reference_share_the_grid(tmp_path: Path):
     write_series(tmp_path / "b", b)
     s1, s2 = discover_study(tmp_path).series
     assert load_series(s1).same_grid(load_series(s2))
+
+
+def test_decoder_panic_is_a_decode_error(tmp_path: Path):
+    """pylibjpeg-rle (Rust) panics on this RLE segment with a pyo3 PanicException, a BaseException; found by
+    the fuzz test. It must become a DicomReadError like any other corrupt frame."""
+    import struct
+
+    from pydicom.encaps import encapsulate
+
+    from pipeline.ingest import read_frames
+
+    header = struct.pack("<16L", 2, 64, 80, *([0] * 13))
+    literal = bytes([0x7F]) + bytes(range(128))  # a 128-byte literal run into a 64-byte segment
+    bad = header + literal[:16] + literal
+
+    def corrupt(ds, k):
+        ds.PixelData = encapsulate([bad])
+
+    (path,) = write_series(
+        tmp_path, SeriesSpec(n_slices=1, rows=8, cols=8, transfer_syntax=RLELossless), mutate=corrupt
+    )
+    with pytest.raises(DicomReadError, match=r"cannot decode pixel data \(RLE Lossless\)"):
+        read_frames(path)

@@ -4,9 +4,10 @@
 unusable becomes a :class:`~pipeline.errors.DicomReadError` naming the path and the problem.
 pydicom raises many exception types on malformed input (``InvalidDicomError``, ``EOFError``,
 ``struct.error``, ``ValueError``, ``KeyError``, ``OverflowError``, ``RecursionError`` on deeply
-nested sequences, ``MemoryError`` ...), so at this boundary -- and only here and in
-:mod:`pipeline.ingest.pixels` -- all of them are converted, with the exception type kept in the
-message for debugging.
+nested sequences, ``MemoryError`` ...) and compiled decoders add their own (pylibjpeg-rle panics with a
+pyo3 ``PanicException``, a ``BaseException``), so at this boundary -- and only here and in
+:mod:`pipeline.ingest.pixels` -- all of them except KeyboardInterrupt / SystemExit are converted, with
+the exception type kept in the message for debugging.
 
 Reading is bounded: pixel data is never read (``stop_before_pixels``), values longer than
 ``defer_size_bytes`` are skipped (only their length is kept), and a declared length larger than the
@@ -239,7 +240,9 @@ def read_header(path: Path, *, defer_size_bytes: int = 4096, patient_key_salt: s
         raise
     except RecursionError:
         raise DicomReadError(f"{path}: unreadable DICOM header (RecursionError: sequences nested too deeply)") from None
-    except Exception as exc:  # noqa: BLE001 - the boundary: see module docstring
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - the boundary: see module docstring
         raise DicomReadError(f"{path}: unreadable DICOM header ({describe_exception(exc)})") from None
 
 

@@ -281,9 +281,11 @@ def _decode(header: InstanceHeader, frame_numbers: Sequence[int | None]) -> list
             else:
                 for i, arr in zip(wanted, iter_pixels(ds, indices=wanted, allow_excess_frames=False), strict=True):
                     decoded[i] = _as_2d(arr, path)
-    except DicomReadError:
+    except (DicomReadError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
-    except Exception as exc:  # noqa: BLE001 - the boundary: any decoder failure is this file's problem
+    except BaseException as exc:  # noqa: BLE001 - the boundary: any decoder failure is this file's problem.
+        # BaseException, not Exception: the Rust RLE decoder (pylibjpeg-rle, pyo3) reports corrupt input as a
+        # pyo3 PanicException, which derives from BaseException (found by tests/test_ingest_fuzz.py).
         ts = UID(header.transfer_syntax)
         raise DicomReadError(f"{path}: cannot decode pixel data ({ts.name}): {describe_exception(exc)}") from None
     return [decoded[i] for i in indices]
