@@ -318,6 +318,8 @@ def test_conflicting_sop_instance_uids_make_the_series_unusable(tmp_path: Path):
     (series,) = study.series
     assert "SOP Instance UIDs are shared with different images" in series.problems[0]
     assert any("is also used by a different image" in s.reason for s in study.skipped)
+    with pytest.raises(SeriesError, match="SOP Instance UIDs are shared with different images"):
+        load_series(series)
 
 
 def test_a_file_given_directly(tmp_path: Path):

@@ -143,6 +143,10 @@ def plan_series(series: SeriesRecord, *, cfg: IngestConfig | None = None) -> tup
         if problem:
             raise DicomReadError(problem)
     stack = assess_stack(slices, cfg.geometry, where=f"series {series.key}")
+    if series.problems:
+        # Found at discovery but not visible from this record's own files (e.g. SOP Instance UIDs shared with
+        # other images): still a reason not to use the series.
+        raise SeriesError(series.problems[0])
     return headers, stack
 
 
