@@ -28,7 +28,7 @@ import numpy as np
 from pipeline.errors import DicomReadError, InputError, SeriesError, StudyError
 from pipeline.ingest.config import IngestConfig, default_ingest_config
 from pipeline.ingest.geometry import SliceRef, StackGeometry, assess_stack, frame_orientation
-from pipeline.ingest.headers import InstanceHeader, describe_exception, dicomdir_references, read_header
+from pipeline.ingest.headers import InstanceHeader, dicomdir_references, read_header
 from pipeline.ingest.nifti import is_nifti, nifti_study, sidecar_path, skip_reason
 from pipeline.ingest.pixels import pixel_problem
 from pipeline.ingest.roles import classify_role
@@ -395,4 +395,4 @@ def _is_under(path: Path, root: Path) -> bool:
     return True
 
 
-__all__ = ["Discovery", "discover", "discover_studies", "discover_study", "describe_exception"]
+__all__ = ["Discovery", "discover", "discover_studies", "discover_study"]

@@ -246,18 +246,6 @@ def read_header(path: Path, *, defer_size_bytes: int = 4096, patient_key_salt: s
         raise DicomReadError(f"{path}: unreadable DICOM header ({describe_exception(exc)})") from None
 
 
-def is_dicomdir(path: Path) -> bool:
-    """True for a DICOMDIR (media directory) file: by name, or by its Media Storage SOP Class."""
-    if path.name.upper() == "DICOMDIR":
-        return True
-    try:
-        with _quiet(), BoundedFile(path) as fp:
-            meta = pydicom.dcmread(fp, stop_before_pixels=True, defer_size=4096).file_meta
-        return str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS
-    except Exception:  # noqa: BLE001 - any unreadable file is simply not a DICOMDIR
-        return False
-
-
 def dicomdir_references(path: Path) -> tuple[list[Path], str | None]:
     """Files a DICOMDIR refers to (absolute paths) and a problem description, if it could not be read."""
     try:
@@ -812,6 +800,8 @@ def _slope(v: float | None) -> float:
 
 __all__ = [
     "AcquisitionInfo",
+    "BoundedFile",
+    "PixelElement",
     "FrameGeometry",
     "InstanceHeader",
     "acquisition_from_dataset",
@@ -819,7 +809,7 @@ __all__ = [
     "dicomdir_references",
     "file_digest",
     "frames_from_dataset",
-    "is_dicomdir",
     "patient_key",
     "read_header",
+    "read_until_pixels",
 ]
