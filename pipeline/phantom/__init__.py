@@ -1,0 +1,13 @@
+"""Synthetic sagittal spine MRI phantoms with exact ground truth.
+
+``render_phantom(PhantomSpec(...))`` builds an analytic thoracolumbar spine (T10..sacrum by default) with
+soft tissue, renders T1, T2 and STIR sagittal series with partial volume, bias field and Rician noise,
+plus a vertebral-body label map and ``truth`` (heights, height loss, Genant grade, morphology, oedema,
+retropulsion; see :mod:`pipeline.phantom.truth` for the definitions). ``write_study`` writes it as a DICOM
+study folder with ``truth.json``; ``write_samples`` regenerates the committed ``sample_dicom/`` studies.
+"""
+
+from pipeline.phantom.render import Phantom, PlaneImage, render_phantom
+from pipeline.phantom.spec import FractureSpec, PhantomSpec, Vendor, parse_fracture
+
+__all__ = ["FractureSpec", "PhantomSpec", "Phantom", "PlaneImage", "Vendor", "parse_fracture", "render_phantom"]
