@@ -7,7 +7,11 @@ retropulsion; see :mod:`pipeline.phantom.truth` for the definitions). ``write_st
 study folder with ``truth.json``; ``write_samples`` regenerates the committed ``sample_dicom/`` studies.
 """
 
+from pipeline.phantom.dicom_writer import TRANSFER_SYNTAXES, write_study
 from pipeline.phantom.render import Phantom, PlaneImage, render_phantom
 from pipeline.phantom.spec import FractureSpec, PhantomSpec, Vendor, parse_fracture
 
-__all__ = ["FractureSpec", "PhantomSpec", "Phantom", "PlaneImage", "Vendor", "parse_fracture", "render_phantom"]
+__all__ = [
+    "FractureSpec", "PhantomSpec", "Phantom", "PlaneImage", "TRANSFER_SYNTAXES", "Vendor", "parse_fracture",
+    "render_phantom", "write_study",
+]

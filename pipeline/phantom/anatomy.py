@@ -128,7 +128,7 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
     dims["S1"] = BodyDims(depth_mm=l5.depth_mm * rc.uniform(0.95, 1.0), width_mm=l5.width_mm * 0.94,
                           hp_rim_mm=s1_hp, ha_rim_mm=s1_hp * rc.uniform(1.04, 1.10),
                           concavity_sup_mm=float(rc.uniform(0.4, 0.8)), concavity_inf_mm=0.0,
-                          posterior_concavity_mm=1.0, cortex_mm=1.1, lateral_cortex=False)
+                          posterior_concavity_mm=1.0, cortex_mm=1.1, lateral_cortex=False, inf_cortex=False)
     s1 = dims["S1"]
     sac_scale = {"S2": (0.84, 0.78, 0.82), "S3": (0.70, 0.58, 0.70), "S4": (0.56, 0.44, 0.58),
                  "S5": (0.46, 0.34, 0.48), "Co1": (0.34, 0.26, 0.40), "Co2": (0.28, 0.20, 0.32)}
@@ -139,7 +139,8 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         dims[name] = BodyDims(depth_mm=d_, width_mm=s1.width_mm * kw, hp_rim_mm=hp_,
                               ha_rim_mm=max(hp_ - d_ * math.tan(wedge), 0.45 * hp_), concavity_sup_mm=0.0,
                               concavity_inf_mm=0.0, posterior_concavity_mm=0.6, cortex_mm=1.0,
-                              lateral_cortex=name.startswith("Co"))
+                              lateral_cortex=name.startswith("Co"), sup_cortex=name.startswith("Co"),
+                              inf_cortex=name.startswith("Co") or name == "S5")
     discs: dict[str, tuple[float, float, bool]] = {}
     degeneration_p = {"L3": 0.2, "L4": 0.4, "L5": 0.45}
     for name in chain:
@@ -230,7 +231,7 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
     sac_order = ["S1", *_SACRAL]
     for upper, lower in zip(sac_order[:-1], sac_order[1:], strict=True):
         disc_list.append(PlacedDisc(below=bodies[lower], above=bodies[upper], x0=x0, fused=upper.startswith("S"),
-                                    bulge=0.02))
+                                    bulge=0.02, remnant=0.3 if upper == "S1" else 0.15))
 
     # ---- canal
     canal, canal_ap, conus_name = _build_canal(bodies, order, discs, x0, k_canal, conus_offset, rc)

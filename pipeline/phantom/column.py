@@ -57,6 +57,8 @@ class BodyDims:
     cortex_mm: float = 1.2
     corner_mm: float = 1.5
     lateral_cortex: bool = True  # False for S1 (merges with the sacral ala)
+    sup_cortex: bool = True  # False where the endplate is fused (sacral segments)
+    inf_cortex: bool = True
 
 
 @dataclass(frozen=True)
@@ -177,10 +179,12 @@ class BodyShape:
         vs, vi = self.v_sup(u, w), self.v_inf(u, w)
         ds, di = vs - v, v - vi
         d_ep = np.minimum(ds, di)
+        # fused endplates (sacrum) have no cortex and no rounded rim
+        d_cx = np.minimum(ds if self.dims.sup_cortex else ds + 50.0, di if self.dims.inf_cortex else di + 50.0)
         r = self.dims.corner_mm
-        corner = (d_edge < r) & (d_ep < r)
-        rc = r - np.sqrt((r - np.minimum(d_edge, r)) ** 2 + (r - np.minimum(d_ep, r)) ** 2)
-        d_in = np.where(corner, rc, np.minimum(d_edge, d_ep))
+        corner = (d_edge < r) & (d_cx < r)
+        rc = r - np.sqrt((r - np.minimum(d_edge, r)) ** 2 + (r - np.minimum(d_cx, r)) ** 2)
+        d_in = np.where(corner, rc, np.minimum(d_edge, d_cx))
         inside = inside_fp & (d_ep >= 0) & (d_in >= 0)
         return inside, d_in, ds, di
 
@@ -387,8 +391,12 @@ class PlacedBody(Painter):
         return np.concatenate([self.x0 + local[..., 2:3], yz], axis=-1)
 
     def interior_tissue(self, u: Array, v: Array, w: Array, inside: Array, d_in: Array, ds: Array,
-                        di: Array) -> tuple[Array, Array]:
-        """Tissue codes inside the body (uint8, 0 outside) and the oedema mask."""
+                        di: Array, cosmetic: bool = True) -> tuple[Array, Array]:
+        """Tissue codes inside the body (uint8, 0 outside) and the oedema mask.
+
+        ``cosmetic=False`` skips features that never change the body outline or the oedema (fat islands,
+        sclerosis, basivertebral vein, haemangioma), for the truth computation.
+        """
         s = self.shape
         tissue = np.where(inside, np.uint8(Tissue.CORTEX), np.uint8(0)).astype(np.uint8)
         interior = inside & (d_in >= s.dims.cortex_mm)
@@ -398,18 +406,18 @@ class PlacedBody(Painter):
             return tissue, edema
         pu, pv, pw, pds, pdi = u[idx], v[idx], w[idx], ds[idx], di[idx]
         t = np.full(pu.shape, Tissue.MARROW, np.uint8)
-        if self.fat_noise is not None:
+        if self.fat_noise is not None and cosmetic:
             t[self.fat_noise(pu, pv, pw) > self.fat_threshold] = Tissue.MARROW_FAT  # type: ignore[operator]
-        if self.sclerosis_mm > 0:
+        if self.sclerosis_mm > 0 and cosmetic:
             scl = pds < s.dims.cortex_mm + self.sclerosis_mm
             if self.fat_noise is not None:
                 scl &= self.fat_noise(pu * 2.0, pv * 2.0, pw * 2.0) > -0.3  # type: ignore[operator]
             t[scl] = Tissue.SCLEROSIS
-        if self.vein:
+        if self.vein and cosmetic:
             up0 = s.u_at(1.0)
             vmid = 0.5 * float(s.v_sup(np.array(up0), np.array(0.0)) + s.v_inf(np.array(up0), np.array(0.0)))
             t[(pu - up0 < 5.5) & (np.abs(pv - vmid) < 1.5) & (np.abs(pw) < 2.5)] = Tissue.BASIVERTEBRAL_VEIN
-        if self.hemangioma is not None:
+        if self.hemangioma is not None and cosmetic:
             hu, hv, hw, hr = self.hemangioma
             t[(pu - hu) ** 2 + (pv - hv) ** 2 + (pw - hw) ** 2 <= hr * hr] = Tissue.HEMANGIOMA
         if self.edema is not None:
@@ -445,6 +453,7 @@ class PlacedDisc(Painter):
     fused: bool = False
     cleft: bool = True
     bulge: float = 0.06
+    remnant: float = 0.3  # AP half-size of a fused junction's vestigial disc, as a fraction of the depth
 
     def __post_init__(self) -> None:
         lo = np.minimum(self.below.lo, self.above.lo)
@@ -481,8 +490,8 @@ class PlacedDisc(Painter):
         disc = band & inside_fp
         if self.fused:
             fill(canvas, disc, Tissue.CORTEX)
-            fill(canvas, disc & (d_edge > 1.2), Tissue.MARROW)
-            rem = disc & (np.abs(vn) < 0.45) & ((ud / (0.3 * self.depth)) ** 2 + (w / (0.55 * self.fp.Wh)) ** 2 < 1)
+            fill(canvas, disc & (d_edge > 1.1), Tissue.MARROW)
+            rem = disc & (np.abs(vn) < 0.5) & ((ud / (self.remnant * self.depth)) ** 2 + (w / (0.55 * self.fp.Wh)) ** 2 < 1)
             fill(canvas, rem, Tissue.DISC_REMNANT)
             return
         fill(canvas, disc, Tissue.ANNULUS)

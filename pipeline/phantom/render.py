@@ -180,10 +180,10 @@ def render_stack(painters: list[Painter], origin: np.ndarray, axes: np.ndarray, 
             off = planes[i0:i1].astype(np.float32).reshape(-1, 1, 1)
             xyz = [c if abs(axes[0, d]) < 1e-12 else c + off * np.float32(axes[0, d]) for d, c in enumerate(inplane)]
             p.paint(Canvas(tissue[i0:i1, rs, cs], label[i0:i1, rs, cs]), xyz[0], xyz[1], xyz[2])
-        if n_sub % 2 == 0:
-            code = (tissue[0::2].astype(np.uint16) << 8) | tissue[1::2]
+        if ss % 2 == 0:
+            code = (tissue[:, :, 0::2].astype(np.uint16) << 8) | tissue[:, :, 1::2]
             for i, seq in enumerate(sequences):
-                out["signal"][seq][s] = _pool(np.take(pair_luts[i], code), ss) / np.float32(n_samples)
+                out["signal"][seq][s] = _pool_pairs(np.take(pair_luts[i], code), ss) / np.float32(n_samples)
         else:
             for i, seq in enumerate(sequences):
                 out["signal"][seq][s] = _pool(np.take(luts[i], tissue), ss) / np.float32(n_samples)
@@ -227,6 +227,14 @@ def _plan(painters: list[Painter], inplane0: np.ndarray, axes: np.ndarray, steps
             inplane.append(acc)
         plan.append((p, float(n.min()), float(n.max()), slice(r0, r1), slice(c0, c1), inplane))
     return plan
+
+
+def _pool_pairs(a: np.ndarray, ss: int) -> np.ndarray:
+    """Like :func:`_pool` for an array whose columns already hold sums of column pairs (n, R*ss, C*ss/2)."""
+    t = a.sum(axis=0, dtype=np.float32)
+    t = sum(t[i::ss] for i in range(ss))
+    half = ss // 2
+    return t if half == 1 else sum(t[:, j::half] for j in range(half))
 
 
 def _pool(a: np.ndarray, ss: int) -> np.ndarray:
@@ -302,9 +310,9 @@ def _render_axial(anatomy: Anatomy, spec: PhantomSpec, rng: np.random.Generator)
     normal_yz = -(b4.frame.v + b5.frame.v)
     normal_yz /= np.linalg.norm(normal_yz)  # towards the feet
     centre_yz = 0.5 * (p4 + p5) + 10.0 * (b4.frame.u + b5.frame.u) / 2
-    n_sl, pitch, thick = 21, 4.4, 4.0
-    rows = cols = 320
-    sp = 0.625
+    n_sl, pitch, thick = 18, 4.4, 4.0
+    rows = cols = 256
+    sp = 0.75
     slice_dir = np.r_[0.0, normal_yz]  # slices advance caudally
     row_dir = np.array([1.0, 0.0, 0.0])  # columns run to the patient's left
     col_dir = np.cross(slice_dir, row_dir)  # rows run posteriorly

@@ -192,7 +192,7 @@ def build_soft_tissue(rng: np.random.Generator, rng_bowel: np.random.Generator, 
     belly = rng.uniform(0.0, 25.0)
     fat_post = rng.uniform(9.0, 22.0)
     fat_ant = rng.uniform(12.0, 38.0)
-    bulge = np.interp(zg, [z_s1 - 60, z_s1, z_s1 + 40, z_t12], [2.0, 3.0, 9.0, 10.0])
+    bulge = np.interp(zg, [z_s1 - 60, z_s1, z_s1 + 40, z_t12], [2.0, 4.0, 16.0, 14.0]) * rng.uniform(0.8, 1.2)
     fat_p = fat_post + np.interp(zg, [z_s1 - 80, z_s1 - 10, z_s1 + 30], [22.0, 10.0, 0.0])
     y_ant_l3 = float(np.interp(z_l3, zg, prof.y_ant))
     skin_ant = y_ant_l3 - depth - belly * np.exp(-(((zg - (z_l3 - 20)) / 110.0) ** 2))

@@ -109,7 +109,7 @@ CONTRAST: dict[Tissue, tuple[float, float, float, float]] = {
 
 #: Stored-value scale per sequence (signal 1.0 -> this many DICOM units) and the relative noise factor
 #: (multiplies :attr:`PhantomSpec.noise_pct`; STIR has the lowest SNR of the three).
-SEQUENCE_SCALE: dict[str, float] = {"T1": 900.0, "T2": 800.0, "STIR": 600.0, "LOC": 500.0}
+SEQUENCE_SCALE: dict[str, float] = {"T1": 720.0, "T2": 650.0, "STIR": 520.0, "LOC": 450.0}
 SEQUENCE_NOISE_FACTOR: dict[str, float] = {"T1": 1.0, "T2": 1.0, "STIR": 1.6, "LOC": 1.5}
 
 

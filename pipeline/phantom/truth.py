@@ -77,7 +77,7 @@ def fine_samples(body: PlacedBody, step: float = FINE_STEP_MM) -> dict[str, np.n
     uu, vv, ww = (np.broadcast_to(a, shape) for a in (u[:, None, None], v[None, :, None], w[None, None, :]))
     inside, d_in, ds, di = s.classify(u[:, None, None], v[None, :, None], w[None, None, :])
     inside, d_in, ds, di = (np.broadcast_to(a, shape) for a in (inside, d_in, ds, di))
-    tissue, edema = body.interior_tissue(uu, vv, ww, inside, d_in, ds, di)
+    tissue, edema = body.interior_tissue(uu, vv, ww, inside, d_in, ds, di, cosmetic=False)
     return {"u": uu, "v": vv, "w": ww, "inside": inside, "d_in": d_in, "ds": ds, "di": di, "edema": edema,
             "tissue": tissue}
 
