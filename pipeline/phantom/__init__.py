@@ -9,9 +9,10 @@ study folder with ``truth.json``; ``write_samples`` regenerates the committed ``
 
 from pipeline.phantom.dicom_writer import TRANSFER_SYNTAXES, write_study
 from pipeline.phantom.render import Phantom, PlaneImage, render_phantom
+from pipeline.phantom.samples import SAMPLE_STUDIES, write_samples
 from pipeline.phantom.spec import FractureSpec, PhantomSpec, Vendor, parse_fracture
 
 __all__ = [
     "FractureSpec", "PhantomSpec", "Phantom", "PlaneImage", "TRANSFER_SYNTAXES", "Vendor", "parse_fracture",
-    "render_phantom", "write_study",
+    "render_phantom", "SAMPLE_STUDIES", "write_samples", "write_study",
 ]

@@ -506,5 +506,5 @@ def _field_of_view(spec: PhantomSpec, bodies: dict[str, PlacedBody], labelled: l
     # visible unlabelled bodies (partly in the field of view)
     z_bot = z_top - fov_h
     partial = [name for name, b in bodies.items()
-               if name not in labelled and b.hi[2] > z_bot and b.lo[2] < z_top and not name.startswith("Co")]
+               if name not in labelled and b.hi[2] > z_bot and b.lo[2] < z_top and name in Level.__members__]
     return grid, partial

@@ -78,8 +78,8 @@ def write_study(phantom: Phantom, out_dir: Path, *, transfer_syntax: str = "expl
     phantom : Phantom
         From :func:`pipeline.phantom.render_phantom`.
     out_dir : Path
-        Created if missing. Must be empty, or hold a previous phantom study (``truth.json`` present) when
-        ``overwrite=True``.
+        Created if missing. A previous phantom study there is an error unless ``overwrite=True`` (then its
+        series folders and truth.json are replaced; other files, e.g. ``clinical.yaml``, are kept).
     transfer_syntax : str
         ``explicit`` (Explicit VR Little Endian), ``rle`` (RLE Lossless), ``jpeg-ls`` (JPEG-LS Lossless) or
         ``jpeg2000`` (JPEG 2000 Lossless); a UID is accepted too.
@@ -112,23 +112,26 @@ def write_study(phantom: Phantom, out_dir: Path, *, transfer_syntax: str = "expl
 
 
 def _prepare(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise InputError(f"{out_dir}: exists and is not a folder; choose another output folder")
-        entries = list(out_dir.iterdir())
-        if entries:
-            if not overwrite or not (out_dir / "truth.json").is_file():
-                raise InputError(
-                    f"{out_dir}: folder is not empty; choose an empty folder"
-                    + (" (or pass overwrite=True / --overwrite to replace a previous phantom study)"
-                       if (out_dir / "truth.json").is_file() else "")
-                )
-            for e in entries:
-                if e.is_dir() and re.fullmatch(r"\d{3}_[A-Za-z0-9_.-]+", e.name):
-                    shutil.rmtree(e)
-                elif e.name == "truth.json":
-                    e.unlink()
+    """Create ``out_dir``; refuse to mix with an existing phantom study unless ``overwrite`` (then replace it).
+
+    Files that are not ours (e.g. a ``clinical.yaml`` added next to the images) are always kept.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a folder; choose another output folder")
     out_dir.mkdir(parents=True, exist_ok=True)
+    ours = [e for e in out_dir.iterdir()
+            if (e.is_dir() and _SERIES_DIR.fullmatch(e.name)) or e.name == "truth.json"]
+    if ours and not overwrite:
+        raise InputError(f"{out_dir}: already holds a phantom study; choose another folder or pass --overwrite "
+                         f"(overwrite=True) to replace it")
+    for e in ours:
+        if e.is_dir():
+            shutil.rmtree(e)
+        else:
+            e.unlink()
+
+
+_SERIES_DIR = re.compile(r"\d{3}_[A-Za-z0-9_.-]+")
 
 
 def _safe(text: str) -> str:
