@@ -115,9 +115,10 @@ class BodyShape:
         """Inside-footprint mask and approximate inward distance (mm) to the footprint outline."""
         aw = np.abs(w)
         t = aw / self.Wh
-        ua, up = self._outline(t)
+        ua, up_nominal = self._outline(t)
+        up = up_nominal
         if v is not None and self.deform.retro_mm > 0:
-            up = up - self.bulge(v, w)
+            up = up_nominal - self.bulge(v, w)
         du = np.minimum(ua - u, u - up)
         # lateral distance: half-width of the outline at this u
         ra = np.clip((u - self.u_mid) / self.Da, 0.0, 1.0)
@@ -125,6 +126,9 @@ class BodyShape:
         tmax = np.where(u >= self.u_mid, (1.0 - ra**self._PA) ** (1.0 / self._PA),
                         (1.0 - rp**self._PP) ** (1.0 / self._PP))
         dw = self.Wh * tmax - aw
+        if v is not None and self.deform.retro_mm > 0:
+            # behind the nominal posterior wall only the bulge (already in ``du``) decides
+            dw = np.where(u < up_nominal, 10.0, dw)
         inside = (t < 1.0) & (du >= 0) & (dw >= 0)
         if self.dims.lateral_cortex:
             dpos_u, dpos_w = np.maximum(du, 1e-3), np.maximum(dw, 1e-3)

@@ -188,13 +188,16 @@ def render_stack(painters: list[Painter], origin: np.ndarray, axes: np.ndarray, 
             for i, seq in enumerate(sequences):
                 out["signal"][seq][s] = _pool(np.take(luts[i], tissue), ss) / np.float32(n_samples)
         if with_labels:
-            count = _pool((label > 0).view(np.uint8), ss)
-            majority = 2 * count > n_samples
+            # majority vote; exact ties (half the sub-samples) are broken by a fixed checkerboard so that the
+            # mask volume stays unbiased
+            tie_in = ((np.arange(R)[:, None] + np.arange(C)[None, :] + s) % 2 == 0)
+            count = _pool((label > 0).view(np.uint8), ss).astype(np.int32)
+            majority = (2 * count > n_samples) | ((2 * count == n_samples) & tie_in)
             lmax = label.max(axis=0)
             lmax = np.maximum.reduce([lmax[i::ss, j::ss] for i in range(ss) for j in range(ss)])
             out["labels"][s] = np.where(majority, lmax, 0)
-            ecount = _pool((tissue == Tissue.EDEMA).view(np.uint8), ss)
-            out["edema"][s] = majority & (2 * ecount > n_samples)
+            ecount = _pool((tissue == Tissue.EDEMA).view(np.uint8), ss).astype(np.int32)
+            out["edema"][s] = majority & ((2 * ecount > n_samples) | ((2 * ecount == n_samples) & tie_in))
     return out
 
 
@@ -310,9 +313,9 @@ def _render_axial(anatomy: Anatomy, spec: PhantomSpec, rng: np.random.Generator)
     normal_yz = -(b4.frame.v + b5.frame.v)
     normal_yz /= np.linalg.norm(normal_yz)  # towards the feet
     centre_yz = 0.5 * (p4 + p5) + 10.0 * (b4.frame.u + b5.frame.u) / 2
-    n_sl, pitch, thick = 18, 4.4, 4.0
-    rows = cols = 256
-    sp = 0.75
+    n_sl, pitch, thick = spec.axial_n_slices, 4.4, 4.0
+    rows = cols = spec.axial_matrix
+    sp = 192.0 / spec.axial_matrix
     slice_dir = np.r_[0.0, normal_yz]  # slices advance caudally
     row_dir = np.array([1.0, 0.0, 0.0])  # columns run to the patient's left
     col_dir = np.cross(slice_dir, row_dir)  # rows run posteriorly

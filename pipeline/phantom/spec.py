@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
@@ -74,10 +74,11 @@ class FractureSpec:
     retropulsion_mm: float = 0.0
 
     def __post_init__(self) -> None:
-        level = self.level if isinstance(self.level, Level) else Level.parse(str(self.level))
+        level = _level(self.level, "fracture level")
         object.__setattr__(self, "level", level)
-        object.__setattr__(self, "kind", Morphology(self.kind))
-        object.__setattr__(self, "edema_pattern", EdemaPattern(self.edema_pattern))
+        object.__setattr__(self, "kind", _enum(Morphology, self.kind, f"fracture at {level.value}: kind"))
+        object.__setattr__(self, "edema_pattern",
+                           _enum(EdemaPattern, self.edema_pattern, f"fracture at {level.value}: edema_pattern"))
         object.__setattr__(self, "height_loss_pct", float(self.height_loss_pct))
         object.__setattr__(self, "edema_fraction", float(self.edema_fraction))
         object.__setattr__(self, "retropulsion_mm", float(self.retropulsion_mm))
@@ -156,7 +157,10 @@ class PhantomSpec:
     vendor : Vendor
         Naming and header style of the DICOM series (see :mod:`pipeline.phantom.vendors`).
     include_axial_t2, include_localizer : bool
-        Also render an oblique axial T2 stack (L3-S1, parallel to the L4/L5 disc) and a 3-plane localizer.
+        Also render an oblique axial T2 stack (parallel to the L4/L5 disc, 4 mm slices, 192 mm field of view)
+        and a 3-plane localizer (9 images).
+    axial_n_slices, axial_matrix : int
+        Size of the axial stack.
     patient_name, patient_id : str
         Synthetic identifiers; defaults ``PHANTOM^SEED<seed>`` and ``PH-<seed>``.
     patient_sex, patient_age_years : str, int
@@ -182,6 +186,8 @@ class PhantomSpec:
     vendor: Vendor = Vendor.SIEMENS
     include_axial_t2: bool = False
     include_localizer: bool = False
+    axial_n_slices: int = 18
+    axial_matrix: int = 256
     patient_name: str = ""
     patient_id: str = ""
     patient_sex: str = "O"
@@ -189,11 +195,11 @@ class PhantomSpec:
     study_description: str = ""
 
     def __post_init__(self) -> None:
-        top = self.top_level if isinstance(self.top_level, Level) else Level.parse(str(self.top_level))
-        bottom = self.bottom_level if isinstance(self.bottom_level, Level) else Level.parse(str(self.bottom_level))
+        top = _level(self.top_level, "top_level")
+        bottom = _level(self.bottom_level, "bottom_level")
         object.__setattr__(self, "top_level", top)
         object.__setattr__(self, "bottom_level", bottom)
-        object.__setattr__(self, "vendor", Vendor(self.vendor))
+        object.__setattr__(self, "vendor", _enum(Vendor, self.vendor, "vendor"))
         object.__setattr__(self, "fractures", tuple(self.fractures))
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
@@ -231,6 +237,8 @@ class PhantomSpec:
             raise ConfigError("noise_pct must be 0..20 and bias_pct 0..80")
         if not 0.0 <= self.lordosis_scale <= 2.0:
             raise ConfigError(f"lordosis_scale must be 0..2, got {self.lordosis_scale}")
+        if not (1 <= self.axial_n_slices <= 64 and 32 <= self.axial_matrix <= 512):
+            raise ConfigError("axial_n_slices must be 1..64 and axial_matrix 32..512")
         if self.patient_sex not in ("F", "M", "O"):
             raise ConfigError(f"patient_sex must be F, M or O, got {self.patient_sex!r}")
         if not 18 <= self.patient_age_years <= 110:
@@ -267,6 +275,25 @@ class PhantomSpec:
     def canonical(self) -> str:
         """Stable text form used to derive deterministic UIDs."""
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+
+def _level(value: object, what: str) -> Level:
+    if isinstance(value, Level):
+        return value
+    try:
+        return Level.parse(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def _enum(cls: type[E], value: object, what: str) -> E:
+    try:
+        return cls(value)
+    except ValueError:
+        raise ConfigError(f"{what}: {value!r} is not one of {', '.join(str(m.value) for m in cls)}") from None
 
 
 def _jsonable(obj: Any) -> Any:

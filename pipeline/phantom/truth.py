@@ -37,7 +37,9 @@ Centroid and volume
     Of the exact body (0.5 mm grid of the analytic shape), LPS mm.
 Label map voxels
     A voxel of the series grid belongs to a body when more than half of its sub-samples
-    (supersample^2 in-plane x slice_subsamples across the slice thickness) lie inside it.
+    (supersample^2 in-plane x slice_subsamples across the slice thickness) lie inside it; exact ties are
+    broken by a fixed checkerboard over (slice, row, col), which keeps mask volumes unbiased. The oedema
+    map uses the same rule for oedematous sub-samples, so near the cortex it slightly under-counts.
 """
 
 from __future__ import annotations
@@ -202,7 +204,8 @@ def build_truth(anatomy: Anatomy, uids: dict[str, Any], series: list[dict[str, A
             "genant_grade": "0: <20 %, 1: 20-25 %, 2: 25-40 %, 3: >=40 % (Genant 1993)",
             "edema_fraction": "oedematous volume / whole body volume (cortex included)",
             "canal_compromise_pct": "100 * posterior wall bulge / expected bony canal AP diameter",
-            "label_voxels": "a voxel belongs to a body when more than half of its sub-samples are inside it",
+            "label_voxels": "a voxel belongs to a body when more than half of its sub-samples are inside it "
+                            "(exact ties: checkerboard)",
         },
     }
 
