@@ -88,7 +88,15 @@ class CanalPainter(Painter):
         self.hi = np.array([x0 + half_w, hi[0] - 5, hi[1] - 5])
 
     def sd(self, y: Array, z: Array) -> tuple[Array, Array]:
-        """Curvilinear (s, d) of LPS (y, z) points (broadcast)."""
+        """Curvilinear (s, d) of LPS (y, z) points (broadcast); cached for repeated (sagittal) inputs."""
+        cache = getattr(self, "_sd_cache", None)
+        if cache is not None and cache[0] is y and cache[1] is z:
+            return cache[2], cache[3]
+        s, d = self._sd(y, z)
+        self._sd_cache = (y, z, s, d)
+        return s, d
+
+    def _sd(self, y: Array, z: Array) -> tuple[Array, Array]:
         yb, zb = np.broadcast_arrays(y, z)
         gy = (yb - np.float32(self.g0[0])) / np.float32(self.gstep)
         gz = (zb - np.float32(self.g0[1])) / np.float32(self.gstep)

@@ -381,11 +381,17 @@ class PlacedBody(Painter):
         self.hi = np.array([self.x0 + s.Wh + 1, pts[:, 0].max(), pts[:, 1].max()])
 
     def local(self, x: Array, y: Array, z: Array) -> tuple[Array, Array, Array]:
-        """LPS -> local (u, v, w)."""
-        c = self.frame.centre
-        dy, dz = y - np.float32(c[0]), z - np.float32(c[1])
-        u = dy * np.float32(self.frame.u[0]) + dz * np.float32(self.frame.u[1])
-        v = dy * np.float32(self.frame.v[0]) + dz * np.float32(self.frame.v[1])
+        """LPS -> local (u, v, w). The (y, z) part is cached: sagittal slabs pass the same arrays each time."""
+        key = (id(y), id(z), np.shape(y), np.shape(z))
+        cache = self.extra.get("uv")
+        if cache is not None and cache[0] == key and cache[1] is y and cache[2] is z:
+            u, v = cache[3], cache[4]
+        else:
+            c = self.frame.centre
+            dy, dz = y - np.float32(c[0]), z - np.float32(c[1])
+            u = dy * np.float32(self.frame.u[0]) + dz * np.float32(self.frame.u[1])
+            v = dy * np.float32(self.frame.v[0]) + dz * np.float32(self.frame.v[1])
+            self.extra["uv"] = (key, y, z, u, v)
         return u, v, x - np.float32(self.x0)
 
     def to_lps(self, local: np.ndarray) -> np.ndarray:
@@ -433,11 +439,11 @@ class PlacedBody(Painter):
 
     def paint(self, canvas: Canvas, x: Array, y: Array, z: Array) -> None:
         u, v, w = self.local(x, y, z)
-        shape = np.broadcast_shapes(u.shape, v.shape, w.shape)
-        u, v, w = (np.broadcast_to(a, shape) for a in (u, v, w))
         inside, d_in, ds, di = self.shape.classify(u, v, w)
         if not inside.any():
             return
+        shape = inside.shape
+        u, v, w, d_in, ds, di = (np.broadcast_to(a, shape) for a in (u, v, w, d_in, ds, di))
         tissue, _ = self.interior_tissue(u, v, w, inside, d_in, ds, di)
         np.copyto(canvas.tissue, tissue, where=inside)
         np.copyto(canvas.label, np.uint8(self.label), where=inside)

@@ -153,16 +153,22 @@ class Capsule(Painter):
         self.lo = np.minimum(self.p0, self.p1) - r
         self.hi = np.maximum(self.p0, self.p1) + r
 
-    def q(self, x: Array, y: Array, z: Array, shrink: float = 0.0) -> Array:
-        """Normalised radius (<= 1 inside)."""
+    def components(self, x: Array, y: Array, z: Array) -> tuple[Array, Array, Array]:
+        """Offsets from the axis segment along ``e1``, ``e2`` and the axis (beyond the segment ends)."""
         dx, dy, dz = x - np.float32(self.p0[0]), y - np.float32(self.p0[1]), z - np.float32(self.p0[2])
         t = dot(dx, dy, dz, self.axis)
         ax = t - np.clip(t, 0.0, self.length)
+        return dot(dx, dy, dz, self.e1), dot(dx, dy, dz, self.e2), ax
+
+    def q_from(self, comps: tuple[Array, Array, Array], shrink: float = 0.0) -> Array:
+        a, b, ax = comps
         r1, r2 = max(self.r1 - shrink, 0.3), max(self.r2 - shrink, 0.3)
         re = min(r1, r2)
-        a = dot(dx, dy, dz, self.e1) / np.float32(r1)
-        b = dot(dx, dy, dz, self.e2) / np.float32(r2)
-        return a * a + b * b + (ax / np.float32(re)) ** 2
+        return (a / np.float32(r1)) ** 2 + (b / np.float32(r2)) ** 2 + (ax / np.float32(re)) ** 2
+
+    def q(self, x: Array, y: Array, z: Array, shrink: float = 0.0) -> Array:
+        """Normalised radius (<= 1 inside)."""
+        return self.q_from(self.components(x, y, z), shrink)
 
     def paint(self, canvas: Canvas, x: Array, y: Array, z: Array) -> None:
         fill(canvas, self.q(x, y, z) <= 1.0, self.tissue, self.label or None)
@@ -186,15 +192,43 @@ class Ellipsoid(Painter):
         self.lo = self.c - ext
         self.hi = self.c + ext
 
-    def q(self, x: Array, y: Array, z: Array, shrink: float = 0.0) -> Array:
+    def components(self, x: Array, y: Array, z: Array) -> tuple[Array, ...]:
         dx, dy, dz = x - np.float32(self.c[0]), y - np.float32(self.c[1]), z - np.float32(self.c[2])
+        return tuple(dot(dx, dy, dz, ax) for ax in self.axes)
+
+    def q_from(self, comps: tuple[Array, ...], shrink: float = 0.0) -> Array:
         acc: Array | float = 0.0
-        for ax, r in zip(self.axes, self.radii, strict=True):
-            acc = acc + (dot(dx, dy, dz, ax) / np.float32(max(r - shrink, 0.3))) ** 2
+        for c, r in zip(comps, self.radii, strict=True):
+            acc = acc + (c / np.float32(max(r - shrink, 0.3))) ** 2
         return acc  # type: ignore[return-value]
+
+    def q(self, x: Array, y: Array, z: Array, shrink: float = 0.0) -> Array:
+        return self.q_from(self.components(x, y, z), shrink)
 
     def paint(self, canvas: Canvas, x: Array, y: Array, z: Array) -> None:
         fill(canvas, self.q(x, y, z) <= 1.0, self.tissue, self.label or None)
+
+
+@dataclass(eq=False)
+class Tube(Painter):
+    """Round capsule with a wall: ``wall`` tissue in the outer ``wall_mm``, ``content`` inside (bowel)."""
+
+    p0: Array
+    p1: Array
+    r: float
+    wall_mm: float
+    wall: Tissue
+    content: Tissue | None
+
+    def __post_init__(self) -> None:
+        self.cap = Capsule(self.p0, self.p1, self.r, self.r, np.array([1.0, 0.0, 0.0]), self.wall)
+        self.lo, self.hi = self.cap.lo, self.cap.hi
+
+    def paint(self, canvas: Canvas, x: Array, y: Array, z: Array) -> None:
+        q = self.cap.q(x, y, z)  # squared distance / r^2
+        fill(canvas, q <= 1.0, self.wall)
+        if self.content is not None:
+            fill(canvas, q <= ((self.r - self.wall_mm) / self.r) ** 2, self.content)
 
 
 @dataclass(eq=False)
@@ -210,14 +244,18 @@ class BoneGroup(Painter):
         self.hi = np.max([p.hi for p in self.parts], axis=0)
 
     def paint(self, canvas: Canvas, x: Array, y: Array, z: Array) -> None:
-        for shrink, tissue in ((0.0, Tissue.CORTEX), (self.cortex_mm, self.marrow)):
-            for p in self.parts:
-                sl = _sub_window(p, x, y, z, self.lo, self.hi)
-                if sl is None:
-                    continue
-                xs, ys, zs = (a[s] for a, s in zip((x, y, z), _per_array(sl, x, y, z), strict=True))
-                view = Canvas(canvas.tissue[sl], canvas.label[sl])
-                fill(view, p.q(xs, ys, zs, shrink) <= 1.0, tissue)
+        inner = []
+        for p in self.parts:  # cortical shells of the union first, then the marrow of the union
+            sl = _sub_window(p, x, y, z, self.lo, self.hi)
+            if sl is None:
+                continue
+            xs, ys, zs = (a[s] for a, s in zip((x, y, z), _per_array(sl, x, y, z), strict=True))
+            comps = p.components(xs, ys, zs)
+            view = Canvas(canvas.tissue[sl], canvas.label[sl])
+            fill(view, p.q_from(comps) <= 1.0, Tissue.CORTEX)
+            inner.append((view, p.q_from(comps, self.cortex_mm) <= 1.0))
+        for view, mask in inner:
+            fill(view, mask, self.marrow)
 
 
 def _axis_ranges(a: Array) -> tuple[int, Array]:

@@ -341,7 +341,7 @@ def _render_localizer(anatomy: Anatomy, spec: PhantomSpec, rng: np.random.Genera
     zc = 0.5 * (prof.zc("L1") + prof.zc("S1"))
     yc = float(np.interp(zc, prof.z_grid, prof.y_post))
     centre = np.array([anatomy.x0, yc - 30.0, zc])
-    n, sp, thick = 256, 1.6, 8.0
+    n, sp, thick = 256, 1.35, 8.0
     planes = {
         "SAGITTAL": (np.array([-1.0, 0, 0]), np.array([0.0, 0, -1]), np.array([0.0, 1, 0])),
         "CORONAL": (np.array([0.0, 1, 0]), np.array([0.0, 0, -1]), np.array([1.0, 0, 0])),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from pipeline.phantom.primitives import Array, BoneGroup, Canvas, Capsule, Ellipsoid, Painter, fill
+from pipeline.phantom.primitives import Array, BoneGroup, Canvas, Capsule, Ellipsoid, Painter, Tube, fill
 from pipeline.phantom.tissues import Tissue
 
 
@@ -110,8 +110,11 @@ class SoftTissuePainter(Painter):
         ya, yp, rx = p.at("skin_ant", z), p.at("skin_post", z), p.at("half_width", z)
         a, b = ya + p.at("fat_ant", z), yp - p.at("fat_post", z)
         yc, ry = 0.5 * (a + b), np.maximum(0.5 * (b - a), 1.0)
-        dx2 = np.minimum((X / np.maximum(rx - p.at("fat_lat", z), 1.0)) ** 2, 1.0)
-        return yc - ry * np.sqrt(1.0 - dx2), yc + ry * np.sqrt(np.sqrt(1.0 - dx2 * dx2))
+        dx2 = (X / np.maximum(rx - p.at("fat_lat", z), 1.0)) ** 2
+        outside = dx2 >= 1.0
+        dx2 = np.minimum(dx2, 1.0)
+        return (np.where(outside, np.inf, yc - ry * np.sqrt(1.0 - dx2)),
+                np.where(outside, -np.inf, yc + ry * np.sqrt(np.sqrt(1.0 - dx2 * dx2))))
 
     def _paint(self, canvas: Canvas, x: Array, y: Array, z: Array, strip: bool) -> None:
         p = self.p
@@ -124,9 +127,11 @@ class SoftTissuePainter(Painter):
             """[y_lo, y_hi] of the outline at each (x, z): round anteriorly, squarish (flat back) posteriorly."""
             a, b = ya + shrink_ant, yp - shrink_post
             yc, ry = 0.5 * (a + b), np.maximum(0.5 * (b - a), 1.0)
-            dx2 = np.minimum((X / np.maximum(rx - shrink_lat, 1.0)) ** 2, 1.0)
-            lo = yc - ry * np.sqrt(1.0 - dx2)
-            hi = yc + ry * np.sqrt(np.sqrt(1.0 - dx2 * dx2))
+            dx2 = (X / np.maximum(rx - shrink_lat, 1.0)) ** 2
+            outside = dx2 >= 1.0  # beyond the outline at this x: empty interval
+            dx2 = np.minimum(dx2, 1.0)
+            lo = np.where(outside, np.inf, yc - ry * np.sqrt(1.0 - dx2))
+            hi = np.where(outside, -np.inf, yc + ry * np.sqrt(np.sqrt(1.0 - dx2 * dx2)))
             return lo, hi
 
         def between(lo: Array, hi: Array) -> Array:
@@ -138,22 +143,27 @@ class SoftTissuePainter(Painter):
             return
         fill(canvas, body, Tissue.SKIN)
         fill(canvas, between(*interval(1.8, 1.8, 1.8)), Tissue.FAT)
+        wall = p.at("wall", z)
         ilo, ihi = interval(fa, fp, fl)
+        # muscular wall all around (abdominal wall in front, flank muscles at the sides), cavity inside it
+        fill(canvas, between(ilo, ihi), Tissue.MUSCLE)
+        clo, chi = interval(fa + wall, fp, fl + wall)
         yac, ypc, ytip = p.at("y_ant", z), p.at("y_post", z), p.at("y_tip", z)
         rp = p.at("retro_depth", z)
         mb = p.at("muscle_bulge", z)
-        wall = p.at("wall", z)
-        # paraspinal muscle compartment, then everything in front of the canal (retroperitoneal fat)
-        fill(canvas, between(np.maximum(ilo, ypc - 3.0), np.minimum(ihi, ytip + mb)), Tissue.MUSCLE)
-        fill(canvas, between(ilo, np.minimum(ihi, ypc - 3.0)), Tissue.FAT)
-        perit_hi = np.minimum(ihi, yac - rp)
+        # cavity: retroperitoneal and posterior pararenal fat (bowel, organs and the paraspinals go on top)
+        fill(canvas, between(clo, chi), Tissue.FAT)
+        # paraspinal muscle masses either side of the spinous processes (back to the tips + bulge)
+        para_w = p.at("para_half_width", z)
+        para = (X < para_w) & between(np.maximum(ilo, ypc - 3.0 - 0.25 * X), np.minimum(ihi, ytip + mb))
+        fill(canvas, para, Tissue.MUSCLE)
+        perit_hi = np.minimum(chi, yac - rp + X * X / 250.0)
         zd = self.z_diaphragm(x, y)
         above = z > zd
-        perit = between(ilo, perit_hi)
+        perit = between(clo, perit_hi)
         fill(canvas, perit & ~above, Tissue.MESENTERY)
         fill(canvas, perit & above, Tissue.LUNG)
-        fill(canvas, between(ilo, np.minimum(ihi, ypc - 12.0)) & (np.abs(z - zd) < 2.5), Tissue.MUSCLE)  # diaphragm
-        fill(canvas, between(ilo, ilo + wall) & ~above, Tissue.MUSCLE)  # abdominal wall
+        fill(canvas, between(clo, np.minimum(chi, ypc - 12.0)) & (np.abs(z - zd) < 2.5), Tissue.MUSCLE)  # diaphragm
         if strip:
             self._strip(canvas, x, y, z)
 
@@ -204,6 +214,7 @@ def build_soft_tissue(rng: np.random.Generator, rng_bowel: np.random.Generator, 
         fat_ant=np.full(zg.shape, fat_ant), fat_post=fat_p, fat_lat=np.full(zg.shape, 0.8 * fat_ant),
         retro_depth=np.interp(zg, [z_s1 - 40, z_s1, z_l1, z_t12 + 40], [12.0, 18.0, 28.0, 26.0]) * rng.uniform(0.9, 1.2),
         muscle_bulge=bulge, wall=np.full(zg.shape, rng.uniform(7.0, 11.0)),
+        para_half_width=np.interp(zg, [z_s1 - 60, z_s1, z_l3, z_t12 + 60], [25.0, 45.0, 70.0, 60.0]),
     )
     y_skin_ant_l1 = float(np.interp(z_l1, zg, skin_ant))
     y_ant_t12 = float(np.interp(z_t12, zg, prof.y_ant))
@@ -285,10 +296,14 @@ def build_soft_tissue(rng: np.random.Generator, rng_bowel: np.random.Generator, 
     rect = [np.array([x0 + 3.0, yant(prof.zc(n)) - 17.0, prof.zc(n)]) for n in ("S2", "S3", "S4", "S5", "Co1")]
     painters.extend(_chain(rect, [15.0] * 5, Tissue.BOWEL_WALL))
     painters.extend(_chain(rect, [12.5] * 5, Tissue.BOWEL_FECES))
-    for sgn in (-1.0, 1.0):
-        c = np.array([x0 + sgn * 100.0, ypost(z_s1) - 5.0, z_s1 + 25.0])
-        painters.append(BoneGroup([Ellipsoid(c, _rot(2, sgn * 0.5), np.array([9.0, 55.0, 60.0]), Tissue.CORTEX)],
-                                  cortex_mm=2.0))
+    for sgn in (-1.0, 1.0):  # iliac wings: curved plates from the sacroiliac joints towards the front
+        yb = ypost(z_s1)
+        p0 = np.array([x0 + sgn * 48.0, yb + 12.0, z_s1 + 2.0])
+        p1 = np.array([x0 + sgn * 95.0, yb - 25.0, z_s1 + 30.0])
+        p2 = np.array([x0 + sgn * 118.0, yb - 80.0, z_s1 + 20.0])
+        painters.append(BoneGroup([Capsule(p0, p1, 28.0, 6.0, np.array([0.0, 0.0, 1.0]), Tissue.CORTEX),
+                                   Capsule(p1, p2, 24.0, 5.0, np.array([0.0, 0.0, 1.0]), Tissue.CORTEX)],
+                                  cortex_mm=1.8))
     # ---- bowel loops in the peritoneal cavity
     painters.extend(_bowel(rng_bowel, prof, z_lo=prof.zc("S3"), z_hi=z_l1 + 10.0, x0=x0))
     return painters
@@ -324,7 +339,11 @@ class _Liver(Painter):
         ya, fa, wall = p.at("skin_ant", z), p.at("fat_ant", z), p.at("wall", z)
         yac, rp = p.at("y_ant", z), p.at("retro_depth", z)
         z_lb = self.z_low - 0.35 * np.clip(-xr, 0, None) + 0.45 * np.clip(xr, 0, None) + 0.15 * (y - yac)
-        m = (z < zd - 3.0) & (z > z_lb) & (xr < 65.0) & (y > ya + fa + wall + 1.0) & (y < yac - rp - 20.0)
+        y0 = ya + fa + wall + 1.0
+        y1 = yac - rp - 20.0
+        yc, ry = 0.5 * (y0 + y1), np.maximum(0.5 * (y1 - y0), 5.0)
+        lateral = ((xr + 35.0) / 105.0) ** 2 + ((y - yc) / (1.15 * ry)) ** 2 <= 1.0  # rounded cross-section
+        m = (z < zd - 3.0) & (z > z_lb) & (y > y0) & (y < y1) & lateral
         fill(canvas, m, Tissue.LIVER)
 
 
@@ -348,7 +367,5 @@ def _bowel(rng: np.random.Generator, prof: ColumnProfile, z_lo: float, z_hi: flo
         a, b = c - half * d, c + half * d
         content = contents[int(rng.integers(len(contents)))]
         wall = rng.uniform(1.2, 2.2)
-        out.append(Capsule(a, b, r, r, np.array([1.0, 0, 0]), Tissue.BOWEL_WALL))
-        if content is not Tissue.BOWEL_WALL:
-            out.append(Capsule(a, b, r - wall, r - wall, np.array([1.0, 0, 0]), content))
+        out.append(Tube(a, b, r, wall, Tissue.BOWEL_WALL, None if content is Tissue.BOWEL_WALL else content))
     return out
