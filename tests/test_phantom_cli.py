@@ -10,15 +10,37 @@ from pipeline.cli import main
 
 def test_phantom_command_writes_a_study_with_the_requested_fracture(tmp_path, capsys):
     out = tmp_path / "study"
-    rc = main(["-q", "phantom", str(out), "--seed", "3", "--matrix", "160", "--pixel-spacing", "2.0", "--slices", "5",
-               "--fracture", "L1:wedge:30:edema=band:0.3", "--vendor", "philips", "--transfer-syntax", "rle"])
+    rc = main(
+        [
+            "-q",
+            "phantom",
+            str(out),
+            "--seed",
+            "3",
+            "--matrix",
+            "160",
+            "--pixel-spacing",
+            "2.0",
+            "--slices",
+            "5",
+            "--fracture",
+            "L1:wedge:30:edema=band:0.3",
+            "--vendor",
+            "philips",
+            "--transfer-syntax",
+            "rle",
+        ]
+    )
     assert rc == 0
     truth = json.loads((out / "truth.json").read_text())
     l1 = next(v for v in truth["vertebrae"] if v["level"] == "L1")
     assert l1["morphology"] == "wedge" and l1["height_loss_pct"] == pytest.approx(30.0, abs=1e-3)
     assert l1["edema"]["fraction"] == pytest.approx(0.3, abs=0.005)
-    descriptions = {str(pydicom.dcmread(next(d.iterdir()), stop_before_pixels=True).SeriesDescription)
-                    for d in out.iterdir() if d.is_dir()}
+    descriptions = {
+        str(pydicom.dcmread(next(d.iterdir()), stop_before_pixels=True).SeriesDescription)
+        for d in out.iterdir()
+        if d.is_dir()
+    }
     assert descriptions == {"T1W_TSE", "T2W_TSE", "STIR_LONGTR"}
     printed = capsys.readouterr().out
     assert "L1 (wedge 30 %, oedema)" in printed and "PHANTOM" not in printed

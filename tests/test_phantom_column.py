@@ -11,10 +11,12 @@ from pipeline.errors import ConfigError
 from pipeline.model import Morphology
 from pipeline.phantom.column import HEIGHT_FRACTIONS, BodyDims, BodyShape, solve_deformation
 
-LUMBAR = BodyDims(depth_mm=34.0, width_mm=48.0, hp_rim_mm=25.8, ha_rim_mm=25.8, concavity_sup_mm=0.8,
-                  concavity_inf_mm=0.7)
-THORACIC = BodyDims(depth_mm=28.0, width_mm=38.0, hp_rim_mm=21.5, ha_rim_mm=20.0, concavity_sup_mm=0.5,
-                    concavity_inf_mm=0.6)
+LUMBAR = BodyDims(
+    depth_mm=34.0, width_mm=48.0, hp_rim_mm=25.8, ha_rim_mm=25.8, concavity_sup_mm=0.8, concavity_inf_mm=0.7
+)
+THORACIC = BodyDims(
+    depth_mm=28.0, width_mm=38.0, hp_rim_mm=21.5, ha_rim_mm=20.0, concavity_sup_mm=0.5, concavity_inf_mm=0.6
+)
 
 
 def scanned_height(shape: BodyShape, f: float, w: float = 0.0, step: float = 0.002) -> float:
@@ -32,10 +34,18 @@ def scanned_loss(shape: BodyShape) -> float:
 
 
 @pytest.mark.parametrize("dims", [LUMBAR, THORACIC], ids=["lumbar", "thoracic"])
-@pytest.mark.parametrize(("kind", "loss"), [(Morphology.WEDGE, 22.0), (Morphology.WEDGE, 35.0),
-                                            (Morphology.BICONCAVE, 27.0), (Morphology.BICONCAVE, 45.0),
-                                            (Morphology.CRUSH, 30.0), (Morphology.CRUSH, 72.0),
-                                            (Morphology.CRUSH, 85.0)])
+@pytest.mark.parametrize(
+    ("kind", "loss"),
+    [
+        (Morphology.WEDGE, 22.0),
+        (Morphology.WEDGE, 35.0),
+        (Morphology.BICONCAVE, 27.0),
+        (Morphology.BICONCAVE, 45.0),
+        (Morphology.CRUSH, 30.0),
+        (Morphology.CRUSH, 72.0),
+        (Morphology.CRUSH, 85.0),
+    ],
+)
 def test_requested_height_loss_is_reproduced(dims, kind, loss):
     shape = BodyShape(dims, solve_deformation(dims, kind, loss, 0.0))
     assert shape.height_loss_pct() == pytest.approx(loss, abs=1e-6)  # the solved geometry (formula)
@@ -73,7 +83,9 @@ def test_loss_within_physiological_variation_is_refused():
 @pytest.mark.parametrize("kind", [Morphology.WEDGE, Morphology.CRUSH])
 @pytest.mark.parametrize("retro", [1.5, 4.0])
 def test_retropulsion_bulges_the_posterior_wall_by_the_requested_amount(retro, kind):
-    shape = BodyShape(LUMBAR, solve_deformation(LUMBAR, kind, 60.0 if kind is Morphology.CRUSH else 30.0, retro))
+    shape = BodyShape(
+        LUMBAR, solve_deformation(LUMBAR, kind, 60.0 if kind is Morphology.CRUSH else 30.0, retro)
+    )
 
     def reach(w: float) -> float:
         u = np.arange(-shape.D / 2 - 10.0, 0.0, 0.005)

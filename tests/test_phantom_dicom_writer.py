@@ -8,8 +8,8 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-
 from phantom_cases import tiny_phantom
+
 from pipeline.errors import InputError
 from pipeline.phantom import TRANSFER_SYNTAXES, write_study
 from pipeline.phantom.vendors import PROTOCOLS
@@ -148,7 +148,9 @@ def test_vendor_registry_names_match_the_clinical_conventions():
         assert all(PROTOCOLS[v][r].inversion_time_ms is None for r in ("T1", "T2", "AXIAL_T2"))
 
 
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) is not installed")
+@pytest.mark.skipif(
+    shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) is not installed"
+)
 @pytest.mark.parametrize("ts_name", ["explicit", "jpeg-ls"])
 def test_dciodvfy_reports_no_errors(written, ts_name):
     ph = tiny_phantom()

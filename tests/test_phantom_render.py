@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from phantom_cases import FRACTURES, fracture_phantom, tiny_phantom, tiny_spec
 from scipy.ndimage import map_coordinates
 
-from phantom_cases import FRACTURES, fracture_phantom, tiny_phantom, tiny_spec
 from pipeline.levels import Level
 from pipeline.phantom import render_phantom
 from pipeline.phantom.anatomy import build_anatomy
@@ -21,7 +21,9 @@ def _truth(phantom, level):
     return next(v for v in phantom.truth["vertebrae"] if v["level"] == level)
 
 
-def _extent_along(mask: np.ndarray, to_index, base: np.ndarray, direction: np.ndarray, step: float = 0.01) -> float:
+def _extent_along(
+    mask: np.ndarray, to_index, base: np.ndarray, direction: np.ndarray, step: float = 0.01
+) -> float:
     """Length (mm) of the part of the line base + t*direction where the interpolated mask is >= 0.5."""
     t = np.arange(-40.0, 40.0, step)
     pts = base[None, :] + t[:, None] * direction[None, :]
@@ -104,8 +106,10 @@ def test_extra_series_are_rendered_on_request():
     assert {im.plane for im in ph.localizer} == {"SAGITTAL", "CORONAL", "AXIAL"}
 
 
-@pytest.mark.parametrize(("loss", "grade"), [(0.0, 0), (19.99, 0), (20.0, 1), (24.9, 1), (25.0, 2), (39.9, 2),
-                                             (40.0, 3), (85.0, 3)])
+@pytest.mark.parametrize(
+    ("loss", "grade"),
+    [(0.0, 0), (19.99, 0), (20.0, 1), (24.9, 1), (25.0, 2), (39.9, 2), (40.0, 3), (85.0, 3)],
+)
 def test_genant_grade_boundaries(loss, grade):
     assert genant_grade(loss) == grade
 
@@ -126,8 +130,9 @@ def test_requested_loss_reproduced_on_a_high_resolution_render(fx):
     n = int(round(46.0 / sp))
     centre = np.array(rec["centroid_lps_mm"])
     origin = np.array([body.x0, centre[1] - 23.0, centre[2] + 23.0])
-    st = render_stack(anatomy.painters, origin, SAG_AXES, (1.0, sp, sp), (1, n, n), 1e-3, 1, 1, ("T1",),
-                      with_labels=True)
+    st = render_stack(
+        anatomy.painters, origin, SAG_AXES, (1.0, sp, sp), (1, n, n), 1e-3, 1, 1, ("T1",), with_labels=True
+    )
     vol = Volume(np.zeros((1, n, n), np.float32), (1.0, sp, sp), tuple(origin), SAG_AXES)
     heights = _heights_on(st["labels"][0] == rec["label"], vol, 0, rec)
     for name, h in heights.items():
@@ -197,8 +202,18 @@ def test_edema_fraction_matches_request_and_mask():
         nx = int(round((2 * body.shape.Wh + 2.0) / sp))
         centre = np.array(rec["centroid_lps_mm"])
         origin = np.array([body.x0 + sp * (nx - 1) / 2, centre[1] - 24.0, centre[2] + 24.0])
-        st = render_stack(anatomy.painters, origin, SAG_AXES, (sp, sp, sp), (nx, n, n), 1e-3, 1, 1, ("T1",),
-                          with_labels=True)
+        st = render_stack(
+            anatomy.painters,
+            origin,
+            SAG_AXES,
+            (sp, sp, sp),
+            (nx, n, n),
+            1e-3,
+            1,
+            1,
+            ("T1",),
+            with_labels=True,
+        )
         inside = st["labels"] == label
         frac = (st["edema"] & inside).sum() / inside.sum()
         assert frac == pytest.approx(rec["edema"]["fraction"], abs=0.02)
@@ -250,7 +265,9 @@ def test_background_noise_is_rician():
     rows = np.arange(vol.shape[1])
     z = vol.index_to_lps(np.c_[np.full(rows.size, s), rows, np.zeros(rows.size)])[:, 2]
     y_front = anatomy.profile.skin_ant(z)
-    cols_y = vol.index_to_lps(np.c_[np.full(vol.shape[2], s), np.zeros(vol.shape[2]), np.arange(vol.shape[2])])[:, 1]
+    cols_y = vol.index_to_lps(
+        np.c_[np.full(vol.shape[2], s), np.zeros(vol.shape[2]), np.arange(vol.shape[2])]
+    )[:, 1]
     air = cols_y[None, :] < (y_front[:, None] - 8.0)
     vals = vol.array[s][air]
     assert vals.size > 500

@@ -11,7 +11,12 @@ import pytest
 from pipeline.phantom import SAMPLE_STUDIES, render_phantom
 from pipeline.phantom.anatomy import build_anatomy
 
-NAMES = ["01_normal", "02_acute_osteoporotic_wedge", "03_chronic_severe_collapse", "04_myeloma_four_acute_levels"]
+NAMES = [
+    "01_normal",
+    "02_acute_osteoporotic_wedge",
+    "03_chronic_severe_collapse",
+    "04_myeloma_four_acute_levels",
+]
 
 
 def test_registry_names_and_variety():
@@ -50,12 +55,18 @@ def test_committed_samples_are_complete_and_small(repo_root):
         truth = json.loads((folder / "truth.json").read_text())
         assert truth["generator"]["seed"] == sample.spec.seed
         for info in truth["study"]["series"]:
-            series_dirs = [d for d in folder.iterdir() if d.is_dir() and d.name.endswith(info["series_description"].replace(" ", "_"))]
+            series_dirs = [
+                d
+                for d in folder.iterdir()
+                if d.is_dir() and d.name.endswith(info["series_description"].replace(" ", "_"))
+            ]
             assert len(series_dirs) == 1, info["series_description"]
             assert len(list(series_dirs[0].glob("IM*.dcm"))) == info["n_images"]
 
 
-@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) is not installed")
+@pytest.mark.skipif(
+    shutil.which("dciodvfy") is None, reason="dciodvfy (Debian package dicom3tools) is not installed"
+)
 def test_every_committed_series_passes_dciodvfy(repo_root):
     root = _committed(repo_root)
     for series in sorted(d for d in root.glob("*/*") if d.is_dir()):
@@ -73,7 +84,11 @@ def test_committed_samples_match_the_generator(repo_root, sample):
     ph = render_phantom(sample.spec)
     assert json.loads((folder / "truth.json").read_text()) == ph.truth
     t2 = next(s for s in ph.truth["study"]["series"] if s["role"] == "T2")
-    series = next(d for d in folder.iterdir() if d.is_dir() and d.name.endswith(t2["series_description"].replace(" ", "_")))
+    series = next(
+        d
+        for d in folder.iterdir()
+        if d.is_dir() and d.name.endswith(t2["series_description"].replace(" ", "_"))
+    )
     mid = ph.t2.shape[0] // 2
     ds = pydicom.dcmread(series / f"IM{mid + 1:04d}.dcm")
     assert (ds.pixel_array == ph.t2.array[mid]).all()

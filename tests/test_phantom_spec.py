@@ -12,13 +12,30 @@ from pipeline.phantom.spec import DEFAULT_EDEMA_FRACTION, spec_from_json
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("L1:wedge:35:edema=band:0.4", FractureSpec(Level.L1, Morphology.WEDGE, 35, True, EdemaPattern.BAND, 0.4)),
+        (
+            "L1:wedge:35:edema=band:0.4",
+            FractureSpec(Level.L1, Morphology.WEDGE, 35, True, EdemaPattern.BAND, 0.4),
+        ),
         ("t12:crush:72:retro=3", FractureSpec(Level.T12, Morphology.CRUSH, 72, retropulsion_mm=3.0)),
-        ("L3:biconcave:30%:edema=diffuse", FractureSpec(Level.L3, Morphology.BICONCAVE, 30, True,
-                                                        EdemaPattern.DIFFUSE, DEFAULT_EDEMA_FRACTION[EdemaPattern.DIFFUSE])),
-        ("L2:normal:0:edema=diffuse:0.5", FractureSpec(Level.L2, Morphology.NORMAL, 0, True, EdemaPattern.DIFFUSE, 0.5)),
-        ("L4:wedge:25:edema=band:fraction=0.2:retro=1.5",
-         FractureSpec(Level.L4, Morphology.WEDGE, 25, True, EdemaPattern.BAND, 0.2, 1.5)),
+        (
+            "L3:biconcave:30%:edema=diffuse",
+            FractureSpec(
+                Level.L3,
+                Morphology.BICONCAVE,
+                30,
+                True,
+                EdemaPattern.DIFFUSE,
+                DEFAULT_EDEMA_FRACTION[EdemaPattern.DIFFUSE],
+            ),
+        ),
+        (
+            "L2:normal:0:edema=diffuse:0.5",
+            FractureSpec(Level.L2, Morphology.NORMAL, 0, True, EdemaPattern.DIFFUSE, 0.5),
+        ),
+        (
+            "L4:wedge:25:edema=band:fraction=0.2:retro=1.5",
+            FractureSpec(Level.L4, Morphology.WEDGE, 25, True, EdemaPattern.BAND, 0.2, 1.5),
+        ),
     ],
 )
 def test_parse_fracture_accepts_documented_forms(text, expected):
@@ -62,8 +79,15 @@ def test_fraction_without_edema_is_rejected():
     ("kwargs", "match"),
     [
         ({"fractures": (FractureSpec(Level.T9, Morphology.WEDGE, 30),)}, "outside the labelled range"),
-        ({"fractures": (FractureSpec(Level.L1, Morphology.WEDGE, 30), FractureSpec(Level.L1, Morphology.CRUSH, 30))},
-         "two fracture entries"),
+        (
+            {
+                "fractures": (
+                    FractureSpec(Level.L1, Morphology.WEDGE, 30),
+                    FractureSpec(Level.L1, Morphology.CRUSH, 30),
+                )
+            },
+            "two fracture entries",
+        ),
         ({"top_level": "L5"}, "between T1 and L4"),
         ({"top_level": "Q3"}, "unknown vertebral level"),
         ({"vendor": "hitachi"}, "not one of siemens, ge, philips, canon"),

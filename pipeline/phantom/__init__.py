@@ -13,6 +13,15 @@ from pipeline.phantom.samples import SAMPLE_STUDIES, write_samples
 from pipeline.phantom.spec import FractureSpec, PhantomSpec, Vendor, parse_fracture
 
 __all__ = [
-    "FractureSpec", "PhantomSpec", "Phantom", "PlaneImage", "TRANSFER_SYNTAXES", "Vendor", "parse_fracture",
-    "render_phantom", "SAMPLE_STUDIES", "write_samples", "write_study",
+    "FractureSpec",
+    "PhantomSpec",
+    "Phantom",
+    "PlaneImage",
+    "TRANSFER_SYNTAXES",
+    "Vendor",
+    "parse_fracture",
+    "render_phantom",
+    "SAMPLE_STUDIES",
+    "write_samples",
+    "write_study",
 ]

@@ -33,31 +33,58 @@ from pipeline.phantom.column import (
 )
 from pipeline.phantom.primitives import BoneGroup, Capsule, Ellipsoid, Painter, smooth_noise_3d
 from pipeline.phantom.soft import ColumnProfile, build_soft_tissue
-from pipeline.phantom.spec import PhantomSpec
+from pipeline.phantom.spec import FractureSpec, PhantomSpec
 from pipeline.phantom.tissues import Tissue
 
 # Mean adult dimensions (mm): posterior rim height, Ha/Hp ratio, AP depth, width.
 # Thoracic bodies are slightly wedged (kyphosis), L5 is taller anteriorly (lordosis).
 _BODY_TABLE: dict[str, tuple[float, float, float, float]] = {
-    "T1": (15.5, 0.95, 17.0, 27.0), "T2": (16.5, 0.94, 18.0, 27.0), "T3": (17.0, 0.93, 19.5, 27.5),
-    "T4": (17.5, 0.92, 21.0, 28.0), "T5": (18.0, 0.92, 22.5, 29.0), "T6": (18.8, 0.92, 24.0, 30.5),
-    "T7": (19.5, 0.92, 25.0, 32.0), "T8": (20.2, 0.92, 26.0, 33.5), "T9": (20.8, 0.93, 27.0, 35.5),
-    "T10": (21.5, 0.93, 28.0, 38.0), "T11": (22.5, 0.94, 29.0, 40.0), "T12": (23.5, 0.95, 30.5, 42.0),
-    "L1": (24.5, 0.97, 32.0, 44.0), "L2": (25.3, 0.99, 33.0, 46.0), "L3": (25.8, 1.00, 34.0, 48.0),
-    "L4": (25.8, 1.01, 34.0, 49.5), "L5": (24.8, 1.08, 33.0, 50.0),
+    "T1": (15.5, 0.95, 17.0, 27.0),
+    "T2": (16.5, 0.94, 18.0, 27.0),
+    "T3": (17.0, 0.93, 19.5, 27.5),
+    "T4": (17.5, 0.92, 21.0, 28.0),
+    "T5": (18.0, 0.92, 22.5, 29.0),
+    "T6": (18.8, 0.92, 24.0, 30.5),
+    "T7": (19.5, 0.92, 25.0, 32.0),
+    "T8": (20.2, 0.92, 26.0, 33.5),
+    "T9": (20.8, 0.93, 27.0, 35.5),
+    "T10": (21.5, 0.93, 28.0, 38.0),
+    "T11": (22.5, 0.94, 29.0, 40.0),
+    "T12": (23.5, 0.95, 30.5, 42.0),
+    "L1": (24.5, 0.97, 32.0, 44.0),
+    "L2": (25.3, 0.99, 33.0, 46.0),
+    "L3": (25.8, 1.00, 34.0, 48.0),
+    "L4": (25.8, 1.01, 34.0, 49.5),
+    "L5": (24.8, 1.08, 33.0, 50.0),
 }
 # Disc below each level: (posterior, anterior) height in mm.
 _DISC_TABLE: dict[str, tuple[float, float]] = {
     **{f"T{i}": (3.8, 4.4) for i in range(1, 10)},
-    "T10": (4.2, 4.8), "T11": (4.5, 5.4), "T12": (5.0, 6.4),
-    "L1": (6.0, 8.6), "L2": (6.6, 10.0), "L3": (7.0, 11.4), "L4": (7.4, 12.4), "L5": (6.6, 12.6),
+    "T10": (4.2, 4.8),
+    "T11": (4.5, 5.4),
+    "T12": (5.0, 6.4),
+    "L1": (6.0, 8.6),
+    "L2": (6.6, 10.0),
+    "L3": (7.0, 11.4),
+    "L4": (7.4, 12.4),
+    "L5": (6.6, 12.6),
 }
 # Bony canal half sizes (AP, LR) in mm at each level.
 _CANAL_TABLE: dict[str, tuple[float, float]] = {
     **{f"T{i}": (7.4, 8.2) for i in range(1, 10)},
-    "T10": (7.5, 8.6), "T11": (7.6, 9.2), "T12": (7.9, 9.8),
-    "L1": (8.3, 10.4), "L2": (8.5, 11.0), "L3": (8.6, 11.4), "L4": (8.8, 12.0), "L5": (9.0, 12.8),
-    "S1": (7.0, 12.5), "S2": (5.5, 10.0), "S3": (4.5, 8.0), "S4": (3.6, 6.0), "S5": (3.0, 5.0),
+    "T10": (7.5, 8.6),
+    "T11": (7.6, 9.2),
+    "T12": (7.9, 9.8),
+    "L1": (8.3, 10.4),
+    "L2": (8.5, 11.0),
+    "L3": (8.6, 11.4),
+    "L4": (8.8, 12.0),
+    "L5": (9.0, 12.8),
+    "S1": (7.0, 12.5),
+    "S2": (5.5, 10.0),
+    "S3": (4.5, 8.0),
+    "S4": (3.6, 6.0),
+    "S5": (3.0, 5.0),
 }
 _SACRAL = ("S2", "S3", "S4", "S5", "Co1", "Co2")
 
@@ -118,29 +145,55 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         conc = rc.uniform(0.4, 0.8, size=2) if thoracic else rc.uniform(0.5, 1.0, size=2)
         hp_ = hp * k_size * j[0]
         dims[name] = BodyDims(
-            depth_mm=depth * k_size * j[1], width_mm=width * k_size * j[2], hp_rim_mm=hp_,
+            depth_mm=depth * k_size * j[1],
+            width_mm=width * k_size * j[2],
+            hp_rim_mm=hp_,
             ha_rim_mm=hp_ * (ratio + rc.normal(0.0, 0.012)),
-            concavity_sup_mm=float(conc[0]), concavity_inf_mm=float(conc[1]),
-            posterior_concavity_mm=float(rc.uniform(0.8, 1.5)), cortex_mm=float(rc.uniform(1.0, 1.3)),
+            concavity_sup_mm=float(conc[0]),
+            concavity_inf_mm=float(conc[1]),
+            posterior_concavity_mm=float(rc.uniform(0.8, 1.5)),
+            cortex_mm=float(rc.uniform(1.0, 1.3)),
         )
     l5 = dims["L5"]
     s1_hp = 23.5 * k_size * rc.uniform(0.96, 1.04)
-    dims["S1"] = BodyDims(depth_mm=l5.depth_mm * rc.uniform(0.95, 1.0), width_mm=l5.width_mm * 0.94,
-                          hp_rim_mm=s1_hp, ha_rim_mm=s1_hp * rc.uniform(1.04, 1.10),
-                          concavity_sup_mm=float(rc.uniform(0.4, 0.8)), concavity_inf_mm=0.0,
-                          posterior_concavity_mm=1.0, cortex_mm=1.1, lateral_cortex=False, inf_cortex=False)
+    dims["S1"] = BodyDims(
+        depth_mm=l5.depth_mm * rc.uniform(0.95, 1.0),
+        width_mm=l5.width_mm * 0.94,
+        hp_rim_mm=s1_hp,
+        ha_rim_mm=s1_hp * rc.uniform(1.04, 1.10),
+        concavity_sup_mm=float(rc.uniform(0.4, 0.8)),
+        concavity_inf_mm=0.0,
+        posterior_concavity_mm=1.0,
+        cortex_mm=1.1,
+        lateral_cortex=False,
+        inf_cortex=False,
+    )
     s1 = dims["S1"]
-    sac_scale = {"S2": (0.84, 0.78, 0.82), "S3": (0.70, 0.58, 0.70), "S4": (0.56, 0.44, 0.58),
-                 "S5": (0.46, 0.34, 0.48), "Co1": (0.34, 0.26, 0.40), "Co2": (0.28, 0.20, 0.32)}
+    sac_scale = {
+        "S2": (0.84, 0.78, 0.82),
+        "S3": (0.70, 0.58, 0.70),
+        "S4": (0.56, 0.44, 0.58),
+        "S5": (0.46, 0.34, 0.48),
+        "Co1": (0.34, 0.26, 0.40),
+        "Co2": (0.28, 0.20, 0.32),
+    }
     for name, (kd, kw, kh) in sac_scale.items():
         d_ = s1.depth_mm * kd
         hp_ = s1.hp_rim_mm * kh
         wedge = math.radians(rc.uniform(9.0, 14.0) if name.startswith("S") else 16.0)
-        dims[name] = BodyDims(depth_mm=d_, width_mm=s1.width_mm * kw, hp_rim_mm=hp_,
-                              ha_rim_mm=max(hp_ - d_ * math.tan(wedge), 0.45 * hp_), concavity_sup_mm=0.0,
-                              concavity_inf_mm=0.0, posterior_concavity_mm=0.6, cortex_mm=1.0,
-                              lateral_cortex=name.startswith("Co"), sup_cortex=name.startswith("Co"),
-                              inf_cortex=name.startswith("Co") or name == "S5")
+        dims[name] = BodyDims(
+            depth_mm=d_,
+            width_mm=s1.width_mm * kw,
+            hp_rim_mm=hp_,
+            ha_rim_mm=max(hp_ - d_ * math.tan(wedge), 0.45 * hp_),
+            concavity_sup_mm=0.0,
+            concavity_inf_mm=0.0,
+            posterior_concavity_mm=0.6,
+            cortex_mm=1.0,
+            lateral_cortex=name.startswith("Co"),
+            sup_cortex=name.startswith("Co"),
+            inf_cortex=name.startswith("Co") or name == "S5",
+        )
     discs: dict[str, tuple[float, float, bool]] = {}
     degeneration_p = {"L3": 0.2, "L4": 0.4, "L5": 0.45}
     for name in chain:
@@ -158,10 +211,11 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
 
     # ---- fractures
     deform: dict[str, Deformation] = {}
-    for fx in spec.fractures:
-        name = fx.level.value
-        deform[name] = solve_deformation(dims[name], fx.kind, fx.height_loss_pct, fx.retropulsion_mm,
-                                         where=f"fracture at {name}")
+    for fxs in spec.fractures:
+        name = fxs.level.value
+        deform[name] = solve_deformation(
+            dims[name], fxs.kind, fxs.height_loss_pct, fxs.retropulsion_mm, where=f"fracture at {name}"
+        )
     shapes = {name: BodyShape(d, deform.get(name, Deformation())) for name, d in dims.items()}
 
     # ---- chain in the sagittal plane, (y, z) with anterior = -y
@@ -199,7 +253,7 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
     for name, frame in frames.items():
         label = labelled_names.index(name) + 1 if name in labelled_names else 0
         fat_noise = smooth_noise_3d(rt, 9, (3.5, 9.0))
-        fx = spec.fracture_at(Level(name)) if name in Level.__members__ else None
+        fx: FractureSpec | None = spec.fracture_at(Level(name)) if name in Level.__members__ else None
         edema = None
         sclerosis = 0.0
         e_noise_band = smooth_noise_3d(lesion_rng, 3, (10.0, 22.0))
@@ -213,11 +267,25 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         hem = None
         if name == hemangioma_level and fx is None:
             s = shapes[name]
-            hem = (float(hem_pos[0] * s.D * 0.4), float(hem_pos[1] * s.dims.hp_rim_mm * 0.3),
-                   float(hem_pos[2] * s.Wh * 0.5), float(rt.uniform(3.0, 5.5)))
-        bodies[name] = PlacedBody(name=name, shape=shapes[name], frame=frame, x0=x0, label=label, edema=edema,
-                                  fat_noise=fat_noise, fat_threshold=float(rt.uniform(0.9, 1.2)),
-                                  sclerosis_mm=sclerosis, hemangioma=hem, vein=name in Level.__members__)
+            hem = (
+                float(hem_pos[0] * s.D * 0.4),
+                float(hem_pos[1] * s.dims.hp_rim_mm * 0.3),
+                float(hem_pos[2] * s.Wh * 0.5),
+                float(rt.uniform(3.0, 5.5)),
+            )
+        bodies[name] = PlacedBody(
+            name=name,
+            shape=shapes[name],
+            frame=frame,
+            x0=x0,
+            label=label,
+            edema=edema,
+            fat_noise=fat_noise,
+            fat_threshold=float(rt.uniform(0.9, 1.2)),
+            sclerosis_mm=sclerosis,
+            hemangioma=hem,
+            vein=name in Level.__members__,
+        )
     from pipeline.phantom.truth import solve_edema_thresholds  # local import: truth uses anatomy types
 
     solve_edema_thresholds(bodies, spec)
@@ -226,18 +294,35 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
     disc_list: list[PlacedDisc] = []
     order = chain + ["S1"]
     for upper, lower in zip(order[:-1], order[1:], strict=True):
-        disc_list.append(PlacedDisc(below=bodies[lower], above=bodies[upper], x0=x0,
-                                    degenerated=discs[upper][2], cleft=not upper.startswith("T")))
+        disc_list.append(
+            PlacedDisc(
+                below=bodies[lower],
+                above=bodies[upper],
+                x0=x0,
+                degenerated=discs[upper][2],
+                cleft=not upper.startswith("T"),
+            )
+        )
     sac_order = ["S1", *_SACRAL]
     for upper, lower in zip(sac_order[:-1], sac_order[1:], strict=True):
-        disc_list.append(PlacedDisc(below=bodies[lower], above=bodies[upper], x0=x0, fused=upper.startswith("S"),
-                                    bulge=0.02, remnant=0.3 if upper == "S1" else 0.15))
+        disc_list.append(
+            PlacedDisc(
+                below=bodies[lower],
+                above=bodies[upper],
+                x0=x0,
+                fused=upper.startswith("S"),
+                bulge=0.02,
+                remnant=0.3 if upper == "S1" else 0.15,
+            )
+        )
 
     # ---- canal
     canal, canal_ap, conus_name = _build_canal(bodies, order, discs, x0, k_canal, conus_offset, rc)
 
     # ---- posterior elements
-    post_painters, ligament_painters, tips = _posterior_elements(bodies, order, discs, _CANAL_TABLE, k_canal, x0)
+    post_painters, ligament_painters, tips = _posterior_elements(
+        bodies, order, discs, _CANAL_TABLE, k_canal, x0
+    )
     sacral_painters, sacral_tips = _sacral_posterior(bodies, k_canal, x0)
     tips.extend(sacral_tips)
 
@@ -247,19 +332,46 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
 
     grid, partial = _field_of_view(spec, bodies, labelled_names, profile, rng["fov"])
 
-    painters: list[Painter] = [*soft, *ligament_painters, *post_painters, *sacral_painters, canal,
-                               *disc_list, *[bodies[n] for n in _SACRAL], *[bodies[n] for n in reversed(order)]]
+    painters: list[Painter] = [
+        *soft,
+        *ligament_painters,
+        *post_painters,
+        *sacral_painters,
+        canal,
+        *disc_list,
+        *[bodies[n] for n in _SACRAL],
+        *[bodies[n] for n in reversed(order)],
+    ]
     labelled = [bodies[n] for n in labelled_names]
-    return Anatomy(spec=spec, x0=x0, bodies=bodies, labelled=labelled, discs=disc_list, canal=canal,
-                   painters=painters, grid=grid, canal_ap_mm=canal_ap, profile=profile, partial_levels=partial)
+    return Anatomy(
+        spec=spec,
+        x0=x0,
+        bodies=bodies,
+        labelled=labelled,
+        discs=disc_list,
+        canal=canal,
+        painters=painters,
+        grid=grid,
+        canal_ap_mm=canal_ap,
+        profile=profile,
+        partial_levels=partial,
+    )
 
 
 # --------------------------------------------------------------------------- canal
-def _build_canal(bodies: dict[str, PlacedBody], order: list[str], discs: dict, x0: float, k_canal: float,
-                 conus_offset: float, rng: np.random.Generator) -> tuple[CanalPainter, dict[str, float], str]:
+def _build_canal(
+    bodies: dict[str, PlacedBody],
+    order: list[str],
+    discs: dict,
+    x0: float,
+    k_canal: float,
+    conus_offset: float,
+    rng: np.random.Generator,
+) -> tuple[CanalPainter, dict[str, float], str]:
     pts: list[np.ndarray] = []
-    prof: dict[str, list[float]] = {k: [] for k in ("bony_ap", "bony_lr", "sac_ap", "sac_lr", "sac_shift",
-                                                    "cord_ap", "cord_lr")}
+    prof: dict[str, list[float]] = {
+        k: [] for k in ("bony_ap", "bony_lr", "sac_ap", "sac_lr", "sac_shift", "cord_ap", "cord_lr")
+    }
     index_of: dict[str, float] = {}
     names = order + ["S2", "S3", "S4", "S5"]
     canal_ap: dict[str, float] = {}
@@ -310,16 +422,23 @@ def _build_canal(bodies: dict[str, PlacedBody], order: list[str], discs: dict, x
     roots = []
     lumbar_idx = [index_of[n] for n in ("L2", "L3", "L4", "L5", "S1", "S2")]
     for _ in range(10):
-        roots.append((float(rng.uniform(-0.1, 0.75)), float(rng.choice([-1, 1]) * rng.uniform(0.1, 0.75)),
-                      float(rng.uniform(0.5, 0.8)), float(rng.choice(lumbar_idx)) + 0.5))
+        roots.append(
+            (
+                float(rng.uniform(-0.1, 0.75)),
+                float(rng.choice([-1, 1]) * rng.uniform(0.1, 0.75)),
+                float(rng.uniform(0.5, 0.8)),
+                float(rng.choice(lumbar_idx)) + 0.5,
+            )
+        )
     canal = CanalPainter(pts_arr, x0, {k: np.array(v) for k, v in prof.items()}, conus_idx, sac_end, roots)
     conus_level = min(index_of, key=lambda n: abs(index_of[n] - conus_idx))
     return canal, canal_ap, conus_level
 
 
 # --------------------------------------------------------------------------- posterior elements
-def _posterior_elements(bodies: dict[str, PlacedBody], order: list[str], discs: dict, canal: dict,
-                        k_canal: float, x0: float) -> tuple[list[Painter], list[Painter], list[np.ndarray]]:
+def _posterior_elements(
+    bodies: dict[str, PlacedBody], order: list[str], discs: dict, canal: dict, k_canal: float, x0: float
+) -> tuple[list[Painter], list[Painter], list[np.ndarray]]:
     """Pedicles, articular processes, laminae, spinous/transverse processes, ribs; ligaments; facet fluid."""
     bones: list[Painter] = []
     soft: list[Painter] = []
@@ -351,33 +470,103 @@ def _posterior_elements(bodies: dict[str, PlacedBody], order: list[str], discs: 
         wdir = np.array([1.0, 0.0, 0.0])
         parts: list[Capsule | Ellipsoid] = []
         for sgn in (-1.0, 1.0):
-            parts.append(Capsule(P(up0 + 3, vp, sgn * pw), P(upl + 1, vp, sgn * (pw + 1)), rv, rw, vdir, Tissue.CORTEX))
-            parts.append(Capsule(P(upl + 2, vp + 1, sgn * (pw + 1.5)), P(upl + 2.5, h / 2 + 0.75 * disc_above + 2,
-                                 sgn * (pw + 2.5)), 4.5, 3.6, udir, Tissue.CORTEX))  # superior articular process
-            parts.append(Capsule(P(upl - 8, vp - 2, sgn * (pw - 1.0)), P(upl - 8.5, -h / 2 - 0.55 * disc_below,
-                                 sgn * (pw - 1.5)), 4.0, 3.4, udir, Tissue.CORTEX))  # inferior articular process
-            parts.append(Capsule(P(upl - 4, vp - 2, sgn * (pw - 1)), P(up0 - 2 * ac - 3.5, vp - 6.5, 0.0),
-                                 0.3 * h, 2.6, vdir, Tissue.CORTEX))  # lamina
+            parts.append(
+                Capsule(P(up0 + 3, vp, sgn * pw), P(upl + 1, vp, sgn * (pw + 1)), rv, rw, vdir, Tissue.CORTEX)
+            )
+            parts.append(
+                Capsule(
+                    P(upl + 2, vp + 1, sgn * (pw + 1.5)),
+                    P(upl + 2.5, h / 2 + 0.75 * disc_above + 2, sgn * (pw + 2.5)),
+                    4.5,
+                    3.6,
+                    udir,
+                    Tissue.CORTEX,
+                )
+            )  # superior articular process
+            parts.append(
+                Capsule(
+                    P(upl - 8, vp - 2, sgn * (pw - 1.0)),
+                    P(upl - 8.5, -h / 2 - 0.55 * disc_below, sgn * (pw - 1.5)),
+                    4.0,
+                    3.4,
+                    udir,
+                    Tissue.CORTEX,
+                )
+            )  # inferior articular process
+            parts.append(
+                Capsule(
+                    P(upl - 4, vp - 2, sgn * (pw - 1)),
+                    P(up0 - 2 * ac - 3.5, vp - 6.5, 0.0),
+                    0.3 * h,
+                    2.6,
+                    vdir,
+                    Tissue.CORTEX,
+                )
+            )  # lamina
             if thoracic:
-                parts.append(Capsule(P(upl, vp + 1, sgn * (pw + 2)), P(upl - 10, vp + 3, sgn * (wh + 18)),
-                                     5.0, 4.0, vdir, Tissue.CORTEX))  # transverse process
-                rib = [P(up0 + 3, h / 2 + 1.0, sgn * (wh - 1.5)), P(up0 - 16, h / 2 - 1, sgn * (wh + 22)),
-                       P(up0 - 22, h / 2 - 10, sgn * (wh + 58))]
+                parts.append(
+                    Capsule(
+                        P(upl, vp + 1, sgn * (pw + 2)),
+                        P(upl - 10, vp + 3, sgn * (wh + 18)),
+                        5.0,
+                        4.0,
+                        vdir,
+                        Tissue.CORTEX,
+                    )
+                )  # transverse process
+                rib = [
+                    P(up0 + 3, h / 2 + 1.0, sgn * (wh - 1.5)),
+                    P(up0 - 16, h / 2 - 1, sgn * (wh + 22)),
+                    P(up0 - 22, h / 2 - 10, sgn * (wh + 58)),
+                ]
                 rr = 5.5 if name not in ("T11", "T12") else 4.5
-                bones.append(BoneGroup([Capsule(rib[0], rib[1], rr, 4.0, vdir, Tissue.CORTEX),
-                                        Capsule(rib[1], rib[2], rr, 4.0, vdir, Tissue.CORTEX)], cortex_mm=1.3))
+                bones.append(
+                    BoneGroup(
+                        [
+                            Capsule(rib[0], rib[1], rr, 4.0, vdir, Tissue.CORTEX),
+                            Capsule(rib[1], rib[2], rr, 4.0, vdir, Tissue.CORTEX),
+                        ],
+                        cortex_mm=1.3,
+                    )
+                )
             else:
                 length = {"L1": 18, "L2": 24, "L3": 30, "L4": 26, "L5": 22}[name]
-                parts.append(Capsule(P(upl + 2, vp, sgn * (pw + 2)), P(upl + 1, vp - 1, sgn * (wh + length)),
-                                     4.2, 3.4, vdir, Tissue.CORTEX))
+                parts.append(
+                    Capsule(
+                        P(upl + 2, vp, sgn * (pw + 2)),
+                        P(upl + 1, vp - 1, sgn * (wh + length)),
+                        4.2,
+                        3.4,
+                        vdir,
+                        Tissue.CORTEX,
+                    )
+                )
             # facet joint fluid with the level below (between this IAP and the next SAP)
-            soft.append(Ellipsoid(P(upl - 3.6, -h / 2 - 0.5 * disc_below, sgn * (pw + 0.5)),
-                                  np.array([udir, vdir, wdir]), np.array([1.1, 6.0, 4.0]), Tissue.FACET_FLUID))
+            soft.append(
+                Ellipsoid(
+                    P(upl - 3.6, -h / 2 - 0.5 * disc_below, sgn * (pw + 0.5)),
+                    np.array([udir, vdir, wdir]),
+                    np.array([1.1, 6.0, 4.0]),
+                    Tissue.FACET_FLUID,
+                )
+            )
             # foraminal fat + exiting root below the pedicle
-            soft.append(Ellipsoid(P(up0 - 0.5 * ac, -h / 2 + 1.0, sgn * (bc + 5.0)), np.array([udir, vdir, wdir]),
-                                  np.array([0.75 * ac + 1.5, 0.35 * h + 3.0, 5.0]), Tissue.FAT))
-            soft.append(Ellipsoid(P(up0 - 0.55 * ac, vp - rv - 3.5, sgn * (bc + 5.0)), np.array([udir, vdir, wdir]),
-                                  np.array([2.6, 2.6, 5.5]), Tissue.NERVE_ROOT))
+            soft.append(
+                Ellipsoid(
+                    P(up0 - 0.5 * ac, -h / 2 + 1.0, sgn * (bc + 5.0)),
+                    np.array([udir, vdir, wdir]),
+                    np.array([0.75 * ac + 1.5, 0.35 * h + 3.0, 5.0]),
+                    Tissue.FAT,
+                )
+            )
+            soft.append(
+                Ellipsoid(
+                    P(up0 - 0.55 * ac, vp - rv - 3.5, sgn * (bc + 5.0)),
+                    np.array([udir, vdir, wdir]),
+                    np.array([2.6, 2.6, 5.5]),
+                    Tissue.NERVE_ROOT,
+                )
+            )
         if thoracic:
             sp_len, sp_ang, sp_r, sp_w = 30.0, math.radians(48), 4.8, 2.6
             sp0 = np.array([up0 - 2 * ac - 3.0, vp - 4.0])
@@ -387,8 +576,16 @@ def _posterior_elements(bodies: dict[str, PlacedBody], order: list[str], discs: 
         sp1 = sp0 + sp_len * np.array([-math.cos(sp_ang), -math.sin(sp_ang)])
         parts.append(Capsule(P(sp0[0], sp0[1], 0.0), P(sp1[0], sp1[1], 0.0), sp_r, sp_w, vdir, Tissue.CORTEX))
         if not thoracic:  # the tip of a lumbar spinous process is broad (tall)
-            parts.append(Capsule(P(sp1[0] + 6.0, sp1[1], 0.0), P(sp1[0] + 1.0, sp1[1], 0.0), sp_r + 1.5, sp_w + 0.6,
-                                 vdir, Tissue.CORTEX))
+            parts.append(
+                Capsule(
+                    P(sp1[0] + 6.0, sp1[1], 0.0),
+                    P(sp1[0] + 1.0, sp1[1], 0.0),
+                    sp_r + 1.5,
+                    sp_w + 0.6,
+                    vdir,
+                    Tissue.CORTEX,
+                )
+            )
         bones.append(BoneGroup(parts, cortex_mm=1.2))
         tips.append(P(sp1[0] - sp_r * 0.6, sp1[1], 0.0))
         sp_mid[name] = P(0.5 * (sp0[0] + sp1[0]), 0.5 * (sp0[1] + sp1[1]), 0.0)
@@ -404,7 +601,9 @@ def _posterior_elements(bodies: dict[str, PlacedBody], order: list[str], discs: 
     return bones, soft, tips
 
 
-def _sacral_posterior(bodies: dict[str, PlacedBody], k_canal: float, x0: float) -> tuple[list[Painter], list[np.ndarray]]:
+def _sacral_posterior(
+    bodies: dict[str, PlacedBody], k_canal: float, x0: float
+) -> tuple[list[Painter], list[np.ndarray]]:
     """S1 articular processes and ala, the fused sacral laminae (posterior wall of the sacral canal)."""
     s1 = bodies["S1"]
     s = s1.shape
@@ -415,13 +614,37 @@ def _sacral_posterior(bodies: dict[str, PlacedBody], k_canal: float, x0: float) 
     parts: list[Capsule | Ellipsoid] = []
     upl = -d / 2 - 1.6 * ac
     for sgn in (-1.0, 1.0):
-        parts.append(Capsule(s1.to_lps([-d / 2 + 3, 2.0, sgn * (bc + 4)]), s1.to_lps([upl + 1, 2.0, sgn * (bc + 5)]),
-                             7.0, 5.0, vdir, Tissue.CORTEX))
-        parts.append(Capsule(s1.to_lps([upl + 2, 4.0, sgn * (bc + 5.5)]), s1.to_lps([upl + 2.5, h / 2 + 6, sgn * (bc + 6.5)]),
-                             4.5, 4.0, udir, Tissue.CORTEX))
+        parts.append(
+            Capsule(
+                s1.to_lps([-d / 2 + 3, 2.0, sgn * (bc + 4)]),
+                s1.to_lps([upl + 1, 2.0, sgn * (bc + 5)]),
+                7.0,
+                5.0,
+                vdir,
+                Tissue.CORTEX,
+            )
+        )
+        parts.append(
+            Capsule(
+                s1.to_lps([upl + 2, 4.0, sgn * (bc + 5.5)]),
+                s1.to_lps([upl + 2.5, h / 2 + 6, sgn * (bc + 6.5)]),
+                4.5,
+                4.0,
+                udir,
+                Tissue.CORTEX,
+            )
+        )
         # ala: lateral mass continuous with the S1 body
-        parts.append(Capsule(s1.to_lps([2.0, -1.0, sgn * (wh - 6)]), s1.to_lps([-4.0, -4.0, sgn * (wh + 38)]),
-                             0.42 * h, 0.40 * d, vdir, Tissue.CORTEX))
+        parts.append(
+            Capsule(
+                s1.to_lps([2.0, -1.0, sgn * (wh - 6)]),
+                s1.to_lps([-4.0, -4.0, sgn * (wh + 38)]),
+                0.42 * h,
+                0.40 * d,
+                vdir,
+                Tissue.CORTEX,
+            )
+        )
     # fused laminae and median crest along S1..S4
     chain = []
     for name in ("S1", "S2", "S3", "S4"):
@@ -433,22 +656,42 @@ def _sacral_posterior(bodies: dict[str, PlacedBody], k_canal: float, x0: float) 
         half_w = [14.0, 11.0, 8.0][i]
         parts.append(Capsule(p, q, half_w, 2.8, np.array([1.0, 0, 0]), Tissue.CORTEX))
         crest0 = p + np.r_[0.0, -bodies["S1"].frame.u] * 4.0
-        parts.append(Capsule(crest0, 0.5 * (p + q) + np.r_[0.0, -bodies["S1"].frame.u] * 4.0, 3.0, 2.2,
-                             np.array([1.0, 0, 0]), Tissue.CORTEX))
+        parts.append(
+            Capsule(
+                crest0,
+                0.5 * (p + q) + np.r_[0.0, -bodies["S1"].frame.u] * 4.0,
+                3.0,
+                2.2,
+                np.array([1.0, 0, 0]),
+                Tissue.CORTEX,
+            )
+        )
         tips.append(crest0 + np.r_[0.0, -bodies["S1"].frame.u] * 2.5)
     for name in ("S2", "S3"):
         b = bodies[name]
         for sgn in (-1.0, 1.0):
-            parts.append(Capsule(b.to_lps([0.0, 0.0, sgn * (b.shape.Wh - 4)]),
-                                 b.to_lps([-3.0, 0.0, sgn * (b.shape.Wh + 26)]), 0.45 * b.shape.dims.hp_rim_mm,
-                                 0.38 * b.shape.D, vdir, Tissue.CORTEX))
+            parts.append(
+                Capsule(
+                    b.to_lps([0.0, 0.0, sgn * (b.shape.Wh - 4)]),
+                    b.to_lps([-3.0, 0.0, sgn * (b.shape.Wh + 26)]),
+                    0.45 * b.shape.dims.hp_rim_mm,
+                    0.38 * b.shape.D,
+                    vdir,
+                    Tissue.CORTEX,
+                )
+            )
     tips.append(chain[-1] + np.r_[0.0, -bodies["S4"].frame.u] * 5.0)
     return [BoneGroup(parts, cortex_mm=1.2)], tips
 
 
 # --------------------------------------------------------------------------- profiles and field of view
-def _column_profile(bodies: dict[str, PlacedBody], names: list[str], discs: list[PlacedDisc],
-                    tips: list[np.ndarray], x0: float) -> ColumnProfile:
+def _column_profile(
+    bodies: dict[str, PlacedBody],
+    names: list[str],
+    discs: list[PlacedDisc],
+    tips: list[np.ndarray],
+    x0: float,
+) -> ColumnProfile:
     ant, post, centre = [], [], []
     for name in names:
         b = bodies[name]
@@ -465,12 +708,18 @@ def _column_profile(bodies: dict[str, PlacedBody], names: list[str], discs: list
     level_half_width = {n: bodies[n].shape.Wh for n in names}
     level_depth = {n: bodies[n].shape.D for n in names}
     tip_yz = np.array([[t[1], t[2]] for t in tips])
-    return ColumnProfile.from_points(np.array(ant), np.array(post), tip_yz, level_centres, level_half_width,
-                                     level_depth, x0)
+    return ColumnProfile.from_points(
+        np.array(ant), np.array(post), tip_yz, level_centres, level_half_width, level_depth, x0
+    )
 
 
-def _field_of_view(spec: PhantomSpec, bodies: dict[str, PlacedBody], labelled: list[str], profile: ColumnProfile,
-                   rng: np.random.Generator) -> tuple[SagittalGeometry, list[str]]:
+def _field_of_view(
+    spec: PhantomSpec,
+    bodies: dict[str, PlacedBody],
+    labelled: list[str],
+    profile: ColumnProfile,
+    rng: np.random.Generator,
+) -> tuple[SagittalGeometry, list[str]]:
     sp = spec.pixel_spacing_mm
     margin_top = rng.uniform(11.0, 18.0)
     top_body = bodies[labelled[0]]
@@ -486,8 +735,9 @@ def _field_of_view(spec: PhantomSpec, bodies: dict[str, PlacedBody], labelled: l
         need = z_top - (float(bodies["S1"].lo[2]) + 2.0 - 8.0)
         if need > fov_h:
             raise ConfigError(
-                f"phantom field of view too small: {spec.top_level.value}..S1 needs {need:.0f} mm of rows but "
-                f"rows x pixel_spacing_mm = {fov_h:.0f} mm; increase rows or pixel_spacing_mm, or lower top_level"
+                f"phantom field of view too small: {spec.top_level.value}..S1 needs {need:.0f} mm of rows "
+                f"but rows x pixel_spacing_mm = {fov_h:.0f} mm; increase rows or pixel_spacing_mm, "
+                f"or lower top_level"
             )
     # AP: centre the body if it fits, else keep the back in view
     z_mid = z_top - fov_h / 2
@@ -502,9 +752,14 @@ def _field_of_view(spec: PhantomSpec, bodies: dict[str, PlacedBody], labelled: l
     n = spec.n_slices
     axes = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
     origin = (pitch * (n - 1) / 2.0, y_front + sp / 2, z_top - sp / 2)
-    grid = SagittalGeometry(origin_lps=origin, axes_lps=axes, spacing_mm=(pitch, sp, sp), shape=(n, rows, spec.cols))
+    grid = SagittalGeometry(
+        origin_lps=origin, axes_lps=axes, spacing_mm=(pitch, sp, sp), shape=(n, rows, spec.cols)
+    )
     # visible unlabelled bodies (partly in the field of view)
     z_bot = z_top - fov_h
-    partial = [name for name, b in bodies.items()
-               if name not in labelled and b.hi[2] > z_bot and b.lo[2] < z_top and name in Level.__members__]
+    partial = [
+        name
+        for name, b in bodies.items()
+        if name not in labelled and b.hi[2] > z_bot and b.lo[2] < z_top and name in Level.__members__
+    ]
     return grid, partial

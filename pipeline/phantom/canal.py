@@ -33,17 +33,25 @@ class CanalProfile:
 
 
 class CanalPainter(Painter):
-    """Paints the canal contents; vertebral bodies and discs are painted afterwards and form its front wall."""
+    """Paints the canal contents; bodies and discs are painted afterwards and form its front wall."""
 
-    def __init__(self, points_yz: np.ndarray, x0: float, profile_at_points: dict[str, np.ndarray],
-                 conus_index: float, sac_end_index: float, roots: list[tuple[float, float, float, float]]) -> None:
+    def __init__(
+        self,
+        points_yz: np.ndarray,
+        x0: float,
+        profile_at_points: dict[str, np.ndarray],
+        conus_index: float,
+        sac_end_index: float,
+        roots: list[tuple[float, float, float, float]],
+    ) -> None:
         """
         Parameters
         ----------
         points_yz : ndarray, shape (n, 2)
             Centreline control points, cranial to caudal.
         profile_at_points : dict of name -> ndarray (n,)
-            ``bony_ap``, ``bony_lr``, ``sac_ap``, ``sac_lr``, ``sac_shift``, ``cord_ap``, ``cord_lr`` half sizes.
+            Half sizes ``bony_ap``, ``bony_lr``, ``sac_ap``, ``sac_lr``, ``sac_shift``, ``cord_ap``,
+            ``cord_lr``.
         conus_index, sac_end_index : float
             Fractional control-point indices of the conus tip and the end of the thecal sac.
         roots : list of (d_frac, w_frac, radius_mm, end_index)
@@ -72,8 +80,10 @@ class CanalPainter(Painter):
         hi = pts.max(axis=0) + margin
         self.g0 = lo
         self.gstep = 1.0
-        ny, nz = (np.ceil((hi - lo) / self.gstep).astype(int) + 1)
-        gy, gz = np.meshgrid(lo[0] + np.arange(ny) * self.gstep, lo[1] + np.arange(nz) * self.gstep, indexing="ij")
+        ny, nz = np.ceil((hi - lo) / self.gstep).astype(int) + 1
+        gy, gz = np.meshgrid(
+            lo[0] + np.arange(ny) * self.gstep, lo[1] + np.arange(nz) * self.gstep, indexing="ij"
+        )
         q = np.stack([gy.ravel(), gz.ravel()], axis=1)
         _, k = cKDTree(pts).query(q)
         rel = q - pts[k]
@@ -140,7 +150,9 @@ class CanalPainter(Painter):
         below = sac & (s > self.s_conus - 6.0)
         if np.any(below):
             for df, wf, r, s_end in self.roots:
-                t[below & (s < s_end) & (((dd - df * a_s) ** 2 + (w - wf * b_s) ** 2) <= r * r)] = Tissue.NERVE_ROOT
+                t[below & (s < s_end) & (((dd - df * a_s) ** 2 + (w - wf * b_s) ** 2) <= r * r)] = (
+                    Tissue.NERVE_ROOT
+                )
         keep = t > 0
         sel = tuple(i[keep] for i in idx)
         canvas.tissue[sel] = t[keep]

@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from pipeline.errors import ConfigError
 from pipeline.model import EdemaPattern, Morphology
@@ -123,8 +124,11 @@ class BodyShape:
         # lateral distance: half-width of the outline at this u
         ra = np.clip((u - self.u_mid) / self.Da, 0.0, 1.0)
         rp = np.clip((self.u_mid - u) / self.Dp, 0.0, 1.0)
-        tmax = np.where(u >= self.u_mid, (1.0 - ra**self._PA) ** (1.0 / self._PA),
-                        (1.0 - rp**self._PP) ** (1.0 / self._PP))
+        tmax = np.where(
+            u >= self.u_mid,
+            (1.0 - ra**self._PA) ** (1.0 / self._PA),
+            (1.0 - rp**self._PP) ** (1.0 / self._PP),
+        )
         dw = self.Wh * tmax - aw
         if v is not None and self.deform.retro_mm > 0:
             # behind the nominal posterior wall only the bulge (already in ``du``) decides
@@ -168,10 +172,18 @@ class BodyShape:
         return 0.0
 
     def v_sup(self, u: Array, w: Array) -> Array:
-        return self._rim(self.f_of_u(u)) / 2.0 - self.dims.concavity_sup_mm * self._bowl(u, w) - self.delta_sup(u, w)
+        return (
+            self._rim(self.f_of_u(u)) / 2.0
+            - self.dims.concavity_sup_mm * self._bowl(u, w)
+            - self.delta_sup(u, w)
+        )
 
     def v_inf(self, u: Array, w: Array) -> Array:
-        return -self._rim(self.f_of_u(u)) / 2.0 + self.dims.concavity_inf_mm * self._bowl(u, w) + self.delta_inf(u, w)
+        return (
+            -self._rim(self.f_of_u(u)) / 2.0
+            + self.dims.concavity_inf_mm * self._bowl(u, w)
+            + self.delta_inf(u, w)
+        )
 
     def v_sup_unfractured(self, u: Array, w: Array) -> Array:
         return self._rim(self.f_of_u(u)) / 2.0 - self.dims.concavity_sup_mm * self._bowl(u, w)
@@ -184,7 +196,9 @@ class BodyShape:
         ds, di = vs - v, v - vi
         d_ep = np.minimum(ds, di)
         # fused endplates (sacrum) have no cortex and no rounded rim
-        d_cx = np.minimum(ds if self.dims.sup_cortex else ds + 50.0, di if self.dims.inf_cortex else di + 50.0)
+        d_cx = np.minimum(
+            ds if self.dims.sup_cortex else ds + 50.0, di if self.dims.inf_cortex else di + 50.0
+        )
         r = self.dims.corner_mm
         corner = (d_edge < r) & (d_cx < r)
         rc = r - np.sqrt((r - np.minimum(d_edge, r)) ** 2 + (r - np.minimum(d_cx, r)) ** 2)
@@ -221,15 +235,24 @@ class BodyShape:
             da = a * 0.9 / 0.8
         elif k is Morphology.CRUSH:
             da = dp = a
-        return (np.array([d / 2, self.dims.ha_rim_mm / 2 - da]), np.array([-d / 2, self.dims.hp_rim_mm / 2 - dp]))
+        return (
+            np.array([d / 2, self.dims.ha_rim_mm / 2 - da]),
+            np.array([-d / 2, self.dims.hp_rim_mm / 2 - dp]),
+        )
 
     def inf_rim(self) -> tuple[np.ndarray, np.ndarray]:
         d = self.D
         return (np.array([d / 2, -self.dims.ha_rim_mm / 2]), np.array([-d / 2, -self.dims.hp_rim_mm / 2]))
 
 
-def solve_deformation(dims: BodyDims, kind: Morphology, loss_pct: float, retro_mm: float,
-                      inf_ratio: float = 0.8, where: str = "") -> Deformation:
+def solve_deformation(
+    dims: BodyDims,
+    kind: Morphology,
+    loss_pct: float,
+    retro_mm: float,
+    inf_ratio: float = 0.8,
+    where: str = "",
+) -> Deformation:
     """Collapse amplitude giving exactly ``loss_pct`` height loss (bisection on a monotone function)."""
     base = Deformation(kind=kind, amp_mm=0.0, inf_ratio=inf_ratio, retro_mm=retro_mm)
     if kind is Morphology.NORMAL or loss_pct <= 0:
@@ -279,7 +302,7 @@ class Frame2D:
 
 
 def place_by_inferior_rim(shape: BodyShape, p_world: Vec2, e_world: Vec2) -> Frame2D:
-    """Frame that puts the body's posterior-inferior rim point at ``p_world`` with its rim along ``e_world``."""
+    """Frame putting the body's posterior-inferior rim point at ``p_world``, its rim along ``e_world``."""
     a, p = shape.inf_rim()
     return _place(a, p, p_world, e_world)
 
@@ -305,8 +328,13 @@ def rim_world(frame: Frame2D, rim: tuple[np.ndarray, np.ndarray]) -> tuple[Vec2,
     return frame.to_world(rim[0]), frame.to_world(rim[1])
 
 
-def stack_up(shape_below: BodyShape, frame_below: Frame2D, disc_post_mm: float, disc_ant_mm: float,
-             shape_above: BodyShape) -> Frame2D:
+def stack_up(
+    shape_below: BodyShape,
+    frame_below: Frame2D,
+    disc_post_mm: float,
+    disc_ant_mm: float,
+    shape_above: BodyShape,
+) -> Frame2D:
     """Frame of the body above a disc of the given posterior/anterior heights."""
     a, p = rim_world(frame_below, shape_below.sup_rim())
     e_b = unit(a - p)
@@ -317,8 +345,13 @@ def stack_up(shape_below: BodyShape, frame_below: Frame2D, disc_post_mm: float, 
     return place_by_inferior_rim(shape_above, p_top, e_t)
 
 
-def stack_down(shape_above: BodyShape, frame_above: Frame2D, gap_post_mm: float, gap_ant_mm: float,
-               shape_below: BodyShape) -> Frame2D:
+def stack_down(
+    shape_above: BodyShape,
+    frame_above: Frame2D,
+    gap_post_mm: float,
+    gap_ant_mm: float,
+    shape_below: BodyShape,
+) -> Frame2D:
     """Frame of the body below a (possibly fused) disc, hanging from ``shape_above``'s inferior rim."""
     a, p = rim_world(frame_above, shape_above.inf_rim())
     e_b = unit(a - p)
@@ -371,17 +404,21 @@ class PlacedBody(Painter):
 
     def __post_init__(self) -> None:
         s = self.shape
-        pts = []
+        corners: list[np.ndarray] = []
         for uu in (-s.D / 2 - s.deform.retro_mm - 1, s.D / 2 + 1):
-            for vv in (-s.dims.ha_rim_mm / 2 - 2, -s.dims.hp_rim_mm / 2 - 2, s.dims.ha_rim_mm / 2 + 2,
-                       s.dims.hp_rim_mm / 2 + 2):
-                pts.append(self.frame.to_world(np.array([uu, vv])))
-        pts = np.array(pts)
+            for vv in (
+                -s.dims.ha_rim_mm / 2 - 2,
+                -s.dims.hp_rim_mm / 2 - 2,
+                s.dims.ha_rim_mm / 2 + 2,
+                s.dims.hp_rim_mm / 2 + 2,
+            ):
+                corners.append(self.frame.to_world(np.array([uu, vv])))
+        pts = np.array(corners)
         self.lo = np.array([self.x0 - s.Wh - 1, pts[:, 0].min(), pts[:, 1].min()])
         self.hi = np.array([self.x0 + s.Wh + 1, pts[:, 0].max(), pts[:, 1].max()])
 
     def local(self, x: Array, y: Array, z: Array) -> tuple[Array, Array, Array]:
-        """LPS -> local (u, v, w). The (y, z) part is cached: sagittal slabs pass the same arrays each time."""
+        """LPS -> local (u, v, w); the (y, z) part is cached (sagittal slabs pass the same arrays)."""
         key = (id(y), id(z), np.shape(y), np.shape(z))
         cache = self.extra.get("uv")
         if cache is not None and cache[0] == key and cache[1] is y and cache[2] is z:
@@ -394,14 +431,23 @@ class PlacedBody(Painter):
             self.extra["uv"] = (key, y, z, u, v)
         return u, v, x - np.float32(self.x0)
 
-    def to_lps(self, local: np.ndarray) -> np.ndarray:
+    def to_lps(self, local: ArrayLike) -> np.ndarray:
         """Local (u, v, w) points, shape (..., 3) -> LPS mm."""
         local = np.asarray(local, float)
         yz = self.frame.centre + local[..., 0:1] * self.frame.u + local[..., 1:2] * self.frame.v
         return np.concatenate([self.x0 + local[..., 2:3], yz], axis=-1)
 
-    def interior_tissue(self, u: Array, v: Array, w: Array, inside: Array, d_in: Array, ds: Array,
-                        di: Array, cosmetic: bool = True) -> tuple[Array, Array]:
+    def interior_tissue(
+        self,
+        u: Array,
+        v: Array,
+        w: Array,
+        inside: Array,
+        d_in: Array,
+        ds: Array,
+        di: Array,
+        cosmetic: bool = True,
+    ) -> tuple[Array, Array]:
         """Tissue codes inside the body (uint8, 0 outside) and the oedema mask.
 
         ``cosmetic=False`` skips features that never change the body outline or the oedema (fat islands,
@@ -469,15 +515,26 @@ class PlacedDisc(Painter):
         lo = np.minimum(self.below.lo, self.above.lo)
         hi = np.maximum(self.below.hi, self.above.hi)
         # the disc lies between the two bodies: clip to their rim band
-        pts = np.array([*rim_world(self.below.frame, self.below.shape.sup_rim()),
-                        *rim_world(self.above.frame, self.above.shape.inf_rim())])
+        pts = np.array(
+            [
+                *rim_world(self.below.frame, self.below.shape.sup_rim()),
+                *rim_world(self.above.frame, self.above.shape.inf_rim()),
+            ]
+        )
         marg = 6.0 + max(self.below.shape.deform.amp_mm, self.above.shape.deform.amp_mm)
         lo[1:] = np.maximum(lo[1:], pts.min(axis=0) - marg)
         hi[1:] = np.minimum(hi[1:], pts.max(axis=0) + marg)
         self.lo, self.hi = lo, hi
         self.depth = 0.5 * (self.below.shape.D + self.above.shape.D)
-        self.fp = BodyShape(BodyDims(self.depth, (self.below.shape.Wh + self.above.shape.Wh),
-                                     10.0, 10.0, posterior_concavity_mm=1.0))
+        self.fp = BodyShape(
+            BodyDims(
+                self.depth,
+                (self.below.shape.Wh + self.above.shape.Wh),
+                10.0,
+                10.0,
+                posterior_concavity_mm=1.0,
+            )
+        )
         e = unit(unit(pts[0] - pts[1]) + unit(pts[2] - pts[3]))
         self.u_d, self.v_d = e, normal_of(e)
         self.centre = pts.mean(axis=0)
@@ -501,7 +558,11 @@ class PlacedDisc(Painter):
         if self.fused:
             fill(canvas, disc, Tissue.CORTEX)
             fill(canvas, disc & (d_edge > 1.1), Tissue.MARROW)
-            rem = disc & (np.abs(vn) < 0.5) & ((ud / (self.remnant * self.depth)) ** 2 + (w / (0.55 * self.fp.Wh)) ** 2 < 1)
+            rem = (
+                disc
+                & (np.abs(vn) < 0.5)
+                & ((ud / (self.remnant * self.depth)) ** 2 + (w / (0.55 * self.fp.Wh)) ** 2 < 1)
+            )
             fill(canvas, rem, Tissue.DISC_REMNANT)
             return
         fill(canvas, disc, Tissue.ANNULUS)

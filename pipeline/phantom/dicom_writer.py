@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
+    UID,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
     MRImageStorage,
     RLELossless,
-    UID,
 )
 
 from pipeline import __version__
@@ -58,7 +58,7 @@ LARMOR_MHZ_PER_T = 42.577478
 
 
 def resolve_transfer_syntax(name_or_uid: str) -> UID:
-    """Short name (``explicit``, ``rle``, ``jpeg-ls``, ``jpeg2000``) or UID -> UID; raises InputError otherwise."""
+    """Short name (``explicit``, ``rle``, ``jpeg-ls``, ``jpeg2000``) or UID -> UID, else InputError."""
     if name_or_uid in TRANSFER_SYNTAXES:
         return TRANSFER_SYNTAXES[name_or_uid]
     for uid in TRANSFER_SYNTAXES.values():
@@ -70,7 +70,9 @@ def resolve_transfer_syntax(name_or_uid: str) -> UID:
     )
 
 
-def write_study(phantom: Phantom, out_dir: Path, *, transfer_syntax: str = "explicit", overwrite: bool = False) -> Path:
+def write_study(
+    phantom: Phantom, out_dir: Path, *, transfer_syntax: str = "explicit", overwrite: bool = False
+) -> Path:
     """Write ``phantom`` as DICOM files (one sub-folder per series) and ``truth.json`` into ``out_dir``.
 
     Parameters
@@ -103,27 +105,36 @@ def write_study(phantom: Phantom, out_dir: Path, *, transfer_syntax: str = "expl
         folder.mkdir()
         images = list(_images(phantom, role))
         for index, (pixels, geometry) in enumerate(images, start=1):
-            ds = _instance(base, spec, proto, info["series_instance_uid"], index, pixels, geometry, len(images))
+            ds = _instance(
+                base, spec, proto, info["series_instance_uid"], index, pixels, geometry, len(images)
+            )
             _encode_and_save(ds, pixels, ts, folder / f"IM{index:04d}.dcm")
             n_files += 1
     (out_dir / "truth.json").write_text(json.dumps(phantom.truth, indent=1) + "\n", encoding="utf-8")
-    logger.info("wrote phantom study %s: %d files, transfer syntax %s", study["study_instance_uid"], n_files, ts.name)
+    logger.info(
+        "wrote phantom study %s: %d files, transfer syntax %s", study["study_instance_uid"], n_files, ts.name
+    )
     return out_dir
 
 
 def _prepare(out_dir: Path, overwrite: bool) -> None:
-    """Create ``out_dir``; refuse to mix with an existing phantom study unless ``overwrite`` (then replace it).
+    """Create ``out_dir``; refuse an existing phantom study there unless ``overwrite`` (then replace it).
 
     Files that are not ours (e.g. a ``clinical.yaml`` added next to the images) are always kept.
     """
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder; choose another output folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    ours = [e for e in out_dir.iterdir()
-            if (e.is_dir() and _SERIES_DIR.fullmatch(e.name)) or e.name == "truth.json"]
+    ours = [
+        e
+        for e in out_dir.iterdir()
+        if (e.is_dir() and _SERIES_DIR.fullmatch(e.name)) or e.name == "truth.json"
+    ]
     if ours and not overwrite:
-        raise InputError(f"{out_dir}: already holds a phantom study; choose another folder or pass --overwrite "
-                         f"(overwrite=True) to replace it")
+        raise InputError(
+            f"{out_dir}: already holds a phantom study; choose another folder or pass --overwrite "
+            f"(overwrite=True) to replace it"
+        )
     for e in ours:
         if e.is_dir():
             shutil.rmtree(e)
@@ -142,7 +153,7 @@ Geometry = tuple[tuple[float, float, float], tuple[float, ...], tuple[float, flo
 
 
 def _images(phantom: Phantom, role: str) -> Iterator[tuple[np.ndarray, Geometry]]:
-    """(pixels uint16 (rows, cols), (IPP, IOP, pixel spacing, thickness, spacing between slices)) per image."""
+    """Per image: pixels uint16 (rows, cols) and (IPP, IOP, pixel spacing, thickness, slice spacing)."""
     if role == "LOCALIZER":
         for im in phantom.localizer:
             yield _u16(im.pixels), _plane_geometry(im)
@@ -169,7 +180,9 @@ def _plane_geometry(im: PlaneImage) -> Geometry:
 
 
 def _study_datetime(spec: PhantomSpec) -> dt.datetime:
-    return dt.datetime(2024, 1, 1, 8, 0, 0) + dt.timedelta(days=spec.seed % 700, minutes=(spec.seed * 37) % 540)
+    return dt.datetime(2024, 1, 1, 8, 0, 0) + dt.timedelta(
+        days=spec.seed % 700, minutes=(spec.seed * 37) % 540
+    )
 
 
 def _base_dataset(spec: PhantomSpec, study_uid: str, for_uid: str) -> Dataset:
@@ -213,8 +226,16 @@ def _base_dataset(spec: PhantomSpec, study_uid: str, for_uid: str) -> Dataset:
     return ds
 
 
-def _instance(base: Dataset, spec: PhantomSpec, proto: SeriesProtocol, series_uid: str, index: int,
-              pixels: np.ndarray, geometry: Geometry, n_images: int) -> Dataset:
+def _instance(
+    base: Dataset,
+    spec: PhantomSpec,
+    proto: SeriesProtocol,
+    series_uid: str,
+    index: int,
+    pixels: np.ndarray,
+    geometry: Geometry,
+    n_images: int,
+) -> Dataset:
     eq = EQUIPMENT[spec.vendor]
     when = _study_datetime(spec) + dt.timedelta(minutes=4 * proto.series_number % 60 + 2)
     ipp, iop, spacing, thickness, between = geometry

@@ -21,7 +21,9 @@ _EPS = 1e-9
 
 @dataclass(frozen=True, eq=False)
 class SampleGrid:
-    """Affine grid of sample points: LPS of index ``(i, j, k)`` is ``origin + i*steps[0] + j*steps[1] + k*steps[2]``.
+    """Affine grid of sample points.
+
+    LPS of index ``(i, j, k)`` is ``origin + i*steps[0] + j*steps[1] + k*steps[2]``.
 
     Parameters
     ----------
@@ -45,8 +47,14 @@ class SampleGrid:
 
     def window(self, lo: Array, hi: Array) -> tuple[slice, slice, slice] | None:
         """Index window holding every sample inside the LPS box ``[lo, hi]``, or ``None`` when empty."""
-        corners = np.array([[lo[0] if a == 0 else hi[0], lo[1] if b == 0 else hi[1], lo[2] if c == 0 else hi[2]]
-                            for a in (0, 1) for b in (0, 1) for c in (0, 1)])
+        corners = np.array(
+            [
+                [lo[0] if a == 0 else hi[0], lo[1] if b == 0 else hi[1], lo[2] if c == 0 else hi[2]]
+                for a in (0, 1)
+                for b in (0, 1)
+                for c in (0, 1)
+            ]
+        )
         idx = (corners - self.origin) @ self._inv
         start = np.floor(idx.min(axis=0)).astype(int)
         stop = np.ceil(idx.max(axis=0)).astype(int) + 1
@@ -54,8 +62,11 @@ class SampleGrid:
         stop = np.minimum(stop, self.shape)
         if np.any(stop <= start):
             return None
-        return (slice(int(start[0]), int(stop[0])), slice(int(start[1]), int(stop[1])),
-                slice(int(start[2]), int(stop[2])))
+        return (
+            slice(int(start[0]), int(stop[0])),
+            slice(int(start[1]), int(stop[1])),
+            slice(int(start[2]), int(stop[2])),
+        )
 
     def coords(self, win: tuple[slice, slice, slice]) -> tuple[Array, Array, Array]:
         """Broadcastable float32 ``(x, y, z)`` arrays of the samples in ``win`` (zero terms are dropped)."""
@@ -90,7 +101,7 @@ def fill(canvas: Canvas, mask: Array, tissue: Tissue | int, label: int | None = 
         np.copyto(canvas.label, np.uint8(label), where=mask)
 
 
-def dot(dx: Array, dy: Array, dz: Array, vec: Sequence[float]) -> Array:
+def dot(dx: Array, dy: Array, dz: Array, vec: Sequence[float] | Array) -> Array:
     """``(dx, dy, dz) . vec`` skipping zero components (keeps broadcast shapes small)."""
     acc: Array | float = 0.0
     for d, c in zip((dx, dy, dz), vec, strict=True):
@@ -128,7 +139,7 @@ def _orthonormal_pair(axis: Array, hint: Array) -> tuple[Array, Array]:
 
 @dataclass(eq=False)
 class Capsule(Painter):
-    """Elliptic capsule: segment ``p0 -> p1`` swept by an ellipse with radii ``r1`` (along ``hint``) and ``r2``.
+    """Elliptic capsule: segment ``p0 -> p1`` swept by an ellipse of radii ``r1`` (along ``hint``), ``r2``.
 
     End caps are half-ellipsoids with axial radius ``min(r1, r2)``. ``shrink`` (mm) evaluates the
     capsule with all radii reduced (for the marrow inside a cortical shell).
@@ -153,14 +164,14 @@ class Capsule(Painter):
         self.lo = np.minimum(self.p0, self.p1) - r
         self.hi = np.maximum(self.p0, self.p1) + r
 
-    def components(self, x: Array, y: Array, z: Array) -> tuple[Array, Array, Array]:
+    def components(self, x: Array, y: Array, z: Array) -> tuple[Array, ...]:
         """Offsets from the axis segment along ``e1``, ``e2`` and the axis (beyond the segment ends)."""
         dx, dy, dz = x - np.float32(self.p0[0]), y - np.float32(self.p0[1]), z - np.float32(self.p0[2])
         t = dot(dx, dy, dz, self.axis)
         ax = t - np.clip(t, 0.0, self.length)
         return dot(dx, dy, dz, self.e1), dot(dx, dy, dz, self.e2), ax
 
-    def q_from(self, comps: tuple[Array, Array, Array], shrink: float = 0.0) -> Array:
+    def q_from(self, comps: tuple[Array, ...], shrink: float = 0.0) -> Array:
         a, b, ax = comps
         r1, r2 = max(self.r1 - shrink, 0.3), max(self.r2 - shrink, 0.3)
         re = min(r1, r2)
@@ -266,7 +277,9 @@ def _axis_ranges(a: Array) -> tuple[int, Array]:
     return -1, a
 
 
-def _sub_window(part: Painter, x: Array, y: Array, z: Array, lo: Array, hi: Array) -> tuple[slice, ...] | None:
+def _sub_window(
+    part: Painter, x: Array, y: Array, z: Array, lo: Array, hi: Array
+) -> tuple[slice, ...] | None:
     """Sub-window of the current window holding ``part``'s box (only narrows separable axes)."""
     shape = np.broadcast_shapes(x.shape, y.shape, z.shape)
     sl = [slice(0, n) for n in shape]

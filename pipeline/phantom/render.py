@@ -85,9 +85,18 @@ def render_phantom(spec: PhantomSpec) -> Phantom:
     """
     anatomy = build_anatomy(spec)
     g = anatomy.grid
-    stack = render_stack(anatomy.painters, np.asarray(g.origin_lps), g.axes_lps, g.spacing_mm, g.shape,
-                         spec.slice_thickness_mm, spec.slice_subsamples, spec.supersample, ("T1", "T2", "STIR"),
-                         with_labels=True)
+    stack = render_stack(
+        anatomy.painters,
+        np.asarray(g.origin_lps),
+        g.axes_lps,
+        g.spacing_mm,
+        g.shape,
+        spec.slice_thickness_mm,
+        spec.slice_subsamples,
+        spec.supersample,
+        ("T1", "T2", "STIR"),
+        with_labels=True,
+    )
     ref = Volume(np.zeros(g.shape, np.float32), g.spacing_mm, g.origin_lps, g.axes_lps)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, 0xB1A5]))
     images = finish(stack["signal"], ref, anatomy, spec, rng)
@@ -104,16 +113,31 @@ def render_phantom(spec: PhantomSpec) -> Phantom:
         mid_slices[b.label] = int(np.clip(round(float(idx[0])), 0, g.shape[0] - 1))
     uids = study_uids(spec)
     series = _series_summary(spec, uids, g.shape, axial, loc)
-    grid = {"shape": list(g.shape), "spacing_mm": [float(s) for s in g.spacing_mm],
-            "origin_lps_mm": [round(float(o), 6) for o in g.origin_lps], "axes_lps": g.axes_lps.tolist(),
-            "slice_thickness_mm": spec.slice_thickness_mm}
+    grid = {
+        "shape": list(g.shape),
+        "spacing_mm": [float(s) for s in g.spacing_mm],
+        "origin_lps_mm": [round(float(o), 6) for o in g.origin_lps],
+        "axes_lps": g.axes_lps.tolist(),
+        "slice_thickness_mm": spec.slice_thickness_mm,
+    }
     truth = build_truth(anatomy, uids, series, grid, mid_slices)
-    return Phantom(spec=spec, t1=vols["T1"], t2=vols["T2"], stir=vols["STIR"], labels=label_vol, levels=levels,
-                   truth=truth, edema=ref.with_array(edema), axial_t2=axial, localizer=tuple(loc))
+    return Phantom(
+        spec=spec,
+        t1=vols["T1"],
+        t2=vols["T2"],
+        stir=vols["STIR"],
+        labels=label_vol,
+        levels=levels,
+        truth=truth,
+        edema=ref.with_array(edema),
+        axial_t2=axial,
+        localizer=tuple(loc),
+    )
 
 
-def _series_summary(spec: PhantomSpec, uids: dict[str, Any], shape: tuple[int, int, int], axial: Volume | None,
-                    loc: Any) -> list[dict[str, Any]]:
+def _series_summary(
+    spec: PhantomSpec, uids: dict[str, Any], shape: tuple[int, int, int], axial: Volume | None, loc: Any
+) -> list[dict[str, Any]]:
     from pipeline.phantom.vendors import protocol_for
 
     out = []
@@ -123,18 +147,37 @@ def _series_summary(spec: PhantomSpec, uids: dict[str, Any], shape: tuple[int, i
         if role == "AXIAL_T2" and axial is None:
             continue
         proto = protocol_for(spec.vendor, role)
-        n = len(loc) if role == "LOCALIZER" else (axial.shape[0] if role == "AXIAL_T2" and axial is not None
-                                                  else shape[0])
-        out.append({"role": role, "series_instance_uid": uids["series_instance_uids"][role],
-                    "series_number": proto.series_number, "series_description": proto.description,
-                    "orientation": proto.orientation, "n_images": int(n)})
+        n = (
+            len(loc)
+            if role == "LOCALIZER"
+            else (axial.shape[0] if role == "AXIAL_T2" and axial is not None else shape[0])
+        )
+        out.append(
+            {
+                "role": role,
+                "series_instance_uid": uids["series_instance_uids"][role],
+                "series_number": proto.series_number,
+                "series_description": proto.description,
+                "orientation": proto.orientation,
+                "n_images": int(n),
+            }
+        )
     return out
 
 
 # --------------------------------------------------------------------------- core sampler
-def render_stack(painters: list[Painter], origin: np.ndarray, axes: np.ndarray, spacing: tuple[float, float, float],
-                 shape: tuple[int, int, int], thickness: float, n_sub: int, ss: int, sequences: tuple[str, ...],
-                 with_labels: bool = False) -> dict[str, Any]:
+def render_stack(
+    painters: list[Painter],
+    origin: np.ndarray,
+    axes: np.ndarray,
+    spacing: tuple[float, float, float],
+    shape: tuple[int, int, int],
+    thickness: float,
+    n_sub: int,
+    ss: int,
+    sequences: tuple[str, ...],
+    with_labels: bool = False,
+) -> dict[str, Any]:
     """Partial-volume signal of a stack of parallel slices.
 
     Parameters
@@ -165,7 +208,9 @@ def render_stack(painters: list[Painter], origin: np.ndarray, axes: np.ndarray, 
     axes = np.asarray(axes, float)
     steps = np.array([axes[0] * thickness / n_sub, axes[1] * spacing[1] / ss, axes[2] * spacing[2] / ss])
     sub_offsets = -(thickness / 2 - thickness / (2 * n_sub)) + np.arange(n_sub) * thickness / n_sub
-    inplane0 = (origin - axes[1] * (spacing[1] * (ss - 1) / (2 * ss)) - axes[2] * (spacing[2] * (ss - 1) / (2 * ss)))
+    inplane0 = (
+        origin - axes[1] * (spacing[1] * (ss - 1) / (2 * ss)) - axes[2] * (spacing[2] * (ss - 1) / (2 * ss))
+    )
     plan = _plan(painters, inplane0, axes, steps, (R * ss, C * ss))
     for s in range(S):
         # positions of this slice's sub-planes along the slice normal, relative to slice 0's centre
@@ -178,7 +223,10 @@ def render_stack(painters: list[Painter], origin: np.ndarray, axes: np.ndarray, 
                 continue
             i0, i1 = int(sel[0]), int(sel[-1]) + 1
             off = planes[i0:i1].astype(np.float32).reshape(-1, 1, 1)
-            xyz = [c if abs(axes[0, d]) < 1e-12 else c + off * np.float32(axes[0, d]) for d, c in enumerate(inplane)]
+            xyz = [
+                c if abs(axes[0, d]) < 1e-12 else c + off * np.float32(axes[0, d])
+                for d, c in enumerate(inplane)
+            ]
             p.paint(Canvas(tissue[i0:i1, rs, cs], label[i0:i1, rs, cs]), xyz[0], xyz[1], xyz[2])
         if ss % 2 == 0:
             code = (tissue[:, :, 0::2].astype(np.uint16) << 8) | tissue[:, :, 1::2]
@@ -190,7 +238,7 @@ def render_stack(painters: list[Painter], origin: np.ndarray, axes: np.ndarray, 
         if with_labels:
             # majority vote; exact ties (half the sub-samples) are broken by a fixed checkerboard so that the
             # mask volume stays unbiased
-            tie_in = ((np.arange(R)[:, None] + np.arange(C)[None, :] + s) % 2 == 0)
+            tie_in = (np.arange(R)[:, None] + np.arange(C)[None, :] + s) % 2 == 0
             count = _pool((label > 0).view(np.uint8), ss).astype(np.int32)
             majority = (2 * count > n_samples) | ((2 * count == n_samples) & tie_in)
             lmax = label.max(axis=0)
@@ -201,15 +249,30 @@ def render_stack(painters: list[Painter], origin: np.ndarray, axes: np.ndarray, 
     return out
 
 
-def _plan(painters: list[Painter], inplane0: np.ndarray, axes: np.ndarray, steps: np.ndarray,
-          plane_shape: tuple[int, int]) -> list[tuple[Painter, float, float, slice, slice, list[np.ndarray]]]:
+def _plan(
+    painters: list[Painter],
+    inplane0: np.ndarray,
+    axes: np.ndarray,
+    steps: np.ndarray,
+    plane_shape: tuple[int, int],
+) -> list[tuple[Painter, float, float, slice, slice, list[np.ndarray]]]:
     """Per painter: its extent along the slice normal (mm from slice 0's centre plane), its in-plane index
     window, and the in-plane part of the sample coordinates (float32, broadcastable)."""
     plan = []
     H, W = plane_shape
     for p in painters:
-        corners = np.array([[p.lo[0] if a == 0 else p.hi[0], p.lo[1] if b == 0 else p.hi[1],
-                             p.lo[2] if c == 0 else p.hi[2]] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
+        corners = np.array(
+            [
+                [
+                    p.lo[0] if a == 0 else p.hi[0],
+                    p.lo[1] if b == 0 else p.hi[1],
+                    p.lo[2] if c == 0 else p.hi[2],
+                ]
+                for a in (0, 1)
+                for b in (0, 1)
+                for c in (0, 1)
+            ]
+        )
         rel = corners - inplane0
         n = rel @ axes[0]
         r = rel @ steps[1] / np.dot(steps[1], steps[1])
@@ -249,8 +312,9 @@ def _pool(a: np.ndarray, ss: int) -> np.ndarray:
     return sum(t[:, j::ss] for j in range(ss))
 
 
-def finish(signal: dict[str, np.ndarray], ref: Volume, anatomy: Anatomy, spec: PhantomSpec,
-           rng: np.random.Generator) -> dict[str, np.ndarray]:
+def finish(
+    signal: dict[str, np.ndarray], ref: Volume, anatomy: Anatomy, spec: PhantomSpec, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Apply texture, bias field, Rician noise and quantisation; returns float32 integer-valued images."""
     shape = ref.shape
     tex_rng = np.random.default_rng(rng.integers(2**32))
@@ -289,8 +353,9 @@ def bias_field(ref: Volume, anatomy: Anatomy, spec: PhantomSpec, rng: np.random.
     return np.broadcast_to(bias_at(pts[0], pts[1], pts[2], anatomy, spec, rng), ref.shape)
 
 
-def bias_at(x: np.ndarray, y: np.ndarray, z: np.ndarray, anatomy: Anatomy, spec: PhantomSpec,
-            rng: np.random.Generator) -> np.ndarray:
+def bias_at(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, anatomy: Anatomy, spec: PhantomSpec, rng: np.random.Generator
+) -> np.ndarray:
     prof = anatomy.profile
     zc = 0.5 * (prof.zc("S1") + prof.zc(spec.top_level.value))
     y_back = float(np.interp(zc, prof.z_grid, prof.habitus["skin_post"]))
@@ -327,9 +392,16 @@ def _render_axial(anatomy: Anatomy, spec: PhantomSpec, rng: np.random.Generator)
     centre = np.r_[anatomy.x0, centre_yz]
     centre = centre + slice_dir * 0.0
     axes = np.array([slice_dir, col_dir, row_dir])
-    origin = centre - slice_dir * pitch * (n_sl - 1) / 2 - col_dir * sp * (rows - 1) / 2 - row_dir * sp * (cols - 1) / 2
+    origin = (
+        centre
+        - slice_dir * pitch * (n_sl - 1) / 2
+        - col_dir * sp * (rows - 1) / 2
+        - row_dir * sp * (cols - 1) / 2
+    )
     origin = origin + col_dir * 25.0  # include the posterior muscles
-    stack = render_stack(anatomy.painters, origin, axes, (pitch, sp, sp), (n_sl, rows, cols), thick, 3, 2, ("T2",))
+    stack = render_stack(
+        anatomy.painters, origin, axes, (pitch, sp, sp), (n_sl, rows, cols), thick, 3, 2, ("T2",)
+    )
     ref = Volume(np.zeros((n_sl, rows, cols), np.float32), (pitch, sp, sp), tuple(origin), axes)
     img = finish({"T2": stack["signal"]["T2"]}, ref, anatomy, spec, rng)["T2"]
     return ref.with_array(img)
@@ -357,10 +429,24 @@ def _render_localizer(anatomy: Anatomy, spec: PhantomSpec, rng: np.random.Genera
                 c[1] = yc + off  # through the canal and the muscles / bodies
             axes = np.array([normal, coldir, rowdir])
             origin = c - coldir * sp * (n - 1) / 2 - rowdir * sp * (n - 1) / 2
-            st = render_stack(anatomy.painters, origin, axes, (thick, sp, sp), (1, n, n), thick, 2, 1, ("LOC",))
+            st = render_stack(
+                anatomy.painters, origin, axes, (thick, sp, sp), (1, n, n), thick, 2, 1, ("LOC",)
+            )
             ref = Volume(np.zeros((1, n, n), np.float32), (thick, sp, sp), tuple(origin), axes)
             img = finish({"LOC": st["signal"]["LOC"]}, ref, anatomy, spec, rng)["LOC"][0]
-            images.append(PlaneImage(plane, img, tuple(float(v) for v in origin), tuple(float(v) for v in rowdir),
-                                     tuple(float(v) for v in coldir), (sp, sp), thick))
+            images.append(
+                PlaneImage(
+                    plane,
+                    img,
+                    _vec3(origin),
+                    _vec3(rowdir),
+                    _vec3(coldir),
+                    (sp, sp),
+                    thick,
+                )
+            )
     return images
 
+
+def _vec3(a: np.ndarray) -> tuple[float, float, float]:
+    return (float(a[0]), float(a[1]), float(a[2]))

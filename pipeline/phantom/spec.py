@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any, TypeVar
 
 from pipeline.errors import ConfigError
@@ -30,7 +30,7 @@ DEFAULT_EDEMA_FRACTION = {EdemaPattern.BAND: 0.30, EdemaPattern.DIFFUSE: 0.60}
 _FRACTURABLE = tuple(lv for lv in Level if lv.region in ("thoracic", "lumbar")) + (Level.S1,)
 
 
-class Vendor(str, Enum):
+class Vendor(StrEnum):
     """Scanner vendor whose naming style, header conventions and protocol physics are imitated."""
 
     SIEMENS = "siemens"
@@ -77,8 +77,11 @@ class FractureSpec:
         level = _level(self.level, "fracture level")
         object.__setattr__(self, "level", level)
         object.__setattr__(self, "kind", _enum(Morphology, self.kind, f"fracture at {level.value}: kind"))
-        object.__setattr__(self, "edema_pattern",
-                           _enum(EdemaPattern, self.edema_pattern, f"fracture at {level.value}: edema_pattern"))
+        object.__setattr__(
+            self,
+            "edema_pattern",
+            _enum(EdemaPattern, self.edema_pattern, f"fracture at {level.value}: edema_pattern"),
+        )
         object.__setattr__(self, "height_loss_pct", float(self.height_loss_pct))
         object.__setattr__(self, "edema_fraction", float(self.edema_fraction))
         object.__setattr__(self, "retropulsion_mm", float(self.retropulsion_mm))
@@ -86,29 +89,45 @@ class FractureSpec:
         if level not in _FRACTURABLE:
             raise ConfigError(f"{where}: only thoracic, lumbar and S1 bodies can be fractured")
         if self.kind not in (Morphology.WEDGE, Morphology.BICONCAVE, Morphology.CRUSH, Morphology.NORMAL):
-            raise ConfigError(f"{where}: kind must be wedge, biconcave, crush or normal, got {self.kind.value}")
+            raise ConfigError(
+                f"{where}: kind must be wedge, biconcave, crush or normal, got {self.kind.value}"
+            )
         if not 0.0 <= self.height_loss_pct <= MAX_HEIGHT_LOSS_PCT:
-            raise ConfigError(f"{where}: height_loss_pct must be in 0..{MAX_HEIGHT_LOSS_PCT:g}, got {self.height_loss_pct:g}")
+            raise ConfigError(
+                f"{where}: height_loss_pct must be in 0..{MAX_HEIGHT_LOSS_PCT:g}, "
+                f"got {self.height_loss_pct:g}"
+            )
         if self.kind is Morphology.NORMAL and self.height_loss_pct != 0.0:
-            raise ConfigError(f"{where}: kind 'normal' means no collapse; use height_loss_pct=0 or a fracture kind")
+            raise ConfigError(
+                f"{where}: kind 'normal' means no collapse; use height_loss_pct=0 or a fracture kind"
+            )
         if self.kind is not Morphology.NORMAL and self.height_loss_pct < 10.0:
             raise ConfigError(
                 f"{where}: a {self.kind.value} fracture needs height_loss_pct >= 10 (below that the shape is "
                 f"within physiological variation); use kind 'normal' with 0 for oedema without collapse"
             )
         if self.edema_pattern not in (EdemaPattern.BAND, EdemaPattern.DIFFUSE):
-            raise ConfigError(f"{where}: edema_pattern must be band or diffuse, got {self.edema_pattern.value}")
+            raise ConfigError(
+                f"{where}: edema_pattern must be band or diffuse, got {self.edema_pattern.value}"
+            )
         if not 0.0 <= self.edema_fraction <= 0.8:
-            raise ConfigError(f"{where}: edema_fraction must be in 0..0.8 (the cortex is never oedematous), "
-                             f"got {self.edema_fraction:g}")
+            raise ConfigError(
+                f"{where}: edema_fraction must be in 0..0.8 (the cortex is never oedematous), "
+                f"got {self.edema_fraction:g}"
+            )
         if not self.edema and self.edema_fraction > 0:
             raise ConfigError(f"{where}: edema_fraction={self.edema_fraction:g} given but edema=False")
         if self.edema and self.edema_fraction == 0.0:
             object.__setattr__(self, "edema_fraction", DEFAULT_EDEMA_FRACTION[self.edema_pattern])
         if not 0.0 <= self.retropulsion_mm <= MAX_RETROPULSION_MM:
-            raise ConfigError(f"{where}: retropulsion_mm must be in 0..{MAX_RETROPULSION_MM:g}, got {self.retropulsion_mm:g}")
+            raise ConfigError(
+                f"{where}: retropulsion_mm must be in 0..{MAX_RETROPULSION_MM:g}, "
+                f"got {self.retropulsion_mm:g}"
+            )
         if self.kind is Morphology.NORMAL and not self.edema and self.retropulsion_mm == 0:
-            raise ConfigError(f"{where}: a 'normal' entry without oedema or retropulsion changes nothing; remove it")
+            raise ConfigError(
+                f"{where}: a 'normal' entry without oedema or retropulsion changes nothing; remove it"
+            )
 
     @property
     def acute(self) -> bool:
@@ -205,9 +224,12 @@ class PhantomSpec:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         if top.region not in ("thoracic", "lumbar") or top.ordinal > Level.L4.ordinal:
             raise ConfigError(f"top_level must be between T1 and L4, got {top.value}")
-        if not self.include_sacrum:
-            if bottom.region not in ("thoracic", "lumbar") or bottom.ordinal <= top.ordinal:
-                raise ConfigError(f"bottom_level must be a thoracic/lumbar level below top_level {top.value}, got {bottom.value}")
+        bad_bottom = bottom.region not in ("thoracic", "lumbar") or bottom.ordinal <= top.ordinal
+        if not self.include_sacrum and bad_bottom:
+            raise ConfigError(
+                f"bottom_level must be a thoracic/lumbar level below top_level {top.value}, "
+                f"got {bottom.value}"
+            )
         last = Level.S1 if self.include_sacrum else bottom
         seen: set[Level] = set()
         for fx in self.fractures:
@@ -389,7 +411,14 @@ def parse_fracture(text: str) -> FractureSpec:
             raise fail(f"unknown option {parts[i]!r}")
         i += 1
     try:
-        return FractureSpec(level, kind, loss, edema=edema, edema_pattern=pattern, edema_fraction=fraction,
-                            retropulsion_mm=retro)
+        return FractureSpec(
+            level,
+            kind,
+            loss,
+            edema=edema,
+            edema_pattern=pattern,
+            edema_fraction=fraction,
+            retropulsion_mm=retro,
+        )
     except ConfigError as exc:
         raise fail(str(exc)) from None

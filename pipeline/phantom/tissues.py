@@ -122,5 +122,14 @@ def contrast_lut(sequence: str) -> np.ndarray:
     return lut
 
 
-BONE_TISSUES = frozenset({Tissue.MARROW, Tissue.MARROW_FAT, Tissue.CORTEX, Tissue.EDEMA, Tissue.SCLEROSIS,
-                          Tissue.BASIVERTEBRAL_VEIN, Tissue.HEMANGIOMA})
+BONE_TISSUES = frozenset(
+    {
+        Tissue.MARROW,
+        Tissue.MARROW_FAT,
+        Tissue.CORTEX,
+        Tissue.EDEMA,
+        Tissue.SCLEROSIS,
+        Tissue.BASIVERTEBRAL_VEIN,
+        Tissue.HEMANGIOMA,
+    }
+)

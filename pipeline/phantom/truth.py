@@ -69,7 +69,7 @@ def genant_grade(height_loss_pct: float) -> int:
 
 
 def fine_samples(body: PlacedBody, step: float = FINE_STEP_MM) -> dict[str, np.ndarray]:
-    """Classify a regular local grid (``u``, ``v``, ``w`` cell centres, spacing ``step``) covering the body."""
+    """Classify a regular local grid (``u``, ``v``, ``w`` cell centres, ``step`` apart) over the body."""
     s = body.shape
     u = np.arange(-s.D / 2 - s.deform.retro_mm - 1.0, s.D / 2 + 1.0, step) + step / 2
     vmax = max(s.dims.ha_rim_mm, s.dims.hp_rim_mm) / 2 + 1.0
@@ -80,8 +80,17 @@ def fine_samples(body: PlacedBody, step: float = FINE_STEP_MM) -> dict[str, np.n
     inside, d_in, ds, di = s.classify(u[:, None, None], v[None, :, None], w[None, None, :])
     inside, d_in, ds, di = (np.broadcast_to(a, shape) for a in (inside, d_in, ds, di))
     tissue, edema = body.interior_tissue(uu, vv, ww, inside, d_in, ds, di, cosmetic=False)
-    return {"u": uu, "v": vv, "w": ww, "inside": inside, "d_in": d_in, "ds": ds, "di": di, "edema": edema,
-            "tissue": tissue}
+    return {
+        "u": uu,
+        "v": vv,
+        "w": ww,
+        "inside": inside,
+        "d_in": d_in,
+        "ds": ds,
+        "di": di,
+        "edema": edema,
+        "tissue": tissue,
+    }
 
 
 def solve_edema_thresholds(bodies: dict[str, PlacedBody], spec: PhantomSpec) -> None:
@@ -95,10 +104,13 @@ def solve_edema_thresholds(bodies: dict[str, PlacedBody], spec: PhantomSpec) -> 
         inside, interior = smp["inside"], smp["inside"] & (smp["d_in"] >= body.shape.dims.cortex_mm)
         n_inside = int(inside.sum())
         target = int(round(fx.edema_fraction * n_inside))
-        metric = np.sort(body.edema.metric(body.shape, smp["u"], smp["v"], smp["w"], smp["ds"], smp["di"])[interior])
+        metric = np.sort(
+            body.edema.metric(body.shape, smp["u"], smp["v"], smp["w"], smp["ds"], smp["di"])[interior]
+        )
         if target > metric.size:
             raise ConfigError(
-                f"fracture at {fx.level.value}: edema_fraction {fx.edema_fraction:g} exceeds the marrow share of "
+                f"fracture at {fx.level.value}: edema_fraction {fx.edema_fraction:g} exceeds the marrow "
+                f"share of "
                 f"this body ({metric.size / n_inside:.2f}); request a smaller fraction"
             )
         if target == 0:
@@ -109,7 +121,9 @@ def solve_edema_thresholds(bodies: dict[str, PlacedBody], spec: PhantomSpec) -> 
             body.edema.threshold = float(0.5 * (metric[target - 1] + metric[target]))
 
 
-def vertebra_truth(body: PlacedBody, level: Level, spec: PhantomSpec, expected_canal_mm: float) -> dict[str, Any]:
+def vertebra_truth(
+    body: PlacedBody, level: Level, spec: PhantomSpec, expected_canal_mm: float
+) -> dict[str, Any]:
     """Truth record of one labelled body (see the module docstring for definitions)."""
     s = body.shape
     smp = fine_samples(body)
@@ -133,8 +147,11 @@ def vertebra_truth(body: PlacedBody, level: Level, spec: PhantomSpec, expected_c
         landmarks[f"{name}_superior"] = _r(body.to_lps([u, top, 0.0]))
         landmarks[f"{name}_inferior"] = _r(body.to_lps([u, bot, 0.0]))
     bulge = float(s.deform.retro_mm)
-    axes = {"u_anterior": _r(np.r_[0.0, body.frame.u], 6), "v_cranial": _r(np.r_[0.0, body.frame.v], 6),
-            "w_left": [1.0, 0.0, 0.0]}
+    axes = {
+        "u_anterior": _r(np.r_[0.0, body.frame.u], 6),
+        "v_cranial": _r(np.r_[0.0, body.frame.v], 6),
+        "w_left": [1.0, 0.0, 0.0],
+    }
     return {
         "level": level.value,
         "label": body.label,
@@ -143,8 +160,11 @@ def vertebra_truth(body: PlacedBody, level: Level, spec: PhantomSpec, expected_c
         "volume_mm3": round(vol, 1),
         "depth_mm": round(s.D, 3),
         "width_mm": round(2 * s.Wh, 3),
-        "heights_mm": {"anterior": round(heights["anterior"], 4), "middle": round(heights["middle"], 4),
-                       "posterior": round(heights["posterior"], 4)},
+        "heights_mm": {
+            "anterior": round(heights["anterior"], 4),
+            "middle": round(heights["middle"], 4),
+            "posterior": round(heights["posterior"], 4),
+        },
         "reference_height_mm": round(ref, 4),
         "height_loss_pct": round(loss, 4),
         "genant_grade": genant_grade(loss),
@@ -168,8 +188,13 @@ def vertebra_truth(body: PlacedBody, level: Level, spec: PhantomSpec, expected_c
     }
 
 
-def build_truth(anatomy: Anatomy, uids: dict[str, Any], series: list[dict[str, Any]], grid: dict[str, Any],
-                mid_slices: dict[int, int]) -> dict[str, Any]:
+def build_truth(
+    anatomy: Anatomy,
+    uids: dict[str, Any],
+    series: list[dict[str, Any]],
+    grid: dict[str, Any],
+    mid_slices: dict[int, int],
+) -> dict[str, Any]:
     """The full truth.json content."""
     spec = anatomy.spec
     verts = []
@@ -181,8 +206,12 @@ def build_truth(anatomy: Anatomy, uids: dict[str, Any], series: list[dict[str, A
     return {
         "schema": "spine-assess-phantom-truth",
         "schema_version": TRUTH_SCHEMA_VERSION,
-        "generator": {"name": "pipeline.phantom", "version": GENERATOR_VERSION, "seed": spec.seed,
-                      "spec": spec.to_json()},
+        "generator": {
+            "name": "pipeline.phantom",
+            "version": GENERATOR_VERSION,
+            "seed": spec.seed,
+            "spec": spec.to_json(),
+        },
         "study": {
             "study_instance_uid": uids["study_instance_uid"],
             "frame_of_reference_uid": uids["frame_of_reference_uid"],
@@ -192,20 +221,23 @@ def build_truth(anatomy: Anatomy, uids: dict[str, Any], series: list[dict[str, A
             "series": series,
         },
         "grid": grid,
-        "column": {"midline_x_lps_mm": round(anatomy.x0, 4),
-                   "visible_unlabelled_levels": anatomy.partial_levels,
-                   "sacrum_labelled": spec.include_sacrum},
+        "column": {
+            "midline_x_lps_mm": round(anatomy.x0, 4),
+            "visible_unlabelled_levels": anatomy.partial_levels,
+            "sacrum_labelled": spec.include_sacrum,
+        },
         "vertebrae": verts,
         "definitions": {
-            "heights": "along the body's cranial axis v, outer cortex to outer cortex, in its mid-sagittal plane, "
-                       "at 10 % / 50 % / 90 % of the AP depth from the anterior outer cortex",
+            "heights": "along the body's cranial axis v, outer cortex to outer cortex, in its mid-sagittal "
+            "plane, "
+            "at 10 % / 50 % / 90 % of the AP depth from the anterior outer cortex",
             "reference_height": "the body's own unfractured posterior height (Hp)",
             "height_loss_pct": "100 * (1 - min(Ha, Hm, Hp) / reference_height)",
             "genant_grade": "0: <20 %, 1: 20-25 %, 2: 25-40 %, 3: >=40 % (Genant 1993)",
             "edema_fraction": "oedematous volume / whole body volume (cortex included)",
             "canal_compromise_pct": "100 * posterior wall bulge / expected bony canal AP diameter",
             "label_voxels": "a voxel belongs to a body when more than half of its sub-samples are inside it "
-                            "(exact ties: checkerboard)",
+            "(exact ties: checkerboard)",
         },
     }
 
