@@ -5,53 +5,33 @@ import json
 import numpy as np
 import pytest
 from phantom_cases import FRACTURES, fracture_phantom, tiny_phantom, tiny_spec
-from scipy.ndimage import map_coordinates
 
 from pipeline.levels import Level
 from pipeline.phantom import render_phantom
 from pipeline.phantom.anatomy import build_anatomy
-from pipeline.phantom.render import render_stack
 from pipeline.phantom.truth import genant_grade
-from pipeline.volume import Volume
+from pipeline.phantom.verify import (
+    SAGITTAL_AXES,
+    edema_fraction_hires,
+    height_loss_pct,
+    heights_on_mask,
+    mid_plane_labels,
+    vertebra,
+)
 
-SAG_AXES = np.array([[-1.0, 0, 0], [0, 0, -1.0], [0, 1.0, 0]])
+SAG_AXES = SAGITTAL_AXES
 
 
 def _truth(phantom, level):
-    return next(v for v in phantom.truth["vertebrae"] if v["level"] == level)
+    return vertebra(phantom, level)
 
 
-def _extent_along(
-    mask: np.ndarray, to_index, base: np.ndarray, direction: np.ndarray, step: float = 0.01
-) -> float:
-    """Length (mm) of the part of the line base + t*direction where the interpolated mask is >= 0.5."""
-    t = np.arange(-40.0, 40.0, step)
-    pts = base[None, :] + t[:, None] * direction[None, :]
-    idx = to_index(pts)
-    vals = map_coordinates(mask.astype(np.float32), idx.T, order=1, mode="constant")
-    hit = t[vals >= 0.5]
-    return float(hit.max() - hit.min()) if hit.size else 0.0
+def _heights_on(mask2d, vol, s, rec):
+    return heights_on_mask(mask2d, vol, s, rec)
 
 
-def _heights_on(mask2d: np.ndarray, vol: Volume, s: int, rec: dict) -> dict[str, float]:
-    """Heights of one body measured on slice ``s`` of a label volume along the truth lines."""
-    v = np.array(rec["axes_lps"]["v_cranial"])
-    out = {}
-    for name in ("anterior", "middle", "posterior"):
-        sup = np.array(rec["landmarks_lps_mm"][f"{name}_superior"])
-        inf = np.array(rec["landmarks_lps_mm"][f"{name}_inferior"])
-        base = 0.5 * (sup + inf)
-        base[0] = vol.index_to_lps([s, 0, 0])[0]  # in the slice plane
-
-        def to_index(p):
-            return vol.lps_to_index(p)[:, 1:]
-
-        out[name] = _extent_along(mask2d, to_index, base, v)
-    return out
-
-
-def _loss(heights: dict[str, float], ref: float) -> float:
-    return 100.0 * (1.0 - min(heights.values()) / ref)
+def _loss(heights, ref):
+    return height_loss_pct(heights, ref)
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -124,17 +104,8 @@ def test_requested_loss_reproduced_on_a_high_resolution_render(fx):
     assert rec["height_loss_pct"] == pytest.approx(fx.height_loss_pct, abs=1e-3)
     assert rec["morphology"] == fx.kind.value
     assert rec["genant_grade"] == genant_grade(fx.height_loss_pct)
-    anatomy = build_anatomy(ph.spec)
-    body = anatomy.bodies[fx.level.value]
-    sp = 0.05
-    n = int(round(46.0 / sp))
-    centre = np.array(rec["centroid_lps_mm"])
-    origin = np.array([body.x0, centre[1] - 23.0, centre[2] + 23.0])
-    st = render_stack(
-        anatomy.painters, origin, SAG_AXES, (1.0, sp, sp), (1, n, n), 1e-3, 1, 1, ("T1",), with_labels=True
-    )
-    vol = Volume(np.zeros((1, n, n), np.float32), (1.0, sp, sp), tuple(origin), SAG_AXES)
-    heights = _heights_on(st["labels"][0] == rec["label"], vol, 0, rec)
+    labels, vol = mid_plane_labels(build_anatomy(ph.spec), fx.level.value)
+    heights = _heights_on(labels == rec["label"], vol, 0, rec)
     for name, h in heights.items():
         assert h == pytest.approx(rec["heights_mm"][name], abs=0.1)
     assert _loss(heights, rec["reference_height_mm"]) == pytest.approx(fx.height_loss_pct, abs=1.0)
@@ -195,27 +166,8 @@ def test_edema_fraction_matches_request_and_mask():
         assert rec["edema"]["pattern"] == fx.edema_pattern.value
         assert rec["edema"]["fraction"] == pytest.approx(fx.edema_fraction, abs=0.005)
         assert mask_frac == pytest.approx(rec["edema"]["fraction"], abs=0.08)
-        # high resolution: 0.4 mm in-plane, 0.4 mm between sagittal planes, through the whole body
-        body = anatomy.bodies[fx.level.value]
-        sp = 0.4
-        n = int(round(48.0 / sp))
-        nx = int(round((2 * body.shape.Wh + 2.0) / sp))
-        centre = np.array(rec["centroid_lps_mm"])
-        origin = np.array([body.x0 + sp * (nx - 1) / 2, centre[1] - 24.0, centre[2] + 24.0])
-        st = render_stack(
-            anatomy.painters,
-            origin,
-            SAG_AXES,
-            (sp, sp, sp),
-            (nx, n, n),
-            1e-3,
-            1,
-            1,
-            ("T1",),
-            with_labels=True,
-        )
-        inside = st["labels"] == label
-        frac = (st["edema"] & inside).sum() / inside.sum()
+        # high resolution: 0.4 mm isotropic re-render of the whole body
+        frac = edema_fraction_hires(anatomy, fx.level.value)
         assert frac == pytest.approx(rec["edema"]["fraction"], abs=0.02)
 
 
