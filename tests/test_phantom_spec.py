@@ -121,3 +121,9 @@ def test_json_round_trip():
     spec = PhantomSpec(seed=5, vendor="ge", fractures=(parse_fracture("L1:wedge:35:edema=band:0.4:retro=2"),))
     assert spec_from_json(spec.to_json()) == spec
     assert spec.canonical() == spec_from_json(spec.to_json()).canonical()
+
+
+def test_small_preset_is_coarse_and_overridable():
+    spec = PhantomSpec.small(seed=4, n_slices=9)
+    assert (spec.rows, spec.cols, spec.pixel_spacing_mm, spec.n_slices, spec.seed) == (192, 192, 1.7, 9, 4)
+    assert spec.rows * spec.pixel_spacing_mm >= PhantomSpec().rows * PhantomSpec().pixel_spacing_mm - 1.0

@@ -5,6 +5,18 @@ soft tissue, renders T1, T2 and STIR sagittal series with partial volume, bias f
 plus a vertebral-body label map and ``truth`` (heights, height loss, Genant grade, morphology, oedema,
 retropulsion; see :mod:`pipeline.phantom.truth` for the definitions). ``write_study`` writes it as a DICOM
 study folder with ``truth.json``; ``write_samples`` regenerates the committed ``sample_dicom/`` studies.
+
+Quick start (a fast, coarse phantom for unit tests: ``PhantomSpec.small(...)``)::
+
+    from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom
+    ph = render_phantom(PhantomSpec(seed=2, fractures=(parse_fracture("L1:wedge:35:edema=band:0.4"),)))
+    ph.t2, ph.stir, ph.labels        # Volumes on one sagittal grid; ph.levels maps label -> Level
+    ph.truth["vertebrae"]            # exactly what truth.json holds
+
+Modules: ``spec`` (what to make), ``column`` (body shape, fractures, stacking), ``posterior``, ``canal``,
+``soft`` (soft tissue and organs), ``anatomy`` (assembly, field of view), ``tissues`` (signal tables),
+``render`` (partial volume, bias, noise), ``truth`` (definitions and truth.json), ``vendors``,
+``dicom_writer``, ``uids``, ``samples``, ``verify`` (measuring a phantom back, for tests and benchmarks).
 """
 
 from pipeline.phantom.dicom_writer import TRANSFER_SYNTAXES, write_study
