@@ -53,9 +53,7 @@ FRACTURE_SETS = (
         FractureSpec(
             Level.T12, Morphology.WEDGE, 45.0, edema=True, edema_pattern=EdemaPattern.BAND, edema_fraction=0.4
         ),
-        FractureSpec(
-            Level.L2, Morphology.CRUSH, 25.0, edema=True, edema_pattern=EdemaPattern.BAND, edema_fraction=0.3
-        ),
+        FractureSpec(Level.L2, Morphology.CRUSH, 25.0, edema=True, edema_pattern=EdemaPattern.BAND, edema_fraction=0.3),
         FractureSpec(
             Level.L4,
             Morphology.BICONCAVE,

@@ -53,9 +53,7 @@ def main() -> int:
         for sample in SAMPLE_STUDIES:
             ph, wall, cpu = _timed(render_phantom, sample.spec)
             rendered[sample.name] = ph
-            out, wwall, _ = _timed(
-                write_study, ph, Path(tmp) / sample.name, transfer_syntax=sample.transfer_syntax
-            )
+            out, wwall, _ = _timed(write_study, ph, Path(tmp) / sample.name, transfer_syntax=sample.transfer_syntax)
             files = [f for f in out.rglob("*") if f.is_file()]
             size = sum(f.stat().st_size for f in files)
             total += size
@@ -97,9 +95,7 @@ def contact_sheet(phantoms: dict, path: Path, px_per_mm: float = 0.8) -> None:
                 Image.fromarray((lab[r0:r1, c0:c1] > 0).astype(np.uint8)).resize(size, Image.NEAREST)
             )
             oed = np.asarray(
-                Image.fromarray((ph.edema.array[mid, r0:r1, c0:c1] > 0).astype(np.uint8)).resize(
-                    size, Image.NEAREST
-                )
+                Image.fromarray((ph.edema.array[mid, r0:r1, c0:c1] > 0).astype(np.uint8)).resize(size, Image.NEAREST)
             )
             g = np.minimum(g, 235)
             g[_edges(lab_small > 0)] = 254

@@ -10,9 +10,7 @@ from pipeline.phantom import FractureSpec, Phantom, PhantomSpec, render_phantom
 
 #: Three fracture types, both oedema patterns, one chronic fracture with retropulsion.
 FRACTURES = (
-    FractureSpec(
-        Level.T12, Morphology.WEDGE, 35.0, edema=True, edema_pattern=EdemaPattern.BAND, edema_fraction=0.3
-    ),
+    FractureSpec(Level.T12, Morphology.WEDGE, 35.0, edema=True, edema_pattern=EdemaPattern.BAND, edema_fraction=0.3),
     FractureSpec(
         Level.L2,
         Morphology.BICONCAVE,
@@ -27,9 +25,7 @@ FRACTURES = (
 
 def tiny_spec(**kw: object) -> PhantomSpec:
     """A coarse, fast phantom (2 mm pixels, 7 slices) for plumbing tests."""
-    base = dict(
-        seed=7, rows=160, cols=160, pixel_spacing_mm=2.0, n_slices=7, axial_n_slices=4, axial_matrix=64
-    )
+    base = dict(seed=7, rows=160, cols=160, pixel_spacing_mm=2.0, n_slices=7, axial_n_slices=4, axial_matrix=64)
     base.update(kw)
     return PhantomSpec(**base)  # type: ignore[arg-type]
 

@@ -83,9 +83,7 @@ def test_loss_within_physiological_variation_is_refused():
 @pytest.mark.parametrize("kind", [Morphology.WEDGE, Morphology.CRUSH])
 @pytest.mark.parametrize("retro", [1.5, 4.0])
 def test_retropulsion_bulges_the_posterior_wall_by_the_requested_amount(retro, kind):
-    shape = BodyShape(
-        LUMBAR, solve_deformation(LUMBAR, kind, 60.0 if kind is Morphology.CRUSH else 30.0, retro)
-    )
+    shape = BodyShape(LUMBAR, solve_deformation(LUMBAR, kind, 60.0 if kind is Morphology.CRUSH else 30.0, retro))
 
     def reach(w: float) -> float:
         u = np.arange(-shape.D / 2 - 10.0, 0.0, 0.005)

@@ -217,9 +217,7 @@ def test_background_noise_is_rician():
     rows = np.arange(vol.shape[1])
     z = vol.index_to_lps(np.c_[np.full(rows.size, s), rows, np.zeros(rows.size)])[:, 2]
     y_front = anatomy.profile.skin_ant(z)
-    cols_y = vol.index_to_lps(
-        np.c_[np.full(vol.shape[2], s), np.zeros(vol.shape[2]), np.arange(vol.shape[2])]
-    )[:, 1]
+    cols_y = vol.index_to_lps(np.c_[np.full(vol.shape[2], s), np.zeros(vol.shape[2]), np.arange(vol.shape[2])])[:, 1]
     air = cols_y[None, :] < (y_front[:, None] - 8.0)
     vals = vol.array[s][air]
     assert vals.size > 500

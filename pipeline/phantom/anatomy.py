@@ -503,9 +503,7 @@ def _field_of_view(
     n = spec.n_slices
     axes = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
     origin = (pitch * (n - 1) / 2.0, y_front + sp / 2, z_top - sp / 2)
-    grid = SagittalGeometry(
-        origin_lps=origin, axes_lps=axes, spacing_mm=(pitch, sp, sp), shape=(n, rows, spec.cols)
-    )
+    grid = SagittalGeometry(origin_lps=origin, axes_lps=axes, spacing_mm=(pitch, sp, sp), shape=(n, rows, spec.cols))
     # visible unlabelled bodies (partly in the field of view)
     z_bot = z_top - fov_h
     partial = [

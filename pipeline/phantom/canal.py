@@ -81,9 +81,7 @@ class CanalPainter(Painter):
         self.g0 = lo
         self.gstep = 1.0
         ny, nz = np.ceil((hi - lo) / self.gstep).astype(int) + 1
-        gy, gz = np.meshgrid(
-            lo[0] + np.arange(ny) * self.gstep, lo[1] + np.arange(nz) * self.gstep, indexing="ij"
-        )
+        gy, gz = np.meshgrid(lo[0] + np.arange(ny) * self.gstep, lo[1] + np.arange(nz) * self.gstep, indexing="ij")
         q = np.stack([gy.ravel(), gz.ravel()], axis=1)
         _, k = cKDTree(pts).query(q)
         rel = q - pts[k]
@@ -150,9 +148,7 @@ class CanalPainter(Painter):
         below = sac & (s > self.s_conus - 6.0)
         if np.any(below):
             for df, wf, r, s_end in self.roots:
-                t[below & (s < s_end) & (((dd - df * a_s) ** 2 + (w - wf * b_s) ** 2) <= r * r)] = (
-                    Tissue.NERVE_ROOT
-                )
+                t[below & (s < s_end) & (((dd - df * a_s) ** 2 + (w - wf * b_s) ** 2) <= r * r)] = Tissue.NERVE_ROOT
         keep = t > 0
         sel = tuple(i[keep] for i in idx)
         canvas.tissue[sel] = t[keep]

@@ -172,18 +172,10 @@ class BodyShape:
         return 0.0
 
     def v_sup(self, u: Array, w: Array) -> Array:
-        return (
-            self._rim(self.f_of_u(u)) / 2.0
-            - self.dims.concavity_sup_mm * self._bowl(u, w)
-            - self.delta_sup(u, w)
-        )
+        return self._rim(self.f_of_u(u)) / 2.0 - self.dims.concavity_sup_mm * self._bowl(u, w) - self.delta_sup(u, w)
 
     def v_inf(self, u: Array, w: Array) -> Array:
-        return (
-            -self._rim(self.f_of_u(u)) / 2.0
-            + self.dims.concavity_inf_mm * self._bowl(u, w)
-            + self.delta_inf(u, w)
-        )
+        return -self._rim(self.f_of_u(u)) / 2.0 + self.dims.concavity_inf_mm * self._bowl(u, w) + self.delta_inf(u, w)
 
     def v_sup_unfractured(self, u: Array, w: Array) -> Array:
         return self._rim(self.f_of_u(u)) / 2.0 - self.dims.concavity_sup_mm * self._bowl(u, w)
@@ -196,9 +188,7 @@ class BodyShape:
         ds, di = vs - v, v - vi
         d_ep = np.minimum(ds, di)
         # fused endplates (sacrum) have no cortex and no rounded rim
-        d_cx = np.minimum(
-            ds if self.dims.sup_cortex else ds + 50.0, di if self.dims.inf_cortex else di + 50.0
-        )
+        d_cx = np.minimum(ds if self.dims.sup_cortex else ds + 50.0, di if self.dims.inf_cortex else di + 50.0)
         r = self.dims.corner_mm
         corner = (d_edge < r) & (d_cx < r)
         rc = r - np.sqrt((r - np.minimum(d_edge, r)) ** 2 + (r - np.minimum(d_cx, r)) ** 2)

@@ -70,9 +70,7 @@ def resolve_transfer_syntax(name_or_uid: str) -> UID:
     )
 
 
-def write_study(
-    phantom: Phantom, out_dir: Path, *, transfer_syntax: str = "explicit", overwrite: bool = False
-) -> Path:
+def write_study(phantom: Phantom, out_dir: Path, *, transfer_syntax: str = "explicit", overwrite: bool = False) -> Path:
     """Write ``phantom`` as DICOM files (one sub-folder per series) and ``truth.json`` into ``out_dir``.
 
     Parameters
@@ -105,15 +103,11 @@ def write_study(
         folder.mkdir()
         images = list(_images(phantom, role))
         for index, (pixels, geometry) in enumerate(images, start=1):
-            ds = _instance(
-                base, spec, proto, info["series_instance_uid"], index, pixels, geometry, len(images)
-            )
+            ds = _instance(base, spec, proto, info["series_instance_uid"], index, pixels, geometry, len(images))
             _encode_and_save(ds, pixels, ts, folder / f"IM{index:04d}.dcm")
             n_files += 1
     (out_dir / "truth.json").write_text(json.dumps(phantom.truth, indent=1) + "\n", encoding="utf-8")
-    logger.info(
-        "wrote phantom study %s: %d files, transfer syntax %s", study["study_instance_uid"], n_files, ts.name
-    )
+    logger.info("wrote phantom study %s: %d files, transfer syntax %s", study["study_instance_uid"], n_files, ts.name)
     return out_dir
 
 
@@ -125,11 +119,7 @@ def _prepare(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder; choose another output folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    ours = [
-        e
-        for e in out_dir.iterdir()
-        if (e.is_dir() and _SERIES_DIR.fullmatch(e.name)) or e.name == "truth.json"
-    ]
+    ours = [e for e in out_dir.iterdir() if (e.is_dir() and _SERIES_DIR.fullmatch(e.name)) or e.name == "truth.json"]
     if ours and not overwrite:
         raise InputError(
             f"{out_dir}: already holds a phantom study; choose another folder or pass --overwrite "
@@ -180,9 +170,7 @@ def _plane_geometry(im: PlaneImage) -> Geometry:
 
 
 def _study_datetime(spec: PhantomSpec) -> dt.datetime:
-    return dt.datetime(2024, 1, 1, 8, 0, 0) + dt.timedelta(
-        days=spec.seed % 700, minutes=(spec.seed * 37) % 540
-    )
+    return dt.datetime(2024, 1, 1, 8, 0, 0) + dt.timedelta(days=spec.seed % 700, minutes=(spec.seed * 37) % 540)
 
 
 def _base_dataset(spec: PhantomSpec, study_uid: str, for_uid: str) -> Dataset:

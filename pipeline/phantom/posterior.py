@@ -63,9 +63,7 @@ def posterior_elements(
         wdir = np.array([1.0, 0.0, 0.0])
         parts: list[Capsule | Ellipsoid] = []
         for sgn in (-1.0, 1.0):
-            parts.append(
-                Capsule(P(up0 + 3, vp, sgn * pw), P(upl + 1, vp, sgn * (pw + 1)), rv, rw, vdir, Tissue.CORTEX)
-            )
+            parts.append(Capsule(P(up0 + 3, vp, sgn * pw), P(upl + 1, vp, sgn * (pw + 1)), rv, rw, vdir, Tissue.CORTEX))
             parts.append(
                 Capsule(
                     P(upl + 2, vp + 1, sgn * (pw + 1.5)),

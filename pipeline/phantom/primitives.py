@@ -277,9 +277,7 @@ def _axis_ranges(a: Array) -> tuple[int, Array]:
     return -1, a
 
 
-def _sub_window(
-    part: Painter, x: Array, y: Array, z: Array, lo: Array, hi: Array
-) -> tuple[slice, ...] | None:
+def _sub_window(part: Painter, x: Array, y: Array, z: Array, lo: Array, hi: Array) -> tuple[slice, ...] | None:
     """Sub-window of the current window holding ``part``'s box (only narrows separable axes)."""
     shape = np.broadcast_shapes(x.shape, y.shape, z.shape)
     sl = [slice(0, n) for n in shape]

@@ -208,9 +208,7 @@ def render_stack(
     axes = np.asarray(axes, float)
     steps = np.array([axes[0] * thickness / n_sub, axes[1] * spacing[1] / ss, axes[2] * spacing[2] / ss])
     sub_offsets = -(thickness / 2 - thickness / (2 * n_sub)) + np.arange(n_sub) * thickness / n_sub
-    inplane0 = (
-        origin - axes[1] * (spacing[1] * (ss - 1) / (2 * ss)) - axes[2] * (spacing[2] * (ss - 1) / (2 * ss))
-    )
+    inplane0 = origin - axes[1] * (spacing[1] * (ss - 1) / (2 * ss)) - axes[2] * (spacing[2] * (ss - 1) / (2 * ss))
     plan = _plan(painters, inplane0, axes, steps, (R * ss, C * ss))
     for s in range(S):
         # positions of this slice's sub-planes along the slice normal, relative to slice 0's centre
@@ -223,10 +221,7 @@ def render_stack(
                 continue
             i0, i1 = int(sel[0]), int(sel[-1]) + 1
             off = planes[i0:i1].astype(np.float32).reshape(-1, 1, 1)
-            xyz = [
-                c if abs(axes[0, d]) < 1e-12 else c + off * np.float32(axes[0, d])
-                for d, c in enumerate(inplane)
-            ]
+            xyz = [c if abs(axes[0, d]) < 1e-12 else c + off * np.float32(axes[0, d]) for d, c in enumerate(inplane)]
             p.paint(Canvas(tissue[i0:i1, rs, cs], label[i0:i1, rs, cs]), xyz[0], xyz[1], xyz[2])
         if ss % 2 == 0:
             code = (tissue[:, :, 0::2].astype(np.uint16) << 8) | tissue[:, :, 1::2]
@@ -392,16 +387,9 @@ def _render_axial(anatomy: Anatomy, spec: PhantomSpec, rng: np.random.Generator)
     centre = np.r_[anatomy.x0, centre_yz]
     centre = centre + slice_dir * 0.0
     axes = np.array([slice_dir, col_dir, row_dir])
-    origin = (
-        centre
-        - slice_dir * pitch * (n_sl - 1) / 2
-        - col_dir * sp * (rows - 1) / 2
-        - row_dir * sp * (cols - 1) / 2
-    )
+    origin = centre - slice_dir * pitch * (n_sl - 1) / 2 - col_dir * sp * (rows - 1) / 2 - row_dir * sp * (cols - 1) / 2
     origin = origin + col_dir * 25.0  # include the posterior muscles
-    stack = render_stack(
-        anatomy.painters, origin, axes, (pitch, sp, sp), (n_sl, rows, cols), thick, 3, 2, ("T2",)
-    )
+    stack = render_stack(anatomy.painters, origin, axes, (pitch, sp, sp), (n_sl, rows, cols), thick, 3, 2, ("T2",))
     ref = Volume(np.zeros((n_sl, rows, cols), np.float32), (pitch, sp, sp), tuple(origin), axes)
     img = finish({"T2": stack["signal"]["T2"]}, ref, anatomy, spec, rng)["T2"]
     return ref.with_array(img)
@@ -429,9 +417,7 @@ def _render_localizer(anatomy: Anatomy, spec: PhantomSpec, rng: np.random.Genera
                 c[1] = yc + off  # through the canal and the muscles / bodies
             axes = np.array([normal, coldir, rowdir])
             origin = c - coldir * sp * (n - 1) / 2 - rowdir * sp * (n - 1) / 2
-            st = render_stack(
-                anatomy.painters, origin, axes, (thick, sp, sp), (1, n, n), thick, 2, 1, ("LOC",)
-            )
+            st = render_stack(anatomy.painters, origin, axes, (thick, sp, sp), (1, n, n), thick, 2, 1, ("LOC",))
             ref = Volume(np.zeros((1, n, n), np.float32), (thick, sp, sp), tuple(origin), axes)
             img = finish({"LOC": st["signal"]["LOC"]}, ref, anatomy, spec, rng)["LOC"][0]
             images.append(

@@ -72,8 +72,7 @@ SAMPLE_STUDIES: tuple[SampleStudy, ...] = (
             patient_age_years=78,
         ),
         "rle",
-        "acute osteoporotic L1 wedge fracture, 35 % anterior height loss, oedema band under the superior "
-        "endplate; GE",
+        "acute osteoporotic L1 wedge fracture, 35 % anterior height loss, oedema band under the superior endplate; GE",
     ),
     SampleStudy(
         "03_chronic_severe_collapse",

@@ -185,9 +185,7 @@ class SoftTissuePainter(Painter):
         perit = between(clo, perit_hi)
         fill(canvas, perit & ~above, Tissue.MESENTERY)
         fill(canvas, perit & above, Tissue.LUNG)
-        fill(
-            canvas, between(clo, np.minimum(chi, ypc - 12.0)) & (np.abs(z - zd) < 2.5), Tissue.MUSCLE
-        )  # diaphragm
+        fill(canvas, between(clo, np.minimum(chi, ypc - 12.0)) & (np.abs(z - zd) < 2.5), Tissue.MUSCLE)  # diaphragm
         if strip:
             self._strip(canvas, x, y, z)
 
@@ -279,15 +277,11 @@ def build_soft_tissue(
     heart_c = np.array([x0 + 25.0, y_skin_ant_l1 + fat_ant + 75.0, z_d + 52.0])
     painters.append(Ellipsoid(heart_c, np.eye(3), np.array([62.0, 50.0, 50.0]), Tissue.MYOCARDIUM))
     painters.append(Ellipsoid(heart_c, np.eye(3), np.array([50.0, 38.0, 38.0]), Tissue.BLOOD_POOL))
-    painters.append(
-        _Liver(prof, diaphragm, SoftTissuePainter(prof, diaphragm), z_t12 - rng.uniform(0.0, 20.0))
-    )
+    painters.append(_Liver(prof, diaphragm, SoftTissuePainter(prof, diaphragm), z_t12 - rng.uniform(0.0, 20.0)))
     st_c = np.array([x0 + 60.0, yant(z_t12) - 60.0, z_t12 + 5.0])
     painters.append(Ellipsoid(st_c, np.eye(3), np.array([42.0, 38.0, 50.0]), Tissue.BOWEL_WALL))
     painters.append(Ellipsoid(st_c, np.eye(3), np.array([39.0, 35.0, 47.0]), Tissue.BOWEL_FLUID))
-    painters.append(
-        _Cap(Ellipsoid(st_c, np.eye(3), np.array([39.0, 35.0, 47.0]), Tissue.GAS), st_c[1] - 12.0)
-    )
+    painters.append(_Cap(Ellipsoid(st_c, np.eye(3), np.array([39.0, 35.0, 47.0]), Tissue.GAS), st_c[1] - 12.0))
     painters.append(
         Ellipsoid(
             np.array([x0 + 95.0, ypost(z_t12) - 30.0, z_t12 + 10.0]),
@@ -315,19 +309,14 @@ def build_soft_tissue(
             c = names[n]
             r = r_ps[n] * rng.uniform(0.9, 1.1)
             pts.append(
-                np.array(
-                    [x0 + sgn * (prof.level_half_width[n] + r - 5.0), c[0] - 0.15 * prof.level_depth[n], c[1]]
-                )
+                np.array([x0 + sgn * (prof.level_half_width[n] + r - 5.0), c[0] - 0.15 * prof.level_depth[n], c[1]])
             )
             rr.append(r)
         c = names["S1"]
         pts.append(np.array([x0 + sgn * (prof.level_half_width["S1"] + 38.0), c[0] - 30.0, c[1] - 10.0]))
         rr.append(20.0)
         painters.extend(_chain(pts, rr, Tissue.MUSCLE))
-        crus = [
-            np.array([x0 + sgn * 9.0, yant(z) - 3.5, z])
-            for z in (prof.zc("T11") + 15, z_l1, prof.zc("L2") - 8)
-        ]
+        crus = [np.array([x0 + sgn * 9.0, yant(z) - 3.5, z]) for z in (prof.zc("T11") + 15, z_l1, prof.zc("L2") - 8)]
         painters.extend(_chain(crus, [4.0, 4.5, 2.5], Tissue.MUSCLE))
     # ---- vessels
     z_bif = prof.zc("L4") + rng.uniform(-10.0, 8.0)
@@ -378,13 +367,9 @@ def build_soft_tissue(
             z_s4 - 5.0 + 10 * bl_full,
         ]
     )
-    painters.append(
-        Ellipsoid(bl_c, np.eye(3), np.array([55.0, 42.0, 38.0]) * bl_full + 3.0, Tissue.BOWEL_WALL)
-    )
+    painters.append(Ellipsoid(bl_c, np.eye(3), np.array([55.0, 42.0, 38.0]) * bl_full + 3.0, Tissue.BOWEL_WALL))
     painters.append(Ellipsoid(bl_c, np.eye(3), np.array([55.0, 42.0, 38.0]) * bl_full, Tissue.URINE))
-    rect = [
-        np.array([x0 + 3.0, yant(prof.zc(n)) - 17.0, prof.zc(n)]) for n in ("S2", "S3", "S4", "S5", "Co1")
-    ]
+    rect = [np.array([x0 + 3.0, yant(prof.zc(n)) - 17.0, prof.zc(n)]) for n in ("S2", "S3", "S4", "S5", "Co1")]
     painters.extend(_chain(rect, [15.0] * 5, Tissue.BOWEL_WALL))
     painters.extend(_chain(rect, [12.5] * 5, Tissue.BOWEL_FECES))
     for sgn in (-1.0, 1.0):  # iliac wings: curved plates from the sacroiliac joints towards the front
@@ -422,9 +407,7 @@ class _Cap(Painter):
 
 
 class _Liver(Painter):
-    def __init__(
-        self, prof: ColumnProfile, diaphragm: dict[str, float], soft: SoftTissuePainter, z_low: float
-    ) -> None:
+    def __init__(self, prof: ColumnProfile, diaphragm: dict[str, float], soft: SoftTissuePainter, z_low: float) -> None:
         self.p, self.soft, self.z_low = prof, soft, z_low
         zd = diaphragm["z_dome"]
         self.lo = np.array([prof.x0 - 160.0, -1e4, z_low - 60.0])
@@ -446,9 +429,7 @@ class _Liver(Painter):
         fill(canvas, m, Tissue.LIVER)
 
 
-def _bowel(
-    rng: np.random.Generator, prof: ColumnProfile, z_lo: float, z_hi: float, x0: float
-) -> list[Painter]:
+def _bowel(rng: np.random.Generator, prof: ColumnProfile, z_lo: float, z_hi: float, x0: float) -> list[Painter]:
     """Small and large bowel: many short tubular segments with thin walls and varied content."""
     out: list[Painter] = []
     contents = (

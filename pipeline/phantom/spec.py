@@ -89,27 +89,20 @@ class FractureSpec:
         if level not in _FRACTURABLE:
             raise ConfigError(f"{where}: only thoracic, lumbar and S1 bodies can be fractured")
         if self.kind not in (Morphology.WEDGE, Morphology.BICONCAVE, Morphology.CRUSH, Morphology.NORMAL):
-            raise ConfigError(
-                f"{where}: kind must be wedge, biconcave, crush or normal, got {self.kind.value}"
-            )
+            raise ConfigError(f"{where}: kind must be wedge, biconcave, crush or normal, got {self.kind.value}")
         if not 0.0 <= self.height_loss_pct <= MAX_HEIGHT_LOSS_PCT:
             raise ConfigError(
-                f"{where}: height_loss_pct must be in 0..{MAX_HEIGHT_LOSS_PCT:g}, "
-                f"got {self.height_loss_pct:g}"
+                f"{where}: height_loss_pct must be in 0..{MAX_HEIGHT_LOSS_PCT:g}, got {self.height_loss_pct:g}"
             )
         if self.kind is Morphology.NORMAL and self.height_loss_pct != 0.0:
-            raise ConfigError(
-                f"{where}: kind 'normal' means no collapse; use height_loss_pct=0 or a fracture kind"
-            )
+            raise ConfigError(f"{where}: kind 'normal' means no collapse; use height_loss_pct=0 or a fracture kind")
         if self.kind is not Morphology.NORMAL and self.height_loss_pct < 10.0:
             raise ConfigError(
                 f"{where}: a {self.kind.value} fracture needs height_loss_pct >= 10 (below that the shape is "
                 f"within physiological variation); use kind 'normal' with 0 for oedema without collapse"
             )
         if self.edema_pattern not in (EdemaPattern.BAND, EdemaPattern.DIFFUSE):
-            raise ConfigError(
-                f"{where}: edema_pattern must be band or diffuse, got {self.edema_pattern.value}"
-            )
+            raise ConfigError(f"{where}: edema_pattern must be band or diffuse, got {self.edema_pattern.value}")
         if not 0.0 <= self.edema_fraction <= 0.8:
             raise ConfigError(
                 f"{where}: edema_fraction must be in 0..0.8 (the cortex is never oedematous), "
@@ -121,13 +114,10 @@ class FractureSpec:
             object.__setattr__(self, "edema_fraction", DEFAULT_EDEMA_FRACTION[self.edema_pattern])
         if not 0.0 <= self.retropulsion_mm <= MAX_RETROPULSION_MM:
             raise ConfigError(
-                f"{where}: retropulsion_mm must be in 0..{MAX_RETROPULSION_MM:g}, "
-                f"got {self.retropulsion_mm:g}"
+                f"{where}: retropulsion_mm must be in 0..{MAX_RETROPULSION_MM:g}, got {self.retropulsion_mm:g}"
             )
         if self.kind is Morphology.NORMAL and not self.edema and self.retropulsion_mm == 0:
-            raise ConfigError(
-                f"{where}: a 'normal' entry without oedema or retropulsion changes nothing; remove it"
-            )
+            raise ConfigError(f"{where}: a 'normal' entry without oedema or retropulsion changes nothing; remove it")
 
     @property
     def acute(self) -> bool:
@@ -228,8 +218,7 @@ class PhantomSpec:
         bad_bottom = bottom.region not in ("thoracic", "lumbar") or bottom.ordinal <= top.ordinal
         if not self.include_sacrum and bad_bottom:
             raise ConfigError(
-                f"bottom_level must be a thoracic/lumbar level below top_level {top.value}, "
-                f"got {bottom.value}"
+                f"bottom_level must be a thoracic/lumbar level below top_level {top.value}, got {bottom.value}"
             )
         last = Level.S1 if self.include_sacrum else bottom
         seen: set[Level] = set()

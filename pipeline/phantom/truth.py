@@ -104,9 +104,7 @@ def solve_edema_thresholds(bodies: dict[str, PlacedBody], spec: PhantomSpec) -> 
         inside, interior = smp["inside"], smp["inside"] & (smp["d_in"] >= body.shape.dims.cortex_mm)
         n_inside = int(inside.sum())
         target = int(round(fx.edema_fraction * n_inside))
-        metric = np.sort(
-            body.edema.metric(body.shape, smp["u"], smp["v"], smp["w"], smp["ds"], smp["di"])[interior]
-        )
+        metric = np.sort(body.edema.metric(body.shape, smp["u"], smp["v"], smp["w"], smp["ds"], smp["di"])[interior])
         if target > metric.size:
             raise ConfigError(
                 f"fracture at {fx.level.value}: edema_fraction {fx.edema_fraction:g} exceeds the marrow "
@@ -121,9 +119,7 @@ def solve_edema_thresholds(bodies: dict[str, PlacedBody], spec: PhantomSpec) -> 
             body.edema.threshold = float(0.5 * (metric[target - 1] + metric[target]))
 
 
-def vertebra_truth(
-    body: PlacedBody, level: Level, spec: PhantomSpec, expected_canal_mm: float
-) -> dict[str, Any]:
+def vertebra_truth(body: PlacedBody, level: Level, spec: PhantomSpec, expected_canal_mm: float) -> dict[str, Any]:
     """Truth record of one labelled body (see the module docstring for definitions)."""
     s = body.shape
     smp = fine_samples(body)

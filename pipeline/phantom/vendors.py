@@ -48,9 +48,7 @@ class SeriesProtocol:
 
 
 EQUIPMENT: dict[Vendor, Equipment] = {
-    Vendor.SIEMENS: Equipment(
-        "SIEMENS", "Aera", 1.5, "syngo MR E11", "PHANTOMMR01", 1, ("M", "NORM", "DIS2D")
-    ),
+    Vendor.SIEMENS: Equipment("SIEMENS", "Aera", 1.5, "syngo MR E11", "PHANTOMMR01", 1, ("M", "NORM", "DIS2D")),
     Vendor.GE: Equipment(
         "GE MEDICAL SYSTEMS",
         "SIGNA Artist",
@@ -91,9 +89,7 @@ def _protocols() -> dict[Vendor, dict[str, SeriesProtocol]]:
         orient: str,
         phase: str = "COL",
     ) -> SeriesProtocol:
-        return SeriesProtocol(
-            role, desc, prot, seqname, ss, sv, so, tr, te, ti, etl, flip, nex, bw, num, orient, phase
-        )
+        return SeriesProtocol(role, desc, prot, seqname, ss, sv, so, tr, te, ti, etl, flip, nex, bw, num, orient, phase)
 
     return {
         s: {
