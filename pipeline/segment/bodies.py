@@ -41,9 +41,12 @@ class BodySlot:
     anterior_d_mm: float  # anterior wall estimated on the mid slab
     marrow_level: float
     marrow_sigma: float
+    core_t: tuple[int, int] | None = None  # rows [t0, t1) of the marrow run inside the segment
 
     @property
     def t_centre(self) -> float:
+        if self.core_t is not None:
+            return 0.5 * (self.core_t[0] + self.core_t[1] - 1)
         return 0.5 * (self.segment.t0 + self.segment.t1 - 1)
 
     @property
@@ -86,6 +89,7 @@ class BodyMask:
     depth_mm: float = 0.0
     width_mm: float = 0.0
     contour_rc: np.ndarray | None = None
+    axis_angle_deg: float = 0.0  # direction of the posterior wall (0 = head->feet, + = leaning backwards)
 
     def paste(self, out: np.ndarray, value: int) -> None:
         """Write ``value`` into ``out`` (working-grid array) where this body is, without overwriting others."""
@@ -99,7 +103,7 @@ def body_slots(profile: ColumnProfile, cfg: SegmentationConfig, step_mm: float) 
     segs = list(profile.segments)
     straight = profile.straight
     d = profile.d_mm
-    out: list[BodySlot] = []
+    raw: list[tuple[int, Segment, float, float, float, float, float]] = []
     bodies = [i for i, s in enumerate(segs) if s.kind == "body"]
     for n, i in enumerate(bodies):
         s = segs[i]
@@ -109,24 +113,57 @@ def body_slots(profile: ColumnProfile, cfg: SegmentationConfig, step_mm: float) 
         t_top = above.centre if above is not None else s.t0 - margin
         t_bot = below.centre if below is not None else s.t1 - 1 + margin
         wall = float(np.median(profile.wall_d_mm[s.t0 : s.t1]))
-        # marrow statistics from the core (central half in t, 4..20 mm in front of the wall)
-        ta = int(s.t0 + 0.25 * s.length)
-        tb = max(ta + 1, int(s.t1 - 0.25 * s.length))
+        core_t = _marrow_run(profile, s)
+        c0, c1 = core_t if core_t is not None else (s.t0, s.t1)
+        # marrow statistics from the core (central third in t, 4..20 mm in front of the wall)
+        ta = int(c0 + (c1 - c0) / 3.0)
+        tb = max(ta + 1, int(c1 - (c1 - c0) / 3.0))
         core = straight[ta:tb, profile.d_index(wall + 4.0) : profile.d_index(wall + 20.0)]
         vals = core[np.isfinite(core)]
         if vals.size < 10:
             continue
         level = float(np.median(vals))
         sigma = 1.4826 * float(np.median(np.abs(vals - level)))
-        sigma = max(sigma, 0.5 * profile.marrow_sigma, 1e-3)
+        sigma = float(np.clip(sigma, 0.5 * profile.marrow_sigma, 0.15 * abs(level) + 1e-3))
         anterior = _anterior_wall(straight[ta:tb], d, wall, level, sigma, cfg)
-        out.append(BodySlot(n, s, float(t_top), float(t_bot), wall, anterior, level, sigma))
+        raw.append((n, s, float(t_top), float(t_bot), wall, anterior, level, sigma, core_t))
+    depths = [a - w for (_, _, _, _, w, a, _, _, _) in raw if np.isfinite(a)]
+    typical = float(np.median(depths)) if depths else float(np.mean(cfg.body_depth_mm))
+    out = []
+    for n, s, t_top, t_bot, wall, anterior, level, sigma, core_t in raw:
+        if not np.isfinite(anterior):
+            anterior = wall + typical
+        out.append(BodySlot(n, s, t_top, t_bot, wall, anterior, level, sigma, core_t))
     return out
+
+
+def _marrow_run(profile: ColumnProfile, seg: Segment) -> tuple[int, int] | None:
+    """Longest run of rows with a mostly-marrow band (raw marrow fraction >= 0.5) inside ``seg``.
+
+    The partition places a thin (collapsed) body by its duration priors when the disc-edge evidence covers it;
+    its own marrow rows say where it really is.
+    """
+    f = profile.raw_fraction
+    if f is None:
+        return None
+    part = np.nan_to_num(f[seg.t0 : seg.t1], nan=0.0) >= 0.5
+    best, start, best_run = 0, None, None
+    for i, v in enumerate(np.r_[part, False]):
+        if v and start is None:
+            start = i
+        elif not v and start is not None:
+            if i - start > best:
+                best, best_run = i - start, (seg.t0 + start, seg.t0 + i)
+            start = None
+    if best_run is None or best * profile.step_mm < 3.0:
+        return None
+    return best_run
 
 
 def _anterior_wall(rows: np.ndarray, d: np.ndarray, wall: float, level: float, sigma: float,
                    cfg: SegmentationConfig) -> float:
-    """Median over rows of the first 3-mm run of non-marrow pixels in front of the posterior wall."""
+    """Median over rows of the first 3-mm run of non-marrow pixels in front of the posterior wall (NaN if the
+    rows never leave marrow within ``body_depth_mm``)."""
     lo, hi = cfg.body_depth_mm
     start = int(np.searchsorted(d, wall + lo * 0.5))
     stop = int(np.searchsorted(d, wall + hi))
@@ -135,12 +172,13 @@ def _anterior_wall(rows: np.ndarray, d: np.ndarray, wall: float, level: float, s
     run = 3
     ends = []
     for r in ok:
-        bad = ~r
-        conv = np.convolve(bad.astype(int), np.ones(run, int), mode="valid")
+        conv = np.convolve((~r).astype(int), np.ones(run, int), mode="valid")
         hit = np.nonzero(conv == run)[0]
-        ends.append(d[start + hit[0]] if hit.size else d[min(stop, d.size - 1)])
-    depth = float(np.median(ends)) - wall
-    depth = float(np.clip(depth, lo, hi))
+        if hit.size:
+            ends.append(d[start + hit[0]])
+    if len(ends) < max(1, rows.shape[0] // 2):
+        return float("nan")
+    depth = float(np.clip(float(np.median(ends)) - wall, lo, hi))
     return wall + depth
 
 
@@ -383,8 +421,10 @@ def _axial_footprints(smooth: np.ndarray, axis: ColumnAxis, tracks: list[_Track]
 
 
 def _core_statistics(img: np.ndarray, tr: _Track, pitch: tuple[float, float], cfg: SegmentationConfig) -> None:
-    """Marrow level and spread from a disc of ``core_radius_mm`` around the body centre on one slice."""
-    rad = cfg.core_radius_mm
+    """Marrow level and spread from a disc around the body centre on one slice (radius ``core_radius_mm``,
+    smaller for a low body so that a collapsed body's statistics come from its own marrow)."""
+    seg_mm = tr.slot.segment.length * 1.0
+    rad = float(np.clip(0.3 * seg_mm, 2.0, cfg.core_radius_mm))
     hr, hc = int(np.ceil(rad / pitch[0])), int(np.ceil(rad / pitch[1]))
     r0, c0 = int(round(tr.centre[0])), int(round(tr.centre[1]))
     yy, xx = np.mgrid[-hr : hr + 1, -hc : hc + 1]
@@ -506,6 +546,25 @@ def segment_bodies(smooth: np.ndarray, axis: ColumnAxis, profile: ColumnProfile,
     return out
 
 
+def _tilt_deg(y_mm: np.ndarray, x_mm: np.ndarray) -> float:
+    """Tilt of a body section: the side of its minimum-area bounding rectangle closest to head-feet, in
+    degrees from head->feet (+ = the body leans backwards going down). Vertebral bodies are box-like, so
+    this is their own axis, independent of how the canal curve was smoothed."""
+    pts = np.stack([y_mm - y_mm.mean(), x_mm - x_mm.mean()], axis=1)
+    best_area, best_a = np.inf, 0.0
+    for a in np.deg2rad(np.arange(0.0, 90.0, 1.0)):
+        rot = pts @ np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        area = float(np.ptp(rot[:, 0]) * np.ptp(rot[:, 1]))
+        if area < best_area:
+            best_area, best_a = area, a
+    # the rectangle's sides point along (cos a, sin a) and (-sin a, cos a) in (y, x); take the one nearest +y
+    sides = [np.array([np.cos(best_a), np.sin(best_a)]), np.array([-np.sin(best_a), np.cos(best_a)])]
+    side = max(sides, key=lambda v: abs(v[0]))
+    if side[0] < 0:
+        side = -side
+    return float(np.degrees(np.arctan2(side[1], side[0])))
+
+
 def _rasterise(slot: BodySlot, contours: dict[int, dict], theta: np.ndarray, pitch: tuple[float, float],
                shape: tuple[int, int, int], mid: int, slice_mm: float, cfg: SegmentationConfig) -> BodyMask:
     slices = sorted(contours)
@@ -534,5 +593,6 @@ def _rasterise(slot: BodySlot, contours: dict[int, dict], theta: np.ndarray, pit
     height = float(rm[0] + rm[2 * q])
     depth = float(rm[q] + rm[3 * q])
     yy, xx = polys[mid]
+    angle = _tilt_deg(yy * pitch[0], xx * pitch[1])
     return BodyMask(slot, crop, (slices[0], r0, c0, slices[-1] + 1, r1, c1), own_mid, areas, cost,
-                    height, depth, len(slices) * slice_mm, np.stack([yy, xx], axis=1))
+                    height, depth, len(slices) * slice_mm, np.stack([yy, xx], axis=1), angle)

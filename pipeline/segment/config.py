@@ -45,7 +45,7 @@ class SegmentationConfig:
     band_smoothing_mm: float = field(default=2.5, metadata={"range": (0.0, 20.0)})
     marrow_k_sigma: float = field(default=2.0, metadata={"range": (0.5, 10.0)})
     edge_scale_per_mm: float = field(default=1.0, metadata={"range": (0.01, 100.0)})
-    disc_closing_mm: float = field(default=6.0, metadata={"range": (0.0, 30.0)})
+    disc_closing_mm: float = field(default=4.0, metadata={"range": (0.0, 30.0)})
 
     # ---- disc spaces along the column (1-D partition into bodies and discs)
     body_height_mm: tuple[float, float] = field(default=(5.0, 50.0), metadata={"range": (1.0, 120.0)})
@@ -97,7 +97,7 @@ class SegmentationConfig:
     sacrum_s2_depth_ratio: float = field(default=0.85, metadata={"range": (0.1, 2.0)})
     sacrum_min_score: float = field(default=0.0, metadata={"range": (-2.0, 2.0)})
     lumbarised_disc_ratio: float = field(default=0.8, metadata={"range": (0.0, 5.0)})
-    sacralised_disc_ratio: float = field(default=0.35, metadata={"range": (0.0, 1.0)})
+    sacralised_disc_ratio: float = field(default=0.25, metadata={"range": (0.0, 1.0)})
     # ---- plausibility of a segmented body (anything else is rejected as non-vertebral)
     body_min_height_mm: float = field(default=5.0, metadata={"range": (0.0, 100.0)})
     body_max_height_mm: float = field(default=60.0, metadata={"range": (1.0, 200.0)})

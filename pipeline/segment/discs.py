@@ -143,7 +143,7 @@ def marrow_mode(values: np.ndarray) -> tuple[float, float]:
     """Mode of an intensity sample and a robust spread around it (``1.4826 * MAD`` of the core)."""
     v = values[np.isfinite(values)]
     if v.size < 10:
-        return float(np.nanmedian(values)), 0.1
+        return (float(np.median(v)) if v.size else 0.0), 0.1
     lo, hi = np.percentile(v, [1, 99])
     hist, edges = np.histogram(v, bins=128, range=(lo, hi + 1e-6))
     hist = ndi.gaussian_filter1d(hist.astype(float), 2.0)
@@ -375,7 +375,6 @@ def column_profile(mid: np.ndarray, ridge: np.ndarray, axis: ColumnAxis, cfg: Se
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         band_profile = np.nanmedian(band, axis=1)
-    band_profile[~support] = np.nan
     prof = ColumnProfile(straight, d_mm, wall, level, sigma, local, f, segs, cost, raw, axis.step_mm, band_profile)
     segs = regularise(prof, cfg)
     return ColumnProfile(straight, d_mm, wall, level, sigma, local, f, segs, cost, raw, axis.step_mm, band_profile)

@@ -184,22 +184,23 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
         return Labelling(tuple([None] * n), tuple([0.0] * n), None, "no anchor", tuple(warnings))
 
     conf = auto_conf
-    # transitional anatomy: judged on the disc spaces next to S1 against the lumbar ones above
-    lumbar_discs = [f.disc_below_mm for f in facts[max(0, auto_s1 - 5) : auto_s1 - 1] if f.disc_below_mm is not None]
-    if lumbar_discs:
-        ref = float(np.median(lumbar_discs))
-        below = facts[auto_s1].disc_below_mm
-        above = facts[auto_s1 - 1].disc_below_mm
-        if below is not None and auto_s1 + 1 < n and below >= cfg.lumbarised_disc_ratio * ref:
+    # transitional anatomy: judged on the disc spaces next to S1 against the lumbar ones above (integrated disc
+    # signal: thickness x contrast, see ColumnProfile.disc_energy_mm)
+    lumbar = [f.disc_below_energy for f in facts[max(0, auto_s1 - 5) : auto_s1 - 1] if f.disc_below_energy]
+    if lumbar:
+        ref = float(np.median(lumbar))
+        below = facts[auto_s1].disc_below_energy
+        above = facts[auto_s1 - 1].disc_below_energy
+        if below is not None and below >= cfg.lumbarised_disc_ratio * ref:
             warnings.append(
-                f"possible transitional anatomy (lumbarised S1): a disc space below the body labelled S1 looks "
-                f"mobile ({below:.0f} mm vs {ref:.0f} mm median lumbar); check the level count"
+                "possible transitional anatomy (lumbarised S1): the disc space below the body labelled S1 looks "
+                f"mobile ({below / ref:.0%} of the median lumbar disc signal); check the level count"
             )
             conf *= 0.7
         if above is not None and above <= cfg.sacralised_disc_ratio * ref:
             warnings.append(
-                f"possible transitional anatomy (sacralised L5): the L5/S1 disc space looks rudimentary "
-                f"({above:.0f} mm vs {ref:.0f} mm median lumbar); check the level count"
+                "possible transitional anatomy (sacralised L5): the L5/S1 disc space looks rudimentary "
+                f"({above / ref:.0%} of the median lumbar disc signal); check the level count"
             )
             conf *= 0.7
     if conf < 0.6:

@@ -130,9 +130,7 @@ def _plausible(masks: list[BodyMask | None], cfg: SegmentationConfig) -> tuple[l
 
 
 def _facts(b: BodyMask, fit: ColumnFit, grid: WorkingGrid) -> BodyFacts:
-    i = int(np.clip(round(b.slot.t_centre), 0, fit.axis.length - 1))
-    ty, tx = fit.axis.tangents[i]
-    angle = float(np.degrees(np.arctan2(tx, ty)))  # 0 = head->feet, + = turning posteriorly
+    angle = b.axis_angle_deg  # the body's own posterior wall: 0 = head->feet, + = leaning backwards
     s0, r0, c0, _, _, _ = b.bbox
     com = np.array(ndi.center_of_mass(b.mask)) + np.array([s0, r0, c0])
     z = float(grid.image.index_to_lps(com)[2])
