@@ -111,10 +111,12 @@ class MorphometryConfig:
     height_band_fraction: float = _method(0.03, 0.0, 0.1)  # half-width of the averaging band, fraction of depth
     endplate_fit_margin_fraction: float = _method(0.20, 0.05, 0.45)  # endplate / wall lines fitted inside this margin
     max_wall_lean_deg: float = _method(30.0, 0.0, 60.0)  # walls leaning more than this are clipped to it
+    max_wall_disagreement_deg: float = _method(15.0, 0.0, 90.0)  # walls less parallel: chords not sheared
     contour_smoothing_mm: float = _method(0.0, 0.0, 3.0)  # Gaussian sigma applied to the mask before tracing
     slice_search_mm: float = _method(6.0, 0.0, 50.0)  # look for the largest section within this of mid_slice
     neighbour_slice_mm: float = _method(3.0, 0.0, 20.0)  # robustness check on slices within this (>= 1 slice)
     neighbour_min_area_fraction: float = _method(0.6, 0.0, 1.0)  # neighbour sections smaller than this are skipped
+    height_slab_mm: float = _method(0.0, 0.0, 20.0)  # heights averaged over measured slices within this (0: mid only)
     min_section_area_mm2: float = _method(100.0, 0.0, None)
     spread_low_confidence_pct: float = _method(10.0, 0.0, 100.0)  # slice spread of height loss -> lower confidence
     spread_not_assessable_pct: float = _method(25.0, 0.0, 100.0)  # slice spread -> not assessable
@@ -123,7 +125,7 @@ class MorphometryConfig:
     # Reference height.
     max_reference_gap_levels: int = _method(3, 1, 24)
     trend_neighbours: int = _method(3, 1, 10)  # normal bodies used for a one-sided trend
-    max_growth_per_level_pct: float = _method(6.0, 0.0, 50.0)  # bound of the one-sided level-to-level trend
+    max_growth_per_level_pct: float = _method(3.0, 0.0, 50.0)  # bound of the one-sided level-to-level trend
 
     # Posterior wall and canal.
     wall_corner_inset_fraction: float = _method(0.10, 0.0, 0.4)
@@ -225,6 +227,8 @@ class _Body:
     seg: VertebraSeg
     mid: _Section
     neighbours: tuple[_Section, ...]
+    heights: Heights  # reported heights: the mid section's, or the mean over the slab (height_slab_mm)
+    slab: tuple[int, ...]  # slices averaged into ``heights``
 
 
 @dataclass(frozen=True)
@@ -290,6 +294,7 @@ def measure_vertebrae(
     results: dict[int, VertebraMorphometry] = {}
     bodies: list[_Body] = []
     lab_arr = np.asarray(labels.array)
+    up_dirs = _column_directions(segmentation, lab_arr, plane) if plane is not None else []
     objects = ndimage.find_objects(lab_arr.astype(np.int64, copy=False)) if lab_arr.size else []
     for i, vs in enumerate(segmentation.vertebrae):
         if vs.is_sacrum:
@@ -302,7 +307,7 @@ def measure_vertebrae(
         if sl is None:
             results[i] = _not_assessable(vs, f"label {vs.label} is not present in the label map")
             continue
-        body = _measure_body(i, vs, lab_arr, sl, plane, cfg)
+        body = _measure_body(i, vs, lab_arr, sl, plane, up_dirs[i], cfg)
         if isinstance(body, str):
             results[i] = _not_assessable(vs, body)
         else:
@@ -333,6 +338,39 @@ def _sagittal_plane(image: Volume, cfg: MorphometryConfig) -> tuple[_Plane | Non
     ant = ant - (ant @ sup) * sup
     ant = ant / np.linalg.norm(ant)
     return _Plane(np.array(image.spacing_mm[1:], dtype=float), float(image.spacing_mm[0]), sup, ant), ""
+
+
+def _column_directions(segmentation: SegmentationResult, lab_arr: np.ndarray, plane: _Plane) -> list[np.ndarray]:
+    """Per vertebra, the local direction of the column towards the head in (row_mm, col_mm).
+
+    From the in-plane centroids of the bodies listed before and after it (the sacrum included), so that bodies
+    tilted by the curve of the spine (even 45 degrees at L5) get the right height axis; the patient's superior
+    direction where a body has no neighbour.
+    """
+    labels = [v.label for v in segmentation.vertebrae]
+    present = [lab for lab in labels if 0 < lab <= lab_arr.max()]
+    coms = ndimage.center_of_mass(np.ones_like(lab_arr, dtype=np.uint8), lab_arr, present) if present else []
+    centre: dict[int, np.ndarray] = {}
+    for lab, com in zip(present, coms, strict=True):
+        if np.all(np.isfinite(com)):
+            centre[lab] = np.asarray(com[1:], dtype=float) * plane.spacing_rc
+    out = []
+    for i, lab in enumerate(labels):
+        prev = centre.get(labels[i - 1]) if i > 0 else None
+        nxt = centre.get(labels[i + 1]) if i + 1 < len(labels) else None
+        own = centre.get(lab)
+        d = None
+        if prev is not None and nxt is not None:
+            d = prev - nxt
+        elif own is not None and prev is not None:
+            d = prev - own
+        elif own is not None and nxt is not None:
+            d = own - nxt
+        if d is None or np.linalg.norm(d) < 1e-6 or d @ plane.superior <= 0:
+            out.append(plane.superior)
+        else:
+            out.append(d / np.linalg.norm(d))
+    return out
 
 
 def _crossings(poly: np.ndarray, a0: float, axis: int) -> np.ndarray:
@@ -425,9 +463,13 @@ def _edge_profiles(puv: np.ndarray, lo: float, hi: float, axis: int, n: int = 25
 
 
 def _measure_section(
-    mask: np.ndarray, slice_index: int, plane: _Plane, cfg: MorphometryConfig
+    mask: np.ndarray, slice_index: int, plane: _Plane, up: np.ndarray, cfg: MorphometryConfig
 ) -> _Section | str:
-    """Six-point morphometry of one sagittal section; a string is the reason it could not be measured."""
+    """Six-point morphometry of one sagittal section; a string is the reason it could not be measured.
+
+    ``up`` is a unit (row_mm, col_mm) vector roughly along the local column towards the head; it only picks
+    which side of the bounding rectangle is the height axis.
+    """
     contour, n_comp = _section_contour(mask, plane.spacing_rc, cfg.contour_smoothing_mm)
     if len(contour) < 8:
         return "no body contour on the section"
@@ -437,13 +479,14 @@ def _measure_section(
     centre = contour[:-1].mean(axis=0)
     pts = contour - centre
     e1, e2 = _min_area_rectangle_axes(pts)
-    v = e1 if abs(e1 @ plane.superior) >= abs(e2 @ plane.superior) else e2
-    v = v if v @ plane.superior > 0 else -v
+    v = e1 if abs(e1 @ up) >= abs(e2 @ up) else e2
+    v = v if v @ up > 0 else -v
     u = np.array([v[1], -v[0]])
     u = u if u @ plane.anterior > 0 else -u
 
     margin = cfg.endplate_fit_margin_fraction
     max_shear = math.tan(math.radians(cfg.max_wall_lean_deg))
+    max_disagree = math.radians(cfg.max_wall_disagreement_deg)
     shear, theta = 0.0, 0.0
     for _ in range(30):
         puv = np.column_stack([pts @ u, pts @ v])
@@ -456,8 +499,11 @@ def _measure_section(
         vv, post, ant = _edge_profiles(puv, vm.min() + margin * h_mid, vm.max() - margin * h_mid, axis=1)
         if vv.size < 5:
             return "body contour too irregular to find its walls"
-        s_ant, s_post = np.polyfit(vv, ant, 1)[0], np.polyfit(vv, post, 1)[0]
-        shear = float(np.clip(0.5 * (s_ant + s_post), -max_shear, max_shear))
+        lean_ant, lean_post = math.atan(np.polyfit(vv, ant, 1)[0]), math.atan(np.polyfit(vv, post, 1)[0])
+        if abs(lean_ant - lean_post) > max_disagree:
+            shear = 0.0  # walls not parallel (irregular or trapezoid section): chords perpendicular to endplates
+        else:
+            shear = float(np.clip(math.tan(0.5 * (lean_ant + lean_post)), -max_shear, max_shear))
         u_ant = float(np.median(ant - shear * vv))
         u_post = float(np.median(post - shear * vv))
         depth = u_ant - u_post
@@ -514,7 +560,7 @@ def _measure_section(
 
 
 def _measure_section_at(
-    lab_arr: np.ndarray, label: int, s: int, plane: _Plane, cfg: MorphometryConfig
+    lab_arr: np.ndarray, label: int, s: int, plane: _Plane, up: np.ndarray, cfg: MorphometryConfig
 ) -> _Section | str:
     """Measure section ``s`` of body ``label``; reasons name the slice."""
     mask = lab_arr[s] == label
@@ -535,7 +581,7 @@ def _measure_section_at(
         return f"cut by the field of view: the body touches the image edge ({', '.join(edges)}) on slice {s}"
     r0, r1 = max(0, rows[0] - 1), min(mask.shape[0], rows[-1] + 2)
     c0, c1 = max(0, cols[0] - 1), min(mask.shape[1], cols[-1] + 2)
-    sec = _measure_section(mask[r0:r1, c0:c1], s, plane, cfg)
+    sec = _measure_section(mask[r0:r1, c0:c1], s, plane, up, cfg)
     if isinstance(sec, str):
         return f"{sec} (slice {s})"
     offset = np.array([r0, c0], dtype=float) * plane.spacing_rc
@@ -548,6 +594,7 @@ def _measure_body(
     lab_arr: np.ndarray,
     sl: tuple[slice, slice, slice],
     plane: _Plane,
+    up: np.ndarray,
     cfg: MorphometryConfig,
 ) -> _Body | str:
     """Choose the mid-sagittal section of one body (largest area near ``mid_slice``) and measure it and its
@@ -568,7 +615,7 @@ def _measure_body(
             f"cut by the field of view: the largest section is on the {'first' if best == 0 else 'last'} slice, "
             "so the body's mid-sagittal plane may lie outside the scan"
         )
-    sec = _measure_section_at(lab_arr, vs.label, best, plane, cfg)
+    sec = _measure_section_at(lab_arr, vs.label, best, plane, up, cfg)
     if isinstance(sec, str):
         return sec
     kn = max(1, round(cfg.neighbour_slice_mm / plane.slice_mm))
@@ -578,12 +625,21 @@ def _measure_body(
             continue
         if areas_all[s - s_lo] < cfg.neighbour_min_area_fraction * best_area:
             continue
-        ns = _measure_section_at(lab_arr, vs.label, s, plane, cfg)
+        ns = _measure_section_at(lab_arr, vs.label, s, plane, up, cfg)
         if isinstance(ns, str):
             logger.debug("label %d: neighbour slice skipped: %s", vs.label, ns)
             continue
         neigh.append(ns)
-    return _Body(index=index, seg=vs, mid=sec, neighbours=tuple(neigh))
+    slab = [sec] + [n for n in neigh if abs(n.slice_index - best) * plane.slice_mm <= cfg.height_slab_mm + 1e-6]
+    heights = Heights(
+        anterior_mm=float(np.mean([x.heights.anterior_mm for x in slab])),
+        middle_mm=float(np.mean([x.heights.middle_mm for x in slab])),
+        posterior_mm=float(np.mean([x.heights.posterior_mm for x in slab])),
+    )
+    return _Body(
+        index=index, seg=vs, mid=sec, neighbours=tuple(neigh), heights=heights,
+        slab=tuple(sorted(x.slice_index for x in slab)),
+    )
 
 
 # --------------------------------------------------------------------------- reference height
@@ -602,12 +658,6 @@ def _min_height(h: Heights) -> float:
     return min(h.anterior_mm, h.middle_mm, h.posterior_mm)
 
 
-def _slice_spread_own(b: _Body) -> float:
-    """Spread (percentage points of the body's own Hp) of the smallest height over the measured slices."""
-    mins = [_min_height(s.heights) for s in (b.mid, *b.neighbours)]
-    return 100.0 * (max(mins) - min(mins)) / b.mid.heights.posterior_mm
-
-
 def _reference_from(
     b: _Body, normal: set[int], by_index: dict[int, _Body], pos: dict[int, float], cfg: MorphometryConfig
 ) -> _Reference:
@@ -615,7 +665,7 @@ def _reference_from(
     others = [j for j in normal if j != b.index and abs(pos[j] - p) <= cfg.max_reference_gap_levels]
     above = sorted((j for j in others if pos[j] < p), key=lambda j: p - pos[j])
     below = sorted((j for j in others if pos[j] > p), key=lambda j: pos[j] - p)
-    hp = {j: by_index[j].mid.heights.posterior_mm for j in others}
+    hp = {j: by_index[j].heights.posterior_mm for j in others}
     if above and below:
         a, c = above[0], below[0]
         w = (p - pos[a]) / (pos[c] - pos[a])
@@ -653,7 +703,7 @@ def _reference_from(
             False,
         )
     return _Reference(
-        b.mid.heights.posterior_mm,
+        b.heights.posterior_mm,
         f"own posterior height: no normal body within {cfg.max_reference_gap_levels} levels "
         "(uniform collapse cannot be detected)",
         (),
@@ -662,11 +712,10 @@ def _reference_from(
 
 
 def _own_ratios_normal(b: _Body, cfg: MorphometryConfig) -> bool:
-    h = b.mid.heights
+    h = b.heights
     return (
         h.anterior_mm / h.posterior_mm >= cfg.wedge_ratio_max
         and h.middle_mm / h.posterior_mm >= cfg.biconcave_ratio_max
-        and _slice_spread_own(b) < cfg.spread_low_confidence_pct
     )
 
 
@@ -682,7 +731,7 @@ def _references(bodies: list[_Body], cfg: MorphometryConfig) -> tuple[dict[int, 
             r = _reference_from(by_index[j], normal, by_index, pos, cfg)
             if r.own:
                 continue
-            h = by_index[j].mid.heights
+            h = by_index[j].heights
             ratio = min(_min_height(h) / r.height_mm / mild, h.posterior_mm / r.height_mm / cfg.crush_ratio_max)
             if ratio < 1.0 and ratio < worst_ratio:
                 worst, worst_ratio = j, ratio
@@ -883,7 +932,7 @@ def _assemble(
     canal_image: Volume | None,
 ) -> VertebraMorphometry:
     vs, sec = b.seg, b.mid
-    h = sec.heights
+    h = b.heights
     losses = [_loss_pct(s.heights, ref.height_mm) for s in (sec, *b.neighbours)]
     spread = max(losses) - min(losses)
     slices = sorted(s.slice_index for s in (sec, *b.neighbours))
@@ -908,6 +957,9 @@ def _assemble(
     if ref.own:
         notes.append("reference is the body's own posterior height")
         confidence *= 0.8
+    elif len(ref.labels) and not ref.method.startswith("interpolated"):
+        notes.append("reference from normal bodies on one side only")
+        confidence *= 0.9
     if sec.n_components > 1:
         notes.append("the body's section has several large parts; the largest was measured")
         confidence *= 0.8
