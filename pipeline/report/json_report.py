@@ -1,0 +1,339 @@
+"""Build ``report.json`` from stage results and validate it against the published JSON Schema.
+
+The report is the single source for every other output (HTML, SR, SEG). Stages that did not run are
+absent from the report, never filled with invented values; a vertebra whose measurement failed carries
+``null`` plus the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+
+from pipeline import __version__
+from pipeline.errors import PipelineError
+from pipeline.model import (
+    SegmentationResult,
+    SeriesChoice,
+    StirAssessment,
+    StudyRecord,
+    VertebraMorphometry,
+    VertebraSeg,
+)
+
+SCHEMA_VERSION = "1.0.0"
+SCHEMA_FILE = "report.schema.json"
+
+
+def jsonable(obj: Any) -> Any:
+    """Convert dataclasses, enums, paths, numpy scalars/arrays and tuples to JSON types.
+
+    Non-finite floats become ``None`` (JSON has no NaN); Volumes are never serialised.
+    """
+    if obj is None or isinstance(obj, (bool, str, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(jsonable(k)): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
+    raise TypeError(f"cannot serialise {type(obj).__name__} into report.json")
+
+
+def _round(x: float | None, nd: int = 2) -> float | None:
+    if x is None or not math.isfinite(x):
+        return None
+    return round(float(x), nd)
+
+
+def study_section(study: StudyRecord) -> dict[str, Any]:
+    return {
+        "study_instance_uid": study.study_uid,
+        "patient_key": study.patient_key,
+        "description": study.description,
+        "study_date": study.study_date,
+        "n_series": len(study.series),
+        "n_skipped_files": len(study.skipped),
+        "skipped_files": [{"path": str(s.path), "reason": s.reason} for s in study.skipped[:50]],
+    }
+
+
+def series_section(study: StudyRecord, choice: SeriesChoice | None) -> list[dict[str, Any]]:
+    decisions = {d.series_uid: d for d in choice.decisions} if choice else {}
+    out = []
+    for s in study.series:
+        d = decisions.get(s.series_uid)
+        out.append(
+            {
+                "series_instance_uid": s.series_uid,
+                "series_number": s.series_number,
+                "description": s.description,
+                "modality": s.modality,
+                "manufacturer": s.manufacturer,
+                "role": s.role.value,
+                "role_rule": s.role_rule,
+                "role_confidence": _round(s.role_confidence, 3),
+                "substitute": s.substitute.value if s.substitute else None,
+                "orientation": s.orientation.value,
+                "n_images": s.n_images,
+                "rows": s.rows,
+                "cols": s.cols,
+                "pixel_spacing_mm": list(s.pixel_spacing_mm) if s.pixel_spacing_mm else None,
+                "slice_thickness_mm": s.slice_thickness_mm,
+                "repetition_time_ms": s.repetition_time_ms,
+                "echo_time_ms": s.echo_time_ms,
+                "inversion_time_ms": s.inversion_time_ms,
+                "transfer_syntaxes": list(s.transfer_syntaxes),
+                "source": s.source,
+                "problems": list(s.problems),
+                "used": bool(d.used) if d else False,
+                "used_as": d.used_as if d else None,
+                "reason": d.reason if d else "not considered",
+            }
+        )
+    return out
+
+
+def vertebra_entry(
+    seg: VertebraSeg,
+    morph: VertebraMorphometry | None,
+    stir_finding: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """One element of ``report["vertebrae"]`` (contract names: level, level_confidence, centroid_lps_mm,
+    heights_mm, reference_height_mm, height_loss_pct, genant_grade, morphology, stir)."""
+    entry: dict[str, Any] = {
+        "label": seg.label,
+        "level": seg.level.value if seg.level else None,
+        "level_confidence": _round(seg.level_confidence, 3),
+        "is_sacrum": seg.is_sacrum,
+        "centroid_lps_mm": [_round(c, 2) for c in seg.centroid_lps_mm],
+        "mid_slice": seg.mid_slice,
+        "bbox": list(seg.bbox),
+        "segmentation_quality": _round(seg.quality, 3),
+        "volume_mm3": _round(seg.volume_mm3, 1),
+    }
+    if morph is not None:
+        h = morph.heights
+        entry.update(
+            {
+                "heights_mm": (
+                    {
+                        "anterior": _round(h.anterior_mm),
+                        "middle": _round(h.middle_mm),
+                        "posterior": _round(h.posterior_mm),
+                    }
+                    if h
+                    else None
+                ),
+                "reference_height_mm": _round(morph.reference_height_mm),
+                "height_loss_pct": _round(morph.height_loss_pct, 1),
+                "genant_grade": morph.genant_grade,
+                "morphology": morph.morphology.value,
+                "wedge_angle_deg": _round(morph.wedge_angle_deg, 1),
+                "morphometry": {
+                    "assessable": morph.assessable,
+                    "reason": morph.reason,
+                    "reference_method": morph.reference_method,
+                    "reference_labels": list(morph.reference_labels),
+                    "ratios": {k: _round(v, 3) for k, v in morph.ratios.items()},
+                    "slice_spread_pct": _round(morph.slice_spread_pct, 1),
+                    "landmarks_lps_mm": {
+                        k: [_round(c, 2) for c in v] for k, v in morph.landmarks_lps.items()
+                    },
+                    "posterior_wall": jsonable(morph.posterior_wall),
+                    **{k: jsonable(v) for k, v in _extra_fields(morph, _MORPH_CORE).items()},
+                },
+            }
+        )
+    if stir_finding is not None:
+        entry["stir"] = dict(stir_finding)
+    return entry
+
+
+_MORPH_CORE = frozenset(
+    {
+        "label",
+        "level",
+        "assessable",
+        "reason",
+        "heights",
+        "reference_height_mm",
+        "reference_method",
+        "reference_labels",
+        "height_loss_pct",
+        "genant_grade",
+        "morphology",
+        "wedge_angle_deg",
+        "ratios",
+        "landmarks_lps",
+        "posterior_wall",
+        "slice_spread_pct",
+    }
+)
+
+
+def _extra_fields(obj: Any, core: frozenset[str]) -> dict[str, Any]:
+    """Fields a stage added to its dataclass beyond the contract: reported too, under their own names."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name not in core}
+
+
+def stir_sections(stir: StirAssessment) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """(study-level ``stir`` section, per-label ``vertebrae[].stir`` entries)."""
+    per_label = {}
+    for f in stir.findings:
+        per_label[f.label] = {
+            "ratio": _round(f.ratio, 3),
+            "edema_fraction": _round(f.edema_fraction, 3),
+            "edema": f.edema,
+            "pattern": f.pattern.value,
+            "confidence": _round(f.confidence, 3),
+            "reason": f.reason,
+            "t1_agrees": f.t1_agrees,
+            **{k: jsonable(v) for k, v in _extra_fields(f, _STIR_FINDING_CORE).items()},
+        }
+    section = {
+        "status": stir.status,
+        "reason": stir.reason,
+        "series_instance_uid": stir.series_uid,
+        "substitute": stir.substitute.value if stir.substitute else None,
+        "registration": stir.registration,
+        "registration_residual_mm": _round(stir.registration_residual_mm),
+        "reference_value": _round(stir.reference_value, 3),
+        "fluid_value": _round(stir.fluid_value, 3),
+        "threshold_value": _round(stir.threshold_value, 3),
+        **{k: jsonable(v) for k, v in _extra_fields(stir, _STIR_CORE).items()},
+    }
+    return section, per_label
+
+
+_STIR_FINDING_CORE = frozenset(
+    {"label", "ratio", "edema_fraction", "edema", "pattern", "confidence", "reason", "t1_agrees"}
+)
+_STIR_CORE = frozenset(
+    {
+        "status",
+        "reason",
+        "series_uid",
+        "substitute",
+        "registration",
+        "registration_residual_mm",
+        "reference_value",
+        "fluid_value",
+        "threshold_value",
+        "findings",
+        "warnings",
+        "stir_on_grid",
+        "edema_map",
+    }
+)
+
+
+def build_report(
+    *,
+    study: StudyRecord,
+    choice: SeriesChoice | None,
+    segmentation: SegmentationResult | None = None,
+    morphometry: Sequence[VertebraMorphometry] | None = None,
+    stir: StirAssessment | None = None,
+    eligibility: Mapping[str, Any] | None = None,
+    outputs: Mapping[str, Any] | None = None,
+    warnings: Sequence[str] = (),
+    timings_ms: Mapping[str, float] | None = None,
+    config_sha256: str = "",
+    clinical_inputs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble the report dictionary (see ``report.schema.json``). Absent stages stay absent."""
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "pipeline": {
+            "name": "spine-assess",
+            "version": __version__,
+            "config_sha256": config_sha256,
+            "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        },
+        "study": study_section(study),
+        "series": series_section(study, choice),
+    }
+    if segmentation is not None:
+        report["segmentation"] = {
+            "series_instance_uid": segmentation.series_uid,
+            "n_bodies": len(segmentation.vertebrae),
+            "sacrum_found": segmentation.sacrum_found,
+            "labelling_method": segmentation.labelling_method,
+            "column_axis_lps_mm": [[_round(c, 1) for c in p] for p in segmentation.column_axis_lps],
+            "label_map_levels": {
+                str(v.label): (v.level.value if v.level else None) for v in segmentation.vertebrae
+            },
+        }
+        morph_by_label = {m.label: m for m in morphometry} if morphometry is not None else {}
+        stir_by_label: dict[int, dict[str, Any]] = {}
+        if stir is not None:
+            report["stir"], stir_by_label = stir_sections(stir)
+        report["vertebrae"] = [
+            vertebra_entry(
+                v,
+                morph_by_label.get(v.label) if morphometry is not None else None,
+                stir_by_label.get(v.label) if stir is not None else None,
+            )
+            for v in segmentation.vertebrae
+        ]
+        if stir is not None:
+            for entry in report["vertebrae"]:
+                entry.setdefault(
+                    "stir",
+                    {
+                        "ratio": None,
+                        "edema_fraction": None,
+                        "edema": None,
+                        "pattern": "not_assessable",
+                        "confidence": 0.0,
+                        "reason": stir.reason if stir.status != "measured" else "not measured",
+                    },
+                )
+    if clinical_inputs is not None:
+        report["clinical_inputs"] = dict(clinical_inputs)
+    if eligibility is not None:
+        report["eligibility"] = dict(eligibility)
+    report["outputs"] = dict(outputs or {})
+    report["warnings"] = list(dict.fromkeys(warnings))
+    report["timings_ms"] = {k: round(float(v), 1) for k, v in (timings_ms or {}).items()}
+    return jsonable(report)
+
+
+def load_schema() -> dict[str, Any]:
+    text = resources.files("pipeline.report").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def validate_report(report: Mapping[str, Any]) -> None:
+    """Raise :class:`PipelineError` listing the first schema violations (a bug in the pipeline, not the input)."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(report), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors[:5]]
+        raise PipelineError("report.json does not conform to report.schema.json: " + "; ".join(lines))
+
+
+def write_json(report: Mapping[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
