@@ -317,8 +317,9 @@ def test_flipped_axes_give_the_same_heights_and_landmarks_in_patient_space():
 
 
 # --------------------------------------------------------------------------- posterior wall and canal
-def canal_scene(bulge_mm: float, spacing=(4.0, 0.6, 0.6), tilt=0.0) -> Scene:
-    """Three bodies; a bright 15 mm CSF column behind them, dark tissue behind that."""
+def canal_scene(bulge_mm: float, spacing=(4.0, 0.6, 0.6), tilt=0.0, cord=False) -> Scene:
+    """Three bodies; a 15 mm canal behind them (bright CSF, optionally an intermediate cord inside), dark
+    ligament/bone behind that."""
     sc = Scene(shape=(5, int(150 / spacing[1]), int(110 / spacing[2])), spacing=spacing, background=150.0)
     c = np.asarray(centre(sc))
     # Canal: a band from the posterior wall line (u = -18) back to u = -33, and dark tissue further back.
@@ -326,6 +327,9 @@ def canal_scene(bulge_mm: float, spacing=(4.0, 0.6, 0.6), tilt=0.0) -> Scene:
             value=400.0)
     sc.fill(sc.to_plane(np.array([[-60.0, -75], [-33.0, -75], [-33.0, 75], [-60.0, 75]]), c, tilt), range(5),
             value=40.0)
+    if cord:
+        sc.fill(sc.to_plane(np.array([[-29.0, -75], [-22.0, -75], [-22.0, 75], [-29.0, 75]]), c, tilt), range(5),
+                value=95.0)
     shapes = [None, bulging(36.0, 26.0, bulge_mm, 10.0) if bulge_mm > 0 else None, None]
     for i, dv in enumerate((34.0, 0.0, -34.0)):
         uv = rectangle(36.0, 26.0) if shapes[i] is None else shapes[i]
@@ -333,9 +337,9 @@ def canal_scene(bulge_mm: float, spacing=(4.0, 0.6, 0.6), tilt=0.0) -> Scene:
     return sc
 
 
-@pytest.mark.parametrize(("spacing", "tilt"), [((4.0, 0.6, 0.6), 0.0), ((3.0, 0.5, 0.8), 12.0)])
-def test_posterior_wall_bulge_and_canal_compromise(spacing, tilt):
-    res = canal_scene(4.0, spacing, tilt).measure(canal=True)
+@pytest.mark.parametrize(("spacing", "tilt", "cord"), [((4.0, 0.6, 0.6), 0.0, False), ((3.0, 0.5, 0.8), 12.0, True)])
+def test_posterior_wall_bulge_and_canal_compromise(spacing, tilt, cord):
+    res = canal_scene(4.0, spacing, tilt, cord).measure(canal=True)
     pw = res[1].posterior_wall
     assert pw.assessable, pw.reason
     assert pw.bulge_mm == pytest.approx(4.0, abs=0.4)
