@@ -134,6 +134,25 @@ def match_labels(a: np.ndarray, b: np.ndarray) -> dict[int, int]:
 
 
 # --------------------------------------------------------------------------- 1. phantoms
+CACHE: Path | None = None  # set by --cache: rendered phantoms are pickled there and reused
+
+
+def render_cached(seed: int, fractures: tuple):
+    """``render_phantom`` for (seed, fractures), through the optional pickle cache."""
+    import pickle
+
+    from pipeline.phantom import PhantomSpec, render_phantom  # type: ignore[attr-defined]
+
+    path = CACHE / f"{seed}.pkl" if CACHE is not None else None
+    if path is not None and path.exists():
+        ph = pickle.loads(path.read_bytes())
+        if tuple(ph.spec.fractures) == tuple(fractures):
+            return ph
+    ph = render_phantom(PhantomSpec(seed=seed, fractures=fractures))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(ph))
+    return ph
 @dataclass(frozen=True)
 class PhantomRow:
     seed: int
@@ -141,6 +160,7 @@ class PhantomRow:
     true_loss: float
     true_kind: Morphology
     true_retro_mm: float
+    true_canal_mm: float
     m: VertebraMorphometry | None
 
 
@@ -170,8 +190,6 @@ def run_phantoms(cfg: MorphometryConfig, n_seeds: int, with_segmentation: bool) 
     if importlib.util.find_spec("pipeline.phantom") is None:
         print("skipped: pipeline.phantom is not available on this branch yet")
         return
-    from pipeline.phantom import PhantomSpec, render_phantom  # type: ignore[attr-defined]
-
     rows: dict[str, list[PhantomRow]] = {"truth labels": [], "pipeline segmentation": []}
     seg_fn = None
     if with_segmentation and importlib.util.find_spec("pipeline.segment") is not None:
@@ -181,7 +199,7 @@ def run_phantoms(cfg: MorphometryConfig, n_seeds: int, with_segmentation: bool) 
         seg_fn = lambda img: segment_vertebrae(img, cfg=seg_cfg)  # noqa: E731
     t_total = 0.0
     for seed, fractures in phantom_cases(n_seeds):
-        ph = render_phantom(PhantomSpec(seed=seed, fractures=fractures))
+        ph = render_cached(seed, fractures)
         truth = _phantom_truth(ph)
         levels = dict(ph.levels) if isinstance(ph.levels, dict) else {i + 1: lv for i, lv in enumerate(ph.levels)}
         t0 = time.perf_counter()
@@ -204,14 +222,18 @@ def run_phantoms(cfg: MorphometryConfig, n_seeds: int, with_segmentation: bool) 
         print("pipeline segmentation: skipped (pipeline.segment not available)")
 
 
-def _phantom_truth(ph) -> dict[Level, tuple[float, Morphology, float]]:
-    """level -> (true height loss %, true kind, true retropulsion mm) for every non-sacral body."""
-    out: dict[Level, tuple[float, Morphology, float]] = {}
-    truth = ph.truth
-    for v in truth.vertebrae:  # type: ignore[attr-defined]
-        if v.level is Level.S1:
+def _phantom_truth(ph) -> dict[Level, tuple[float, Morphology, float, float]]:
+    """level -> (true height loss %, kind, retropulsion mm, expected canal mm) for every non-sacral labelled body."""
+    out: dict[Level, tuple[float, Morphology, float, float]] = {}
+    for v in ph.truth["vertebrae"]:
+        if v["is_sacrum"]:
             continue
-        out[v.level] = (float(v.height_loss_pct), Morphology(v.morphology), float(getattr(v, "retropulsion_mm", 0.0)))
+        out[Level(v["level"])] = (
+            float(v["height_loss_pct"]),
+            Morphology(v["morphology"]),
+            float(v["posterior_wall"]["bulge_mm"]),
+            float(v["posterior_wall"]["expected_canal_mm"]),
+        )
     return out
 
 
@@ -246,8 +268,19 @@ def _phantom_report(name: str, rows: list[PhantomRow], cfg: MorphometryConfig) -
         e = [r.m.posterior_wall.bulge_mm - r.true_retro_mm for r in retro]  # type: ignore[union-attr,operator]
         print(f"posterior-wall bulge vs retropulsion truth (n={len(retro)}): MAE {np.mean(np.abs(e)):.2f} mm, "
               f"bias {np.mean(e):+.2f} mm")
-    canal = [r.m.posterior_wall.assessable for r in found]  # type: ignore[union-attr]
-    print(f"canal compromise assessable for {sum(canal)}/{len(found)} bodies")
+    flat = [r.m.posterior_wall.bulge_mm for r in found if r.true_retro_mm == 0  # type: ignore[union-attr]
+            and r.m.posterior_wall.bulge_mm is not None]  # type: ignore[union-attr]
+    if flat:
+        print(f"bulge on bodies without retropulsion (n={len(flat)}): median {np.median(flat):.2f} mm, "
+              f"95th pct {pct(flat, 95):.2f} mm, max {max(flat):.2f} mm")
+    canal = [r for r in found if r.m.posterior_wall.assessable]  # type: ignore[union-attr]
+    print(f"canal compromise assessable for {len(canal)}/{len(found)} bodies")
+    if canal:
+        e = [r.m.posterior_wall.expected_canal_mm - r.true_canal_mm for r in canal]  # type: ignore
+        c = [abs(r.m.posterior_wall.canal_compromise_pct - 100 * r.true_retro_mm / r.true_canal_mm)  # type: ignore
+             for r in canal]
+        print(f"expected canal diameter vs truth: MAE {np.mean(np.abs(e)):.2f} mm, bias {np.mean(e):+.2f} mm; "
+              f"canal compromise MAE {np.mean(c):.2f} points (max {max(c):.2f})")
     worst = sorted(found, key=lambda r: -abs(r.m.height_loss_pct - r.true_loss))[:5]  # type: ignore
     for r in worst:
         m = r.m
@@ -337,10 +370,8 @@ def run_repeatability(cfg: MorphometryConfig, root: Path | None, max_cases: int,
             img, lab, levels = load_real_case(case)
             studies.append((f"real {case.parent.name}/{case.name}", img, lab, levels))
     if importlib.util.find_spec("pipeline.phantom") is not None:
-        from pipeline.phantom import PhantomSpec, render_phantom  # type: ignore[attr-defined]
-
         for seed, fractures in phantom_cases(n_seeds):
-            ph = render_phantom(PhantomSpec(seed=seed, fractures=fractures))
+            ph = render_cached(seed, fractures)
             levels = dict(ph.levels) if isinstance(ph.levels, dict) else {i + 1: lv for i, lv in enumerate(ph.levels)}
             studies.append((f"phantom {seed}", ph.t2, ph.labels, levels))
     if not studies:
@@ -350,7 +381,7 @@ def run_repeatability(cfg: MorphometryConfig, root: Path | None, max_cases: int,
         deltas: list[float] = []
         deltas_graded: list[float] = []
         n_flip = 0
-        for name, img, lab, levels in (s for s in studies if s[0].startswith(kind)):
+        for _name, img, lab, levels in (s for s in studies if s[0].startswith(kind)):
             a = measure_vertebrae(img, seg_from_labels(lab, levels), cfg=cfg)
             img2, lab2 = resample_shift_rotate(img, lab, 3.0, 0.5)
             b = measure_vertebrae(img2, seg_from_labels(lab2, levels), cfg=cfg)
@@ -379,7 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-cases", type=int, default=0, help="limit the real cases (0 = all)")
     ap.add_argument("--no-segmentation", action="store_true", help="skip the pipeline-segmentation comparisons")
     ap.add_argument("--only", choices=("phantom", "real", "repeat"), help="run one section")
+    ap.add_argument("--cache", type=Path, help="keep rendered phantoms (pickles) in this folder and reuse them")
     args = ap.parse_args(argv)
+    global CACHE
+    CACHE = args.cache
     cfg = load_morphometry_config(args.config)
     root = find_realdata(args.realdata)
     if root is None:

@@ -42,7 +42,7 @@ def canal_diameter(
         prof, t = prof[:n_in], t[:n_in]
         if t.size < 8:
             return "the canal behind the body is outside the image"
-    prof = ndimage.gaussian_filter1d(prof, sigma=0.5 / step, mode="nearest")
+    prof = ndimage.gaussian_filter1d(prof, sigma=0.25 / step, mode="nearest")
     peak = float(prof.max())
     if not marrow > 0 or peak < cfg.csf_min_contrast_ratio * marrow:
         ratio = peak / marrow if marrow > 0 else float("nan")

@@ -64,8 +64,8 @@ class MorphometryConfig:
     wall_corner_inset_fraction: float = _method(0.10, 0.0, 0.4)
     canal_search_mm: float = _method(30.0, 5.0, 100.0)
     canal_start_tolerance_mm: float = _method(4.0, 0.0, 20.0)  # CSF must start this close behind the wall
-    canal_dark_fraction: float = _method(0.5, 0.0, 1.0)  # canal ends where darker than this share of marrow
-    canal_dark_min_mm: float = _method(1.0, 0.0, 10.0)  # ... for at least this long
+    canal_dark_fraction: float = _method(0.6, 0.0, 1.0)  # canal ends where darker than this share of marrow
+    canal_dark_min_mm: float = _method(0.25, 0.0, 10.0)  # ... for at least this long
     canal_min_mm: float = _method(4.0, 0.0, 50.0)  # shorter CSF columns are not trusted
     csf_min_contrast_ratio: float = _method(1.3, 1.0, 100.0)  # CSF peak / body marrow on the canal image
 

@@ -181,10 +181,17 @@ def _measure_body(
     block = lab_arr[s_lo:s_hi, sl[1], sl[2]] == vs.label
     areas_all = block.reshape(block.shape[0], -1).sum(axis=1)
     cand = [s for s in range(max(s_lo, mid - k), min(s_hi, mid + k + 1))]
-    best = max(cand, key=lambda s: (areas_all[s - s_lo], -abs(s - mid)))
-    best_area = int(areas_all[best - s_lo])
-    if best_area == 0:
+    if not any(areas_all[s - s_lo] for s in cand):
         return f"no voxels of the body within {cfg.slice_search_mm:g} mm of its mid-sagittal slice {vs.mid_slice}"
+    # The mid-sagittal section: the slice nearest the body's left-right centre (area-weighted over the slices
+    # holding at least half of the largest section; not simply the largest section, which a central endplate
+    # depression makes smaller than its neighbours).
+    big = areas_all >= 0.5 * areas_all.max()
+    centre = s_lo + float(np.sum(np.flatnonzero(big) * areas_all[big]) / np.sum(areas_all[big]))
+    best = min(cand, key=lambda s: (abs(s - centre), -areas_all[s - s_lo]))
+    if not areas_all[best - s_lo]:
+        best = max(cand, key=lambda s: (areas_all[s - s_lo], -abs(s - mid)))
+    best_area = int(areas_all[best - s_lo])
     if best in (0, n_slices - 1):
         return (
             f"cut by the field of view: the largest section is on the {'first' if best == 0 else 'last'} slice, "

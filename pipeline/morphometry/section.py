@@ -207,6 +207,29 @@ def _edge_profiles(puv: np.ndarray, lo: float, hi: float, axis: int, n: int = 25
     return np.asarray(cs), np.asarray(lows), np.asarray(highs)
 
 
+def _inner_line(v: np.ndarray, x: np.ndarray, outward: float, tol: float) -> tuple[float, float, np.ndarray]:
+    """Line ``x = slope * v + intercept`` through the inner envelope of a wall profile.
+
+    Points more than ``tol`` outward of the line (``outward`` = +1: larger ``x`` is outward) are bulges
+    (retropulsion, osteophytes) and are dropped, iteratively; at least 40 % of the points are kept.
+    Returns ``(slope, intercept, kept mask)``.
+    """
+    keep = np.ones(v.size, dtype=bool)
+    n_min = max(5, int(np.ceil(0.4 * v.size)))
+    slope, intercept = np.polyfit(v, x, 1)
+    for _ in range(10):
+        resid = outward * (x - (slope * v + intercept))
+        new = resid <= tol
+        if new.sum() < n_min:
+            new = np.zeros(v.size, dtype=bool)
+            new[np.argsort(resid)[:n_min]] = True
+        if np.array_equal(new, keep):
+            break
+        keep = new
+        slope, intercept = np.polyfit(v[keep], x[keep], 1)
+    return float(slope), float(intercept), keep
+
+
 def measure_section(
     mask: np.ndarray, slice_index: int, plane: Plane, up: np.ndarray, cfg: MorphometryConfig
 ) -> Section | str:
@@ -230,27 +253,49 @@ def measure_section(
     u = u if u @ plane.anterior > 0 else -u
 
     margin = cfg.endplate_fit_margin_fraction
+    wall_probe = 0.5 * cfg.height_inset_fraction + 0.05  # where the anterior wall's height range is probed
+    trim_tol = 0.6 * float(plane.spacing_rc.max())  # wall points further outward than this are bulges
     max_shear = math.tan(math.radians(cfg.max_wall_lean_deg))
     max_disagree = math.radians(cfg.max_wall_disagreement_deg)
-    shear, theta = 0.0, 0.0
-    for _ in range(30):
+    shear, theta, prev_theta, step = 0.0, 0.0, 0.0, 1.0
+    for _ in range(40):
         puv = np.column_stack([pts @ u, pts @ v])
-        # Walls: anterior / posterior edges on the central part of the height (at the middle of the depth).
-        mid_u = 0.5 * (puv[:, 0].min() + puv[:, 0].max())
-        vm = _crossings(puv, mid_u, axis=0)
-        if vm.size < 2:
+        # Walls: anterior / posterior edges on the central part of each wall's own height (a wedge's anterior
+        # wall is shorter than its posterior wall).
+        u_lo, u_hi = float(puv[:, 0].min()), float(puv[:, 0].max())
+        # The anterior wall's height range is probed near the anterior edge (a wedge's anterior wall is short);
+        # the posterior wall's on the middle chord, which a wall bulging into the canal does not distort.
+        vm = _crossings(puv, 0.5 * (u_lo + u_hi), axis=0)
+        va = _crossings(puv, u_hi - wall_probe * (u_hi - u_lo), axis=0)
+        if vm.size < 2 or va.size < 2:
             return "body contour too irregular to find its walls"
-        h_mid = vm.max() - vm.min()
-        vv, post, ant = _edge_profiles(puv, vm.min() + margin * h_mid, vm.max() - margin * h_mid, axis=1)
-        if vv.size < 5:
-            return "body contour too irregular to find its walls"
-        lean_ant, lean_post = math.atan(np.polyfit(vv, ant, 1)[0]), math.atan(np.polyfit(vv, post, 1)[0])
-        if abs(lean_ant - lean_post) > max_disagree:
-            shear = 0.0  # walls not parallel (irregular or trapezoid section): chords perpendicular to endplates
+        # Both ranges are kept within the middle chord's, so concave endplates do not pass for walls.
+        ranges = ((max(va.min(), vm.min()), min(va.max(), vm.max())), (vm.min(), vm.max()))
+        walls = []
+        for (r_lo, r_hi), outward in zip(ranges, (1.0, -1.0), strict=True):
+            h_w = r_hi - r_lo
+            if h_w <= 0:
+                return "body contour too irregular to find its walls"
+            vv_w, lo_w, hi_w = _edge_profiles(puv, r_lo + margin * h_w, r_hi - margin * h_w, axis=1)
+            if vv_w.size < 5:
+                return "body contour too irregular to find its walls"
+            edge = hi_w if outward > 0 else lo_w
+            walls.append((vv_w, edge, _inner_line(vv_w, edge, outward, trim_tol)))
+        (vv_a, ant, line_a), (vv_p, post, line_p) = walls
+        # A wall traced over less than a third of the body's height (a collapsed anterior wall, the waist of a
+        # deeply biconcave body) does not show its lean reliably.
+        tall = max(va.max() - va.min(), vm.max() - vm.min())
+        leans = [
+            math.atan(line[0])
+            for (lo_r, hi_r), line in zip(ranges, (line_a, line_p), strict=True)
+            if (1 - 2 * margin) * (hi_r - lo_r) >= tall / 3
+        ]
+        if not leans or max(leans) - min(leans) > max_disagree:
+            shear = 0.0  # walls unreliable or not parallel: chords perpendicular to the endplates' direction
         else:
-            shear = float(np.clip(math.tan(0.5 * (lean_ant + lean_post)), -max_shear, max_shear))
-        u_ant = float(np.median(ant - shear * vv))
-        u_post = float(np.median(post - shear * vv))
+            shear = float(np.clip(math.tan(float(np.mean(leans))), -max_shear, max_shear))
+        u_ant = float(np.median((ant - shear * vv_a)[line_a[2]]))
+        u_post = float(np.median((post - shear * vv_p)[line_p[2]]))
         depth = u_ant - u_post
         if depth <= 0:
             return "body contour too irregular to find its walls"
@@ -264,6 +309,10 @@ def measure_section(
         theta = 0.5 * (math.atan(np.polyfit(uu, top, 1)[0]) + math.atan(np.polyfit(uu, bot, 1)[0]))
         if abs(theta) < 1e-5:
             break
+        if theta * prev_theta < 0:
+            step *= 0.5  # overshoot (steep concave endplates respond non-linearly): damp the rotation
+        prev_theta = theta
+        theta *= step
         u, v = math.cos(theta) * u + math.sin(theta) * v, -math.sin(theta) * u + math.cos(theta) * v
         u, v = u / np.linalg.norm(u), v / np.linalg.norm(v)
     else:
@@ -306,7 +355,11 @@ def measure_section(
 
 # --------------------------------------------------------------------------- posterior wall and canal
 def measure_posterior_wall(sec: Section, cfg: MorphometryConfig) -> Wall | str:
-    """Bulge of the posterior edge beyond the line joining the posterior corners (mm, >= 0)."""
+    """Bulge of the posterior edge into the canal (mm, >= 0) beyond the unbroken posterior wall.
+
+    The posterior edge is traced between the endplates (``wall_corner_inset_fraction`` of Hp inside each); the
+    unbroken wall is the line along the walls' direction through the more anterior of its two ends.
+    """
     pts = sec.contour - sec.centre
     puv = np.column_stack([pts @ sec.u, pts @ sec.v])
     _, v_bot, v_top = sec.chords["posterior"]
@@ -319,10 +372,14 @@ def measure_posterior_wall(sec: Section, cfg: MorphometryConfig) -> Wall | str:
         if c.size < 2:
             return "posterior wall not traceable on the body contour"
         edge[k] = c.min()
-    edge = np.convolve(np.pad(edge, 1, mode="edge"), np.ones(3) / 3.0, mode="valid")  # tame the pixel staircase
-    line = edge[0] + (vs - vs[0]) * (edge[-1] - edge[0]) / (vs[-1] - vs[0])
-    # u points anterior: a wall point posterior of the corner line (smaller u) bulges into the canal.
-    dist = (line - edge) * math.cos(math.atan2(edge[-1] - edge[0], vs[-1] - vs[0]))
+    edge = np.convolve(np.pad(edge, 2, mode="edge"), np.ones(5) / 5.0, mode="valid")  # tame the pixel staircase
+    # The unbroken wall: along the walls' direction through the more anterior of the two corner points (a
+    # retropulsed fragment displaces one corner, usually the superior one; a scalloped wall neither).
+    sheared = edge - sec.shear * vs
+    anchor = max(float(np.mean(sheared[:3])), float(np.mean(sheared[-3:])))
+    line = anchor + sec.shear * vs
+    # u points anterior: a wall point posterior of the wall line (smaller u) bulges into the canal.
+    dist = (line - edge) * math.cos(math.atan(sec.shear))
     k = int(np.argmax(dist))
     return Wall(
         bulge_mm=max(0.0, float(dist[k])),
