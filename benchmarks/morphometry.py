@@ -259,10 +259,13 @@ def _phantom_report(name: str, rows: list[PhantomRow], cfg: MorphometryConfig) -
           f"morphology agreement (normal + graded fractures, n={len(graded)}): {100 * mo_ok:.1f} %")
     for kind in (Morphology.NORMAL, Morphology.WEDGE, Morphology.BICONCAVE, Morphology.CRUSH):
         k = [r for r in found if r.true_kind is kind]
-        if k:
-            e = [abs(r.m.height_loss_pct - r.true_loss) for r in k]  # type: ignore[union-attr]
-            shape = np.mean([r.m.morphology is kind for r in k if grade(r.true_loss) >= 1 or kind is Morphology.NORMAL])  # type: ignore
-            print(f"  {kind.value:9s} n={len(k):3d} MAE {np.mean(e):5.2f}  max {np.max(e):5.2f}  shape agreement {100 * shape:5.1f} %")
+        if not k:
+            continue
+        e = [abs(r.m.height_loss_pct - r.true_loss) for r in k]  # type: ignore[union-attr,operator]
+        judged = [r for r in k if grade(r.true_loss) >= 1 or kind is Morphology.NORMAL]
+        shape = np.mean([r.m.morphology is kind for r in judged]) if judged else float("nan")  # type: ignore
+        print(f"  {kind.value:9s} n={len(k):3d} MAE {np.mean(e):5.2f}  max {np.max(e):5.2f}  "
+              f"shape agreement {100 * shape:5.1f} % (of {len(judged)} graded)")
     retro = [r for r in found if r.true_retro_mm > 0 and r.m.posterior_wall.bulge_mm is not None]  # type: ignore
     if retro:
         e = [r.m.posterior_wall.bulge_mm - r.true_retro_mm for r in retro]  # type: ignore[union-attr,operator]
