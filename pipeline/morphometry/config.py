@@ -58,6 +58,7 @@ class MorphometryConfig:
     # Reference height.
     max_reference_gap_levels: int = _method(3, 1, 24)
     trend_neighbours: int = _method(3, 1, 10)  # normal bodies used for a one-sided trend
+    reference_at_least_own_hp: bool = True  # an intact posterior wall taller than predicted is the reference
     max_growth_per_level_pct: float = _method(3.0, 0.0, 50.0)  # bound of the one-sided level-to-level trend
 
     # Posterior wall and canal.

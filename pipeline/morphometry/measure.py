@@ -74,8 +74,8 @@ def measure_vertebrae(
     results: dict[int, VertebraMorphometry] = {}
     bodies: list[Body] = []
     lab_arr = np.asarray(labels.array)
-    up_dirs = _column_directions(segmentation, lab_arr, plane) if plane is not None else []
     objects = ndimage.find_objects(lab_arr.astype(np.int64, copy=False)) if lab_arr.size else []
+    up_dirs = _column_directions(segmentation, lab_arr, objects, plane) if plane is not None else []
     for i, vs in enumerate(segmentation.vertebrae):
         if vs.is_sacrum:
             results[i] = _not_assessable(vs, "sacrum: not a morphometry target")
@@ -101,7 +101,9 @@ def measure_vertebrae(
     return tuple(results[i] for i in range(len(segmentation.vertebrae)))
 
 
-def _column_directions(segmentation: SegmentationResult, lab_arr: np.ndarray, plane: Plane) -> list[np.ndarray]:
+def _column_directions(
+    segmentation: SegmentationResult, lab_arr: np.ndarray, objects: list, plane: Plane
+) -> list[np.ndarray]:
     """Per vertebra, the local direction of the column towards the head in (row_mm, col_mm).
 
     From the in-plane centroids of the bodies listed before and after it (the sacrum included), so that bodies
@@ -109,12 +111,13 @@ def _column_directions(segmentation: SegmentationResult, lab_arr: np.ndarray, pl
     direction where a body has no neighbour.
     """
     labels = [v.label for v in segmentation.vertebrae]
-    present = [lab for lab in labels if 0 < lab <= lab_arr.max()]
-    coms = ndimage.center_of_mass(np.ones_like(lab_arr, dtype=np.uint8), lab_arr, present) if present else []
     centre: dict[int, np.ndarray] = {}
-    for lab, com in zip(present, coms, strict=True):
-        if np.all(np.isfinite(com)):
-            centre[lab] = np.asarray(com[1:], dtype=float) * plane.spacing_rc
+    for lab in labels:
+        sl = objects[lab - 1] if 0 < lab <= len(objects) else None
+        if sl is None:
+            continue
+        _, rr, cc = np.nonzero(lab_arr[sl] == lab)
+        centre[lab] = np.array([rr.mean() + sl[1].start, cc.mean() + sl[2].start]) * plane.spacing_rc
     out = []
     for i, lab in enumerate(labels):
         prev = centre.get(labels[i - 1]) if i > 0 else None
@@ -265,7 +268,7 @@ def _assemble(
         )
     loss = height_loss(h, ref.height_mm)
     grade = genant_grade(loss, cfg)
-    morph, ratios = classify(h, ref.height_mm, grade, cfg)
+    morph, ratios = classify(h, ref.predicted_mm, grade, cfg)
 
     notes: list[str] = []
     confidence = min(1.0, max(0.0, float(vs.quality)))

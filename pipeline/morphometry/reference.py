@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -15,10 +15,11 @@ from pipeline.morphometry.section import Body
 
 @dataclass(frozen=True)
 class Reference:
-    height_mm: float
+    height_mm: float  # expected height of the body before any collapse
     method: str
-    labels: tuple[int, ...]
-    own: bool  # fallback to the body's own Hp
+    labels: tuple[int, ...]  # normal bodies used
+    own: bool  # fallback to the body's own Hp (no normal neighbour)
+    predicted_mm: float = 0.0  # posterior height predicted from the normal neighbours (own Hp when ``own``)
 
 
 def column_positions(bodies: list[Body]) -> dict[int, float]:
@@ -116,7 +117,24 @@ def references(bodies: list[Body], cfg: MorphometryConfig) -> tuple[dict[int, Re
         if worst is None:
             break
         normal.discard(worst)
-    refs = {b.index: reference_from(b, normal, by_index, pos, cfg) for b in bodies}
+    refs = {}
+    for b in bodies:
+        r = reference_from(b, normal, by_index, pos, cfg)
+        hp = b.heights.posterior_mm
+        if r.own:
+            r = replace(r, predicted_mm=hp)
+        elif cfg.reference_at_least_own_hp and hp > r.height_mm:
+            # An intact posterior wall taller than the neighbours predict: the body was at least that tall.
+            r = Reference(
+                hp,
+                f"own posterior height, taller than the {r.height_mm:.1f} mm {r.method[0].lower()}{r.method[1:]}",
+                r.labels,
+                False,
+                r.height_mm,
+            )
+        else:
+            r = replace(r, predicted_mm=r.height_mm)
+        refs[b.index] = r
     return refs, normal
 
 
@@ -134,11 +152,14 @@ def height_loss(h: Heights, ref_mm: float) -> float:
     return max(0.0, 100.0 * (1.0 - min_height(h) / ref_mm))
 
 
-def classify(h: Heights, ref_mm: float, grade: int, cfg: MorphometryConfig) -> tuple[Morphology, dict[str, float]]:
+def classify(
+    h: Heights, predicted_mm: float, grade: int, cfg: MorphometryConfig
+) -> tuple[Morphology, dict[str, float]]:
+    """Deformity pattern and the ratios behind it (``hp_ref``: Hp / the posterior height the neighbours predict)."""
     ratios = {
         "ha_hp": h.anterior_mm / h.posterior_mm,
         "hm_hp": h.middle_mm / h.posterior_mm,
-        "hp_ref": h.posterior_mm / ref_mm,
+        "hp_ref": h.posterior_mm / predicted_mm,
     }
     patterns = (
         (ratios["ha_hp"] / cfg.wedge_ratio_max, Morphology.WEDGE),

@@ -266,8 +266,13 @@ def measure_section(
         # The anterior wall's height range is probed near the anterior edge (a wedge's anterior wall is short);
         # the posterior wall's on the middle chord, which a wall bulging into the canal does not distort.
         vm = _crossings(puv, 0.5 * (u_lo + u_hi), axis=0)
-        va = _crossings(puv, u_hi - wall_probe * (u_hi - u_lo), axis=0)
-        if vm.size < 2 or va.size < 2:
+        if vm.size < 2:
+            return "body contour too irregular to find its walls"
+        # Probe just inside the typical anterior edge (not the extreme, which an osteophyte may set).
+        _, _, ant_all = _edge_profiles(puv, float(vm.min()), float(vm.max()), axis=1)
+        u_front = float(np.median(ant_all)) if ant_all.size else u_hi
+        va = _crossings(puv, u_front - wall_probe * (u_hi - u_lo), axis=0)
+        if va.size < 2:
             return "body contour too irregular to find its walls"
         # Both ranges are kept within the middle chord's, so concave endplates do not pass for walls.
         ranges = ((max(va.min(), vm.min()), min(va.max(), vm.max())), (vm.min(), vm.max()))
