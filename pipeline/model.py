@@ -209,6 +209,10 @@ class VertebraMorphometry:
     landmarks_lps: dict[str, Vec3] = field(default_factory=dict)  # six points, names like "anterior_superior"
     posterior_wall: PosteriorWall = PosteriorWall(False, "not measured")
     slice_spread_pct: float | None = None  # spread of height loss over neighbouring slices (robustness)
+    confidence: float | None = None  # 0..1 heuristic (segmentation quality, slice agreement, reference kind)
+    measured_slice: int | None = None  # slice index of the mid-sagittal section measured
+    ap_depth_mm: float | None = None  # AP depth of the body along its own axis
+    used_as_reference: bool = False  # counted as a normal body for its neighbours' reference heights
 
 
 # --------------------------------------------------------------------------- STIR
