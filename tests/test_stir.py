@@ -327,3 +327,51 @@ def test_config_without_section(tmp_path):
     p.write_text("other: {}\n")
     with pytest.raises(ConfigError, match=r"no 'stir' section"):
         load_stir_config(p)
+
+
+# --------------------------------------------------------------------------- command line
+def test_cli_stir_writes_json_map_and_overlay(tmp_path, capsys):
+    import json
+
+    import SimpleITK as sitk
+
+    from pipeline.cli import main
+
+    sp = make_spine({2: (0.5, "band")}, n_bodies=4, seed=16, first_level=Level.L2)
+    for name, vol in (("t2", sp.t2), ("stir", sp.stir), ("labels", sp.labels)):
+        sitk.WriteImage(vol.to_sitk(), str(tmp_path / f"{name}.nii.gz"))
+    (tmp_path / "levels.json").write_text(json.dumps({"1": "L2", "2": "L3", "3": "L4", "4": "L5"}))
+    out = tmp_path / "out"
+    args = [
+        "stir",
+        "--anatomy",
+        str(tmp_path / "t2.nii.gz"),
+        "--labels",
+        str(tmp_path / "labels.nii.gz"),
+        "--levels",
+        str(tmp_path / "levels.json"),
+        "--stir",
+        str(tmp_path / "stir.nii.gz"),
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    report = json.loads((out / "stir.json").read_text())
+    assert report["status"] == "measured"
+    assert [v["edema"] for v in report["vertebrae"]] == [False, True, False, False]
+    assert report["vertebrae"][1]["level"] == "L3" and report["vertebrae"][1]["pattern"] == "band"
+    assert (out / "stir_overlay.png").stat().st_size > 0
+    em = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "edema_map.nii.gz")))
+    assert em.max() == 1 and em.sum() > 0
+    assert "L3: OEDEMA" in capsys.readouterr().out
+    bad = [
+        "stir",
+        "--anatomy",
+        str(tmp_path / "missing.nii.gz"),
+        "--labels",
+        str(tmp_path / "labels.nii.gz"),
+        "--out",
+        str(out),
+    ]
+    assert main(bad) == 1
+    assert "cannot read image" in capsys.readouterr().err

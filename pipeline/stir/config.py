@@ -25,6 +25,7 @@ class RegistrationConfig:
 
     check_same_frame_alignment: bool = True  # look for patient motion even when the FoR UIDs match
     misalignment_tolerance_mm: float = field(default=1.5, metadata={"range": (0.1, 20.0)})
+    alignment_check_levels: int = field(default=2, metadata={"range": (1, 10)})  # coarse pyramid levels used
     mask_margin_mm: float = field(default=25.0, metadata={"range": (0.0, 200.0)})
     histogram_bins: int = field(default=32, metadata={"range": (8, 256)})
     metric_samples: int = field(

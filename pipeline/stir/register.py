@@ -100,7 +100,7 @@ def bring_onto_grid(
             return GridResult(geo, valid, f"{label} (resampled)", None, None)
         reg = _Registration(anatomy, moving, landmarks_lps, region, cfg)
         try:
-            first = reg.run(reg.identity())
+            first = reg.run(reg.identity(), levels=cfg.alignment_check_levels)
         except RuntimeError as exc:
             logger.warning("%s alignment check failed (%s); scanner geometry used", what, exc)
             return GridResult(
@@ -117,8 +117,8 @@ def bring_onto_grid(
                 geo, valid, f"{label} (resampled; alignment checked, {corr:.1f} mm)", None, corr
             )
         try:
-            best, residual = reg.run_with_restarts(first)
-        except RegistrationFailed as exc:
+            best, residual = reg.run_with_restarts(reg.run(first.transform))
+        except (RegistrationFailed, RuntimeError) as exc:  # not confirmed, or SimpleITK gave up
             return GridResult(
                 geo,
                 valid,
@@ -290,11 +290,12 @@ class _Registration:
         )
 
     # ---------------------------------------------------------------- optimisation
-    def run(self, start: sitk.Euler3DTransform) -> _Run:
-        """Multi-resolution Mattes-MI registration from ``start``; raises RuntimeError from SimpleITK."""
+    def run(self, start: sitk.Euler3DTransform, levels: int | None = None) -> _Run:
+        """Multi-resolution Mattes-MI registration from ``start`` over the first ``levels`` pyramid levels
+        (all by default); raises RuntimeError from SimpleITK."""
         t = sitk.Euler3DTransform(start)
         metric = float("nan")
-        for fixed, moving, mask, frac in self.levels:
+        for fixed, moving, mask, frac in self.levels[: levels or None]:
             r = sitk.ImageRegistrationMethod()
             r.SetMetricAsMattesMutualInformation(numberOfHistogramBins=self.cfg.histogram_bins)
             r.SetMetricSamplingStrategy(r.RANDOM)
