@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline.levels import Level  # noqa: E402
-from pipeline.model import EdemaPattern, SegmentationResult, StirAssessment, Substitute  # noqa: E402
+from pipeline.model import SegmentationResult, StirAssessment, Substitute  # noqa: E402
 from pipeline.stir import StirConfig, assess_stir, load_stir_config  # noqa: E402
 from pipeline.stir.labelmap import segmentation_from_label_map  # noqa: E402
 from pipeline.volume import Volume  # noqa: E402
@@ -94,8 +94,15 @@ def synth_studies(n: int, seed0: int) -> tuple[str, Callable[[int], Study]]:
         edema = {b["index"] + 1: (b["fraction"], b["pattern"]) for b in sp["bodies"]}
         s = make_spine(edema, n_bodies=n_bodies, seed=seed0 + i, noise_sd=8.0 * sp["noise"], bias_pct=10.0)
         return Study(
-            f"synth-{seed0 + i}", s.t2, s.stir, s.t1, s.segmentation, s.truth, s.patterns,
-            {}, sp["n_edema"],
+            f"synth-{seed0 + i}",
+            s.t2,
+            s.stir,
+            s.t1,
+            s.segmentation,
+            s.truth,
+            s.patterns,
+            {},
+            sp["n_edema"],
         )
 
     return "synthetic spines (tests/stir_synth.py; pipeline.phantom not available)", make
@@ -118,7 +125,9 @@ def bias_field(v: Volume, amplitude: float, seed: int) -> np.ndarray:
     g = np.zeros(v.shape)
     for _ in range(3):
         k = rng.uniform(-0.5, 0.5, size=3) * np.array([0.5, 1.0, 1.0])  # gentler across slices
-        g += rng.uniform(0.5, 1.0) * np.cos(2 * np.pi * sum(k[a] * grids[a] for a in range(3)) + rng.uniform(0, 2 * np.pi))
+        g += rng.uniform(0.5, 1.0) * np.cos(
+            2 * np.pi * sum(k[a] * grids[a] for a in range(3)) + rng.uniform(0, 2 * np.pi)
+        )
     g -= g.min()
     g = g / max(g.max(), 1e-9) * 2 - 1
     return 1.0 + amplitude * g
@@ -171,8 +180,10 @@ class Tally:
                     self.pattern_ok += int(f.pattern.value == st.truth_pattern.get(f.label))
                 else:
                     self.fn += 1
-                    self.misses.append(f"{st.name} label {f.label}: truth {truth:.2f}, measured "
-                                       f"{f.edema_fraction:.2f} ({st.truth_pattern.get(f.label)})")
+                    self.misses.append(
+                        f"{st.name} label {f.label}: truth {truth:.2f}, measured "
+                        f"{f.edema_fraction:.2f} ({st.truth_pattern.get(f.label)})"
+                    )
             else:
                 if f.edema:
                     self.fp += 1
@@ -189,12 +200,16 @@ class Tally:
         ]
         if self.frac_err:
             e = np.asarray(self.frac_err)
-            out.append(f"  |fraction error| on detected bodies: median {np.median(e):.3f}, 90th pct "
-                       f"{np.percentile(e, 90):.3f}, max {e.max():.3f}")
+            out.append(
+                f"  |fraction error| on detected bodies: median {np.median(e):.3f}, 90th pct "
+                f"{np.percentile(e, 90):.3f}, max {e.max():.3f}"
+            )
         if self.pattern_n:
             out.append(f"  pattern agrees with truth (band/diffuse): {self.pattern_ok}/{self.pattern_n}")
-        out.append(f"  bodies with 0 < true fraction < {TARGET_FRACTION:.2f} (outside target): {self.under_target}, "
-                   f"called oedematous: {self.under_target_called}")
+        out.append(
+            f"  bodies with 0 < true fraction < {TARGET_FRACTION:.2f} (outside target): {self.under_target}, "
+            f"called oedematous: {self.under_target_called}"
+        )
         out.append(f"  not assessable: {self.not_assessable}")
         return out
 
@@ -226,17 +241,31 @@ def run_phantoms(args: argparse.Namespace, cfg: StirConfig) -> Study | None:
     for i in range(args.studies):
         st = make(i)
         t0 = time.perf_counter()
-        a = assess_stir(st.anatomy, st.segmentation, st.stir, cfg=cfg, stir_frame_of_reference_uid=UID_A,
-                        anatomy_frame_of_reference_uid=UID_A, t1=st.t1, t1_frame_of_reference_uid=UID_A,
-                        deformity=st.deformity)
+        a = assess_stir(
+            st.anatomy,
+            st.segmentation,
+            st.stir,
+            cfg=cfg,
+            stir_frame_of_reference_uid=UID_A,
+            anatomy_frame_of_reference_uid=UID_A,
+            t1=st.t1,
+            t1_frame_of_reference_uid=UID_A,
+            deformity=st.deformity,
+        )
         times.append(time.perf_counter() - t0)
         plain.add(st, a)
         if st.n_edema == 4 and picture_study is None:
             picture_study = st
         field = bias_field(st.stir, 0.30, seed=1000 + i)
-        b = assess_stir(st.anatomy, st.segmentation, st.stir.with_array((st.stir.array * field).astype(np.float32)),
-                        cfg=cfg, stir_frame_of_reference_uid=UID_A, anatomy_frame_of_reference_uid=UID_A,
-                        deformity=st.deformity)
+        b = assess_stir(
+            st.anatomy,
+            st.segmentation,
+            st.stir.with_array((st.stir.array * field).astype(np.float32)),
+            cfg=cfg,
+            stir_frame_of_reference_uid=UID_A,
+            anatomy_frame_of_reference_uid=UID_A,
+            deformity=st.deformity,
+        )
         biased.add(st, b)
         da, db = decisions(a), decisions(b)
         changed += [f"{st.name} label {k}: {da[k]} -> {db[k]}" for k in da if da[k] != db[k]]
@@ -247,8 +276,15 @@ def run_phantoms(args: argparse.Namespace, cfg: StirConfig) -> Study | None:
             shift = shift - (shift @ st.stir.axes_lps[0]) * st.stir.axes_lps[0] * 0.5  # less through-plane
             mv, truth = moved(st.stir, rot, shift)
             t0 = time.perf_counter()
-            r = assess_stir(st.anatomy, st.segmentation, mv, cfg=cfg, stir_frame_of_reference_uid=UID_B,
-                            anatomy_frame_of_reference_uid=UID_A, deformity=st.deformity)
+            r = assess_stir(
+                st.anatomy,
+                st.segmentation,
+                mv,
+                cfg=cfg,
+                stir_frame_of_reference_uid=UID_B,
+                anatomy_frame_of_reference_uid=UID_A,
+                deformity=st.deformity,
+            )
             reg_time.append(time.perf_counter() - t0)
             if r.status != "measured":
                 print(f"  registration {st.name}: {r.status}: {r.reason}")
@@ -256,10 +292,15 @@ def run_phantoms(args: argparse.Namespace, cfg: StirConfig) -> Study | None:
             reg.add(st, r)
             reg_err.append(centroid_error(r, st.segmentation, truth))
             reg_res.append(r.registration_residual_mm or 0.0)
-        print(f"  {st.name}: {st.n_edema} oedematous; "
-              + " ".join(f"{f.label}:{'E' if f.edema else '-' if f.edema is False else '?'}"
-                         f"{(f.edema_fraction or 0):.2f}/{st.truth_fraction.get(f.label, 0):.2f}" for f in a.findings),
-              flush=True)
+        print(
+            f"  {st.name}: {st.n_edema} oedematous; "
+            + " ".join(
+                f"{f.label}:{'E' if f.edema else '-' if f.edema is False else '?'}"
+                f"{(f.edema_fraction or 0):.2f}/{st.truth_fraction.get(f.label, 0):.2f}"
+                for f in a.findings
+            ),
+            flush=True,
+        )
     print("-- 1. detection (shipped config, same frame of reference, T1 given)")
     print("\n".join(plain.lines()))
     print(f"  time per study: median {np.median(times):.2f} s")
@@ -271,8 +312,10 @@ def run_phantoms(args: argparse.Namespace, cfg: StirConfig) -> Study | None:
     if reg_err:
         e = np.asarray(reg_err)
         print(f"-- 3. registration (different frame of reference, known motion): {len(e)} studies")
-        print(f"  error at body centroids: mean {e.mean():.2f} mm, max {e.max():.2f} mm; reported residual: "
-              f"median {np.median(reg_res):.2f} mm, max {np.max(reg_res):.2f} mm; time median {np.median(reg_time):.1f} s")
+        print(
+            f"  error at body centroids: mean {e.mean():.2f} mm, max {e.max():.2f} mm; reported residual: "
+            f"median {np.median(reg_res):.2f} mm, max {np.max(reg_res):.2f} mm; time median {np.median(reg_time):.1f} s"
+        )
         print("\n".join(reg.lines()))
     for m in plain.misses + [f"(bias) {m}" for m in biased.misses]:
         print(f"  miss: {m}")
@@ -310,13 +353,16 @@ def run_realdata(args: argparse.Namespace, cfg: StirConfig) -> None:
                 t[1] += int(f.edema is True)
                 t[2] += int(f.edema is None)
             called = [f"{f.label}({f.edema_fraction:.2f})" for f in a.findings if f.edema]
-            print(f"  {case.name} [{name}]: {a.status}; marrow/fluid {a.reference_to_fluid_ratio or float('nan'):.2f}; "
-                  f"called oedematous: {', '.join(called) or 'none'}")
+            print(
+                f"  {case.name} [{name}]: {a.status}; marrow/fluid {a.reference_to_fluid_ratio or float('nan'):.2f}; "
+                f"called oedematous: {', '.join(called) or 'none'}"
+            )
     for name, (n, called, na) in tallies.items():
         if n:
             spec = (n - na - called) / max(1, n - na)
-            print(f"  {name}: specificity {spec:.3f} ({n - na - called}/{n - na} assessable bodies), "
-                  f"not assessable {na}")
+            print(
+                f"  {name}: specificity {spec:.3f} ({n - na - called}/{n - na} assessable bodies), not assessable {na}"
+            )
 
 
 def save_picture(st: Study, cfg: StirConfig, out: Path) -> None:
@@ -324,8 +370,15 @@ def save_picture(st: Study, cfg: StirConfig, out: Path) -> None:
 
     from pipeline.stir.overlay import overlay_rgb
 
-    a = assess_stir(st.anatomy, st.segmentation, st.stir, cfg=cfg, stir_frame_of_reference_uid=UID_A,
-                    anatomy_frame_of_reference_uid=UID_A, deformity=st.deformity)
+    a = assess_stir(
+        st.anatomy,
+        st.segmentation,
+        st.stir,
+        cfg=cfg,
+        stir_frame_of_reference_uid=UID_A,
+        anatomy_frame_of_reference_uid=UID_A,
+        deformity=st.deformity,
+    )
     mid = int(round(np.median([v.mid_slice for v in st.segmentation.vertebrae])))
     rgb = overlay_rgb(a, mid, st.segmentation.labels)
     sp = st.anatomy.spacing_mm
@@ -335,10 +388,13 @@ def save_picture(st: Study, cfg: StirConfig, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "stir_overlay_4_oedema.png"
     img.save(path)
-    print(f"== 5. Picture: {path} ({st.name}, slice {mid}; truth: "
-          + ", ".join(f"{k}:{v:.2f} {st.truth_pattern[k]}" for k, v in st.truth_fraction.items() if v > 0)
-          + "; found: " + ", ".join(f"{f.label}:{f.edema_fraction:.2f} {f.pattern.value}" for f in a.findings if f.edema)
-          + ")")
+    print(
+        f"== 5. Picture: {path} ({st.name}, slice {mid}; truth: "
+        + ", ".join(f"{k}:{v:.2f} {st.truth_pattern[k]}" for k, v in st.truth_fraction.items() if v > 0)
+        + "; found: "
+        + ", ".join(f"{f.label}:{f.edema_fraction:.2f} {f.pattern.value}" for f in a.findings if f.edema)
+        + ")"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

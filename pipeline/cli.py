@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", stream=sys.stderr
+    )
     if verbose < 2:
         for noisy in ("pynetdicom", "distributed", "highdicom", "PIL", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -70,6 +72,78 @@ def main(argv: Sequence[str] | None = None) -> int:
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
 
 
+# --------------------------------------------------------------------------- rules (eligibility)
+def _add_rules(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "rules",
+        help="check the eligibility rules and a clinical file; list the rules with their sources",
+        description=(
+            "Checks the vertebral augmentation eligibility rules (configs/eligibility.yaml) and, with "
+            "--clinical, a patient's clinical file (clinical.yaml or clinical.json, see "
+            "docs/clinical_inputs.md). Prints each rule with its kind and source, and which clinical "
+            "fields are still empty. Exit 0 if everything is valid, 2 if a file has a mistake (the message "
+            "names the file and the field)."
+        ),
+    )
+    p.add_argument(
+        "--rules",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="rules file to check (default: the installed configs/eligibility.yaml)",
+    )
+    p.add_argument(
+        "--clinical",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="clinical.yaml / clinical.json to check, or a study folder that contains one",
+    )
+    p.set_defaults(handler=_cmd_rules)
+
+
+def _cmd_rules(args: argparse.Namespace) -> int:
+    from pipeline.eligibility import find_clinical_file, load_clinical, load_rules
+    from pipeline.eligibility.inputs import INPUTS, Origin, Scope
+
+    rules = load_rules(args.rules)
+    print(f"rules: {rules.path} (sha256 {rules.sha256[:12]}, {len(rules.rules)} rules) - valid")
+    for r in rules.rules:
+        cites = "; ".join(f"{s.seed[:3]}_* {s.section}" for s in r.sources if s.seed)
+        print(f"  {r.id:<45} {r.kind.value:<10} {r.scope.value:<7} {cites}")
+    if args.clinical is None:
+        return 0
+    path = args.clinical
+    if path.is_dir():
+        found = find_clinical_file(path)
+        if found is None:
+            raise ConfigError(f"{path}: no clinical.yaml, clinical.yml or clinical.json in this folder")
+        path = found
+    clinical = load_clinical(path)
+    print(f"clinical: {path} - valid")
+
+    def given(spec_field: str) -> bool:
+        obj: object = clinical
+        for part in spec_field.split("."):
+            obj = getattr(obj, part, None)
+        return obj is not None
+
+    empty = [
+        s
+        for s in INPUTS.values()
+        if s.origin is Origin.CLINICAL
+        and (s.value(None, clinical) is None if s.scope is Scope.PATIENT else not given(s.field))
+    ]
+    for spec in empty:
+        print(f"  not given: {spec.field:<40} {spec.question}")
+    read = ", ".join(lv.value for lv in clinical.radiologist_findings) or "none"
+    print(f"  radiologist findings given for: {read}")
+    return 0
+
+
+_SUBCOMMANDS.append(_add_rules)
+
+
 # --------------------------------------------------------------------------- stir
 def _add_stir(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from pipeline.model import Substitute
@@ -93,7 +167,8 @@ def _add_stir(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--t1", type=Path, help="T1 image for corroboration (optional)")
     p.add_argument("--substitute", choices=[s.value for s in Substitute], help="--stir is this substitute")
     p.add_argument(
-        "--different-frame", action="store_true",
+        "--different-frame",
+        action="store_true",
         help="the STIR (and T1) were not acquired in the anatomy's frame of reference: register them",
     )
     p.add_argument("--config", type=Path, help="stir.yaml to use instead of the shipped configs/stir.yaml")
@@ -137,7 +212,12 @@ def _cmd_stir(args: argparse.Namespace) -> int:
     t1 = read(args.t1) if args.t1 else None
     uid_b = "2" if args.different_frame else "1"
     result = assess_stir(
-        anatomy, seg, stir, cfg=cfg, stir_frame_of_reference_uid=uid_b, anatomy_frame_of_reference_uid="1",
+        anatomy,
+        seg,
+        stir,
+        cfg=cfg,
+        stir_frame_of_reference_uid=uid_b,
+        anatomy_frame_of_reference_uid="1",
         substitute=Substitute(args.substitute) if args.substitute else None,
         t1=t1,
         t1_frame_of_reference_uid=uid_b,
@@ -146,8 +226,7 @@ def _cmd_stir(args: argparse.Namespace) -> int:
     section, per_label = stir_sections(result)
     section["warnings"] = list(result.warnings)
     section["vertebrae"] = [
-        {"label": v.label, "level": v.level.value if v.level else None, **per_label[v.label]}
-        for v in seg.vertebrae
+        {"label": v.label, "level": v.level.value if v.level else None, **per_label[v.label]} for v in seg.vertebrae
     ]
     (args.out / "stir.json").write_text(json.dumps(jsonable(section), indent=2) + "\n", encoding="utf-8")
     if result.edema_map is not None and result.stir_on_grid is not None:

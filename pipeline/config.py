@@ -140,8 +140,10 @@ def _check_meta(value: Any, f: dataclasses.Field[Any], where: str) -> None:
         values = value if isinstance(value, tuple) else (value,)
         lo, hi = rng
         for v in values:
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and (
-                (lo is not None and v < lo) or (hi is not None and v > hi)
+            if (
+                isinstance(v, (int, float))
+                and not isinstance(v, bool)
+                and ((lo is not None and v < lo) or (hi is not None and v > hi))
             ):
                 lo_s = "-inf" if lo is None else lo
                 hi_s = "inf" if hi is None else hi

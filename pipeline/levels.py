@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     """A vertebral level. ``str`` valued so that it serialises as ``"L1"`` etc."""
 
     C1 = "C1"
@@ -56,7 +56,9 @@ class Level(str, Enum):
         try:
             return cls(t)
         except ValueError:
-            raise ValueError(f"unknown vertebral level {text!r}; expected one of C1..C7, T1..T12, L1..L5, S1") from None
+            raise ValueError(
+                f"unknown vertebral level {text!r}; expected one of C1..C7, T1..T12, L1..L5, S1"
+            ) from None
 
 
 LEVELS: tuple[Level, ...] = tuple(Level)

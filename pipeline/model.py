@@ -10,7 +10,7 @@ positions in LPS patient coordinates (``_lps``), array indices ``(slice, row, co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from pipeline.levels import Level
@@ -20,7 +20,7 @@ Vec3 = tuple[float, float, float]
 
 
 # --------------------------------------------------------------------------- coded values
-class Orientation(str, Enum):
+class Orientation(StrEnum):
     SAGITTAL = "SAGITTAL"
     AXIAL = "AXIAL"
     CORONAL = "CORONAL"
@@ -28,21 +28,21 @@ class Orientation(str, Enum):
     MIXED = "MIXED"  # instances of one series disagree (e.g. a 3-plane localizer)
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     T1 = "T1"
     T2 = "T2"
     STIR = "STIR"
     OTHER = "OTHER"
 
 
-class Substitute(str, Enum):
+class Substitute(StrEnum):
     """A fluid-sensitive fat-suppressed series standing in for a true STIR (flagged, lower confidence)."""
 
     T2_FATSAT = "T2_FATSAT"  # SPAIR / CHESS / fat-sat T2
     DIXON_WATER = "DIXON_WATER"
 
 
-class Morphology(str, Enum):
+class Morphology(StrEnum):
     NORMAL = "normal"
     WEDGE = "wedge"
     BICONCAVE = "biconcave"
@@ -50,7 +50,7 @@ class Morphology(str, Enum):
     NOT_ASSESSABLE = "not_assessable"
 
 
-class EdemaPattern(str, Enum):
+class EdemaPattern(StrEnum):
     NONE = "none"
     BAND = "band"  # subchondral band under an endplate
     DIFFUSE = "diffuse"

@@ -1,7 +1,7 @@
 """Strict parsing of configuration sections."""
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import pytest
 
@@ -9,7 +9,7 @@ from pipeline.config import load_yaml, parse_section
 from pipeline.errors import ConfigError
 
 
-class Colour(str, Enum):
+class Colour(StrEnum):
     RED = "red"
     BLUE = "blue"
 
@@ -36,8 +36,9 @@ SRC = {"sources": {"threshold": "001_* Table 1"}}
 
 
 def test_defaults_and_values_are_parsed():
-    s = parse_section(Section, {**SRC, "threshold": 1, "cutoffs": [1, 2.5], "colour": "blue", "inner": {"k": 4}},
-                      "t")
+    s = parse_section(
+        Section, {**SRC, "threshold": 1, "cutoffs": [1, 2.5], "colour": "blue", "inner": {"k": 4}}, "t"
+    )
     assert s.threshold == 1.0 and isinstance(s.threshold, float)
     assert s.cutoffs == (1.0, 2.5)
     assert s.colour is Colour.BLUE

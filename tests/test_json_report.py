@@ -31,23 +31,47 @@ from pipeline.volume import Volume
 
 def _series(uid: str, role: Role) -> SeriesRecord:
     return SeriesRecord(
-        study_uid="1.2.3", series_uid=uid, frame_of_reference_uid="1.2.3.9", modality="MR", description=f"sag {role.value}",
-        series_number=1, orientation=Orientation.SAGITTAL, role=role, role_rule="name", role_confidence=0.9,
-        substitute=None, n_images=15, rows=32, cols=32, pixel_spacing_mm=(0.8, 0.8), slice_thickness_mm=4.0,
-        transfer_syntaxes=("1.2.840.10008.1.2.1",), files=(Path("a.dcm"),),
+        study_uid="1.2.3",
+        series_uid=uid,
+        frame_of_reference_uid="1.2.3.9",
+        modality="MR",
+        description=f"sag {role.value}",
+        series_number=1,
+        orientation=Orientation.SAGITTAL,
+        role=role,
+        role_rule="name",
+        role_confidence=0.9,
+        substitute=None,
+        n_images=15,
+        rows=32,
+        cols=32,
+        pixel_spacing_mm=(0.8, 0.8),
+        slice_thickness_mm=4.0,
+        transfer_syntaxes=("1.2.840.10008.1.2.1",),
+        files=(Path("a.dcm"),),
     )
 
 
 def _study() -> StudyRecord:
-    return StudyRecord(study_uid="1.2.3", patient_key="abc123", description="MR L-SPINE", study_date="20260101",
-                       series=(_series("1.2.3.1", Role.T2), _series("1.2.3.2", Role.STIR)), root=Path("/x"))
+    return StudyRecord(
+        study_uid="1.2.3",
+        patient_key="abc123",
+        description="MR L-SPINE",
+        study_date="20260101",
+        series=(_series("1.2.3.1", Role.T2), _series("1.2.3.2", Role.STIR)),
+        root=Path("/x"),
+    )
 
 
 def _choice(study: StudyRecord) -> SeriesChoice:
     return SeriesChoice(
-        anatomy=study.series[0], stir=study.series[1], t1=None,
-        decisions=(SeriesDecision("1.2.3.1", True, "anatomy", "only sagittal T2"),
-                   SeriesDecision("1.2.3.2", True, "stir", "true STIR")),
+        anatomy=study.series[0],
+        stir=study.series[1],
+        t1=None,
+        decisions=(
+            SeriesDecision("1.2.3.1", True, "anatomy", "only sagittal T2"),
+            SeriesDecision("1.2.3.2", True, "stir", "true STIR"),
+        ),
     )
 
 
@@ -71,16 +95,48 @@ def test_absent_stages_are_absent_and_report_validates():
 def test_full_report_validates_and_keeps_contract_names():
     study = _study()
     morph = (
-        VertebraMorphometry(1, Level.L1, True, "six-point", Heights(18.0, 22.0, 27.0), 27.5, "neighbours", (2,),
-                            34.5, 2, Morphology.WEDGE, 20.1, {"ha_hp": 0.67}, {"anterior_superior": (1.0, 2.0, 3.0)},
-                            PosteriorWall(True, "CSF on T2", 1.2, 8.0, 15.0)),
+        VertebraMorphometry(
+            1,
+            Level.L1,
+            True,
+            "six-point",
+            Heights(18.0, 22.0, 27.0),
+            27.5,
+            "neighbours",
+            (2,),
+            34.5,
+            2,
+            Morphology.WEDGE,
+            20.1,
+            {"ha_hp": 0.67},
+            {"anterior_superior": (1.0, 2.0, 3.0)},
+            PosteriorWall(True, "CSF on T2", 1.2, 8.0, 15.0),
+        ),
         VertebraMorphometry(2, Level.L2, False, "cut by the field of view"),
     )
-    stir = StirAssessment("measured", "", "1.2.3.2", None, "same frame of reference", 0.0, 100.0, 800.0, 180.0,
-                          (StirFinding(1, 2.1, 0.45, True, EdemaPattern.BAND, 0.9, "band under superior endplate"),))
-    report = build_report(study=study, choice=_choice(study), segmentation=_segmentation(), morphometry=morph,
-                          stir=stir, eligibility={"summary": "x"}, outputs={"labels": "labels.nii.gz"},
-                          warnings=["w", "w"], timings_ms={"total": 12.34})
+    stir = StirAssessment(
+        "measured",
+        "",
+        "1.2.3.2",
+        None,
+        "same frame of reference",
+        0.0,
+        100.0,
+        800.0,
+        180.0,
+        (StirFinding(1, 2.1, 0.45, True, EdemaPattern.BAND, 0.9, "band under superior endplate"),),
+    )
+    report = build_report(
+        study=study,
+        choice=_choice(study),
+        segmentation=_segmentation(),
+        morphometry=morph,
+        stir=stir,
+        eligibility={"summary": "x"},
+        outputs={"labels": "labels.nii.gz"},
+        warnings=["w", "w"],
+        timings_ms={"total": 12.34},
+    )
     validate_report(report)
     v1, v2 = report["vertebrae"]
     assert v1["heights_mm"] == {"anterior": 18.0, "middle": 22.0, "posterior": 27.0}

@@ -122,11 +122,7 @@ def test_bias_field_changes_no_decision(cfg):
     edema = {2: (0.25, "band"), 5: (0.5, "diffuse")}
     plain = _run(make_spine(edema, n_bodies=7, seed=6), cfg)
     biased = _run(make_spine(edema, n_bodies=7, seed=6, bias_pct=30.0), cfg)
-    assert (
-        [f.edema for f in plain.findings]
-        == [f.edema for f in biased.findings]
-        == [k in edema for k in range(1, 8)]
-    )
+    assert [f.edema for f in plain.findings] == [f.edema for f in biased.findings] == [k in edema for k in range(1, 8)]
 
 
 def test_all_bodies_abnormal_falls_back_to_prior_with_low_confidence(cfg):
@@ -220,9 +216,7 @@ def _moved(v: Volume, rot_deg: float, shift_lps) -> tuple[Volume, np.ndarray]:
 
 def _centroid_error(a, seg, truth) -> float:
     pts = np.array([np.r_[v.centroid_lps_mm, 1.0] for v in seg.vertebrae])
-    return float(
-        np.max(np.linalg.norm((pts @ np.array(a.registration_matrix_lps).T - pts @ truth.T)[:, :3], axis=1))
-    )
+    return float(np.max(np.linalg.norm((pts @ np.array(a.registration_matrix_lps).T - pts @ truth.T)[:, :3], axis=1)))
 
 
 @pytest.mark.slow
@@ -232,10 +226,7 @@ def test_different_frame_of_reference_is_registered(cfg):
     a = _run(sp, cfg, stir=moved, stir_frame_of_reference_uid=UID_B)
     assert a.status == "measured" and a.registration == "rigid MI (different frames of reference)"
     assert _centroid_error(a, sp.segmentation, truth) < 0.5
-    assert (
-        a.registration_residual_mm is not None
-        and a.registration_residual_mm < cfg.registration.max_residual_mm
-    )
+    assert a.registration_residual_mm is not None and a.registration_residual_mm < cfg.registration.max_residual_mm
     pts = np.array([np.r_[v.centroid_lps_mm, 1.0] for v in sp.segmentation.vertebrae])
     true_correction = np.mean(np.linalg.norm((pts @ truth.T - pts)[:, :3], axis=1))
     assert a.registration_correction_mm == pytest.approx(true_correction, abs=0.5)
@@ -247,9 +238,7 @@ def test_different_frame_of_reference_is_registered(cfg):
 def test_same_frame_motion_check_finds_patient_motion(cfg):
     sp = make_spine({3: (0.5, "band")}, n_bodies=4, seed=14)
     moved, truth = _moved(sp.stir, 0.0, (0.0, 2.5, 2.0))
-    on = dataclasses.replace(
-        cfg, registration=dataclasses.replace(cfg.registration, check_same_frame_alignment=True)
-    )
+    on = dataclasses.replace(cfg, registration=dataclasses.replace(cfg.registration, check_same_frame_alignment=True))
     a = _run(sp, on, stir=moved)
     assert a.registration.startswith("rigid MI (patient motion")
     assert _centroid_error(a, sp.segmentation, truth) < 0.5
@@ -272,9 +261,7 @@ def test_registration_failure_is_reported(cfg):
 
 
 # --------------------------------------------------------------------------- helpers
-@pytest.mark.parametrize(
-    ("spacing", "expected"), [((1.0, 1.0, 1.0), (4, 4, 4)), ((4.0, 1.0, 1.0), (8, 4, 4))]
-)
+@pytest.mark.parametrize(("spacing", "expected"), [((1.0, 1.0, 1.0), (4, 4, 4)), ((4.0, 1.0, 1.0), (8, 4, 4))])
 def test_erosion_is_in_mm_and_anisotropy_aware(spacing, expected):
     # 10 voxels per side; the boundary lies half a voxel beyond the last voxel, so with a 2.5 mm
     # erosion 1 mm voxels need n - 0.5 > 2.5 (3 removed per side), 4 mm slices 4 n - 2 > 2.5 (1 removed)

@@ -66,8 +66,12 @@ def test_resample_like_identity_grid_returns_same_voxels():
     ],
 )
 def test_invalid_geometry_is_rejected(kwargs, match):
-    args = {"array": np.zeros((2, 2, 2)), "spacing_mm": (1.0, 1.0, 1.0), "origin_lps": (0.0, 0.0, 0.0),
-            "axes_lps": np.eye(3)}
+    args = {
+        "array": np.zeros((2, 2, 2)),
+        "spacing_mm": (1.0, 1.0, 1.0),
+        "origin_lps": (0.0, 0.0, 0.0),
+        "axes_lps": np.eye(3),
+    }
     args.update(kwargs)
     with pytest.raises(InputError, match=match):
         Volume(**args)

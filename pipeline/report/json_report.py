@@ -138,7 +138,11 @@ def vertebra_entry(
         entry.update(
             {
                 "heights_mm": (
-                    {"anterior": _round(h.anterior_mm), "middle": _round(h.middle_mm), "posterior": _round(h.posterior_mm)}
+                    {
+                        "anterior": _round(h.anterior_mm),
+                        "middle": _round(h.middle_mm),
+                        "posterior": _round(h.posterior_mm),
+                    }
                     if h
                     else None
                 ),
@@ -154,7 +158,9 @@ def vertebra_entry(
                     "reference_labels": list(morph.reference_labels),
                     "ratios": {k: _round(v, 3) for k, v in morph.ratios.items()},
                     "slice_spread_pct": _round(morph.slice_spread_pct, 1),
-                    "landmarks_lps_mm": {k: [_round(c, 2) for c in v] for k, v in morph.landmarks_lps.items()},
+                    "landmarks_lps_mm": {
+                        k: [_round(c, 2) for c in v] for k, v in morph.landmarks_lps.items()
+                    },
                     "posterior_wall": jsonable(morph.posterior_wall),
                     **{k: jsonable(v) for k, v in _extra_fields(morph, _MORPH_CORE).items()},
                 },
@@ -167,9 +173,22 @@ def vertebra_entry(
 
 _MORPH_CORE = frozenset(
     {
-        "label", "level", "assessable", "reason", "heights", "reference_height_mm", "reference_method",
-        "reference_labels", "height_loss_pct", "genant_grade", "morphology", "wedge_angle_deg", "ratios",
-        "landmarks_lps", "posterior_wall", "slice_spread_pct",
+        "label",
+        "level",
+        "assessable",
+        "reason",
+        "heights",
+        "reference_height_mm",
+        "reference_method",
+        "reference_labels",
+        "height_loss_pct",
+        "genant_grade",
+        "morphology",
+        "wedge_angle_deg",
+        "ratios",
+        "landmarks_lps",
+        "posterior_wall",
+        "slice_spread_pct",
     }
 )
 
@@ -208,11 +227,24 @@ def stir_sections(stir: StirAssessment) -> tuple[dict[str, Any], dict[int, dict[
     return section, per_label
 
 
-_STIR_FINDING_CORE = frozenset({"label", "ratio", "edema_fraction", "edema", "pattern", "confidence", "reason", "t1_agrees"})
+_STIR_FINDING_CORE = frozenset(
+    {"label", "ratio", "edema_fraction", "edema", "pattern", "confidence", "reason", "t1_agrees"}
+)
 _STIR_CORE = frozenset(
     {
-        "status", "reason", "series_uid", "substitute", "registration", "registration_residual_mm", "reference_value",
-        "fluid_value", "threshold_value", "findings", "warnings", "stir_on_grid", "edema_map",
+        "status",
+        "reason",
+        "series_uid",
+        "substitute",
+        "registration",
+        "registration_residual_mm",
+        "reference_value",
+        "fluid_value",
+        "threshold_value",
+        "findings",
+        "warnings",
+        "stir_on_grid",
+        "edema_map",
     }
 )
 
@@ -270,8 +302,14 @@ def build_report(
             for entry in report["vertebrae"]:
                 entry.setdefault(
                     "stir",
-                    {"ratio": None, "edema_fraction": None, "edema": None, "pattern": "not_assessable",
-                     "confidence": 0.0, "reason": stir.reason if stir.status != "measured" else "not measured"},
+                    {
+                        "ratio": None,
+                        "edema_fraction": None,
+                        "edema": None,
+                        "pattern": "not_assessable",
+                        "confidence": 0.0,
+                        "reason": stir.reason if stir.status != "measured" else "not measured",
+                    },
                 )
     if clinical_inputs is not None:
         report["clinical_inputs"] = dict(clinical_inputs)

@@ -322,9 +322,7 @@ def _measure(
         "fluid" if fluid_units else "raw",
     )
 
-    measured = {
-        s.label: measure_body(s, norms[s.label], ref, spacing_mm=sp, mcfg=mcfg, dcfg=dcfg) for s in assessable
-    }
+    measured = {s.label: measure_body(s, norms[s.label], ref, spacing_mm=sp, mcfg=mcfg, dcfg=dcfg) for s in assessable}
     t1_result = _t1_corroboration(
         anatomy,
         t1,
@@ -347,9 +345,7 @@ def _measure(
         m = measured.get(v.label)
         if m is None:
             findings.append(
-                StirFinding(
-                    v.label, None, None, None, EdemaPattern.NOT_ASSESSABLE, 0.0, s.reason or "not assessable"
-                )
+                StirFinding(v.label, None, None, None, EdemaPattern.NOT_ASSESSABLE, 0.0, s.reason or "not assessable")
             )
             continue
         agrees, t1_ratio = t1_result.get(v.label, (None, None))
@@ -419,9 +415,7 @@ def _finish_unassessable(
 ) -> StirAssessment:
     by_label = {s.label: s for s in samples}
     findings = tuple(
-        StirFinding(
-            v.label, None, None, None, EdemaPattern.NOT_ASSESSABLE, 0.0, by_label[v.label].reason or reason
-        )
+        StirFinding(v.label, None, None, None, EdemaPattern.NOT_ASSESSABLE, 0.0, by_label[v.label].reason or reason)
         for v in verts
     )
     return StirAssessment(
@@ -479,9 +473,7 @@ def _confidence(
         notes.append("substitute series")
     if t1_agrees is False:
         conf *= c.t1_disagreement_factor
-        notes.append(
-            "T1 does not corroborate" if m.edema else "T1 shows darkening without STIR hyperintensity"
-        )
+        notes.append("T1 does not corroborate" if m.edema else "T1 shows darkening without STIR hyperintensity")
     if grid.registered:
         conf *= c.registered_factor
     if not ref.plausible:

@@ -28,9 +28,7 @@ class RegistrationConfig:
     alignment_check_levels: int = field(default=2, metadata={"range": (1, 10)})  # coarse pyramid levels used
     mask_margin_mm: float = field(default=25.0, metadata={"range": (0.0, 200.0)})
     histogram_bins: int = field(default=32, metadata={"range": (8, 256)})
-    metric_samples: int = field(
-        default=20000, metadata={"range": (500, None)}
-    )  # random samples per pyramid level
+    metric_samples: int = field(default=20000, metadata={"range": (500, None)})  # random samples per pyramid level
     # in-plane voxel pitch of each pyramid level, coarse -> fine; 0 = native pitch. Slices are never merged.
     pyramid_inplane_mm: tuple[float, ...] = (4.0, 2.0, 0.0)
     iterations_per_level: int = field(default=80, metadata={"range": (5, 2000)})
@@ -56,14 +54,10 @@ class MeasurementConfig:
 
     erosion_mm: float = field(default=2.0, metadata={"range": (0.0, 10.0)})
     smoothing_mm: float = field(default=1.0, metadata={"range": (0.0, 5.0)})  # in-plane Gaussian sigma
-    central_width_fraction: float = field(
-        default=0.7, metadata={"range": (0.1, 1.0)}
-    )  # of the left-right extent
+    central_width_fraction: float = field(default=0.7, metadata={"range": (0.1, 1.0)})  # of the left-right extent
     min_eroded_volume_mm3: float = field(default=1000.0, metadata={"range": (0.0, None)})
     min_eroded_voxels: int = field(default=50, metadata={"range": (1, None)})
-    min_coverage: float = field(
-        default=0.8, metadata={"range": (0.0, 1.0)}
-    )  # share of body inside the STIR FoV
+    min_coverage: float = field(default=0.8, metadata={"range": (0.0, 1.0)})  # share of body inside the STIR FoV
     min_component_mm3: float = field(default=30.0, metadata={"range": (0.0, None)})
     canal_gap_mm: tuple[float, float] = (
         1.0,
@@ -78,9 +72,7 @@ class MeasurementConfig:
     def __post_init__(self) -> None:
         lo, hi = self.canal_gap_mm
         if not 0 <= lo < hi:
-            raise ValueError(
-                f"canal_gap_mm must be [near, far] with 0 <= near < far, got {list(self.canal_gap_mm)}"
-            )
+            raise ValueError(f"canal_gap_mm must be [near, far] with 0 <= near < far, got {list(self.canal_gap_mm)}")
 
 
 @dataclass(frozen=True)
@@ -92,13 +84,9 @@ class ReferenceConfig:
     max_iterations: int = field(default=6, metadata={"range": (1, 50)})
     # normal marrow / canal fluid: above the maximum the "normal" mode is implausibly bright (all abnormal?)
     max_marrow_to_fluid: float = field(default=0.45, metadata={"range": (0.05, 1.0), "clinical": True})
-    max_marrow_to_fluid_substitute: float = field(
-        default=0.7, metadata={"range": (0.05, 1.0), "clinical": True}
-    )
+    max_marrow_to_fluid_substitute: float = field(default=0.7, metadata={"range": (0.05, 1.0), "clinical": True})
     prior_marrow_to_fluid: float = field(default=0.25, metadata={"range": (0.01, 1.0), "clinical": True})
-    prior_marrow_to_fluid_substitute: float = field(
-        default=0.45, metadata={"range": (0.01, 1.0), "clinical": True}
-    )
+    prior_marrow_to_fluid_substitute: float = field(default=0.45, metadata={"range": (0.01, 1.0), "clinical": True})
 
     def __post_init__(self) -> None:
         if self.prior_marrow_to_fluid >= self.max_marrow_to_fluid:
@@ -112,9 +100,7 @@ class DecisionConfig:
     """Voxel threshold, body decision, pattern and T1 corroboration."""
 
     threshold_k_sd: float = field(default=3.0, metadata={"range": (1.0, 10.0), "clinical": True})
-    threshold_floor_fluid_fraction: float = field(
-        default=0.15, metadata={"range": (0.0, 1.0), "clinical": True}
-    )
+    threshold_floor_fluid_fraction: float = field(default=0.15, metadata={"range": (0.0, 1.0), "clinical": True})
     edema_fraction_min: float = field(default=0.10, metadata={"range": (0.01, 1.0), "clinical": True})
     band_far_to_near_max: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
     t1_min_drop: float = field(default=0.10, metadata={"range": (0.0, 1.0), "clinical": True})
@@ -162,7 +148,5 @@ def load_stir_config(path: Path | None = None) -> StirConfig:
     p = Path(path) if path is not None else default_config_dir() / CONFIG_FILE
     data = load_yaml(p)
     if SECTION not in data:
-        raise ConfigError(
-            f"{p}: no '{SECTION}' section; add a top-level 'stir:' mapping (see configs/stir.yaml)"
-        )
+        raise ConfigError(f"{p}: no '{SECTION}' section; add a top-level 'stir:' mapping (see configs/stir.yaml)")
     return parse_section(StirConfig, data[SECTION], where=f"{p}: {SECTION}")

@@ -42,9 +42,7 @@ def segmentation_from_label_map(
     """
     arr = np.asarray(labels.array)
     if not np.issubdtype(arr.dtype, np.integer):
-        raise InputError(
-            f"label map must hold integers, got {arr.dtype}; is this the image instead of the labels?"
-        )
+        raise InputError(f"label map must hold integers, got {arr.dtype}; is this the image instead of the labels?")
     if arr.min() < 0:
         raise InputError("label map holds negative values")
     lab = arr.astype(np.uint16)

@@ -107,9 +107,7 @@ def erosion_radii_mm(anatomy: Volume, stir: Volume | None, erosion_mm: float) ->
     if stir is None:
         return radii
     for i in range(3):
-        stir_pitch = max(
-            abs(float(anatomy.axes_lps[i] @ stir.axes_lps[j])) * stir.spacing_mm[j] for j in range(3)
-        )
+        stir_pitch = max(abs(float(anatomy.axes_lps[i] @ stir.axes_lps[j])) * stir.spacing_mm[j] for j in range(3))
         radii[i] += 0.5 * max(0.0, stir_pitch - anatomy.spacing_mm[i])
     return radii
 
@@ -149,9 +147,9 @@ def _frame_coords(
     coef = np.asarray(volume.spacing_mm) * (volume.axes_lps @ axis)
     base = (np.asarray(volume.origin_lps) - origin_lps) @ axis
     s, r, c = (np.arange(sl.start, sl.stop, dtype=np.float32) for sl in crop)
-    return (
-        base + coef[0] * s[:, None, None] + coef[1] * r[None, :, None] + coef[2] * c[None, None, :]
-    ).astype(np.float32)
+    return (base + coef[0] * s[:, None, None] + coef[1] * r[None, :, None] + coef[2] * c[None, None, :]).astype(
+        np.float32
+    )
 
 
 def sample_bodies(
@@ -206,9 +204,7 @@ def sample_bodies(
         h = _frame_coords(labels, crop, cent, e_h)
         ap = _frame_coords(labels, crop, cent, e_ap)
         lr = _frame_coords(labels, crop, cent, e_lr)
-        eroded = (
-            erode_mm(body, sp, erosion_radii) & val_c & _central_width(body, lr, cfg.central_width_fraction)
-        )
+        eroded = erode_mm(body, sp, erosion_radii) & val_c & _central_width(body, lr, cfg.central_width_fraction)
         n_er = int(eroded.sum())
         vol_er = n_er * float(np.prod(sp))
         sig = np.full(body.shape, np.nan, dtype=np.float32)
@@ -258,9 +254,7 @@ def _central_width(body: np.ndarray, lr: np.ndarray, fraction: float) -> np.ndar
 def _empty(v: VertebraSeg, axis_pos: float, reason: str) -> BodySample:
     z = np.zeros((1, 1, 1), dtype=bool)
     nan = np.full((1, 1, 1), np.nan, dtype=np.float32)
-    return BodySample(
-        v.label, v.is_sacrum, (slice(0, 1),) * 3, z, nan, nan, 0.0, 0.0, axis_pos, None, 0, reason
-    )
+    return BodySample(v.label, v.is_sacrum, (slice(0, 1),) * 3, z, nan, nan, 0.0, 0.0, axis_pos, None, 0, reason)
 
 
 def _column_axis(vertebrae: Sequence[VertebraSeg]) -> np.ndarray:
@@ -406,8 +400,7 @@ def fit_fluid_profile(samples: Sequence[BodySample], cfg: MeasurementConfig) -> 
             break
         w = w_new
     fitted = {
-        s.label: float(np.exp(np.polynomial.polynomial.polyval((s.axis_position_mm - xm) / xs, coef)))
-        for s in samples
+        s.label: float(np.exp(np.polynomial.polynomial.polyval((s.axis_position_mm - xm) / xs, coef))) for s in samples
     }
     used = tuple(p[2] for p, wi in zip(pts, w, strict=True) if wi > 0)
     rejected = tuple(p[2] for p, wi in zip(pts, w, strict=True) if wi == 0)
@@ -429,9 +422,7 @@ class Reference:
 
 def threshold_for(value: float, sd: float, fluid_units: float, dcfg: DecisionConfig) -> float:
     """Voxel threshold: ``value + k * sd``, at least ``floor_fraction`` of the way from marrow to fluid."""
-    return max(
-        value + dcfg.threshold_k_sd * sd, value + dcfg.threshold_floor_fluid_fraction * (fluid_units - value)
-    )
+    return max(value + dcfg.threshold_k_sd * sd, value + dcfg.threshold_floor_fluid_fraction * (fluid_units - value))
 
 
 def supra_threshold(
@@ -470,11 +461,7 @@ def lower_mode(groups: Sequence[np.ndarray], min_mass: float) -> tuple[float, fl
     bw = 0.5 * float(np.median(sds)) if sds else (hi - lo) / 20
     bw_bins = max(bw / (edges[1] - edges[0]), 1.0)
     sm = ndimage.gaussian_filter1d(hist, bw_bins, mode="constant")
-    peaks = [
-        i
-        for i in range(nbins)
-        if sm[i] > 0 and sm[i] >= sm[max(i - 1, 0)] and sm[i] > sm[min(i + 1, nbins - 1)]
-    ]
+    peaks = [i for i in range(nbins) if sm[i] > 0 and sm[i] >= sm[max(i - 1, 0)] and sm[i] > sm[min(i + 1, nbins - 1)]]
     if not peaks:
         peaks = [int(np.argmax(sm))]
     # valleys between consecutive peaks
@@ -490,9 +477,7 @@ def lower_mode(groups: Sequence[np.ndarray], min_mass: float) -> tuple[float, fl
             break
     mode = float(centres[chosen])
     below = vals[vals <= mode]
-    sd = (
-        1.4826 * float(np.median(mode - below)) if below.size >= 10 else float(np.median(sds)) if sds else 0.0
-    )
+    sd = 1.4826 * float(np.median(mode - below)) if below.size >= 10 else float(np.median(sds)) if sds else 0.0
     return mode, sd
 
 
@@ -538,8 +523,7 @@ def estimate_reference(
         new = tuple(
             lab
             for lab in candidates
-            if _fraction(by_label[lab], norms[lab], thr, mcfg.min_component_mm3, spacing_mm)
-            < dcfg.edema_fraction_min
+            if _fraction(by_label[lab], norms[lab], thr, mcfg.min_component_mm3, spacing_mm) < dcfg.edema_fraction_min
         )
         if not new:
             normal = ()
@@ -560,9 +544,7 @@ def estimate_reference(
                 thr_of(mode, sd0),
                 "lower mode of pooled marrow (no normal body)",
             )
-        return Reference(
-            value=value, sd=sd, threshold=thr, labels=normal, method=method, plausible=bool(normal)
-        )
+        return Reference(value=value, sd=sd, threshold=thr, labels=normal, method=method, plausible=bool(normal))
     plausible = bool(normal) and value <= max_marrow_to_fluid * fluid_units
     if not plausible:
         why = (
@@ -578,9 +560,7 @@ def estimate_reference(
     return Reference(value=value, sd=sd, threshold=thr, labels=normal, method=method, plausible=plausible)
 
 
-def _fraction(
-    sample: BodySample, norm: float, thr: float, min_comp: float, spacing_mm: Sequence[float]
-) -> float:
+def _fraction(sample: BodySample, norm: float, thr: float, min_comp: float, spacing_mm: Sequence[float]) -> float:
     n = int(sample.eroded.sum())
     if n == 0:
         return 0.0
@@ -626,7 +606,5 @@ def measure_body(
         pattern = EdemaPattern.NONE
     else:
         near, far = max(top, bot), min(top, bot)
-        pattern = (
-            EdemaPattern.BAND if min(mid, far) <= dcfg.band_far_to_near_max * near else EdemaPattern.DIFFUSE
-        )
+        pattern = EdemaPattern.BAND if min(mid, far) <= dcfg.band_far_to_near_max * near else EdemaPattern.DIFFUSE
     return BodyMeasurement(sample.label, ratio, frac, edema, pattern, supra, (top, mid, bot))

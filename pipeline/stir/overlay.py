@@ -50,8 +50,6 @@ def overlay_rgb(
         rgb[m] = (1 - alpha) * rgb[m] + alpha * _RED
     if labels is not None:
         lab = np.asarray(labels.array[slice_index])
-        edge = (lab > 0) & ~ndimage.binary_erosion(lab > 0) | (ndimage.grey_dilation(lab, size=3) != lab) & (
-            lab > 0
-        )
+        edge = (lab > 0) & ~ndimage.binary_erosion(lab > 0) | (ndimage.grey_dilation(lab, size=3) != lab) & (lab > 0)
         rgb[edge] = _OUTLINE
     return np.clip(rgb, 0, 255).astype(np.uint8)

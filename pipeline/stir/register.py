@@ -113,9 +113,7 @@ def bring_onto_grid(
             )
         corr = reg.correction(first.transform)
         if corr <= cfg.misalignment_tolerance_mm:
-            return GridResult(
-                geo, valid, f"{label} (resampled; alignment checked, {corr:.1f} mm)", None, corr
-            )
+            return GridResult(geo, valid, f"{label} (resampled; alignment checked, {corr:.1f} mm)", None, corr)
         try:
             best, residual = reg.run_with_restarts(reg.run(first.transform))
         except (RegistrationFailed, RuntimeError) as exc:  # not confirmed, or SimpleITK gave up
@@ -161,8 +159,7 @@ def bring_onto_grid(
         first = reg.run(reg.identity())
     except RuntimeError as exc:
         raise RegistrationFailed(
-            f"{what} could not be registered to the anatomy series (different frames of reference): "
-            f"{_short(exc)}"
+            f"{what} could not be registered to the anatomy series (different frames of reference): {_short(exc)}"
         ) from None
     best, residual = reg.run_with_restarts(first)
     vol, valid = reg.resample(best.transform)
@@ -285,9 +282,7 @@ class _Registration:
 
     def distance(self, a: sitk.Transform, b: sitk.Transform) -> float:
         """Mean distance (mm) at the body centroids between the mappings of two transforms."""
-        return float(
-            np.mean(np.linalg.norm(self._apply(a, self.points) - self._apply(b, self.points), axis=1))
-        )
+        return float(np.mean(np.linalg.norm(self._apply(a, self.points) - self._apply(b, self.points), axis=1)))
 
     # ---------------------------------------------------------------- optimisation
     def run(self, start: sitk.Euler3DTransform, levels: int | None = None) -> _Run:

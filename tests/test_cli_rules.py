@@ -1,0 +1,27 @@
+"""``spine-assess rules``: checks the rules and a clinical file, exit 0 / 2."""
+
+from __future__ import annotations
+
+from pipeline.cli import main
+
+
+def test_rules_lists_rules_and_empty_clinical_fields(repo_root, capsys):
+    rc = main(["rules", "--clinical", str(repo_root / "sample_dicom" / "03_chronic_severe_collapse")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "relative.height_loss_gt_two_thirds" in out and "001_* Table 1" in out
+    assert "not given: surgical_backup" in out
+    assert "not given: prior_imaging.bone_scan" in out
+    assert "radiologist findings given for: T12" in out
+
+
+def test_rules_invalid_clinical_file_exits_2(tmp_path, capsys):
+    bad = tmp_path / "clinical.yaml"
+    bad.write_text("alergies: {bone_cement: true}\n")
+    assert main(["rules", "--clinical", str(bad)]) == 2
+    assert "unknown field 'alergies'" in capsys.readouterr().err
+
+
+def test_rules_folder_without_clinical_file_exits_2(tmp_path, capsys):
+    assert main(["rules", "--clinical", str(tmp_path)]) == 2
+    assert "no clinical.yaml" in capsys.readouterr().err
