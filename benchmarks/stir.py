@@ -139,7 +139,9 @@ def phantom_studies(n: int, seed0: int) -> tuple[str, Callable[[int], Study]] | 
         if i % 2 == 1:
             free = [lv for lv in levels if lv not in used]
             lv = free[int(rng.integers(len(free)))]
-            fx.append((lv, kinds[int(rng.integers(len(kinds)))], float(rng.uniform(20, 40)), False, EdemaPattern.BAND, 0.0))
+            fx.append(
+                (lv, kinds[int(rng.integers(len(kinds)))], float(rng.uniform(20, 40)), False, EdemaPattern.BAND, 0.0)
+            )
         noise = {0.6: 1.2, 1.0: 2.0, 1.6: 3.0, 2.4: 4.5}[sp["noise"]]
         while True:
             try:
