@@ -65,7 +65,7 @@ class MeasurementConfig:
     )  # AP band behind the posterior wall holding the thecal sac
     canal_half_width_mm: float = field(default=6.0, metadata={"range": (0.5, 30.0)})
     canal_height_fraction: float = field(default=0.6, metadata={"range": (0.1, 1.0)})
-    fluid_percentile: float = field(default=90.0, metadata={"range": (50.0, 100.0)})
+    fluid_percentile: float = field(default=98.0, metadata={"range": (50.0, 100.0)})
     min_fluid_voxels: int = field(default=20, metadata={"range": (1, None)})
     min_fluid_to_marrow: float = field(default=1.3, metadata={"range": (1.0, None)})
 
