@@ -243,7 +243,6 @@ class Tally:
                     self.frac_err.append(abs((f.edema_fraction or 0.0) - truth))
                     if same_voxels and f.label in same_voxels:
                         self.frac_err_same.append(abs((f.edema_fraction or 0.0) - same_voxels[f.label]))
-                    self.pattern_n += 1
                     ok = f.pattern.value == st.truth_pattern.get(f.label)
                     if truth >= LARGE_FRACTION:  # a "band" this large fills the body: not separable from diffuse
                         self.pattern_large_ok += int(ok)
