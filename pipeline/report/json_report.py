@@ -262,8 +262,14 @@ def build_report(
     timings_ms: Mapping[str, float] | None = None,
     config_sha256: str = "",
     clinical_inputs: Mapping[str, Any] | None = None,
+    patient: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Assemble the report dictionary (see ``report.schema.json``). Absent stages stay absent."""
+    """Assemble the report dictionary (see ``report.schema.json``). Absent stages stay absent.
+
+    ``patient`` (name, id, birth_date, sex) is written only when a deployment explicitly asks for patient
+    identity in its reports (the HTML then shows it); by default reports identify the study by UID and the
+    salted ``patient_key`` only.
+    """
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "pipeline": {
@@ -311,6 +317,8 @@ def build_report(
                         "reason": stir.reason if stir.status != "measured" else "not measured",
                     },
                 )
+    if patient is not None:
+        report["patient"] = {k: str(v) for k, v in patient.items() if v not in (None, "")}
     if clinical_inputs is not None:
         report["clinical_inputs"] = dict(clinical_inputs)
     if eligibility is not None:

@@ -1,0 +1,194 @@
+"""DICOM Comprehensive 3D SR measurement report (TID 1500) of the vertebrae, via highdicom.
+
+One Volumetric ROI group (TID 1411) per vertebra, whose region is the vertebra's segment in the SEG
+(``ReferencedSegment``, with the source series), carrying the report's numbers as measurements and its
+findings as coded qualitative evaluations (codes: :mod:`pipeline.report.dicom_codes`). A value the report
+does not have (not assessable, stage not run) is *left out*, never written as 0 or "No": a receiver sees
+absence, not a false negative. The observer is the device (spine-assess and its version); the document is
+COMPLETE, UNVERIFIED and PRELIMINARY, since no clinician has verified it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+from pydicom.sr.coding import Code
+
+from pipeline.errors import InputError
+from pipeline.levels import Level
+from pipeline.report import dicom_codes as dc
+from pipeline.report.dicom_common import (
+    DEFAULT_DICOM_CONFIG,
+    SOFTWARE_NAME,
+    DicomOutputConfig,
+    OutputIdentity,
+    check_source_datasets,
+)
+from pipeline.report.dicom_seg import tracking_uid
+from pipeline.report.views import decisions_by_label, level_name
+
+logger = logging.getLogger(__name__)
+
+
+def _num(name: Code, value: Any, unit: Code, scale: float = 1.0) -> hd.sr.Measurement | None:
+    if value is None or isinstance(value, bool):
+        return None
+    return hd.sr.Measurement(name=name, value=float(value) * scale, unit=unit)
+
+
+def _qual(name: Code, value: Code | None) -> hd.sr.QualitativeEvaluation | None:
+    return None if value is None else hd.sr.QualitativeEvaluation(name=name, value=value)
+
+
+def _yes_no(value: Any) -> Code | None:
+    return None if value is None else (dc.YES if value else dc.NO)
+
+
+def vertebra_measurements(v: Mapping[str, Any]) -> list[hd.sr.Measurement]:
+    """Numeric measurements of one ``report["vertebrae"]`` entry (only those the report has)."""
+    heights = v.get("heights_mm") or {}
+    morph = v.get("morphometry") or {}
+    wall = morph.get("posterior_wall") or {}
+    stir = v.get("stir") or {}
+    assessable_wall = bool(wall.get("assessable"))
+    volume = v.get("volume_mm3")
+    items = [
+        _num(dc.HEIGHT_ANTERIOR, heights.get("anterior"), dc.MM),
+        _num(dc.HEIGHT_MIDDLE, heights.get("middle"), dc.MM),
+        _num(dc.HEIGHT_POSTERIOR, heights.get("posterior"), dc.MM),
+        _num(dc.HEIGHT_REFERENCE, v.get("reference_height_mm"), dc.MM),
+        _num(dc.HEIGHT_LOSS, v.get("height_loss_pct"), dc.PERCENT),
+        _num(dc.WEDGE_ANGLE, v.get("wedge_angle_deg"), dc.DEGREE),
+        _num(dc.POSTERIOR_WALL_BULGE, wall.get("bulge_mm") if assessable_wall else None, dc.MM),
+        _num(dc.CANAL_COMPROMISE, wall.get("canal_compromise_pct") if assessable_wall else None, dc.PERCENT),
+        _num(dc.STIR_RATIO, stir.get("ratio"), dc.RATIO),
+        _num(dc.STIR_EDEMA_FRACTION, stir.get("edema_fraction"), dc.PERCENT, scale=100.0),
+        _num(dc.VOLUME, volume if volume else None, dc.MM3),
+    ]
+    return [m for m in items if m is not None]
+
+
+def vertebra_evaluations(v: Mapping[str, Any], decision_code: Code | None) -> list[hd.sr.QualitativeEvaluation]:
+    """Coded findings of one vertebra; unknown findings are left out (never encoded as "No")."""
+    grade = v.get("genant_grade")
+    stir = v.get("stir") or {}
+    edema = stir.get("edema")
+    pattern = stir.get("pattern") if edema is not None else None
+    items = [
+        _qual(dc.GENANT, dc.GENANT_GRADES.get(grade) if isinstance(grade, int) else None),
+        _qual(dc.FRACTURE, _yes_no(grade >= 1) if isinstance(grade, int) else None),
+        _qual(dc.SHAPE, dc.SHAPES.get(v.get("morphology") or "")),
+        _qual(dc.MARROW_EDEMA, _yes_no(edema)),
+        _qual(dc.EDEMA_PATTERN, dc.EDEMA_PATTERNS.get(pattern) if isinstance(pattern, str) else None),
+        _qual(dc.ELIGIBILITY, decision_code),
+    ]
+    return [q for q in items if q is not None]
+
+
+def build_sr(
+    report: Mapping[str, Any],
+    seg: Dataset,
+    source_datasets: Sequence[Dataset],
+    *,
+    config: DicomOutputConfig = DEFAULT_DICOM_CONFIG,
+) -> hd.sr.Comprehensive3DSR:
+    """Build the TID 1500 measurement report of every vertebra in ``report``.
+
+    Parameters
+    ----------
+    report : mapping
+        The report from :func:`pipeline.report.json_report.build_report`, with ``vertebrae``.
+    seg : pydicom.Dataset
+        The Segmentation from :func:`pipeline.report.dicom_seg.build_seg` for the same report (segments are
+        matched by tracking UID, so a SEG of another run is refused).
+    source_datasets : sequence of pydicom.Dataset
+        Headers of the anatomy series (referenced in the image library and as evidence).
+    config : DicomOutputConfig
+        Equipment identification, UID root and series number.
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+        Measurements in mm, %, degrees and ratio; see :mod:`pipeline.report.dicom_codes` for the codes.
+    """
+    identity = OutputIdentity.from_report(report)
+    check_source_datasets(source_datasets, identity)
+    segment_by_tracking = {str(s.TrackingUID): int(s.SegmentNumber) for s in seg.SegmentSequence if "TrackingUID" in s}
+    decisions = decisions_by_label(report)
+    algorithm = hd.sr.AlgorithmIdentification(name=SOFTWARE_NAME, version=identity.pipeline_version)
+
+    groups = []
+    for v in report.get("vertebrae", []):
+        label = int(v["label"])
+        number = segment_by_tracking.get(tracking_uid(identity, label, config))
+        if number is None:
+            raise InputError(
+                f"the Segmentation {seg.SOPInstanceUID} has no segment for vertebra label {label} of study "
+                f"{identity.study_uid}; build the SEG and the SR from the same report"
+            )
+        level = Level.parse(v["level"]) if v.get("level") else None
+        site = dc.level_code(level, is_sacrum=bool(v.get("is_sacrum")))
+        decision = decisions.get(label)
+        groups.append(
+            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=tracking_uid(identity, label, config), identifier=f"{level_name(v)} vertebral body"
+                ),
+                referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, number),
+                finding_type=dc.VERTEBRA,
+                finding_sites=[hd.sr.FindingSite(site)],
+                algorithm_id=algorithm,
+                measurements=vertebra_measurements(v) or None,
+                qualitative_evaluations=vertebra_evaluations(
+                    v, dc.ELIGIBILITY_DECISIONS[decision.value] if decision else None
+                )
+                or None,
+            )
+        )
+
+    observer = hd.sr.ObserverContext(
+        observer_type=dc.DEVICE,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=identity.uid("device", prefix=config.uid_prefix),
+            name=SOFTWARE_NAME,
+            manufacturer_name=config.manufacturer,
+            model_name=f"{config.model_name} {identity.pipeline_version}",
+            serial_number=config.device_serial_number,
+        ),
+    )
+    content = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=dc.PROCEDURE_REPORTED,
+        imaging_measurements=groups or None,
+        referenced_images=list(source_datasets),
+    )
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=[*source_datasets, seg],
+        content=content[0],
+        series_instance_uid=identity.uid("SR-series", prefix=config.uid_prefix),
+        series_number=config.sr_series_number,
+        sop_instance_uid=identity.uid("SR-instance", prefix=config.uid_prefix),
+        instance_number=1,
+        manufacturer=config.manufacturer,
+        is_complete=True,
+        is_final=False,
+        is_verified=False,
+        institution_name=config.institution_name or None,
+        manufacturer_model_name=config.model_name,
+        software_versions=identity.software_versions,
+        device_serial_number=config.device_serial_number,
+        series_description="spine-assess vertebral measurements",
+        coding_schemes=[
+            hd.coding_schemes.CodingSchemeIdentificationItem(
+                designator=dc.PRIVATE_SCHEME,
+                name=dc.PRIVATE_SCHEME_NAME,
+                responsible_organization=dc.PRIVATE_SCHEME_ORGANIZATION,
+            )
+        ],
+    )
+    logger.info("SR of study %s: %d vertebra groups", identity.study_uid, len(groups))
+    return sr

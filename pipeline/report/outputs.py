@@ -1,0 +1,173 @@
+"""Which report outputs to write, their file names, and writing them all from the one report.
+
+The registry below is the single source of truth for ``--outputs`` choices and file names, shared by the CLI,
+batch and the PACS listener. ``report.json`` is always written: it is the record of the run and every other
+output is derived from it. ``sr`` needs ``seg`` (the SR's measurements point at the SEG's segments), so
+asking for ``sr`` writes ``seg`` too.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Collection, Mapping, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.model import SegmentationResult, StirAssessment
+from pipeline.report.dicom_common import DEFAULT_DICOM_CONFIG, DicomOutputConfig, save_dicom
+from pipeline.report.dicom_sc import build_sc
+from pipeline.report.dicom_seg import build_seg
+from pipeline.report.dicom_sr import build_sr
+from pipeline.report.html import render_html
+from pipeline.report.json_report import validate_report, write_json
+from pipeline.report.overlay import render_overlays
+from pipeline.volume import Volume
+
+logger = logging.getLogger(__name__)
+
+
+class OutputKind(StrEnum):
+    JSON = "json"  # report.json (always written)
+    HTML = "html"  # report.html, self-contained
+    SEG = "seg"  # DICOM Segmentation of the vertebral bodies
+    SR = "sr"  # DICOM Comprehensive 3D SR (TID 1500); implies seg
+    SC = "sc"  # DICOM Secondary Capture of the overlays
+    OVERLAYS = "overlays"  # the overlay PNG files
+
+
+DEFAULT_OUTPUTS: frozenset[OutputKind] = frozenset({OutputKind.JSON, OutputKind.HTML, OutputKind.SEG, OutputKind.SR})
+
+FILE_NAMES = {
+    OutputKind.JSON: "report.json",
+    OutputKind.HTML: "report.html",
+    OutputKind.SEG: "seg.dcm",
+    OutputKind.SR: "sr.dcm",
+}
+OVERLAY_DIR = "overlays"
+SC_DIR = "sc"
+
+OUTPUTS_HELP = (
+    "comma-separated outputs to write: "
+    + ", ".join(k.value for k in OutputKind)
+    + ", or 'all' (default: json,html,seg,sr). report.json is always written; sr implies seg."
+)
+
+
+def parse_outputs(text: str) -> frozenset[OutputKind]:
+    """Parse ``"json,html,sr,seg"`` (or ``"all"``); adds ``json`` always and ``seg`` when ``sr`` is asked."""
+    words = [w.strip().lower() for w in text.split(",") if w.strip()]
+    if not words:
+        raise ConfigError(f"--outputs is empty; {OUTPUTS_HELP}")
+    if words == ["all"]:
+        return frozenset(OutputKind)
+    kinds = set()
+    for w in words:
+        try:
+            kinds.add(OutputKind(w))
+        except ValueError:
+            raise ConfigError(f"--outputs: unknown output {w!r}; {OUTPUTS_HELP}") from None
+    kinds.add(OutputKind.JSON)
+    if OutputKind.SR in kinds:
+        kinds.add(OutputKind.SEG)
+    return frozenset(kinds)
+
+
+def write_outputs(
+    out_dir: Path,
+    report: Mapping[str, Any],
+    outputs: Collection[OutputKind] = DEFAULT_OUTPUTS,
+    *,
+    anatomy: Volume | None = None,
+    segmentation: SegmentationResult | None = None,
+    stir: StirAssessment | None = None,
+    source_datasets: Sequence[Dataset] = (),
+    config: DicomOutputConfig = DEFAULT_DICOM_CONFIG,
+) -> dict[str, Any]:
+    """Write the chosen outputs of one study into ``out_dir`` and return the final report.
+
+    Parameters
+    ----------
+    out_dir : Path
+        Study output folder (created). File names: :data:`FILE_NAMES`, ``overlays/*.png``, ``sc/*.dcm``.
+    report : mapping
+        The report from :func:`pipeline.report.json_report.build_report` (not modified).
+    outputs : collection of OutputKind
+        What to write (see :func:`parse_outputs`); ``report.json`` is always written.
+    anatomy, segmentation, stir : optional
+        Stage results for the overlays and the SEG (overlays and DICOM outputs need ``anatomy`` and a
+        ``segmentation`` with at least one body).
+    source_datasets : sequence of pydicom.Dataset
+        Headers of the anatomy series (``pipeline.ingest.read_source_datasets``), needed for SEG/SR/SC.
+    config : DicomOutputConfig
+        Equipment identification, UID root and series numbers of the DICOM outputs.
+
+    Returns
+    -------
+    dict
+        The report as written to ``report.json``: ``outputs`` lists the files (relative paths) and
+        ``warnings`` says why a requested output could not be written. A DICOM output that fails is a
+        warning, not an exception, so that the JSON and HTML are always there to explain the run.
+    """
+    kinds = set(outputs) | {OutputKind.JSON}
+    if OutputKind.SR in kinds:
+        kinds.add(OutputKind.SEG)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final: dict[str, Any] = copy.deepcopy(dict(report))
+    files: dict[str, Any] = dict(final.get("outputs") or {})
+    warnings: list[str] = list(final.get("warnings") or [])
+
+    has_bodies = segmentation is not None and bool(segmentation.vertebrae)
+    overlays: dict[str, bytes] = {}
+    if has_bodies and anatomy is not None and kinds & {OutputKind.HTML, OutputKind.OVERLAYS, OutputKind.SC}:
+        overlays = render_overlays(anatomy, segmentation, final, stir=stir)  # type: ignore[arg-type]
+    if OutputKind.OVERLAYS in kinds and overlays:
+        (out_dir / OVERLAY_DIR).mkdir(exist_ok=True)
+        for name, data in overlays.items():
+            (out_dir / OVERLAY_DIR / name).write_bytes(data)
+        files["overlays"] = [f"{OVERLAY_DIR}/{name}" for name in overlays]
+
+    dicom_kinds = kinds & {OutputKind.SEG, OutputKind.SR, OutputKind.SC}
+    if dicom_kinds and not (has_bodies and source_datasets):
+        why = "no vertebral body was segmented" if not has_bodies else "the source DICOM headers were not given"
+        warnings.append(f"DICOM outputs ({', '.join(sorted(k.value for k in dicom_kinds))}) not written: {why}")
+    elif dicom_kinds:
+        study_uid = final["study"]["study_instance_uid"]
+        if OutputKind.SEG in kinds:
+            try:
+                seg = build_seg(segmentation, source_datasets, final, config=config)  # type: ignore[arg-type]
+                save_dicom(seg, out_dir / FILE_NAMES[OutputKind.SEG])
+                files["seg"] = FILE_NAMES[OutputKind.SEG]
+                if OutputKind.SR in kinds:
+                    sr = build_sr(final, seg, source_datasets, config=config)
+                    save_dicom(sr, out_dir / FILE_NAMES[OutputKind.SR])
+                    files["sr"] = FILE_NAMES[OutputKind.SR]
+            except PipelineError as exc:
+                logger.error("study %s: DICOM SEG/SR not written: %s", study_uid, exc)
+                warnings.append(f"DICOM SEG/SR not written: {exc}")
+        if OutputKind.SC in kinds and overlays:
+            try:
+                paths = []
+                for k, sc in enumerate(build_sc(overlays, source_datasets, final, config=config), start=1):
+                    rel = f"{SC_DIR}/overlay_{k}.dcm"
+                    save_dicom(sc, out_dir / rel)
+                    paths.append(rel)
+                files["sc"] = paths
+            except PipelineError as exc:
+                logger.error("study %s: secondary capture not written: %s", study_uid, exc)
+                warnings.append(f"DICOM secondary capture not written: {exc}")
+
+    if OutputKind.HTML in kinds:
+        files["html"] = FILE_NAMES[OutputKind.HTML]
+    final["outputs"] = files
+    final["warnings"] = list(dict.fromkeys(warnings))
+    if OutputKind.HTML in kinds:
+        (out_dir / FILE_NAMES[OutputKind.HTML]).write_text(render_html(final, overlays), encoding="utf-8")
+    validate_report(final)
+    write_json(final, out_dir / FILE_NAMES[OutputKind.JSON])
+    return final

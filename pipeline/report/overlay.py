@@ -1,0 +1,613 @@
+"""Overlay pictures (PNG) for the HTML report and the secondary capture, drawn with Pillow.
+
+``sagittal.png``: the anatomy series' central sagittal plane as a radiologist views it (anterior on the left,
+head at the top, square millimetres whatever the voxel spacing), each vertebral body's outline from the section
+it was measured on (else its own mid-sagittal section) coloured by Genant grade, the six landmarks and the three
+heights (Ha, Hm, Hp), and a side panel per level with its numbers; the panel stripe is the eligibility decision.
+``stir.png``: the STIR series resampled onto the same grid with the oedema map in red and each level's STIR ratio
+and oedema fraction. ``planes.png``: the central plane and its two neighbours with each plane's own outlines.
+
+Orientation comes from the volume's ``axes_lps`` (never from the array layout): the through-plane axis is the
+array axis closest to left-right, the horizontal axis the one closest to anterior-posterior.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import math
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from skimage import measure
+
+from pipeline.errors import PipelineError
+from pipeline.model import SegmentationResult, StirAssessment
+from pipeline.report.views import Decision, decisions_by_label, level_name
+from pipeline.volume import Volume
+
+logger = logging.getLogger(__name__)
+
+# Display size of the image area (pixels) and limits on the magnification (pixels per mm).
+_MAX_IMAGE_H, _MAX_IMAGE_W = 720, 520
+_MAX_PX_PER_MM = 12.0
+_PANEL_W = 225
+_TITLE_H = 34
+
+GRADE_COLOURS: dict[int | None, tuple[int, int, int]] = {
+    0: (46, 204, 113),
+    1: (241, 196, 15),
+    2: (230, 126, 34),
+    3: (231, 76, 60),
+    None: (160, 168, 172),
+}
+SACRUM_COLOUR = (93, 173, 226)
+DECISION_COLOURS: dict[Decision, tuple[int, int, int]] = {
+    Decision.CANDIDATE: (39, 174, 96),
+    Decision.CANDIDATE_WITH_CAUTIONS: (243, 156, 18),
+    Decision.CONTRAINDICATED: (192, 57, 43),
+    Decision.NOT_INDICATED: (127, 140, 141),
+    Decision.INDETERMINATE: (142, 68, 173),
+}
+LANDMARK_COLOUR = (0, 229, 255)
+EDEMA_COLOUR = (255, 40, 40)
+_PANEL_BG = (24, 28, 33)
+_TEXT = (236, 240, 241)
+_MUTED = (170, 178, 184)
+_WHITE = (255, 255, 255)
+_BLACK = (0, 0, 0)
+
+
+OVERLAY_NAMES = ("sagittal.png", "stir.png", "planes.png")  # display order
+
+
+def ordered(names: Sequence[str]) -> list[str]:
+    """Overlay names in display order (known ones first, then the rest alphabetically)."""
+    rank = {n: i for i, n in enumerate(OVERLAY_NAMES)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, ValueError, OSError):  # Pillow built without FreeType: the small bitmap font
+        return ImageFont.load_default()
+
+
+@dataclass(frozen=True)
+class PlaneView:
+    """How one plane of a Volume maps to the picture.
+
+    ``through_axis`` is the array axis perpendicular to the picture; ``h_axis`` runs left -> right on screen
+    (anterior -> posterior), ``v_axis`` top -> bottom (head -> feet). ``h_flip``/``v_flip`` say whether the
+    array index runs against the screen direction. ``px_h``/``px_v`` are screen pixels per voxel along them
+    (``px_per_mm`` times the voxel spacing, so that a millimetre is as long across as down).
+    """
+
+    through_axis: int
+    h_axis: int
+    v_axis: int
+    h_flip: bool
+    v_flip: bool
+    n_h: int  # picture width in voxels (the crop window)
+    n_v: int
+    px_per_mm: float
+    px_h: float
+    px_v: float
+    h0: int = 0  # crop window origin in the oriented plane (voxels)
+    v0: int = 0
+    full_h: int = 0  # size of the whole oriented plane (0: same as n_h / n_v)
+    full_v: int = 0
+
+    @classmethod
+    def for_volume(
+        cls,
+        volume: Volume,
+        max_h: float = _MAX_IMAGE_H,
+        max_w: float = _MAX_IMAGE_W,
+        *,
+        around: np.ndarray | None = None,
+        margin_mm: float = 30.0,
+    ) -> PlaneView:
+        """The sagittal view of ``volume``, magnified to fit ``max_w`` x ``max_h`` pixels.
+
+        ``around`` (a boolean array on the volume's grid, e.g. the label map > 0) crops the picture to what it
+        covers in any plane, plus ``margin_mm`` on every side.
+        """
+        axes = np.asarray(volume.axes_lps)
+        through = int(np.argmax(np.abs(axes[:, 0])))  # closest to left-right
+        rest = [a for a in range(3) if a != through]
+        h_axis = max(rest, key=lambda a: abs(axes[a, 1]))  # closest to anterior-posterior
+        v_axis = next(a for a in rest if a != h_axis)
+        shape = volume.shape
+        sp_h, sp_v = volume.spacing_mm[h_axis], volume.spacing_mm[v_axis]
+        full = cls(
+            through_axis=through, h_axis=h_axis, v_axis=v_axis,
+            h_flip=bool(axes[h_axis, 1] < 0),  # +y is posterior in LPS: flip an axis pointing anterior
+            v_flip=bool(axes[v_axis, 2] > 0),  # +z is superior: flip an axis pointing to the head
+            n_h=shape[h_axis], n_v=shape[v_axis], px_per_mm=1.0, px_h=sp_h, px_v=sp_v,
+            full_h=shape[h_axis], full_v=shape[v_axis],
+        )  # fmt: skip
+        h0, v0, n_h, n_v = 0, 0, shape[h_axis], shape[v_axis]
+        if around is not None and np.any(around):
+            proj = full._orient(np.any(around, axis=through))
+            rows, cols = np.nonzero(proj.any(axis=1))[0], np.nonzero(proj.any(axis=0))[0]
+            mh, mv = int(np.ceil(margin_mm / sp_h)), int(np.ceil(margin_mm / sp_v))
+            h0, v0 = max(0, int(cols[0]) - mh), max(0, int(rows[0]) - mv)
+            n_h = min(shape[h_axis], int(cols[-1]) + 1 + mh) - h0
+            n_v = min(shape[v_axis], int(rows[-1]) + 1 + mv) - v0
+        px_per_mm = min(max_h / (n_v * sp_v), max_w / (n_h * sp_h), _MAX_PX_PER_MM)
+        return dataclasses.replace(
+            full, n_h=n_h, n_v=n_v, h0=h0, v0=v0, px_per_mm=px_per_mm, px_h=sp_h * px_per_mm, px_v=sp_v * px_per_mm
+        )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the picture in pixels."""
+        return max(1, round(self.n_h * self.px_h)), max(1, round(self.n_v * self.px_v))
+
+    def _orient(self, sl: np.ndarray) -> np.ndarray:
+        """A 2-D array in the volume's (kept axes) order -> the whole plane in screen orientation."""
+        kept = [a for a in range(3) if a != self.through_axis]
+        if kept.index(self.v_axis) != 0:
+            sl = sl.T
+        if self.v_flip:
+            sl = sl[::-1, :]
+        if self.h_flip:
+            sl = sl[:, ::-1]
+        return sl
+
+    def plane(self, array: np.ndarray, index: int) -> np.ndarray:
+        """The 2-D plane ``index`` of a ``(slice, row, col)`` array, as ``(screen row, screen col)``, cropped."""
+        sl = self._orient(np.take(array, index, axis=self.through_axis))
+        return np.ascontiguousarray(sl[self.v0 : self.v0 + self.n_v, self.h0 : self.h0 + self.n_h])
+
+    def plane_rc_to_xy(self, rc: np.ndarray) -> np.ndarray:
+        """(screen row, screen col) in picture voxel units, shape ``(n, 2)`` -> pixel ``(x, y)``."""
+        rc = np.asarray(rc, dtype=float).reshape(-1, 2)
+        return np.stack([(rc[:, 1] + 0.5) * self.px_h, (rc[:, 0] + 0.5) * self.px_v], axis=1)
+
+    def index_to_xy(self, index: np.ndarray) -> np.ndarray:
+        """Continuous ``(slice, row, col)`` indices, shape ``(n, 3)`` -> pixel ``(x, y)``."""
+        idx = np.asarray(index, dtype=float).reshape(-1, 3)
+        h = idx[:, self.h_axis]
+        v = idx[:, self.v_axis]
+        if self.h_flip:
+            h = (self.full_h or self.n_h) - 1 - h
+        if self.v_flip:
+            v = (self.full_v or self.n_v) - 1 - v
+        return self.plane_rc_to_xy(np.stack([v - self.v0, h - self.h0], axis=1))
+
+
+def _window(plane: np.ndarray) -> np.ndarray:
+    """Robust grey-level window (1st-99.5th percentile) -> uint8."""
+    values = plane[np.isfinite(plane)]
+    if values.size == 0:
+        return np.zeros(plane.shape, np.uint8)
+    lo, hi = np.percentile(values, [1.0, 99.5])
+    if hi <= lo:
+        hi = lo + 1.0
+    return (np.clip((plane - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _grey_image(view: PlaneView, array: np.ndarray, index: int) -> Image.Image:
+    plane = view.plane(array.astype(np.float32), index)
+    img = Image.fromarray(_window(plane), mode="L").resize(view.size, Image.Resampling.BILINEAR)
+    return img.convert("RGB")
+
+
+def _contours(view: PlaneView, mask2d: np.ndarray) -> list[np.ndarray]:
+    """Outlines (pixel ``(x, y)`` polylines) of a 2-D mask in screen orientation."""
+    if not mask2d.any():
+        return []
+    padded = np.pad(mask2d.astype(np.float32), 1)
+    return [view.plane_rc_to_xy(c - 1.0) for c in measure.find_contours(padded, 0.5)]
+
+
+def _through_index(view: PlaneView, vertebra: Any, labels: Volume) -> int:
+    """Plane of a body's own mid-section along the through-plane axis."""
+    if view.through_axis == 0:
+        return int(np.clip(vertebra.mid_slice, 0, labels.shape[0] - 1))
+    idx = labels.lps_to_index(np.asarray(vertebra.centroid_lps_mm))
+    return int(np.clip(round(float(idx[view.through_axis])), 0, labels.shape[view.through_axis] - 1))
+
+
+def central_index(view: PlaneView, segmentation: SegmentationResult) -> int:
+    """The plane shown: the median of the bodies' mid-sections (the middle plane when there is none)."""
+    labels = segmentation.labels
+    if not segmentation.vertebrae:
+        return labels.shape[view.through_axis] // 2
+    return int(np.median([_through_index(view, v, labels) for v in segmentation.vertebrae]))
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One level's line in the side panel."""
+
+    label: int
+    y: float  # pixel row of the body centre in the image
+    x_anchor: float  # pixel x of the body's anterior edge
+    colour: tuple[int, int, int]  # stripe colour
+    lines: tuple[str, ...]
+
+
+def _fmt(value: Any, unit: str = "", nd: int = 1) -> str:
+    if value is None or isinstance(value, bool):
+        return "n/a"
+    return f"{float(value):.{nd}f}{unit}"
+
+
+def _morph_lines(v: Mapping[str, Any], decision: Decision | None) -> tuple[str, ...]:
+    name = level_name(v)
+    grade = v.get("genant_grade")
+    morph = v.get("morphometry")
+    if v.get("is_sacrum"):
+        head = f"{name}  reference"
+    elif morph is None:
+        head = f"{name}  not measured"
+    elif grade is None:
+        head = f"{name}  not assessable"
+    else:
+        head = f"{name}  Genant {grade}  {v.get('morphology', '')}"
+    lines = [head]
+    h = v.get("heights_mm")
+    if h:
+        lines.append(f"Ha {_fmt(h.get('anterior'))}  Hm {_fmt(h.get('middle'))}  Hp {_fmt(h.get('posterior'))} mm")
+        lines.append(f"height loss {_fmt(v.get('height_loss_pct'), '%')}")
+    elif morph is not None and not v.get("is_sacrum"):
+        lines += _wrap(str(morph.get("reason") or "not assessable"))
+    if decision is not None:
+        lines.append(decision.text)
+    return tuple(lines)
+
+
+def _stir_lines(v: Mapping[str, Any]) -> tuple[str, ...]:
+    s = v.get("stir") or {}
+    name = level_name(v)
+    edema = s.get("edema")
+    if edema is None:
+        if v.get("is_sacrum"):
+            return (f"{name}  reference",)
+        return (f"{name}  STIR not assessable", *_wrap(str(s.get("reason") or "")))
+    head = f"{name}  oedema {'YES' if edema else 'no'}"
+    frac = s.get("edema_fraction")
+    pattern = s.get("pattern")
+    detail = f"ratio {_fmt(s.get('ratio'), nd=2)}  fraction {_fmt(None if frac is None else frac * 100, '%', 0)}"
+    lines = [head, detail]
+    if edema and pattern not in (None, "none", "not_assessable"):
+        lines.append(f"pattern: {pattern}")
+    return tuple(lines)
+
+
+def _wrap(text: str, width: int = 30, lines: int = 2) -> list[str]:
+    """A reason on at most ``lines`` panel lines (the last one shortened with an ellipsis)."""
+    out = textwrap.wrap(text, width) or [""]
+    if len(out) > lines:
+        out = out[:lines]
+        out[-1] = out[-1][: width - 1].rstrip() + "\u2026"
+    return out
+
+
+_GAP = 4
+
+
+def _box_h(n_lines: int, line_h: int) -> float:
+    return line_h * n_lines + 6
+
+
+def _fit(entries: list[_Entry], line_h: int, height: int) -> list[_Entry]:
+    """Drop detail lines (keeping the first ``k``) until the boxes fit beside the image."""
+    for keep in (99, 3, 2, 1):
+        fitted = [dataclasses.replace(e, lines=e.lines[:keep]) for e in entries]
+        if sum(_box_h(len(e.lines), line_h) + _GAP for e in fitted) <= height:
+            return fitted
+    return fitted
+
+
+def _place(entries: list[_Entry], line_h: int, height: int) -> list[float]:
+    """Top y of each entry's text box: as near its body as possible, in body order, without overlaps."""
+    order = sorted(range(len(entries)), key=lambda i: entries[i].y)
+    heights = {i: _box_h(len(entries[i].lines), line_h) for i in order}
+    tops = {i: entries[i].y - heights[i] / 2 for i in order}
+    limit = float(height)
+    for i in reversed(order):  # from the bottom: stay inside the panel and above the next box
+        tops[i] = min(tops[i], limit - heights[i])
+        limit = tops[i] - _GAP
+    cursor = 0.0
+    for i in order:  # from the top: stay below 0 and below the previous box
+        tops[i] = max(tops[i], cursor)
+        cursor = tops[i] + heights[i] + _GAP
+    return [tops[i] for i in range(len(entries))]
+
+
+def _compose(
+    image: Image.Image,
+    title: str,
+    entries: list[_Entry],
+    legend: Sequence[tuple[tuple[int, int, int], str]],
+    view: PlaneView,
+    footnote: str = "Anterior left, head up. Outlines: each body's measured (mid-sagittal) section.",
+) -> Image.Image:
+    """Title bar + side panel (anterior side) + image + legend; draws leader lines and orientation marks."""
+    f_title, f_text, f_small = _font(17), _font(15), _font(13)
+    line_h = 18
+    w, h = image.size
+    legend_rows = math.ceil(len(legend) / 2) if legend else 0
+    legend_h = 12 + 20 * legend_rows + 22
+    canvas = Image.new("RGB", (_PANEL_W + w, _TITLE_H + h + legend_h), _PANEL_BG)
+    canvas.paste(image, (_PANEL_W, _TITLE_H))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((10, 8), title, fill=_TEXT, font=f_title)
+
+    # orientation marks and scale bar on the image
+    ox, oy = _PANEL_W, _TITLE_H
+    for text, (x, y) in (
+        ("A", (ox + 6, oy + h / 2)),
+        ("P", (ox + w - 16, oy + h / 2)),
+        ("S", (ox + w / 2, oy + 4)),
+        ("I", (ox + w / 2, oy + h - 20)),
+    ):
+        draw.text((x, y), text, fill=(255, 255, 0), font=f_text, stroke_width=2, stroke_fill=(0, 0, 0))
+    width_mm = w / view.px_per_mm
+    bar_mm = 50 if width_mm > 150 else 20 if width_mm > 60 else 10
+    bar_px = bar_mm * view.px_per_mm
+    bx, by = ox + w - bar_px - 12, oy + h - 12
+    draw.line([(bx, by), (bx + bar_px, by)], fill=_WHITE, width=3)
+    draw.text((bx + bar_px, by - 5), f"{bar_mm} mm", fill=_WHITE, font=f_small, anchor="rb", stroke_width=2,
+              stroke_fill=_BLACK)  # fmt: skip
+
+    entries = _fit(entries, line_h, h)
+    tops = _place(entries, line_h, h)
+    for e, top in zip(entries, tops, strict=True):
+        box_h = _box_h(len(e.lines), line_h)
+        y0 = oy + top
+        draw.rectangle([(6, y0), (10, y0 + box_h)], fill=e.colour)
+        for k, line in enumerate(e.lines):
+            draw.text(
+                (16, y0 + 3 + k * line_h),
+                line,
+                fill=_TEXT if k == 0 else _MUTED,
+                font=f_text if k == 0 else f_small,
+            )
+        draw.line([(_PANEL_W - 8, y0 + line_h / 2 + 3), (ox + e.x_anchor, oy + e.y)], fill=e.colour, width=1)
+
+    ly = _TITLE_H + h + 10
+    col_w = (canvas.width - 20) / 2
+    for k, (colour, text) in enumerate(legend):
+        x = 10 + (k % 2) * col_w
+        y = ly + (k // 2) * 20
+        draw.rectangle([(x, y + 3), (x + 12, y + 15)], fill=colour)
+        draw.text((x + 18, y + 1), text, fill=_TEXT, font=f_small)
+    draw.text(
+        (10, canvas.height - 18),
+        footnote,
+        fill=_MUTED,
+        font=f_small,
+    )
+    return canvas
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()
+
+
+def _series_title(report: Mapping[str, Any], used_as: str, fallback: str) -> str:
+    for s in report.get("series", []):
+        if s.get("used_as") == used_as:
+            desc = s.get("description") or fallback
+            return f"{desc} (series {s.get('series_number', '?')})"
+    return fallback
+
+
+def _outline_colour(v: Mapping[str, Any]) -> tuple[int, int, int]:
+    if v.get("is_sacrum"):
+        return SACRUM_COLOUR
+    g = v.get("genant_grade")
+    return GRADE_COLOURS.get(g if isinstance(g, int) else None, GRADE_COLOURS[None])
+
+
+def render_overlays(
+    anatomy: Volume,
+    segmentation: SegmentationResult,
+    report: Mapping[str, Any],
+    *,
+    stir: StirAssessment | None = None,
+) -> dict[str, bytes]:
+    """Draw the overlay pictures of a study.
+
+    Parameters
+    ----------
+    anatomy : Volume
+        The anatomy series (array ``(slice, row, col)``), on the same grid as ``segmentation.labels``.
+    segmentation : SegmentationResult
+        Label map and bodies.
+    report : mapping
+        The report (grades, heights, landmarks, STIR findings, eligibility decisions are read from it).
+    stir : StirAssessment, optional
+        With ``stir_on_grid`` (and ``edema_map``) on the anatomy grid: adds ``stir.png``.
+
+    Returns
+    -------
+    dict
+        File name -> PNG bytes: ``"sagittal.png"`` always, ``"stir.png"`` when STIR was resampled.
+    """
+    labels = segmentation.labels
+    if not anatomy.same_grid(labels):
+        raise PipelineError(
+            f"the label map of series {segmentation.series_uid} does not lie on the anatomy grid; "
+            "render the overlays with the volume the segmentation was made on"
+        )
+    view = PlaneView.for_volume(anatomy, around=labels.array > 0)
+    index = central_index(view, segmentation)
+    by_label = {int(v["label"]): v for v in report.get("vertebrae", [])}
+    decisions = decisions_by_label(report)
+    n_planes = anatomy.shape[view.through_axis]
+
+    outlines: dict[int, list[np.ndarray]] = {}
+    for vs in segmentation.vertebrae:
+        own = _through_index(view, vs, labels)
+        measured = (by_label.get(vs.label, {}).get("morphometry") or {}).get("measured_slice")
+        if view.through_axis == 0 and isinstance(measured, int) and 0 <= measured < labels.shape[0]:
+            own = measured  # the section the landmarks were measured on
+        outlines[vs.label] = _contours(view, view.plane(labels.array, own) == vs.label)
+
+    out: dict[str, bytes] = {}
+    img = _grey_image(view, anatomy.array, index)
+    draw = ImageDraw.Draw(img)
+    entries: list[_Entry] = []
+    for vs in segmentation.vertebrae:
+        v = by_label.get(
+            vs.label,
+            {"label": vs.label, "level": vs.level.value if vs.level else None, "is_sacrum": vs.is_sacrum},
+        )
+        colour = _outline_colour(v)
+        for c in outlines[vs.label]:
+            draw.line([tuple(p) for p in c], fill=colour, width=2, joint="curve")
+        _draw_landmarks(draw, view, labels, v)
+        cy, ax = _anchor(view, labels, vs, outlines[vs.label])
+        decision = decisions.get(vs.label)
+        entries.append(
+            _Entry(
+                vs.label,
+                cy,
+                ax,
+                DECISION_COLOURS[decision] if decision else colour,
+                _morph_lines(v, decision),
+            )
+        )
+    legend: list[tuple[tuple[int, int, int], str]] = [
+        (GRADE_COLOURS[0], "Genant 0 (normal)"),
+        (GRADE_COLOURS[1], "Genant 1 (mild)"),
+        (GRADE_COLOURS[2], "Genant 2 (moderate)"),
+        (GRADE_COLOURS[3], "Genant 3 (severe)"),
+        (GRADE_COLOURS[None], "not assessable"),
+        (SACRUM_COLOUR, "sacrum (reference)"),
+        (LANDMARK_COLOUR, "landmarks, Ha / Hm / Hp"),
+    ]
+    shown = sorted(set(decisions.values()), key=list(Decision).index)
+    legend += [(DECISION_COLOURS[d], f"decision: {d.text}") for d in shown]
+    title = f"{_series_title(report, 'anatomy', 'Sagittal anatomy')}  |  plane {index + 1}/{n_planes}"
+    out["sagittal.png"] = _png(_compose(img, title, entries, legend, view))
+    if n_planes >= 3:
+        out["planes.png"] = _png(_strip(anatomy, segmentation, by_label, index))
+
+    if stir is not None and stir.stir_on_grid is not None:
+        if not stir.stir_on_grid.same_grid(anatomy):
+            logger.warning("STIR volume is not on the anatomy grid; no STIR overlay drawn")
+            return {n: out[n] for n in ordered(list(out))}
+        simg = _grey_image(view, stir.stir_on_grid.array, index)
+        if stir.edema_map is not None and stir.edema_map.same_grid(anatomy):
+            edema = view.plane(stir.edema_map.array, index) > 0
+            if edema.any():
+                mask = Image.fromarray((edema * 150).astype(np.uint8), mode="L").resize(
+                    view.size, Image.Resampling.NEAREST
+                )
+                simg = Image.composite(Image.new("RGB", view.size, EDEMA_COLOUR), simg, mask)
+        sdraw = ImageDraw.Draw(simg)
+        sentries = []
+        for vs in segmentation.vertebrae:
+            v = by_label.get(vs.label, {"label": vs.label, "level": vs.level.value if vs.level else None})
+            s = v.get("stir") or {}
+            colour = (
+                EDEMA_COLOUR if s.get("edema") else GRADE_COLOURS[0] if s.get("edema") is False else GRADE_COLOURS[None]
+            )
+            for c in outlines[vs.label]:
+                sdraw.line([tuple(p) for p in c], fill=(230, 230, 230), width=1)
+            cy, ax = _anchor(view, labels, vs, outlines[vs.label])
+            sentries.append(_Entry(vs.label, cy, ax, colour, _stir_lines(v)))
+        slegend = [
+            (EDEMA_COLOUR, "oedema map (above threshold)"),
+            (GRADE_COLOURS[0], "no oedema"),
+            (GRADE_COLOURS[None], "not assessable"),
+            ((230, 230, 230), "body outline"),
+        ]
+        desc = _series_title(report, "stir", "STIR")
+        if stir.substitute is not None:
+            desc += f" - substitute: {stir.substitute.value}"
+        stitle = f"{desc} on the anatomy grid  |  plane {index + 1}/{n_planes}"
+        out["stir.png"] = _png(_compose(simg, stitle, sentries, slegend, view))
+    return {n: out[n] for n in ordered(list(out))}
+
+
+def _strip(
+    anatomy: Volume, segmentation: SegmentationResult, by_label: Mapping[int, Mapping[str, Any]], index: int
+) -> Image.Image:
+    """The central plane and its two neighbours side by side, with each plane's own body outlines."""
+    view = PlaneView.for_volume(anatomy, max_h=520, max_w=330, around=segmentation.labels.array > 0)
+    n = anatomy.shape[view.through_axis]
+    centre = min(max(index, 1), n - 2)
+    planes = (centre - 1, centre, centre + 1)
+    f_title, f_label = _font(16), _font(13)
+    w, h = view.size
+    gap = 8
+    canvas = Image.new("RGB", (3 * w + 4 * gap, _TITLE_H + h + 26), _PANEL_BG)
+    draw = ImageDraw.Draw(canvas)
+    draw.text((gap, 8), "Neighbouring planes: outlines of each plane's own bodies", fill=_TEXT, font=f_title)
+    level_of = {vs.label: vs for vs in segmentation.vertebrae}
+    for k, plane in enumerate(planes):
+        img = _grey_image(view, anatomy.array, plane)
+        d = ImageDraw.Draw(img)
+        labels2d = view.plane(segmentation.labels.array, plane)
+        for label in np.unique(labels2d[labels2d > 0]):
+            vs = level_of.get(int(label))
+            if vs is None:
+                continue
+            v = by_label.get(vs.label, {"label": vs.label, "is_sacrum": vs.is_sacrum})
+            contours = _contours(view, labels2d == label)
+            for c in contours:
+                d.line([tuple(p) for p in c], fill=_outline_colour(v), width=2)
+            pts = np.concatenate(contours)
+            name = vs.level.value if vs.level else f"#{vs.label}"
+            x, y = float(pts[:, 0].min()) - 4, float(pts[:, 1].mean())
+            d.text((x, y), name, fill=_WHITE, font=f_label, anchor="rm", stroke_width=2, stroke_fill=_BLACK)
+        x0 = gap + k * (w + gap)
+        canvas.paste(img, (x0, _TITLE_H))
+        caption = f"plane {plane + 1}/{n}" + ("  (shown above)" if plane == index else "")
+        draw.text((x0, _TITLE_H + h + 5), caption, fill=_MUTED, font=f_label)
+    return canvas
+
+
+def _anchor(view: PlaneView, labels: Volume, vs: Any, outline: list[np.ndarray]) -> tuple[float, float]:
+    """(y of the body centre, x of its anterior edge) in image pixels."""
+    centre = view.index_to_xy(labels.lps_to_index(np.asarray(vs.centroid_lps_mm)))[0]
+    if outline:
+        pts = np.concatenate(outline)
+        near = pts[np.abs(pts[:, 1] - centre[1]) <= max(3.0, view.px_v)]
+        x = float(near[:, 0].min()) if near.size else float(pts[:, 0].min())
+    else:
+        x = float(centre[0])
+    return float(centre[1]), x
+
+
+def _pair(landmarks: Mapping[str, Any], position: str) -> tuple[Any, Any] | None:
+    for sup, inf in (
+        (f"{position}_superior", f"{position}_inferior"),
+        (f"superior_{position}", f"inferior_{position}"),
+    ):
+        if landmarks.get(sup) is not None and landmarks.get(inf) is not None:
+            return landmarks[sup], landmarks[inf]
+    return None
+
+
+def _draw_landmarks(draw: ImageDraw.ImageDraw, view: PlaneView, labels: Volume, v: Mapping[str, Any]) -> None:
+    landmarks = ((v.get("morphometry") or {}).get("landmarks_lps_mm")) or {}
+    if not landmarks:
+        return
+    for position in ("anterior", "middle", "posterior"):
+        pair = _pair(landmarks, position)
+        if pair is None:
+            continue
+        (x0, y0), (x1, y1) = view.index_to_xy(labels.lps_to_index(np.asarray(pair, dtype=float)))
+        draw.line([(x0, y0), (x1, y1)], fill=LANDMARK_COLOUR, width=2)
+    for point in landmarks.values():
+        if point is None:
+            continue
+        x, y = view.index_to_xy(labels.lps_to_index(np.asarray(point, dtype=float)))[0]
+        draw.ellipse([(x - 3.5, y - 3.5), (x + 3.5, y + 3.5)], fill=LANDMARK_COLOUR, outline=(0, 0, 0))

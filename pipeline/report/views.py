@@ -1,0 +1,66 @@
+"""Read-only helpers over the report dictionary, shared by the overlay, HTML, SR and SC writers.
+
+The eligibility section is the rules stage's result (``configs/eligibility_result.schema.json``); it is read
+defensively: a missing or malformed key gives ``None`` / an empty list, never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+
+class Decision(StrEnum):
+    """Per-level eligibility decisions of the rules stage."""
+
+    CANDIDATE = "candidate"
+    CANDIDATE_WITH_CAUTIONS = "candidate_with_cautions"
+    CONTRAINDICATED = "contraindicated"
+    NOT_INDICATED = "not_indicated"
+    INDETERMINATE = "indeterminate"
+
+    @property
+    def text(self) -> str:
+        return self.value.replace("_", " ")
+
+    @classmethod
+    def parse(cls, value: Any) -> Decision | None:
+        if not isinstance(value, str):
+            return None
+        key = value.strip().lower().replace(" ", "_").replace("-", "_")
+        try:
+            return cls(key)
+        except ValueError:
+            return None
+
+
+def eligibility_levels(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The per-level entries of ``report["eligibility"]["levels"]`` (mappings only), or ``[]``."""
+    elig = report.get("eligibility")
+    levels = elig.get("levels") if isinstance(elig, Mapping) else None
+    return [e for e in levels if isinstance(e, Mapping)] if isinstance(levels, list) else []
+
+
+def decisions_by_label(report: Mapping[str, Any]) -> dict[int, Decision]:
+    """Eligibility decision per vertebra label (matched by ``label`` or else by level name)."""
+    label_of_level = {v.get("level"): v.get("label") for v in report.get("vertebrae", []) if v.get("level") is not None}
+    out: dict[int, Decision] = {}
+    for entry in eligibility_levels(report):
+        decision = Decision.parse(entry.get("decision"))
+        if decision is None:
+            continue
+        label = entry.get("label")
+        if not isinstance(label, int) or isinstance(label, bool):
+            label = label_of_level.get(entry.get("level"))
+        if isinstance(label, int):
+            out[label] = decision
+    return out
+
+
+def level_name(vertebra: Mapping[str, Any]) -> str:
+    """``"L1"``, ``"S1 (sacrum)"`` or ``"body 3 (level unknown)"``."""
+    level = vertebra.get("level")
+    if level is None:
+        return f"body {vertebra.get('label', '?')} (level unknown)"
+    return f"{level} (sacrum)" if vertebra.get("is_sacrum") and level != "S1" else str(level)

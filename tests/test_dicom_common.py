@@ -1,0 +1,55 @@
+"""The output UID rule and the DICOM output configuration."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from pipeline.config import parse_section
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.report.dicom_common import DicomOutputConfig, OutputIdentity
+
+UID_RE = re.compile(r"^[1-9][0-9]*(\.(0|[1-9][0-9]*))*$")
+BASE = OutputIdentity("1.2.3", "1.2.3.4", "0.1.0", "ab" * 32)
+
+
+def test_uids_are_valid_deterministic_and_depend_on_every_input():
+    uid = BASE.uid("SEG-instance")
+    assert UID_RE.match(uid) and len(uid) <= 64
+    assert uid == OutputIdentity("1.2.3", "1.2.3.4", "0.1.0", "ab" * 32).uid("SEG-instance")
+    variants = {
+        OutputIdentity("1.2.3.9", "1.2.3.4", "0.1.0", "ab" * 32).uid("SEG-instance"),  # other study
+        OutputIdentity("1.2.3", "1.2.3.5", "0.1.0", "ab" * 32).uid("SEG-instance"),  # other source series
+        OutputIdentity("1.2.3", "1.2.3.4", "0.2.0", "ab" * 32).uid("SEG-instance"),  # other version
+        OutputIdentity("1.2.3", "1.2.3.4", "0.1.0", "cd" * 32).uid("SEG-instance"),  # other configuration
+        BASE.uid("SR-instance"),  # other kind
+        BASE.uid("SEG-instance", "x"),  # other extra source
+    }
+    assert uid not in variants and len(variants) == 6
+    assert BASE.uid("SEG-instance", prefix="1.2.999.").startswith("1.2.999.")
+
+
+def test_identity_needs_a_report_with_a_segmentation():
+    report = {
+        "study": {"study_instance_uid": "1.2.3"},
+        "pipeline": {"version": "0.1.0", "config_sha256": "ab"},
+    }
+    with pytest.raises(PipelineError, match="no segmentation section"):
+        OutputIdentity.from_report(report)
+    report["segmentation"] = {"series_instance_uid": "1.2.3.4"}
+    assert OutputIdentity.from_report(report) == OutputIdentity("1.2.3", "1.2.3.4", "0.1.0", "ab")
+    with pytest.raises(PipelineError, match="build_report"):
+        OutputIdentity.from_report({})
+
+
+def test_config_section_parses_and_validates():
+    where = "configs/pipeline.yaml: dicom_outputs"
+    cfg = parse_section(DicomOutputConfig, {"manufacturer": "Hospital IT", "sr_series_number": 800}, where)
+    assert cfg.manufacturer == "Hospital IT" and cfg.sr_series_number == 800 and cfg.seg_series_number == 9901
+    with pytest.raises(ConfigError, match="seg_series_number must be a positive"):
+        parse_section(DicomOutputConfig, {"seg_series_number": 0}, where)
+    with pytest.raises(ConfigError, match="uid_prefix must end with"):
+        parse_section(DicomOutputConfig, {"uid_prefix": "1.2.3"}, where)
+    with pytest.raises(ConfigError, match="unknown field 'colour'"):
+        parse_section(DicomOutputConfig, {"colour": "red"}, where)

@@ -1,0 +1,212 @@
+"""HTML report: self-contained, escaped, no patient identity by default, renders in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from markupsafe import escape
+from PIL import Image
+
+from pipeline.report.html import render_html
+from pipeline.report.json_report import validate_report
+from pipeline.report.overlay import render_overlays
+from tests.report_fixtures import PATIENT_ID, PATIENT_NAME, make_case
+
+CHROMIUM = next(
+    (
+        p
+        for p in (shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium")
+        if p and Path(p).exists()
+    ),
+    None,
+)
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    return make_case(tmp_path_factory.mktemp("html"))
+
+
+@pytest.fixture(scope="module")
+def page(case):
+    overlays = render_overlays(case.anatomy, case.segmentation, case.report, stir=case.stir)
+    return render_html(case.report, overlays)
+
+
+def _esc(text: str) -> str:
+    return str(escape(text))  # as Jinja2 autoescape writes it
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    p = _Tags()
+    p.feed(html)
+    return p.tags
+
+
+def test_page_is_self_contained_with_valid_inline_pngs(page):
+    tags = _tags(page)
+    imgs = [a for t, a in tags if t == "img"]
+    assert len(imgs) == 3
+    for a in imgs:
+        src = a["src"] or ""
+        assert src.startswith("data:image/png;base64,")
+        img = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        img.verify()
+        assert a.get("alt")
+    # nothing is fetched: no external src/href, no stylesheet links, no scripts, no CSS url()
+    for t, a in tags:
+        for attr in ("src", "href"):
+            v = a.get(attr) or ""
+            assert not re.match(r"^(https?:|//|file:)", v), (t, attr, v)
+        assert t not in ("script", "link", "iframe")
+    assert "url(" not in page and "@import" not in page
+
+
+def test_no_patient_identity_unless_the_report_carries_it(case, page):
+    assert PATIENT_NAME not in page and PATIENT_NAME.replace("^", " ") not in page and PATIENT_ID not in page
+    report = {**case.report, "patient": {"name": "Doe^Jane", "id": "MRN-77"}}
+    validate_report(report)
+    shown = render_html(report, {})
+    assert "Doe^Jane" in shown and "MRN-77" in shown
+
+
+def test_text_from_inputs_is_escaped(case):
+    report = copy.deepcopy(case.report)
+    report["eligibility"]["levels"][1]["reasons"].append("<script>alert(1)</script>")
+    report["series"][0]["description"] = "SAG <b>T2</b>"
+    html = render_html(report, {})
+    assert "<script>" not in html and "<b>T2</b>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "SAG &lt;b&gt;T2&lt;/b&gt;" in html
+
+
+def test_not_assessable_is_shown_with_its_reason(page):
+    assert "inferior endplate cut by the field of view" in page  # L5 morphometry
+    assert "body cut by the field of view" in page  # L5 STIR
+    assert "CSF column not visible at this level" in page  # L3 posterior wall
+    # the L5 row never shows a height or a grade 0
+    l5 = page[page.index('<td class="level">L5') :]
+    l5 = l5[: l5.index("</tr>")]
+    assert "not assessable" in l5 and "0.0" not in l5
+
+
+def test_page_shows_decisions_trace_sources_and_disclaimer(case, page):
+    elig = case.report["eligibility"]
+    quote = next(c for c in elig["rule_catalogue"] if c["id"] == "indication.painful_acute_vcf")["sources"][0]["quote"]
+    for text in (
+        '<span class="decision candidate">candidate</span>',
+        "indication.painful_acute_vcf",
+        "001 Table 1, Indications",
+        _esc(quote),
+        _esc(elig["levels"][1]["reasons"][0]),
+        _esc(elig["plan"]["biopsy"]["sentence"]),
+        _esc(elig["disclaimer"]),
+        "supports a clinician&#39;s decision",
+        "41.7 %",
+        "7.0 / 12.0 / 12.0",
+        "2.35",
+        "42 %",
+        "only sagittal T2 covering the lumbar spine",
+        "L5 inferior endplate at the edge of the field of view",
+        "abab" * 16,
+    ):
+        assert text in page, text
+
+
+def test_imaging_only_page_lists_the_questions(tmp_path):
+    case = make_case(tmp_path, clinical=None)
+    html = render_html(case.report, {})
+    questions = case.report["eligibility"]["questions"]
+    assert questions and "For the clinician:" in html
+    for q in questions:
+        assert _esc(q["question"]) in html
+    assert "indeterminate" in html and "Not evaluable (missing inputs):" in html
+    assert "imaging only: no clinical inputs were given" in html
+
+
+def test_page_renders_without_stages_or_with_a_malformed_eligibility(case):
+    keys = ("schema_version", "pipeline", "study", "series", "outputs", "warnings", "timings_ms")
+    html = render_html({k: case.report[k] for k in keys}, {})
+    assert "Segmentation did not run" in html and "were not evaluated" in html
+    odd = {
+        **case.report,
+        "eligibility": {"levels": "garbled", "patient_rules": [1, {"rule": "x"}], "extra": {"a": [1]}},
+    }
+    html = render_html(odd, {})
+    assert "extra" in html and "a: 1" in html
+
+
+_PROBE = """<script>window.addEventListener('load', () => {
+  const imgs = [...document.images];
+  const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  const d = document.createElement('div'); d.id = 'img-probe'; d.style.display = 'none';
+  d.textContent = `images ${ok}/${imgs.length} widths ${imgs.map(i => i.naturalWidth).join(',')}`;
+  document.body.appendChild(d);
+});</script>"""
+
+
+@pytest.fixture(scope="module")
+def rendered(page, tmp_path_factory):
+    """One headless Chromium run: the DOM after load (with an image probe) and a 1280x2400 screenshot."""
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian package chromium; .ci/run installs it)")
+    tmp = tmp_path_factory.mktemp("chromium")
+    path = tmp / "report.html"
+    path.write_text(page.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
+    shot = tmp / "shot.png"
+    cmd = [
+        CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=5000",
+        "--run-all-compositor-stages-before-draw", "--window-size=1280,2400", f"--screenshot={shot}",
+        "--dump-dom", path.as_uri(),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    return proc, shot
+
+
+@pytest.mark.slow
+def test_chromium_loads_every_image(rendered):
+    proc, _shot = rendered
+    m = re.search(r'<div id="img-probe"[^>]*>images (\d+)/(\d+) widths ([\d,]+)</div>', proc.stdout)
+    assert m, proc.stderr[-2000:]
+    assert m.group(1) == m.group(2) == "3"
+    assert all(int(w) > 300 for w in m.group(3).split(","))
+
+
+@pytest.mark.slow
+def test_chromium_screenshot_is_a_real_page(rendered):
+    proc, shot = rendered
+    assert shot.exists(), f"chromium wrote no screenshot: {proc.stderr[-2000:]}"
+    img = np.asarray(Image.open(shot).convert("RGB"), dtype=float)
+    assert img.shape[:2] == (2400, 1280)
+    assert img.std() > 20  # not a blank page
+    # the dark header band (#1b2a3a) is at the top and the white page body below it
+    assert np.allclose(img[20, 100], (27, 42, 58), atol=12)
+    assert (img[400:2400, 60:1220] > 245).all(axis=2).mean() > 0.4
