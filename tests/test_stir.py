@@ -362,3 +362,64 @@ def test_cli_stir_writes_json_map_and_overlay(tmp_path, capsys):
     ]
     assert main(bad) == 1
     assert "cannot read image" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- end to end on the phantom
+@pytest.mark.slow
+def test_phantom_band_and_diffuse_end_to_end():
+    phantom = pytest.importorskip("pipeline.phantom")
+    from pipeline.model import Morphology
+
+    spec = phantom.PhantomSpec(
+        seed=21,
+        supersample=1,
+        slice_subsamples=2,
+        fractures=(
+            phantom.FractureSpec(
+                level=Level.L1,
+                kind=Morphology.WEDGE,
+                height_loss_pct=35,
+                edema=True,
+                edema_pattern=EdemaPattern.BAND,
+                edema_fraction=0.3,
+            ),
+            phantom.FractureSpec(
+                level=Level.T11,
+                kind=Morphology.NORMAL,
+                height_loss_pct=0,
+                edema=True,
+                edema_pattern=EdemaPattern.DIFFUSE,
+                edema_fraction=0.5,
+            ),
+            phantom.FractureSpec(level=Level.L3, kind=Morphology.CRUSH, height_loss_pct=30),  # chronic: no oedema
+        ),
+    )
+    ph = phantom.render_phantom(spec)
+    truth = {int(v["label"]): v for v in ph.truth["vertebrae"]}
+    seg = segmentation_from_label_map(ph.labels, ph.levels)
+    uid = ph.truth["study"]["frame_of_reference_uid"]
+    a = assess_stir(
+        ph.t2,
+        seg,
+        ph.stir,
+        cfg=load_stir_config(),
+        stir_frame_of_reference_uid=uid,
+        anatomy_frame_of_reference_uid=uid,
+        t1=ph.t1,
+        t1_frame_of_reference_uid=uid,
+        deformity={k: v["height_loss_pct"] >= 20 for k, v in truth.items()},
+    )
+    assert a.status == "measured"
+    f = _by_label(a)
+    by_level = {ph.levels[k]: k for k in ph.levels}
+    for k, v in truth.items():
+        assert f[k].edema is bool(v["edema"]["present"]), (v["level"], f[k].reason)
+    band, diffuse, chronic = by_level[Level.L1], by_level[Level.T11], by_level[Level.L3]
+    assert f[band].pattern is EdemaPattern.BAND and f[diffuse].pattern is EdemaPattern.DIFFUSE
+    assert f[band].t1_agrees is True and f[diffuse].t1_agrees is True and f[chronic].t1_agrees is True
+    assert f[band].confidence > 0.8 and f[diffuse].confidence > 0.8
+    assert band not in a.reference_labels and diffuse not in a.reference_labels and chronic not in a.reference_labels
+    # the oedema map lies on the true oedema: most mapped voxels are truly oedematous (partial volume aside)
+    mapped = a.edema_map.array > 0
+    true_edema = np.isin(ph.edema.array, [band, diffuse])
+    assert mapped.sum() > 0 and (mapped & true_edema).sum() / mapped.sum() > 0.6

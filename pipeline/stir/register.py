@@ -370,8 +370,10 @@ def _crop(v: Volume, box: tuple[slice, slice, slice]) -> Volume:
 def _box_covering(v: Volume, other: Volume, margin_mm: float) -> tuple[slice, slice, slice]:
     """Index box of ``v`` covering ``other``'s extent (same physical frame) plus ``margin_mm``; the whole of
     ``v`` when they do not overlap (registration will then fail with a clear message)."""
-    corners = np.array([[i, j, k] for i in (0, other.shape[0] - 1) for j in (0, other.shape[1] - 1)
-                        for k in (0, other.shape[2] - 1)], dtype=float)
+    corners = np.array(
+        [[i, j, k] for i in (0, other.shape[0] - 1) for j in (0, other.shape[1] - 1) for k in (0, other.shape[2] - 1)],
+        dtype=float,
+    )
     idx = v.lps_to_index(other.index_to_lps(corners))
     pad = margin_mm / np.asarray(v.spacing_mm)
     lo = np.floor(idx.min(axis=0) - pad).astype(int)
