@@ -1,0 +1,514 @@
+"""Assemble the whole synthetic patient from a :class:`PhantomSpec`: column, canal, posterior elements,
+soft tissue, and the sagittal field of view.
+
+Everything lives in DICOM patient coordinates (LPS mm). The column lies in the sagittal plane
+``x = x0`` (a few mm off the slab centre), bodies are chained from the sacrum (see
+:mod:`pipeline.phantom.column`), and the chain is then rotated so that the line from the most cranial
+labelled body to S1 leans a few degrees (upper end posterior), as on a supine scan.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.levels import Level
+from pipeline.model import EdemaPattern, Morphology
+from pipeline.phantom.canal import CanalPainter
+from pipeline.phantom.column import (
+    BodyDims,
+    BodyShape,
+    Deformation,
+    EdemaModel,
+    Frame2D,
+    PlacedBody,
+    PlacedDisc,
+    place_by_superior_rim,
+    solve_deformation,
+    stack_down,
+    stack_up,
+)
+from pipeline.phantom.posterior import posterior_elements, sacral_posterior
+from pipeline.phantom.primitives import Painter, smooth_noise_3d
+from pipeline.phantom.soft import ColumnProfile, build_soft_tissue
+from pipeline.phantom.spec import FractureSpec, PhantomSpec
+
+# Mean adult dimensions (mm): posterior rim height, Ha/Hp ratio, AP depth, width.
+# Thoracic bodies are slightly wedged (kyphosis), L5 is taller anteriorly (lordosis).
+_BODY_TABLE: dict[str, tuple[float, float, float, float]] = {
+    "T1": (15.5, 0.95, 17.0, 27.0),
+    "T2": (16.5, 0.94, 18.0, 27.0),
+    "T3": (17.0, 0.93, 19.5, 27.5),
+    "T4": (17.5, 0.92, 21.0, 28.0),
+    "T5": (18.0, 0.92, 22.5, 29.0),
+    "T6": (18.8, 0.92, 24.0, 30.5),
+    "T7": (19.5, 0.92, 25.0, 32.0),
+    "T8": (20.2, 0.92, 26.0, 33.5),
+    "T9": (20.8, 0.93, 27.0, 35.5),
+    "T10": (21.5, 0.93, 28.0, 38.0),
+    "T11": (22.5, 0.94, 29.0, 40.0),
+    "T12": (23.5, 0.95, 30.5, 42.0),
+    "L1": (24.5, 0.97, 32.0, 44.0),
+    "L2": (25.3, 0.99, 33.0, 46.0),
+    "L3": (25.8, 1.00, 34.0, 48.0),
+    "L4": (25.8, 1.01, 34.0, 49.5),
+    "L5": (24.8, 1.08, 33.0, 50.0),
+}
+# Disc below each level: (posterior, anterior) height in mm.
+_DISC_TABLE: dict[str, tuple[float, float]] = {
+    **{f"T{i}": (3.8, 4.4) for i in range(1, 10)},
+    "T10": (4.2, 4.8),
+    "T11": (4.5, 5.4),
+    "T12": (5.0, 6.4),
+    "L1": (6.0, 8.6),
+    "L2": (6.6, 10.0),
+    "L3": (7.0, 11.4),
+    "L4": (7.4, 12.4),
+    "L5": (6.6, 12.6),
+}
+# Bony canal half sizes (AP, LR) in mm at each level.
+_CANAL_TABLE: dict[str, tuple[float, float]] = {
+    **{f"T{i}": (7.4, 8.2) for i in range(1, 10)},
+    "T10": (7.5, 8.6),
+    "T11": (7.6, 9.2),
+    "T12": (7.9, 9.8),
+    "L1": (8.3, 10.4),
+    "L2": (8.5, 11.0),
+    "L3": (8.6, 11.4),
+    "L4": (8.8, 12.0),
+    "L5": (9.0, 12.8),
+    "S1": (7.0, 12.5),
+    "S2": (5.5, 10.0),
+    "S3": (4.5, 8.0),
+    "S4": (3.6, 6.0),
+    "S5": (3.0, 5.0),
+}
+_SACRAL = ("S2", "S3", "S4", "S5", "Co1", "Co2")
+
+
+@dataclass
+class SagittalGeometry:
+    """The sagittal series grid (shared by T1, T2, STIR and the label map)."""
+
+    origin_lps: tuple[float, float, float]
+    axes_lps: np.ndarray  # (3, 3): slice -> patient right, row -> feet, col -> posterior
+    spacing_mm: tuple[float, float, float]
+    shape: tuple[int, int, int]
+
+
+@dataclass
+class Anatomy:
+    """The assembled phantom patient."""
+
+    spec: PhantomSpec
+    x0: float
+    bodies: dict[str, PlacedBody]  # every built body by name (T9, L1, S1, S2, Co1, ...)
+    labelled: list[PlacedBody]  # cranial -> caudal, label = index + 1
+    discs: list[PlacedDisc]
+    canal: CanalPainter
+    painters: list[Painter]  # in paint order
+    grid: SagittalGeometry
+    canal_ap_mm: dict[str, float]  # expected bony canal AP diameter per level
+    profile: ColumnProfile
+    partial_levels: list[str] = field(default_factory=list)  # visible but unlabelled bodies
+
+
+def _rngs(seed: int) -> dict[str, np.random.Generator]:
+    names = ("column", "soft", "bowel", "texture", "noise", "fov", "lesions")
+    children = np.random.SeedSequence([seed, 0x5B1E]).spawn(len(names))
+    return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
+
+
+def build_anatomy(spec: PhantomSpec) -> Anatomy:
+    """Build the geometric model of the patient described by ``spec`` (no pixels yet)."""
+    rng = _rngs(spec.seed)
+    rc = rng["column"]
+    k_size = rc.uniform(0.94, 1.06)
+    k_canal = rc.uniform(0.92, 1.08)
+    sacral_slope = math.radians(rc.uniform(33.0, 44.0))
+    chord_tilt = math.radians(rc.uniform(2.0, 7.0))
+    x0 = float(rc.uniform(-2.5, 2.5))
+
+    # two bodies above the labelled range (for the top of the image), and always T10 and below (soft tissue
+    # landmarks such as the diaphragm, crura and psoas are placed relative to T10..L5)
+    top_build = min(spec.top_level.offset(-2) or Level.T1, Level.T10, key=lambda lv: lv.ordinal)
+    chain = [lv.value for lv in Level if top_build.ordinal <= lv.ordinal <= Level.L5.ordinal]
+
+    # ---- body shapes (random draws happen for every level, fractured or not, so a fracture never
+    # changes the rest of the patient)
+    dims: dict[str, BodyDims] = {}
+    for name in chain:
+        hp, ratio, depth, width = _BODY_TABLE[name]
+        j = rc.uniform(0.97, 1.03, size=3)
+        thoracic = name.startswith("T")
+        conc = rc.uniform(0.4, 0.8, size=2) if thoracic else rc.uniform(0.5, 1.0, size=2)
+        hp_ = hp * k_size * j[0]
+        dims[name] = BodyDims(
+            depth_mm=depth * k_size * j[1],
+            width_mm=width * k_size * j[2],
+            hp_rim_mm=hp_,
+            ha_rim_mm=hp_ * (ratio + rc.normal(0.0, 0.012)),
+            concavity_sup_mm=float(conc[0]),
+            concavity_inf_mm=float(conc[1]),
+            posterior_concavity_mm=float(rc.uniform(0.8, 1.5)),
+            cortex_mm=float(rc.uniform(1.0, 1.3)),
+        )
+    l5 = dims["L5"]
+    s1_hp = 23.5 * k_size * rc.uniform(0.96, 1.04)
+    dims["S1"] = BodyDims(
+        depth_mm=l5.depth_mm * rc.uniform(0.95, 1.0),
+        width_mm=l5.width_mm * 0.94,
+        hp_rim_mm=s1_hp,
+        ha_rim_mm=s1_hp * rc.uniform(1.04, 1.10),
+        concavity_sup_mm=float(rc.uniform(0.4, 0.8)),
+        concavity_inf_mm=0.0,
+        posterior_concavity_mm=1.0,
+        cortex_mm=1.1,
+        lateral_cortex=False,
+        inf_cortex=False,
+    )
+    s1 = dims["S1"]
+    sac_scale = {
+        "S2": (0.84, 0.78, 0.82),
+        "S3": (0.70, 0.58, 0.70),
+        "S4": (0.56, 0.44, 0.58),
+        "S5": (0.46, 0.34, 0.48),
+        "Co1": (0.34, 0.26, 0.40),
+        "Co2": (0.28, 0.20, 0.32),
+    }
+    for name, (kd, kw, kh) in sac_scale.items():
+        d_ = s1.depth_mm * kd
+        hp_ = s1.hp_rim_mm * kh
+        wedge = math.radians(rc.uniform(9.0, 14.0) if name.startswith("S") else 16.0)
+        dims[name] = BodyDims(
+            depth_mm=d_,
+            width_mm=s1.width_mm * kw,
+            hp_rim_mm=hp_,
+            ha_rim_mm=max(hp_ - d_ * math.tan(wedge), 0.45 * hp_),
+            concavity_sup_mm=0.0,
+            concavity_inf_mm=0.0,
+            posterior_concavity_mm=0.6,
+            cortex_mm=1.0,
+            lateral_cortex=name.startswith("Co"),
+            sup_cortex=name.startswith("Co"),
+            inf_cortex=name.startswith("Co") or name == "S5",
+        )
+    discs: dict[str, tuple[float, float, bool]] = {}
+    degeneration_p = {"L3": 0.2, "L4": 0.4, "L5": 0.45}
+    for name in chain:
+        post, ant = _DISC_TABLE[name]
+        k = k_size * rc.uniform(0.9, 1.1)
+        degen = rc.uniform() < degeneration_p.get(name, 0.0)
+        kd = rc.uniform(0.55, 0.8)
+        if degen:
+            k *= kd
+        ant = post + (ant - post) * spec.lordosis_scale
+        discs[name] = (post * k, ant * k, bool(degen))
+    hemangioma_level = chain[int(rc.integers(len(chain)))] if rc.uniform() < 0.35 else None
+    hem_pos = rc.uniform(-0.5, 0.5, size=3)
+    conus_offset = rc.uniform(-1.0, 1.3)
+
+    # ---- fractures
+    deform: dict[str, Deformation] = {}
+    for fxs in spec.fractures:
+        name = fxs.level.value
+        deform[name] = solve_deformation(
+            dims[name], fxs.kind, fxs.height_loss_pct, fxs.retropulsion_mm, where=f"fracture at {name}"
+        )
+    shapes = {name: BodyShape(d, deform.get(name, Deformation())) for name, d in dims.items()}
+
+    # ---- chain in the sagittal plane, (y, z) with anterior = -y
+    frames: dict[str, Frame2D] = {}
+    e_s1 = np.array([-math.cos(sacral_slope), -math.sin(sacral_slope)])  # posterior -> anterior, descending
+    frames["S1"] = place_by_superior_rim(shapes["S1"], np.zeros(2), e_s1)
+    below = "S1"
+    for name in reversed(chain):
+        post, ant, _ = discs[name]
+        frames[name] = stack_up(shapes[below], frames[below], post, ant, shapes[name])
+        below = name
+    above = "S1"
+    for name in _SACRAL:
+        gap = 2.2 if name.startswith("Co") else 1.6
+        frames[name] = stack_down(shapes[above], frames[above], gap, gap, shapes[name])
+        above = name
+    # global orientation and position
+    top_name = spec.top_level.value
+    chord = frames[top_name].centre - frames["S1"].centre
+    want = math.atan2(math.cos(chord_tilt), math.sin(chord_tilt))
+    turn = want - math.atan2(chord[1], chord[0])
+    pivot = frames["S1"].centre.copy()
+    rf = rng["fov"]
+    mid_target = np.array([rf.uniform(35.0, 55.0), rf.uniform(-70.0, -10.0)])
+    frames = {n: f.rotated(pivot, turn) for n, f in frames.items()}
+    shift = mid_target - 0.5 * (frames[top_name].centre + frames["S1"].centre)
+    for f in frames.values():
+        f.centre = f.centre + shift
+
+    # ---- placed bodies
+    rt = rng["texture"]
+    labelled_names = [lv.value for lv in spec.labelled_levels]
+    bodies: dict[str, PlacedBody] = {}
+    lesion_rng = rng["lesions"]
+    for name, frame in frames.items():
+        label = labelled_names.index(name) + 1 if name in labelled_names else 0
+        fat_noise = smooth_noise_3d(rt, 9, (3.5, 9.0))
+        fx: FractureSpec | None = spec.fracture_at(Level(name)) if name in Level.__members__ else None
+        edema = None
+        sclerosis = 0.0
+        e_noise_band = smooth_noise_3d(lesion_rng, 3, (10.0, 22.0))
+        e_noise_diffuse = smooth_noise_3d(lesion_rng, 6, (9.0, 20.0))
+        if fx is not None and fx.edema:
+            both = fx.kind in (Morphology.BICONCAVE,)
+            noise = e_noise_band if fx.edema_pattern is EdemaPattern.BAND else e_noise_diffuse
+            edema = EdemaModel(fx.edema_pattern, threshold=0.0, both_endplates=both, noise=noise)
+        elif fx is not None and fx.kind is not Morphology.NORMAL:
+            sclerosis = 1.6
+        hem = None
+        if name == hemangioma_level and fx is None:
+            s = shapes[name]
+            hem = (
+                float(hem_pos[0] * s.D * 0.4),
+                float(hem_pos[1] * s.dims.hp_rim_mm * 0.3),
+                float(hem_pos[2] * s.Wh * 0.5),
+                float(rt.uniform(3.0, 5.5)),
+            )
+        bodies[name] = PlacedBody(
+            name=name,
+            shape=shapes[name],
+            frame=frame,
+            x0=x0,
+            label=label,
+            edema=edema,
+            fat_noise=fat_noise,
+            fat_threshold=float(rt.uniform(0.9, 1.2)),
+            sclerosis_mm=sclerosis,
+            hemangioma=hem,
+            vein=name in Level.__members__,
+        )
+    from pipeline.phantom.truth import solve_edema_thresholds  # local import: truth uses anatomy types
+
+    solve_edema_thresholds(bodies, spec)
+
+    # ---- discs
+    disc_list: list[PlacedDisc] = []
+    order = chain + ["S1"]
+    for upper, lower in zip(order[:-1], order[1:], strict=True):
+        disc_list.append(
+            PlacedDisc(
+                below=bodies[lower],
+                above=bodies[upper],
+                x0=x0,
+                degenerated=discs[upper][2],
+                cleft=not upper.startswith("T"),
+            )
+        )
+    sac_order = ["S1", *_SACRAL]
+    for upper, lower in zip(sac_order[:-1], sac_order[1:], strict=True):
+        disc_list.append(
+            PlacedDisc(
+                below=bodies[lower],
+                above=bodies[upper],
+                x0=x0,
+                fused=upper.startswith("S"),
+                bulge=0.02,
+                remnant=0.3 if upper == "S1" else 0.15,
+            )
+        )
+
+    # ---- canal
+    canal, canal_ap, conus_name = _build_canal(bodies, order, discs, x0, k_canal, conus_offset, rc)
+
+    # ---- posterior elements
+    post_painters, ligament_painters, tips = posterior_elements(bodies, order, discs, _CANAL_TABLE, k_canal)
+    sacral_painters, sacral_tips = sacral_posterior(bodies, _CANAL_TABLE, k_canal)
+    tips.extend(sacral_tips)
+
+    # ---- soft tissue
+    profile = _column_profile(bodies, order + list(_SACRAL), disc_list, tips, x0)
+    soft = build_soft_tissue(rng["soft"], rng["bowel"], profile, spec)
+
+    grid, partial = _field_of_view(spec, bodies, labelled_names, profile, rng["fov"])
+
+    painters: list[Painter] = [
+        *soft,
+        *ligament_painters,
+        *post_painters,
+        *sacral_painters,
+        canal,
+        *disc_list,
+        *[bodies[n] for n in _SACRAL],
+        *[bodies[n] for n in reversed(order)],
+    ]
+    labelled = [bodies[n] for n in labelled_names]
+    return Anatomy(
+        spec=spec,
+        x0=x0,
+        bodies=bodies,
+        labelled=labelled,
+        discs=disc_list,
+        canal=canal,
+        painters=painters,
+        grid=grid,
+        canal_ap_mm=canal_ap,
+        profile=profile,
+        partial_levels=partial,
+    )
+
+
+# --------------------------------------------------------------------------- canal
+def _build_canal(
+    bodies: dict[str, PlacedBody],
+    order: list[str],
+    discs: dict,
+    x0: float,
+    k_canal: float,
+    conus_offset: float,
+    rng: np.random.Generator,
+) -> tuple[CanalPainter, dict[str, float], str]:
+    pts: list[np.ndarray] = []
+    prof: dict[str, list[float]] = {
+        k: [] for k in ("bony_ap", "bony_lr", "sac_ap", "sac_lr", "sac_shift", "cord_ap", "cord_lr")
+    }
+    index_of: dict[str, float] = {}
+    names = order + ["S2", "S3", "S4", "S5"]
+    canal_ap: dict[str, float] = {}
+
+    def add(point: np.ndarray, ac: float, bc: float, name: str) -> None:
+        pts.append(point)
+        thoracic = name.startswith("T")
+        sacral = name.startswith("S")
+        sac_ap = ac - (0.8 if thoracic else 1.8 if not sacral else 2.2)
+        sac_lr = bc - 2.5
+        prof["bony_ap"].append(ac)
+        prof["bony_lr"].append(bc)
+        prof["sac_ap"].append(max(sac_ap, 0.5))
+        prof["sac_lr"].append(max(sac_lr, 0.5))
+        prof["sac_shift"].append(max(sac_ap, 0.5) - ac + 0.3)
+        big = name in ("T11", "T12", "L1")
+        prof["cord_ap"].append(4.2 if big else 3.8)
+        prof["cord_lr"].append(5.2 if big else 4.7)
+
+    def wall_mid(body: PlacedBody) -> tuple[np.ndarray, np.ndarray]:
+        s = body.shape
+        up = s.u_at(1.0)
+        vm = 0.5 * float(s.v_sup(np.array(up), np.array(0.0)) + s.v_inf(np.array(up), np.array(0.0)))
+        return body.frame.to_world(np.array([up, vm])), -body.frame.u
+
+    first = bodies[names[0]]
+    p, back = wall_mid(first)
+    ac, bc = (v * k_canal for v in _CANAL_TABLE[names[0]])
+    add(p + back * ac + first.frame.v * 30.0, ac, bc, names[0])
+    for i, name in enumerate(names):
+        body = bodies[name]
+        ac, bc = (v * k_canal for v in _CANAL_TABLE[name])
+        p, back = wall_mid(body)
+        index_of[name] = float(len(pts))
+        add(p + back * ac, ac, bc, name)
+        canal_ap[name] = 2.0 * ac
+        if i + 1 < len(names):
+            nxt = bodies[names[i + 1]]
+            a1 = body.frame.to_world(body.shape.inf_rim()[1])
+            a2 = nxt.frame.to_world(nxt.shape.sup_rim()[1])
+            ac2, bc2 = (v * k_canal for v in _CANAL_TABLE[names[i + 1]])
+            back2 = -(body.frame.u + nxt.frame.u) / np.linalg.norm(body.frame.u + nxt.frame.u)
+            acm, bcm = 0.5 * (ac + ac2), 0.5 * (bc + bc2)
+            add(0.5 * (a1 + a2) + back2 * (acm + 0.4), acm, bcm, name)
+    pts_arr = np.array(pts)
+    conus_idx = index_of["L1"] + conus_offset
+    sac_end = index_of["S2"]
+    roots = []
+    lumbar_idx = [index_of[n] for n in ("L2", "L3", "L4", "L5", "S1", "S2")]
+    for _ in range(10):
+        roots.append(
+            (
+                float(rng.uniform(-0.1, 0.75)),
+                float(rng.choice([-1, 1]) * rng.uniform(0.1, 0.75)),
+                float(rng.uniform(0.5, 0.8)),
+                float(rng.choice(lumbar_idx)) + 0.5,
+            )
+        )
+    canal = CanalPainter(pts_arr, x0, {k: np.array(v) for k, v in prof.items()}, conus_idx, sac_end, roots)
+    conus_level = min(index_of, key=lambda n: abs(index_of[n] - conus_idx))
+    return canal, canal_ap, conus_level
+
+
+# --------------------------------------------------------------------------- profiles and field of view
+def _column_profile(
+    bodies: dict[str, PlacedBody],
+    names: list[str],
+    discs: list[PlacedDisc],
+    tips: list[np.ndarray],
+    x0: float,
+) -> ColumnProfile:
+    ant, post, centre = [], [], []
+    for name in names:
+        b = bodies[name]
+        s = b.shape
+        for frac in np.linspace(-0.45, 0.45, 5):
+            v = frac * s.dims.hp_rim_mm
+            ant.append(b.frame.to_world(np.array([s.D / 2, v])))
+            post.append(b.frame.to_world(np.array([-s.D / 2, v])))
+        centre.append(b.frame.centre)
+    for disc in discs:
+        ant.append(disc.centre + disc.u_d * disc.depth / 2)
+        post.append(disc.centre - disc.u_d * disc.depth / 2)
+    level_centres = {n: bodies[n].frame.centre.copy() for n in names}
+    level_half_width = {n: bodies[n].shape.Wh for n in names}
+    level_depth = {n: bodies[n].shape.D for n in names}
+    tip_yz = np.array([[t[1], t[2]] for t in tips])
+    return ColumnProfile.from_points(
+        np.array(ant), np.array(post), tip_yz, level_centres, level_half_width, level_depth, x0
+    )
+
+
+def _field_of_view(
+    spec: PhantomSpec,
+    bodies: dict[str, PlacedBody],
+    labelled: list[str],
+    profile: ColumnProfile,
+    rng: np.random.Generator,
+) -> tuple[SagittalGeometry, list[str]]:
+    sp = spec.pixel_spacing_mm
+    margin_top = rng.uniform(11.0, 18.0)
+    top_body = bodies[labelled[0]]
+    z_top = float(top_body.hi[2]) - 2.0 + margin_top  # hi includes a 2 mm pad above the rim
+    rows = spec.rows
+    if not spec.include_sacrum:
+        below = spec.bottom_level.offset(1)
+        assert below is not None
+        z_bottom = float(bodies[below.value].frame.centre[1])
+        rows = int(math.ceil((z_top - z_bottom) / sp))
+    fov_h = rows * sp
+    if spec.include_sacrum:
+        need = z_top - (float(bodies["S1"].lo[2]) + 2.0 - 8.0)
+        if need > fov_h:
+            raise ConfigError(
+                f"phantom field of view too small: {spec.top_level.value}..S1 needs {need:.0f} mm of rows "
+                f"but rows x pixel_spacing_mm = {fov_h:.0f} mm; increase rows or pixel_spacing_mm, "
+                f"or lower top_level"
+            )
+    # AP: centre the body if it fits, else keep the back in view
+    z_mid = z_top - fov_h / 2
+    y_ant = float(profile.skin_ant(np.array([z_mid]))[0])
+    y_post = float(profile.skin_post(np.array([z_mid]))[0])
+    fov_w = spec.cols * sp
+    if y_post - y_ant + 20 <= fov_w:
+        y_front = 0.5 * (y_ant + y_post) - fov_w / 2 + rng.uniform(-8, 8)
+    else:
+        y_front = y_post + 0.06 * fov_w - fov_w
+    pitch = spec.slice_pitch_mm
+    n = spec.n_slices
+    axes = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    origin = (pitch * (n - 1) / 2.0, y_front + sp / 2, z_top - sp / 2)
+    grid = SagittalGeometry(origin_lps=origin, axes_lps=axes, spacing_mm=(pitch, sp, sp), shape=(n, rows, spec.cols))
+    # visible unlabelled bodies (partly in the field of view)
+    z_bot = z_top - fov_h
+    partial = [
+        name
+        for name, b in bodies.items()
+        if name not in labelled and b.hi[2] > z_bot and b.lo[2] < z_top and name in Level.__members__
+    ]
+    return grid, partial

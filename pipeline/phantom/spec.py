@@ -1,0 +1,426 @@
+"""What to generate: fracture and phantom specifications (frozen, validated on construction).
+
+A :class:`PhantomSpec` fully determines a phantom: rendering the same spec twice gives identical
+pixels, labels, truth and DICOM UIDs. :func:`parse_fracture` turns the command-line syntax
+``LEVEL:KIND:LOSS[:edema=PATTERN[:FRACTION]][:retro=MM]`` into a :class:`FractureSpec`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from enum import Enum, StrEnum
+from typing import Any, TypeVar
+
+from pipeline.errors import ConfigError
+from pipeline.levels import Level
+from pipeline.model import EdemaPattern, Morphology
+
+#: Version of the generator's geometry/contrast model. Bump when pixels or truth change for a given spec.
+GENERATOR_VERSION = "1.0"
+
+#: Largest height loss the generator can build (a vertebra plana keeps ~15 % of its height).
+MAX_HEIGHT_LOSS_PCT = 85.0
+#: Largest posterior-wall retropulsion (mm) into the canal.
+MAX_RETROPULSION_MM = 8.0
+#: Default oedema fraction used when ``edema=True`` but no fraction is given, per pattern.
+DEFAULT_EDEMA_FRACTION = {EdemaPattern.BAND: 0.30, EdemaPattern.DIFFUSE: 0.60}
+
+_FRACTURABLE = tuple(lv for lv in Level if lv.region in ("thoracic", "lumbar")) + (Level.S1,)
+
+
+class Vendor(StrEnum):
+    """Scanner vendor whose naming style, header conventions and protocol physics are imitated."""
+
+    SIEMENS = "siemens"
+    GE = "ge"
+    PHILIPS = "philips"
+    CANON = "canon"
+
+
+@dataclass(frozen=True)
+class FractureSpec:
+    """One abnormal vertebral body.
+
+    Parameters
+    ----------
+    level : Level
+        Which body (T1..L5 or S1).
+    kind : Morphology
+        ``WEDGE`` (anterior height loss), ``BICONCAVE`` (middle loss, both endplates concave) or
+        ``CRUSH`` (uniform loss of the whole body). ``NORMAL`` with ``height_loss_pct=0`` gives a body
+        of normal shape, e.g. to carry marrow oedema without collapse (bone bruise, infiltration).
+    height_loss_pct : float
+        ``100 * (1 - min(Ha, Hm, Hp) / reference_height)``, 0..85 (see :mod:`pipeline.phantom.truth`).
+        Reproduced exactly by the geometry (solved numerically).
+    edema : bool
+        Marrow oedema present (acute/subacute fracture); ``False`` for a chronic fracture.
+    edema_pattern : EdemaPattern
+        ``BAND`` (subchondral band under the fractured endplate(s)) or ``DIFFUSE`` (patchy, whole body).
+    edema_fraction : float
+        Share of the body's volume (cortex included) that is oedematous, 0..1. ``0`` with ``edema=True``
+        means "use the pattern's default" (:data:`DEFAULT_EDEMA_FRACTION`).
+    retropulsion_mm : float
+        Posterior bulge of the posterior wall into the spinal canal (mid-sagittal, mm), 0..8.
+    """
+
+    level: Level
+    kind: Morphology
+    height_loss_pct: float
+    edema: bool = False
+    edema_pattern: EdemaPattern = EdemaPattern.BAND
+    edema_fraction: float = 0.0
+    retropulsion_mm: float = 0.0
+
+    def __post_init__(self) -> None:
+        level = _level(self.level, "fracture level")
+        object.__setattr__(self, "level", level)
+        object.__setattr__(self, "kind", _enum(Morphology, self.kind, f"fracture at {level.value}: kind"))
+        object.__setattr__(
+            self,
+            "edema_pattern",
+            _enum(EdemaPattern, self.edema_pattern, f"fracture at {level.value}: edema_pattern"),
+        )
+        object.__setattr__(self, "height_loss_pct", float(self.height_loss_pct))
+        object.__setattr__(self, "edema_fraction", float(self.edema_fraction))
+        object.__setattr__(self, "retropulsion_mm", float(self.retropulsion_mm))
+        where = f"fracture at {level.value}"
+        if level not in _FRACTURABLE:
+            raise ConfigError(f"{where}: only thoracic, lumbar and S1 bodies can be fractured")
+        if self.kind not in (Morphology.WEDGE, Morphology.BICONCAVE, Morphology.CRUSH, Morphology.NORMAL):
+            raise ConfigError(f"{where}: kind must be wedge, biconcave, crush or normal, got {self.kind.value}")
+        if not 0.0 <= self.height_loss_pct <= MAX_HEIGHT_LOSS_PCT:
+            raise ConfigError(
+                f"{where}: height_loss_pct must be in 0..{MAX_HEIGHT_LOSS_PCT:g}, got {self.height_loss_pct:g}"
+            )
+        if self.kind is Morphology.NORMAL and self.height_loss_pct != 0.0:
+            raise ConfigError(f"{where}: kind 'normal' means no collapse; use height_loss_pct=0 or a fracture kind")
+        if self.kind is not Morphology.NORMAL and self.height_loss_pct < 10.0:
+            raise ConfigError(
+                f"{where}: a {self.kind.value} fracture needs height_loss_pct >= 10 (below that the shape is "
+                f"within physiological variation); use kind 'normal' with 0 for oedema without collapse"
+            )
+        if self.edema_pattern not in (EdemaPattern.BAND, EdemaPattern.DIFFUSE):
+            raise ConfigError(f"{where}: edema_pattern must be band or diffuse, got {self.edema_pattern.value}")
+        if not 0.0 <= self.edema_fraction <= 0.8:
+            raise ConfigError(
+                f"{where}: edema_fraction must be in 0..0.8 (the cortex is never oedematous), "
+                f"got {self.edema_fraction:g}"
+            )
+        if not self.edema and self.edema_fraction > 0:
+            raise ConfigError(f"{where}: edema_fraction={self.edema_fraction:g} given but edema=False")
+        if self.edema and self.edema_fraction == 0.0:
+            object.__setattr__(self, "edema_fraction", DEFAULT_EDEMA_FRACTION[self.edema_pattern])
+        if not 0.0 <= self.retropulsion_mm <= MAX_RETROPULSION_MM:
+            raise ConfigError(
+                f"{where}: retropulsion_mm must be in 0..{MAX_RETROPULSION_MM:g}, got {self.retropulsion_mm:g}"
+            )
+        if self.kind is Morphology.NORMAL and not self.edema and self.retropulsion_mm == 0:
+            raise ConfigError(f"{where}: a 'normal' entry without oedema or retropulsion changes nothing; remove it")
+
+    @property
+    def acute(self) -> bool:
+        """Oedema present (an acute or subacute fracture / marrow lesion)."""
+        return self.edema
+
+
+@dataclass(frozen=True)
+class PhantomSpec:
+    """Everything that determines a synthetic study.
+
+    Geometry: sagittal slices run from the patient's left to right (array axis 0), rows head to feet,
+    columns anterior to posterior; the slab is centred on the field of view (the spine's mid-plane is
+    a few mm off-centre, seed-dependent, as in real positioning).
+
+    Parameters
+    ----------
+    seed : int
+        Controls every random choice (anatomy variation, bowel, noise, bias field, UIDs).
+    top_level : Level
+        Most cranial vertebral body that is fully inside the field of view and labelled. The body above
+        is partly visible but not labelled.
+    include_sacrum : bool
+        ``True``: the field of view reaches down to the sacrum; S1 is labelled (last label) and flagged.
+        ``False``: the field of view ends in the middle of the body below ``bottom_level`` (with the default
+        L4, the sacrum is not seen); ``rows`` is then derived from the anatomy.
+    bottom_level : Level
+        Most caudal labelled body when ``include_sacrum=False`` (ignored otherwise).
+    fractures : tuple of FractureSpec
+        At most one per level.
+    n_slices, slice_thickness_mm, slice_gap_mm : int, float, float
+        Sagittal slab: slice pitch is thickness + gap.
+    pixel_spacing_mm, rows, cols : float, int, int
+        In-plane grid (square pixels). The field of view (rows x spacing) must cover the labelled
+        column plus margins, else construction fails with the size needed.
+    supersample : int
+        In-plane sub-samples per pixel side (partial volume); 2 is plenty.
+    slice_subsamples : int
+        Sub-planes across the slice thickness (partial volume through the slice).
+    noise_pct : float
+        Rician noise sigma as a percentage of the brightest tissue of each sequence (STIR uses 1.6x).
+    bias_pct : float
+        Peak-to-peak amplitude of the smooth multiplicative bias field (percent), on top of the
+        posterior-coil fall-off.
+    lordosis_scale : float
+        Multiplies the lumbar disc wedge angles (1.0 = average supine lordosis).
+    vendor : Vendor
+        Naming and header style of the DICOM series (see :mod:`pipeline.phantom.vendors`).
+    include_axial_t2, include_localizer : bool
+        Also render an oblique axial T2 stack (parallel to the L4/L5 disc, 4 mm slices, 192 mm field of view)
+        and a 3-plane localizer (9 images).
+    axial_n_slices, axial_matrix : int
+        Size of the axial stack.
+    patient_name, patient_id : str
+        Synthetic identifiers; defaults ``PHANTOM^SEED<seed>`` and ``PH-<seed>``.
+    patient_sex, patient_age_years : str, int
+    study_description : str
+    """
+
+    seed: int = 0
+    top_level: Level = Level.T10
+    include_sacrum: bool = True
+    bottom_level: Level = Level.L4
+    fractures: tuple[FractureSpec, ...] = ()
+    n_slices: int = 15
+    slice_thickness_mm: float = 4.0
+    slice_gap_mm: float = 0.4
+    pixel_spacing_mm: float = 0.85
+    rows: int = 384
+    cols: int = 384
+    supersample: int = 2
+    slice_subsamples: int = 4
+    noise_pct: float = 2.0
+    bias_pct: float = 20.0
+    lordosis_scale: float = 1.0
+    vendor: Vendor = Vendor.SIEMENS
+    include_axial_t2: bool = False
+    include_localizer: bool = False
+    axial_n_slices: int = 18
+    axial_matrix: int = 256
+    patient_name: str = ""
+    patient_id: str = ""
+    patient_sex: str = "O"
+    patient_age_years: int = 67
+    study_description: str = ""
+
+    def __post_init__(self) -> None:
+        top = _level(self.top_level, "top_level")
+        bottom = _level(self.bottom_level, "bottom_level")
+        object.__setattr__(self, "top_level", top)
+        object.__setattr__(self, "bottom_level", bottom)
+        object.__setattr__(self, "vendor", _enum(Vendor, self.vendor, "vendor"))
+        object.__setattr__(self, "fractures", tuple(self.fractures))
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if top.region not in ("thoracic", "lumbar") or top.ordinal > Level.L4.ordinal:
+            raise ConfigError(f"top_level must be between T1 and L4, got {top.value}")
+        bad_bottom = bottom.region not in ("thoracic", "lumbar") or bottom.ordinal <= top.ordinal
+        if not self.include_sacrum and bad_bottom:
+            raise ConfigError(
+                f"bottom_level must be a thoracic/lumbar level below top_level {top.value}, got {bottom.value}"
+            )
+        last = Level.S1 if self.include_sacrum else bottom
+        seen: set[Level] = set()
+        for fx in self.fractures:
+            if not isinstance(fx, FractureSpec):
+                raise ConfigError(f"fractures must be FractureSpec objects, got {type(fx).__name__}")
+            if fx.level in seen:
+                raise ConfigError(f"two fracture entries for {fx.level.value}; give one per level")
+            seen.add(fx.level)
+            if not top.ordinal <= fx.level.ordinal <= last.ordinal:
+                raise ConfigError(
+                    f"fracture at {fx.level.value} is outside the labelled range {top.value}..{last.value}; "
+                    f"change top_level / include_sacrum or the fracture level"
+                )
+        if not 3 <= self.n_slices <= 64:
+            raise ConfigError(f"n_slices must be 3..64, got {self.n_slices}")
+        if not 1.0 <= self.slice_thickness_mm <= 10.0:
+            raise ConfigError(f"slice_thickness_mm must be 1..10, got {self.slice_thickness_mm}")
+        if not 0.0 <= self.slice_gap_mm <= 5.0:
+            raise ConfigError(f"slice_gap_mm must be 0..5, got {self.slice_gap_mm}")
+        if not 0.3 <= self.pixel_spacing_mm <= 2.0:
+            raise ConfigError(f"pixel_spacing_mm must be 0.3..2.0, got {self.pixel_spacing_mm}")
+        if not (64 <= self.rows <= 1024 and 64 <= self.cols <= 1024):
+            raise ConfigError(f"rows and cols must be 64..1024, got {self.rows}x{self.cols}")
+        if not 1 <= self.supersample <= 4 or not 1 <= self.slice_subsamples <= 8:
+            raise ConfigError("supersample must be 1..4 and slice_subsamples 1..8")
+        if not 0.0 <= self.noise_pct <= 20.0 or not 0.0 <= self.bias_pct <= 80.0:
+            raise ConfigError("noise_pct must be 0..20 and bias_pct 0..80")
+        if not 0.0 <= self.lordosis_scale <= 2.0:
+            raise ConfigError(f"lordosis_scale must be 0..2, got {self.lordosis_scale}")
+        if not (1 <= self.axial_n_slices <= 64 and 32 <= self.axial_matrix <= 512):
+            raise ConfigError("axial_n_slices must be 1..64 and axial_matrix 32..512")
+        if self.patient_sex not in ("F", "M", "O"):
+            raise ConfigError(f"patient_sex must be F, M or O, got {self.patient_sex!r}")
+        if not 18 <= self.patient_age_years <= 110:
+            raise ConfigError(f"patient_age_years must be 18..110, got {self.patient_age_years}")
+        if not self.patient_name:
+            object.__setattr__(self, "patient_name", f"PHANTOM^SEED{self.seed}")
+        if not self.patient_id:
+            object.__setattr__(self, "patient_id", f"PH-{self.seed:04d}")
+        if not self.study_description:
+            object.__setattr__(self, "study_description", "MR SPINE THORACOLUMBAR (SYNTHETIC PHANTOM)")
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def small(cls, **overrides: Any) -> PhantomSpec:
+        """A coarse, fast phantom for unit tests (same anatomy and truth definitions, ~1/5 of the voxels).
+
+        11 sagittal slices of 4 mm, 192 x 192 pixels of 1.7 mm (the default field of view), 2 sub-planes
+        across each slice. Any field can be overridden, e.g. ``PhantomSpec.small(seed=3, fractures=(...))``.
+        """
+        base: dict[str, Any] = dict(rows=192, cols=192, pixel_spacing_mm=1.7, n_slices=11, slice_subsamples=2)
+        base.update(overrides)
+        return cls(**base)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def slice_pitch_mm(self) -> float:
+        """Centre-to-centre distance of adjacent slices (thickness + gap)."""
+        return self.slice_thickness_mm + self.slice_gap_mm
+
+    @property
+    def labelled_levels(self) -> tuple[Level, ...]:
+        """Levels that get a label, cranial to caudal (S1 last when the sacrum is included)."""
+        last = Level.S1 if self.include_sacrum else self.bottom_level
+        return tuple(lv for lv in Level if self.top_level.ordinal <= lv.ordinal <= last.ordinal)
+
+    def fracture_at(self, level: Level) -> FractureSpec | None:
+        for fx in self.fractures:
+            if fx.level is level:
+                return fx
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready description (enums as their values); :func:`spec_from_json` inverts it."""
+        return _jsonable(dataclasses.asdict(self))
+
+    def canonical(self) -> str:
+        """Stable text form used to derive deterministic UIDs."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+
+def _level(value: object, what: str) -> Level:
+    if isinstance(value, Level):
+        return value
+    try:
+        return Level.parse(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def _enum(cls: type[E], value: object, what: str) -> E:
+    try:
+        return cls(value)
+    except ValueError:
+        raise ConfigError(f"{what}: {value!r} is not one of {', '.join(str(m.value) for m in cls)}") from None
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def spec_from_json(data: dict[str, Any]) -> PhantomSpec:
+    """Inverse of :meth:`PhantomSpec.to_json` (e.g. to re-render the spec recorded in a truth.json)."""
+    d = dict(data)
+    d["fractures"] = tuple(FractureSpec(**fx) for fx in d.get("fractures", ()))
+    return PhantomSpec(**d)
+
+
+_KINDS = {
+    "wedge": Morphology.WEDGE,
+    "biconcave": Morphology.BICONCAVE,
+    "crush": Morphology.CRUSH,
+    "normal": Morphology.NORMAL,
+    "none": Morphology.NORMAL,
+}
+
+FRACTURE_SYNTAX = (
+    "LEVEL:KIND:LOSS[:edema=band|diffuse[:FRACTION]][:retro=MM], e.g. L1:wedge:35:edema=band:0.4, "
+    "T12:crush:72:retro=3, L3:biconcave:30:edema=diffuse, L2:normal:0:edema=diffuse:0.5 "
+    "(KIND is wedge, biconcave, crush or normal; LOSS is the height loss in percent; "
+    "FRACTION is the oedematous share of the body, 0-0.8)"
+)
+
+
+def parse_fracture(text: str) -> FractureSpec:
+    """Parse the command-line fracture syntax (see :data:`FRACTURE_SYNTAX`).
+
+    Raises
+    ------
+    ConfigError
+        With the offending text, what is wrong and the expected syntax.
+    """
+
+    def fail(why: str) -> ConfigError:
+        return ConfigError(f"--fracture {text!r}: {why}. Expected {FRACTURE_SYNTAX}")
+
+    parts = [p.strip() for p in text.strip().split(":")]
+    if len(parts) < 3 or not all(parts):
+        raise fail("need at least LEVEL:KIND:LOSS")
+    try:
+        level = Level.parse(parts[0])
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    kind = _KINDS.get(parts[1].lower())
+    if kind is None:
+        raise fail(f"unknown kind {parts[1]!r}")
+    try:
+        loss = float(parts[2].rstrip("%"))
+    except ValueError:
+        raise fail(f"height loss {parts[2]!r} is not a number") from None
+    edema = False
+    pattern = EdemaPattern.BAND
+    fraction = 0.0
+    retro = 0.0
+    i = 3
+    while i < len(parts):
+        key, sep, value = parts[i].partition("=")
+        key = key.lower()
+        if key in ("edema", "oedema"):
+            if not sep or value.lower() not in ("band", "diffuse", "none"):
+                raise fail(f"{parts[i]!r}: edema must be band, diffuse or none")
+            edema = value.lower() != "none"
+            if edema:
+                pattern = EdemaPattern(value.lower())
+            if i + 1 < len(parts) and "=" not in parts[i + 1]:
+                try:
+                    fraction = float(parts[i + 1])
+                except ValueError:
+                    raise fail(f"oedema fraction {parts[i + 1]!r} is not a number") from None
+                i += 1
+        elif key in ("fraction", "frac"):
+            try:
+                fraction = float(value)
+            except ValueError:
+                raise fail(f"oedema fraction {value!r} is not a number") from None
+        elif key in ("retro", "retropulsion"):
+            try:
+                retro = float(value)
+            except ValueError:
+                raise fail(f"retropulsion {value!r} is not a number (mm)") from None
+        else:
+            raise fail(f"unknown option {parts[i]!r}")
+        i += 1
+    try:
+        return FractureSpec(
+            level,
+            kind,
+            loss,
+            edema=edema,
+            edema_pattern=pattern,
+            edema_fraction=fraction,
+            retropulsion_mm=retro,
+        )
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
