@@ -14,7 +14,7 @@ from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Substitute
 from pipeline.stir import NOT_AVAILABLE_REASON, StirConfig, assess_stir, load_stir_config
 from pipeline.stir.labelmap import segmentation_from_label_map
-from pipeline.stir.measure import erode_mm
+from pipeline.stir.measure import classify_pattern, erode_mm
 from pipeline.stir.overlay import overlay_rgb
 from pipeline.volume import Volume
 
@@ -270,6 +270,21 @@ def test_erosion_is_in_mm_and_anisotropy_aware(spacing, expected):
     out = erode_mm(mask, spacing, (2.5, 2.5, 2.5))
     idx = np.argwhere(out)
     assert tuple(int(x) for x in idx.max(axis=0) - idx.min(axis=0) + 1) == expected
+
+
+@pytest.mark.parametrize(
+    ("thirds", "expected"),
+    [
+        ((1.0, 0.3, 0.0), EdemaPattern.BAND),  # under the superior endplate
+        ((0.0, 0.2, 0.9), EdemaPattern.BAND),  # under the inferior endplate
+        ((0.9, 0.1, 0.8), EdemaPattern.BAND),  # under both (biconcave)
+        ((0.9, 0.9, 0.8), EdemaPattern.DIFFUSE),
+        ((0.41, 0.45, 0.13), EdemaPattern.DIFFUSE),  # patchy: the middle is the most involved
+        ((0.5, 0.4, 0.3), EdemaPattern.DIFFUSE),  # far third still more than half as involved
+    ],
+)
+def test_pattern_from_thirds(thirds, expected):
+    assert classify_pattern(thirds, 0.5) is expected
 
 
 # --------------------------------------------------------------------------- config

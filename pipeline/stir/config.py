@@ -102,7 +102,7 @@ class DecisionConfig:
     threshold_k_sd: float = field(default=3.0, metadata={"range": (1.0, 10.0), "clinical": True})
     threshold_floor_fluid_fraction: float = field(default=0.15, metadata={"range": (0.0, 1.0), "clinical": True})
     edema_fraction_min: float = field(default=0.10, metadata={"range": (0.01, 1.0), "clinical": True})
-    band_far_to_near_max: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    band_far_to_near_max: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # see measure.classify_pattern
     t1_min_drop: float = field(default=0.10, metadata={"range": (0.0, 1.0), "clinical": True})
     t1_min_voxels: int = field(default=30, metadata={"range": (1, None)})
 

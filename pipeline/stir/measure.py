@@ -602,9 +602,22 @@ def measure_body(
         sel = (rel >= lo) & (rel < hi)
         thirds.append(float(sup[sel].mean()) if sel.any() else 0.0)
     top, mid, bot = thirds
-    if not edema:
-        pattern = EdemaPattern.NONE
-    else:
-        near, far = max(top, bot), min(top, bot)
-        pattern = EdemaPattern.BAND if min(mid, far) <= dcfg.band_far_to_near_max * near else EdemaPattern.DIFFUSE
+    pattern = classify_pattern((top, mid, bot), dcfg.band_far_to_near_max) if edema else EdemaPattern.NONE
     return BodyMeasurement(sample.label, ratio, frac, edema, pattern, supra, (top, mid, bot))
+
+
+def classify_pattern(thirds: tuple[float, float, float], far_to_near_max: float) -> EdemaPattern:
+    """Band vs diffuse from the supra-threshold share in the superior / middle / inferior third.
+
+    Band under one endplate: involvement falls away from that endplate (near >= middle >= far) and the far
+    third holds at most ``far_to_near_max`` of the near third's share. Bands under both endplates
+    (biconcave): the middle third holds at most ``far_to_near_max`` of the less involved endplate third.
+    Anything else is diffuse.
+    """
+    top, mid, bot = thirds
+    near, far = max(top, bot), min(top, bot)
+    if near <= 0:
+        return EdemaPattern.DIFFUSE
+    single = near >= mid >= far and far <= far_to_near_max * near
+    double = mid <= far_to_near_max * far
+    return EdemaPattern.BAND if single or double else EdemaPattern.DIFFUSE
