@@ -226,6 +226,9 @@ class StirFinding:
     confidence: float  # 0..1
     reason: str
     t1_agrees: bool | None = None
+    t1_ratio: float | None = None  # T1 of the probed voxels / T1 of neighbouring normal marrow
+    thirds: tuple[float, float, float] | None = None  # supra-threshold share in superior / middle / inferior third
+    eroded_volume_mm3: float | None = None  # marrow volume actually sampled
 
 
 @dataclass(frozen=True)
@@ -243,3 +246,11 @@ class StirAssessment:
     warnings: tuple[str, ...] = ()
     stir_on_grid: Volume | None = None  # STIR resampled onto the anatomy grid, for overlays
     edema_map: Volume | None = None  # uint8 mask of supra-threshold voxels inside bodies
+    registration_correction_mm: float | None = None  # mean body-centroid shift applied by registration
+    registration_matrix_lps: tuple[tuple[float, ...], ...] | None = None  # 4x4, anatomy LPS mm -> STIR LPS mm
+    reference_method: str = ""  # how normal marrow was found
+    reference_labels: tuple[int, ...] = ()  # bodies forming the normal-marrow reference
+    reference_plausible: bool | None = None  # False: prior used (all bodies abnormal?), low confidence
+    reference_to_fluid_ratio: float | None = None  # normal marrow / canal fluid (flat-field units)
+    threshold_to_fluid_ratio: float | None = None  # voxel oedema threshold / canal fluid
+    fluid_profile_labels: tuple[int, ...] = ()  # levels whose canal fluid entered the flat field
