@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydicom import dcmread
+from pydicom.filereader import read_file_meta_info
 from pynetdicom import AE
 from pynetdicom.sop_class import MRImageStorage, Verification
 
@@ -53,8 +53,8 @@ def store_files(
     ae = AE(ae_title=calling)
     syntaxes: dict[str, set[str]] = {}
     for f in files:
-        ds = dcmread(f, stop_before_pixels=True)
-        syntaxes.setdefault(str(ds.SOPClassUID), set()).add(str(ds.file_meta.TransferSyntaxUID))
+        meta = read_file_meta_info(f)
+        syntaxes.setdefault(str(meta.MediaStorageSOPClassUID), set()).add(str(meta.TransferSyntaxUID))
     for sop, ts in syntaxes.items():
         ae.add_requested_context(sop, sorted(ts))
     assoc = ae.associate("127.0.0.1", port, ae_title=called)

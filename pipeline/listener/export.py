@@ -134,6 +134,8 @@ def send_stow(dest: Destination, paths: Sequence[Path]) -> dict[Path, str | None
         logger.warning("export to %s: %s", dest.name, msg)
         results.update({p: msg for p in datasets})
         return results
+    finally:
+        session.close()
     results.update(stow_results(datasets, response, status_code))
     return results
 
