@@ -75,3 +75,20 @@ def make_small_study(out: Path, *, seed: int = 5, patient_name: str = "", patien
 
     spec = PhantomSpec.small(seed=seed, patient_name=patient_name, patient_id=patient_id)
     return write_study(render_phantom(spec), out)
+
+
+def dcmtk_tool(name: str) -> str | None:
+    """Path of DCMTK's ``name`` (echoscu, storescu), never pynetdicom's look-alike scripts on the PATH."""
+    import shutil
+    import subprocess
+
+    for candidate in (f"/usr/bin/{name}", shutil.which(name)):
+        if not candidate or not Path(candidate).is_file():
+            continue
+        try:
+            out = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if "$dcmtk:" in out:
+            return candidate
+    return None
