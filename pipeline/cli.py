@@ -600,9 +600,13 @@ def _cmd_listen(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    import pydicom.config
+
     from pipeline.listener import serve
 
     cfg = _listener_config(args)
+    # Value validation warnings quote the offending value (a patient name, say) into the log: not in this service.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
