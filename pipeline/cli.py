@@ -664,7 +664,9 @@ def _add_queue(sub: argparse._SubParsersAction) -> None:
     pp = qs.add_parser("purge", help="delete a study's images, results and state")
     pp.add_argument("study_uid", nargs="?", metavar="STUDY_UID")
     pp.add_argument("--done", action="store_true", help="every finished study whose results were all delivered ...")
-    pp.add_argument("--older-than-days", type=float, default=None, metavar="N", help="... finished more than N days ago")
+    pp.add_argument(
+        "--older-than-days", type=float, default=None, metavar="N", help="... finished more than N days ago"
+    )
     pp.add_argument("--force", action="store_true", help="also purge a study that is still arriving or running")
     p.set_defaults(handler=_cmd_queue)
 
@@ -675,10 +677,7 @@ def _cmd_queue(args: argparse.Namespace) -> int:
     from pipeline.listener import load_listener_config, operations
     from pipeline.listener.state import StudyStatus
 
-    if args.spool is not None:
-        spool_dir = args.spool
-    else:
-        spool_dir = load_listener_config(args.config).spool_dir
+    spool_dir = args.spool if args.spool is not None else load_listener_config(args.config).spool_dir
     spool, state = operations.open_state(spool_dir)
     try:
         if args.queue_command == "list":

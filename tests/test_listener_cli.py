@@ -19,8 +19,15 @@ RETRY = dict(retry_backoff_s=1.0, retry_backoff_max_s=1.0)
 
 def _add(db: StateDB, study: str, n: int, t: float) -> None:
     db.record_instance(
-        study_uid=study, series_uid=f"{study}.9", sop_uid=f"{study}.9.{n}", sop_class_uid="1.2", path=f"/x/{study}/{n}",
-        sha256="s", size_bytes=1, calling_ae="PACS", now=t,
+        study_uid=study,
+        series_uid=f"{study}.9",
+        sop_uid=f"{study}.9.{n}",
+        sop_class_uid="1.2",
+        path=f"/x/{study}/{n}",
+        sha256="s",
+        size_bytes=1,
+        calling_ae="PACS",
+        now=t,
     )
 
 
@@ -32,13 +39,29 @@ def spool(tmp_path: Path) -> Path:
         _add(db, s, 1, 100.0)
     db.start_run(DONE, 200.0)
     db.finish_run(
-        DONE, ok=True, error=None, out_dir="/o", runtime_s=3.0, now=210.0, max_attempts=3,
-        exports=[ExportItem("pacs", "/o/sr.dcm", "sr"), ExportItem("pacs", "/o/seg.dcm", "seg")], **RETRY,
+        DONE,
+        ok=True,
+        error=None,
+        out_dir="/o",
+        runtime_s=3.0,
+        now=210.0,
+        max_attempts=3,
+        exports=[ExportItem("pacs", "/o/sr.dcm", "sr"), ExportItem("pacs", "/o/seg.dcm", "seg")],
+        **RETRY,
     )
     rows = db.due_exports(1e12)
     db.export_done({rows[0].id: None, rows[1].id: "association rejected"}, now=220.0, max_attempts=1, **RETRY)
     db.start_run(DEAD, 200.0)
-    db.finish_run(DEAD, ok=False, error="failed: no sagittal series", out_dir=None, runtime_s=1.0, now=201.0, max_attempts=1, **RETRY)
+    db.finish_run(
+        DEAD,
+        ok=False,
+        error="failed: no sagittal series",
+        out_dir=None,
+        runtime_s=1.0,
+        now=201.0,
+        max_attempts=1,
+        **RETRY,
+    )
     db.close()
     return spool.root
 
@@ -95,8 +118,15 @@ def test_reconcile_records_files_the_database_missed(tmp_path: Path) -> None:
     for k, f in zip(keys[:2], files[:2], strict=True):
         st = spool.store(k, f.read_bytes())
         db.record_instance(
-            study_uid=k.study_uid, series_uid=k.series_uid, sop_uid=k.sop_uid, sop_class_uid=k.sop_class_uid,
-            path=str(st.path), sha256=st.sha256, size_bytes=st.size_bytes, calling_ae="PACS", now=100.0,
+            study_uid=k.study_uid,
+            series_uid=k.series_uid,
+            sop_uid=k.sop_uid,
+            sop_class_uid=k.sop_class_uid,
+            path=str(st.path),
+            sha256=st.sha256,
+            size_bytes=st.size_bytes,
+            calling_ae="PACS",
+            now=100.0,
         )
     for k, f in zip(keys[2:], files[2:], strict=True):
         spool.store(k, f.read_bytes())
@@ -105,12 +135,24 @@ def test_reconcile_records_files_the_database_missed(tmp_path: Path) -> None:
     garbage = InstanceKey(keys[0].study_uid, keys[0].series_uid, "1.2.3.999")
     spool.store(garbage, b"not a dicom file")
     db.record_instance(
-        study_uid=keys[0].study_uid, series_uid="1.9", sop_uid="1.9.9", sop_class_uid="1.2", path="/gone.dcm",
-        sha256="s", size_bytes=1, calling_ae="PACS", now=100.0,
+        study_uid=keys[0].study_uid,
+        series_uid="1.9",
+        sop_uid="1.9.9",
+        sop_class_uid="1.2",
+        path="/gone.dcm",
+        sha256="s",
+        size_bytes=1,
+        calling_ae="PACS",
+        now=100.0,
     )
     counts = reconcile(spool, db, now=500.0)
     assert counts == {
-        "temp_removed": 1, "recorded": 2, "forgotten": 1, "quarantined": 1, "requeued": 0, "receiving": 1,
+        "temp_removed": 1,
+        "recorded": 2,
+        "forgotten": 1,
+        "quarantined": 1,
+        "requeued": 0,
+        "receiving": 1,
     }
     row = db.get_study(keys[0].study_uid)
     assert (row.status, row.n_instances, row.n_quarantined, row.stable_since) == (StudyStatus.RECEIVING, 4, 1, 500.0)

@@ -50,7 +50,10 @@ def test_defaults_and_overrides(tmp_path: Path) -> None:
         ({"access": ALLOW, "export": {"destinations": [{"name": "w", "kind": "stow", "url": "ftp://x"}]}}, "url"),
         ({"access": ALLOW, "export": {"destinations": [{"name": "w", "kind": "ftp"}]}}, "must be one of"),
         (
-            {"access": ALLOW, "export": {"destinations": [{"name": "p", "kind": "stow", "url": "http://x", "send": ["pdf"]}]}},
+            {
+                "access": ALLOW,
+                "export": {"destinations": [{"name": "p", "kind": "stow", "url": "http://x", "send": ["pdf"]}]},
+            },
             "send",
         ),
         (

@@ -96,7 +96,9 @@ class StorePeer:
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_small_study(tmp_path_factory.mktemp("e2e") / "s", seed=21, patient_name=CANARY_NAME, patient_id=CANARY_ID)
+    return make_small_study(
+        tmp_path_factory.mktemp("e2e") / "s", seed=21, patient_name=CANARY_NAME, patient_id=CANARY_ID
+    )
 
 
 @pytest.fixture
@@ -170,7 +172,8 @@ def test_orthanc_round_trip_cstore_and_stow(tmp_path: Path, listeners: list[List
         assert seg.StudyInstanceUID == sr.StudyInstanceUID == study_uid
         assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == anatomy_uid
         evidence = {
-            s.SeriesInstanceUID for item in sr.CurrentRequestedProcedureEvidenceSequence
+            s.SeriesInstanceUID
+            for item in sr.CurrentRequestedProcedureEvidenceSequence
             for s in item.ReferencedSeriesSequence
         }
         assert anatomy_uid in evidence and seg.SeriesInstanceUID in evidence
@@ -200,7 +203,9 @@ def test_destination_down_then_back(tmp_path: Path, small: Path, listeners: list
         tmp_path / "spool",
         processing=FAST,
         export={
-            "destinations": [{"name": "pacs", "ae_title": "RESULTS", "host": "127.0.0.1", "port": port, "timeout_s": 5}],
+            "destinations": [
+                {"name": "pacs", "ae_title": "RESULTS", "host": "127.0.0.1", "port": port, "timeout_s": 5}
+            ],
             "retry_backoff_s": 0.5,
             "retry_backoff_max_s": 1.0,
         },
@@ -246,7 +251,7 @@ def test_late_series_triggers_one_rerun_with_the_same_output_uids(
         report2 = json.loads((cfg.spool_dir / "results" / uid / "report.json").read_text())
         assert report1["segmentation"]["series_instance_uid"] == report2["segmentation"]["series_instance_uid"]
         # Same study, source series, version and configuration: same SOP Instance UIDs, so the PACS replaces them.
-        assert sorted(peer.received[len(sent1):]) == sent1
+        assert sorted(peer.received[len(sent1) :]) == sent1
         assert [o.status for o in outbox(cfg.spool_dir, uid)] == ["delivered"] * 4
     finally:
         peer.close()
@@ -340,7 +345,13 @@ def test_kill_9_during_cstore_loses_nothing_acknowledged_and_processes_once(
         uid = _uid(small)
         acknowledged: list[Path] = []
         ae = AE(ae_title=TEST_AET)
-        for sop, ts in {(str(dcmread(f, stop_before_pixels=True).SOPClassUID), str(dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID)) for f in files}:
+        for sop, ts in {
+            (
+                str(dcmread(f, stop_before_pixels=True).SOPClassUID),
+                str(dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID),
+            )
+            for f in files
+        }:
             ae.add_requested_context(sop, [ts])
         assoc = ae.associate("127.0.0.1", proc.port, ae_title="SPINEAI")
         assert assoc.is_established

@@ -141,9 +141,7 @@ class _StorePeer:
         self.calling: list[str] = []
         ae = AE(ae_title="PACS")
         ae.add_supported_context(MRImageStorage)
-        self.server = ae.start_server(
-            ("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)]
-        )
+        self.server = ae.start_server(("127.0.0.1", 0), block=False, evt_handlers=[(evt.EVT_C_STORE, self._store)])
         self.port = int(self.server.server_address[1])
 
     def _store(self, event: object) -> int:

@@ -69,7 +69,20 @@ def test_dcmtk_storescu_study(scp: tuple[int, Spool, StateDB], study: Path) -> N
     port, spool, state = scp
     storescu = _tool("storescu")
     r = subprocess.run(
-        [storescu, "-aet", "STORESCU", "-aec", "SPINEAI", "+sd", "+r", "+sp", "*.dcm", "127.0.0.1", str(port), str(study)],
+        [
+            storescu,
+            "-aet",
+            "STORESCU",
+            "-aec",
+            "SPINEAI",
+            "+sd",
+            "+r",
+            "+sp",
+            "*.dcm",
+            "127.0.0.1",
+            str(port),
+            str(study),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

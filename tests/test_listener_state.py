@@ -35,7 +35,9 @@ def add(db: StateDB, n: int, t: float, *, study: str = S, sha: str = "a", series
 
 def finish(db: StateDB, ok: bool, t: float, exports=(), error: str | None = None, **kw) -> StudyStatus | None:
     args = {**RETRY, **kw}
-    return db.finish_run(S, ok=ok, error=error, out_dir="/out" if ok else None, runtime_s=2.0, now=t, exports=exports, **args)
+    return db.finish_run(
+        S, ok=ok, error=error, out_dir="/out" if ok else None, runtime_s=2.0, now=t, exports=exports, **args
+    )
 
 
 def test_backoff_is_exponential_and_capped() -> None:

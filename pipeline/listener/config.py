@@ -92,7 +92,9 @@ class NetworkConfig:
         _check_ae(self.ae_title, "network.ae_title")
         for kw in self.sop_classes:
             if not kw.endswith("Storage") or uid_for_keyword(kw, "SOP Class") is None:
-                raise ValueError(f"network.sop_classes: {kw!r} is not a storage SOP class keyword (e.g. MRImageStorage)")
+                raise ValueError(
+                    f"network.sop_classes: {kw!r} is not a storage SOP class keyword (e.g. MRImageStorage)"
+                )
         for kw in self.transfer_syntaxes:
             if uid_for_keyword(kw, "Transfer Syntax") is None:
                 raise ValueError(f"network.transfer_syntaxes: {kw!r} is not a transfer syntax keyword")
@@ -258,7 +260,9 @@ def parse_listener_config(data: dict[str, Any] | None, where: str) -> ListenerCo
     unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{where}: unknown section {unknown[0]!r}; known sections: {', '.join(SECTIONS)}")
-    parsed = {name: parse_section(_section_type(name), data.get(name), f"{where}: {name}") for name in SECTIONS}
+    parsed: dict[str, Any] = {
+        name: parse_section(_section_type(name), data.get(name), f"{where}: {name}") for name in SECTIONS
+    }
     cfg = ListenerConfig(**parsed)
     if not cfg.access.allow_any_caller and not cfg.access.allowed_callers:
         raise ConfigError(

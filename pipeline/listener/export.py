@@ -115,10 +115,9 @@ def send_stow(dest: Destination, paths: Sequence[Path]) -> dict[Path, str | None
     codes: list[int] = []  # dicomweb-client returns the body only: read the HTTP status with a response hook
     session = requests.Session()
     session.hooks["response"].append(lambda r, *args, **kwargs: codes.append(r.status_code))
-    client = DICOMwebClient(
-        url=dest.url, session=session, headers=dict(dest.headers) or None, timeout=dest.timeout_s
-    )
+    client = DICOMwebClient(url=dest.url, session=session, headers=dict(dest.headers) or None, timeout=dest.timeout_s)
     client.set_http_retry_params(retry=False)  # the outbox retries, with its own backoff
+    response: Dataset | None
     try:
         response = client.store_instances(list(datasets.values()))
         status_code = codes[-1] if codes else 200
@@ -140,9 +139,9 @@ def send_stow(dest: Destination, paths: Sequence[Path]) -> dict[Path, str | None
     return results
 
 
-def stow_results(datasets: dict[Path, Dataset], response: Dataset | None, status_code: int) -> dict[Path, str | None]:
+def stow_results(datasets: dict[Path, Dataset], body: Dataset | None, status_code: int) -> dict[Path, str | None]:
     """Per file: delivered (None) or why not, from a STOW-RS response body and its HTTP status."""
-    response = response if response is not None else Dataset()
+    response = body if body is not None else Dataset()
     failed = {
         str(item.get("ReferencedSOPInstanceUID", "")): item.get("FailureReason")
         for item in response.get("FailedSOPSequence", [])

@@ -69,7 +69,9 @@ def list_studies(state: StateDB, status: StudyStatus | None = None) -> list[dict
 def format_list(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no studies"
-    head = f"{'STUDY INSTANCE UID':<64}  {'STATUS':<10} {'INST':>5} {'TRY':>3} {'LAST ARRIVAL':<19}  {'EXPORT':<15} ERROR"
+    head = (
+        f"{'STUDY INSTANCE UID':<64}  {'STATUS':<10} {'INST':>5} {'TRY':>3} {'LAST ARRIVAL':<19}  {'EXPORT':<15} ERROR"
+    )
     lines = [head]
     for r in rows:
         err = (r["last_error"] or "").replace("\n", " ")
@@ -115,7 +117,15 @@ def study_detail(state: StateDB, spool: Spool, study_uid: str) -> dict[str, Any]
 def _row_dict(row: StudyRow) -> dict[str, Any]:
     d = asdict(row)
     d["status"] = str(row.status)
-    for k in ("first_arrival", "last_arrival", "stable_since", "next_attempt_at", "run_started", "run_finished", "updated"):
+    for k in (
+        "first_arrival",
+        "last_arrival",
+        "stable_since",
+        "next_attempt_at",
+        "run_started",
+        "run_finished",
+        "updated",
+    ):
         d[k] = _when(d[k])
     return d
 
@@ -178,7 +188,9 @@ def retry(state: StateDB, study_uid: str | None, *, dead: bool, rerun: bool) -> 
     )
 
 
-def purge(state: StateDB, spool: Spool, study_uid: str | None, *, done_older_than_days: float | None, force: bool) -> list[str]:
+def purge(
+    state: StateDB, spool: Spool, study_uid: str | None, *, done_older_than_days: float | None, force: bool
+) -> list[str]:
     """Delete studies (spool files, results, state rows); returns the purged UIDs.
 
     One study by UID (a study still receiving / queued / running needs ``force``), or every DONE study whose
@@ -198,8 +210,7 @@ def purge(state: StateDB, spool: Spool, study_uid: str | None, *, done_older_tha
         targets = [
             s.study_uid
             for s in state.list_studies(StudyStatus.DONE)
-            if (s.run_finished or 0) < cutoff
-            and all(k == OutboxStatus.DELIVERED for k in exports.get(s.study_uid, {}))
+            if (s.run_finished or 0) < cutoff and all(k == OutboxStatus.DELIVERED for k in exports.get(s.study_uid, {}))
         ]
     else:
         raise ConfigError("give a Study Instance UID or --done --older-than-days N")

@@ -34,9 +34,9 @@ from typing import Any
 import pydicom.uid
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, InputError
 from pipeline.listener.config import AccessConfig, ListenerConfig, TlsConfig, uid_for_keyword
 from pipeline.listener.spool import InstanceKey, Spool, clean_uid
 from pipeline.listener.state import StateDB, now_s
@@ -95,7 +95,7 @@ def _host_matches(configured: str, peer: str, resolve: Callable[[str], set[str]]
 
 
 def _resolve(host: str) -> set[str]:
-    return {info[4][0] for info in socket.getaddrinfo(host, None)}
+    return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
 
 
 def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
@@ -143,7 +143,8 @@ def unusable_reason(ds: Dataset, transfer_syntax: str) -> str | None:
     expected = (int(rows) * int(cols) * samples * frames * bits + 7) // 8
     actual = len(ds.PixelData or b"")
     if actual < expected:
-        return f"Pixel Data holds {actual} bytes, {expected} expected for {rows} x {cols} x {samples} x {frames} at {bits} bits"
+        shape = f"{rows} x {cols} x {samples} x {frames} at {bits} bits"
+        return f"Pixel Data holds {actual} bytes, {expected} expected for {shape}"
     return None
 
 
@@ -167,7 +168,7 @@ class Receiver:
         self._stats: dict[int, _AssocStats] = {}
         self._lock = threading.Lock()
 
-    def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
+    def handlers(self) -> list[Any]:
         return [
             (evt.EVT_REQUESTED, self.on_requested),
             (evt.EVT_C_ECHO, self.on_echo),
@@ -372,23 +373,36 @@ def build_ae(cfg: ListenerConfig) -> AE:
     ae.network_timeout = net.network_timeout_s
     ae.require_called_aet = False  # checked in Receiver.on_requested with the rest of the access rules
     ae.require_calling_aet = []
-    syntaxes = [uid_for_keyword(kw, "Transfer Syntax") for kw in net.transfer_syntaxes]
+    syntaxes = [str(uid_for_keyword(kw, "Transfer Syntax")) for kw in net.transfer_syntaxes]  # checked by config
     ae.add_supported_context(Verification, syntaxes)
     for kw in net.sop_classes:
-        ae.add_supported_context(uid_for_keyword(kw, "SOP Class"), syntaxes)
+        ae.add_supported_context(str(uid_for_keyword(kw, "SOP Class")), syntaxes)
     return ae
 
 
 def start_server(cfg: ListenerConfig, receiver: Receiver) -> Any:
     """Start the SCP in background threads; returns the pynetdicom server (call ``.shutdown()`` to stop)."""
     ae = build_ae(cfg)
-    ctx = server_ssl_context(cfg.tls) if cfg.tls.enabled else None
-    server = ae.start_server(
-        (cfg.network.bind_address, cfg.network.port),
-        block=False,
-        ssl_context=ctx,
-        evt_handlers=receiver.handlers(),
-    )
+    try:
+        ctx = server_ssl_context(cfg.tls) if cfg.tls.enabled else None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{cfg.source or 'listener config'}: tls: cannot load certificate / key / CA ({exc}); check the paths "
+            "and that the key matches the certificate"
+        ) from None
+    try:
+        server = ae.start_server(
+            (cfg.network.bind_address, cfg.network.port),
+            block=False,
+            ssl_context=ctx,
+            evt_handlers=receiver.handlers(),
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {cfg.network.bind_address}:{cfg.network.port} ({exc.strerror or exc}); is another "
+            "listener running, or is the port below 1024 without privileges?"
+        ) from None
+    assert server is not None  # block=False returns the server
     logger.info(
         "listening as %s on %s:%d%s",
         cfg.network.ae_title,

@@ -61,9 +61,7 @@ def reconcile(spool: Spool, state: StateDB, now: float | None = None) -> dict[st
         data = path.read_bytes()
         try:
             ds = dcmread(path, stop_before_pixels=True)
-            uids = tuple(
-                clean_uid(ds.get(k), k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-            )
+            uids = tuple(clean_uid(ds.get(k), k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
             if uids != (study_uid, series_uid, sop_uid):
                 raise InputError(f"its UIDs {uids} do not match its place in the spool")
             sop_class = str(ds.get("SOPClassUID", ""))
@@ -145,7 +143,11 @@ class Listener:
         if self._executor is None:
             self._executor = jobs.make_job_executor(self.cfg.processing)
         self._export_pool = ThreadPoolExecutor(self.cfg.export.threads, thread_name_prefix="spine-assess-export")
-        self._server = start_server(self.cfg, self.receiver)
+        try:
+            self._server = start_server(self.cfg, self.receiver)
+        except BaseException:
+            self.stop()
+            raise
         self._thread = threading.Thread(target=self._loop, name="spine-assess-scheduler", daemon=True)
         self._thread.start()
         return self
@@ -171,7 +173,8 @@ class Listener:
             if wait_for_jobs:
                 self._collect_jobs(block=True)
             if self._own_executor:
-                self._executor.shutdown(wait=False)
+                # Running studies are stopped (their futures resolve "interrupted") and queued again below.
+                self._executor.shutdown(wait=True, cancel_pending=True, kill_running=True)
             self._requeue_interrupted()
         self.state.close()
 

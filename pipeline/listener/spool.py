@@ -16,6 +16,7 @@ hostile value cannot escape the spool.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -154,7 +155,9 @@ class Spool:
                     if f.name.startswith(".") or not f.name.endswith(SUFFIX):
                         continue
                     try:
-                        parts = tuple(clean_uid(p, "spool path") for p in (study.name, series.name, f.name[: -len(SUFFIX)]))
+                        parts = tuple(
+                            clean_uid(p, "spool path") for p in (study.name, series.name, f.name[: -len(SUFFIX)])
+                        )
                     except InputError:
                         logger.warning("spool: ignoring %s (its name is not study/series/SOP UIDs)", f)
                         continue
@@ -197,10 +200,8 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
     fsync_dir(path.parent)
 

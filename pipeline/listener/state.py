@@ -283,8 +283,8 @@ class StateDB:
     def due_studies(self, now: float, stable_seconds: float, limit: int) -> list[StudyRow]:
         """Studies to run now, oldest first: QUEUED, RECEIVING and quiet for ``stable_seconds``, due retries."""
         rows = self._query(
-            "SELECT * FROM studies WHERE status=? OR (status=? AND stable_since<=?) OR (status=? AND next_attempt_at<=?) "
-            "ORDER BY COALESCE(next_attempt_at, last_arrival) LIMIT ?",
+            "SELECT * FROM studies WHERE status=? OR (status=? AND stable_since<=?) "
+            "OR (status=? AND next_attempt_at<=?) ORDER BY COALESCE(next_attempt_at, last_arrival) LIMIT ?",
             (
                 StudyStatus.QUEUED,
                 StudyStatus.RECEIVING,
@@ -336,9 +336,12 @@ class StateDB:
             if row is None or StudyStatus(row[1]) is not StudyStatus.RUNNING:
                 return None
             study = _study(row)
-            common = dict(run_finished=now, runtime_s=runtime_s, updated=now, last_error=None if ok else error)
+            common: dict[str, object] = dict(
+                run_finished=now, runtime_s=runtime_s, updated=now, last_error=None if ok else error
+            )
             if ok:
                 common["out_dir"] = out_dir
+            extra: dict[str, object]
             if study.change_seq != study.run_seq:
                 # Instances arrived while it ran: its results are already stale. Run again once stable.
                 status, extra = StudyStatus.RECEIVING, dict(attempts=0, next_attempt_at=None)
@@ -430,7 +433,8 @@ class StateDB:
         with self._tx() as c:
             return bool(
                 c.execute(
-                    "UPDATE studies SET status=?, attempts=MAX(attempts-1, 0), updated=? WHERE study_uid=? AND status=?",
+                    "UPDATE studies SET status=?, attempts=MAX(attempts-1, 0), updated=? "
+                    "WHERE study_uid=? AND status=?",
                     (StudyStatus.QUEUED, now, study_uid, StudyStatus.RUNNING),
                 ).rowcount
             )
