@@ -28,7 +28,7 @@ from pynetdicom.sop_class import Verification
 from pipeline.listener import Listener, StateDB, StudyStatus
 from pipeline.listener.spool import STATE_DB
 from tests.listener_helpers import TEST_AET, dicom_files, free_port, listener_config, make_small_study, store_files
-from tests.orthanc_peer import Orthanc
+from tests.orthanc_peer import DICOMWEB_PLUGIN, Orthanc
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 pytest.importorskip("pipeline.batch", reason="the batch executor (issue 9) runs the listener's jobs")
@@ -116,39 +116,25 @@ def _uid(folder: Path) -> str:
 # --------------------------------------------------------------------------- Orthanc round trip
 def test_orthanc_round_trip_cstore_and_stow(tmp_path: Path, listeners: list[Listener]) -> None:
     """Orthanc pushes a sample study to us; our SR and SEG come back into Orthanc (C-STORE and STOW-RS)."""
-    orthanc_dicom = free_port()
-    cfg = listener_config(
-        tmp_path / "spool",
-        access={"allowed_callers": [{"ae_title": "ORTHANC", "host": "127.0.0.1"}]},
-        trigger={"stable_seconds": 2.0},
-        processing=FAST,
-        export={
-            "destinations": [
-                {"name": "pacs", "kind": "dimse", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc_dicom},
-                {"name": "web", "kind": "stow", "url": "http://127.0.0.1:1/placeholder"},
-            ]
-        },
-    )
-    listener = Listener(cfg)
-    # The STOW URL needs Orthanc's HTTP port, which needs our DICOM port: start Orthanc first with ours reserved.
+    # Orthanc first (it needs our port), then our listener (it needs Orthanc's DICOM and HTTP ports).
     our_port = free_port()
-    from dataclasses import replace
-
-    orthanc = Orthanc(
-        tmp_path / "orthanc",
-        modalities={"spineai": ("SPINEAI", "127.0.0.1", our_port)},
-        dicomweb=True,
-        dicom_port=orthanc_dicom,
-    )
+    stow = DICOMWEB_PLUGIN.is_file()  # without the plugin: C-STORE only
+    orthanc = Orthanc(tmp_path / "orthanc", modalities={"spineai": ("SPINEAI", "127.0.0.1", our_port)}, dicomweb=stow)
     try:
-        web = replace(cfg.export.destinations[1], url=f"{orthanc.url}/dicom-web")
-        cfg = replace(
-            cfg,
-            network=replace(cfg.network, port=our_port),
-            export=replace(cfg.export, destinations=(cfg.export.destinations[0], web)),
+        destinations: list[dict[str, Any]] = [
+            {"name": "pacs", "kind": "dimse", "ae_title": "ORTHANC", "host": "127.0.0.1", "port": orthanc.dicom_port}
+        ]
+        if stow:
+            destinations.append({"name": "web", "kind": "stow", "url": f"{orthanc.url}/dicom-web"})
+        cfg = listener_config(
+            tmp_path / "spool",
+            network={"port": our_port},
+            access={"allowed_callers": [{"ae_title": "ORTHANC", "host": "127.0.0.1"}]},
+            trigger={"stable_seconds": 2.0},
+            processing=FAST,
+            export={"destinations": destinations},
         )
-        listener = Listener(cfg)
-        listeners.append(listener.start())
+        listeners.append(Listener(cfg).start())
         files = dicom_files(SAMPLE)
         study_uid = _uid(SAMPLE)
         sid = orthanc.upload(files)
@@ -156,7 +142,8 @@ def test_orthanc_round_trip_cstore_and_stow(tmp_path: Path, listeners: list[List
         assert job["FailedInstancesCount"] == 0 and job["InstancesCount"] == len(files)
 
         spool = cfg.spool_dir
-        wait_for(lambda: delivered(spool, study_uid, 4), 240, "SR and SEG delivered to both destinations")
+        n_exports = 2 * len(destinations)
+        wait_for(lambda: delivered(spool, study_uid, n_exports), 240, "SR and SEG delivered to every destination")
         row = study_row(spool, study_uid)
         assert (row.status, row.n_instances, row.attempts, row.runs) == (StudyStatus.DONE, len(files), 1, 1)
 
