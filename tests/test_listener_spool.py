@@ -95,3 +95,15 @@ def test_remove_study(tmp_path: Path) -> None:
     spool.remove_study("1.2.3")
     assert not spool.study_dir("1.2.3").exists() and not spool.results_dir("1.2.3").exists()
     assert not spool.quarantine_dir("1.2.3").exists()
+
+
+def test_one_listener_per_spool(tmp_path: Path) -> None:
+    from pipeline.errors import ConfigError
+
+    a, b = Spool(tmp_path), Spool(tmp_path)
+    a.lock()
+    with pytest.raises(ConfigError, match=f"in use by another listener \\(pid {os.getpid()}\\)"):
+        b.lock()
+    a.unlock()
+    b.lock()
+    b.unlock()

@@ -129,6 +129,7 @@ class Listener:
     def start(self) -> Listener:
         from pipeline.run import load_pipeline_config
 
+        self.spool.lock()  # one listener per spool: two would process the same studies
         pcfg = load_pipeline_config(Path(self.cfg.processing.config_dir) if self.cfg.processing.config_dir else None)
         self._config_sha256 = pcfg.sha256
         counts = reconcile(self.spool, self.state)
@@ -175,8 +176,10 @@ class Listener:
             if self._own_executor:
                 # Running studies are stopped (their futures resolve "interrupted") and queued again below.
                 self._executor.shutdown(wait=True, cancel_pending=True, kill_running=True)
+            self._collect_jobs()  # a run that finished meanwhile is recorded as finished
             self._requeue_interrupted()
         self.state.close()
+        self.spool.unlock()
 
     def __enter__(self) -> Listener:
         return self.start()

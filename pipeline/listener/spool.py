@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import InputError
+from pipeline.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ STUDIES_DIR = "studies"
 QUARANTINE_DIR = "quarantine"
 RESULTS_DIR = "results"
 STATE_DB = "state.sqlite3"
+LOCK_FILE = ".lock"
 SUFFIX = ".dcm"
 _TMP_MARK = ".tmp-"
 
@@ -88,6 +89,37 @@ class Spool:
         for sub in (STUDIES_DIR, QUARANTINE_DIR, RESULTS_DIR):
             _makedirs_durable(self.root / sub)
         self._dir_lock = threading.Lock()
+        self._lock_fd: int | None = None
+
+    # ------------------------------------------------------------------ exclusive use
+    def lock(self) -> None:
+        """Take the spool for this process (``flock`` on ``.lock``; released when the process dies).
+
+        Raises
+        ------
+        ConfigError
+            Another listener holds it.
+        """
+        import fcntl
+
+        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ConfigError(
+                f"{self.root}: spool in use by another listener (pid {holder}); stop it, or give this one its own "
+                "storage.spool_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     # ------------------------------------------------------------------ paths
     @property
