@@ -117,6 +117,7 @@ def study_detail(state: StateDB, spool: Spool, study_uid: str) -> dict[str, Any]
 def _row_dict(row: StudyRow) -> dict[str, Any]:
     d = asdict(row)
     d["status"] = str(row.status)
+    d["runtime_s"] = round(row.runtime_s, 1) if row.runtime_s is not None else None
     for k in (
         "first_arrival",
         "last_arrival",
