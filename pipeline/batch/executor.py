@@ -31,6 +31,7 @@ def make_executor(
     threads_per_worker: int = 1,
     log_level: int | None = None,
     max_tasks_per_worker: int | None = None,
+    dask_connect_timeout_s: float = 15.0,
 ) -> Executor:
     """A local pool of ``workers`` isolated worker processes, or a Dask client when a scheduler is given.
 
@@ -44,6 +45,8 @@ def make_executor(
         The per-task function (default :func:`run_task`); tests pass their own.
     threads_per_worker, log_level, max_tasks_per_worker
         See :class:`~pipeline.batch.local.LocalExecutor`.
+    dask_connect_timeout_s : float
+        How long to try to reach the Dask scheduler.
 
     Raises
     ------
@@ -53,7 +56,7 @@ def make_executor(
     if dask_scheduler:
         from pipeline.batch.dask_executor import DaskExecutor
 
-        return DaskExecutor(dask_scheduler, fn=fn)
+        return DaskExecutor(dask_scheduler, fn=fn, connect_timeout_s=dask_connect_timeout_s)
     return LocalExecutor(
         workers,
         fn=fn,
