@@ -104,7 +104,8 @@ class TaskOutcome:
         One line: the :class:`~pipeline.errors.PipelineError` message, or the exception type and message
         (never patient identifiers: messages carry paths and UIDs only).
     runtime_s : float
-        Wall time of the study in the worker (for timeouts: until it was killed).
+        Wall time of the study in the worker, without the worker's one-off imports and configuration loading
+        (for timeouts and crashes: from the start of the task until it was killed).
     summary : dict
         For ``ok`` runs, the headline of report.json (:func:`summarize_report`); else empty.
     study_uid : str or None
@@ -172,6 +173,7 @@ def run_task(task: StudyTask) -> TaskOutcome:
         from pipeline.segment import parse_anchor
 
         config = _config(task.config_dir)
+        t0 = time.perf_counter()  # the study's own time: not the worker's one-off imports and config loading
         if task.config_sha256 and config.sha256 != task.config_sha256:
             raise ConfigError(
                 f"{config.config_dir}: this worker's configuration (sha256 {config.sha256[:12]}) differs from the "
