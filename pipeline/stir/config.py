@@ -58,6 +58,7 @@ class MeasurementConfig:
     min_eroded_volume_mm3: float = field(default=1000.0, metadata={"range": (0.0, None)})
     min_eroded_voxels: int = field(default=50, metadata={"range": (1, None)})
     min_coverage: float = field(default=0.8, metadata={"range": (0.0, 1.0)})  # share of body inside the STIR FoV
+    exclude_fov_edge_bodies: bool = True  # a body cut by the image edge (in-plane) is not assessable
     min_component_mm3: float = field(default=30.0, metadata={"range": (0.0, None)})
     canal_gap_mm: tuple[float, float] = (
         1.0,

@@ -212,7 +212,9 @@ def sample_bodies(
         rel = _relative_height(body, eroded, h, ap, lr)
         fluid, n_fluid = _canal_fluid(body, lab_c, val_c, stir_smooth[crop], h, ap, lr, cfg)
         reason: str | None = None
-        if coverage < cfg.min_coverage:
+        if cfg.exclude_fov_edge_bodies and _touches_inplane_edge(obj, lab.shape):
+            reason = "body cut by the edge of the image: incomplete, and signal there is unreliable (coil fall-off)"
+        elif coverage < cfg.min_coverage:
             reason = f"only {coverage:.0%} of the body lies inside the STIR field of view"
         elif n_er < cfg.min_eroded_voxels or vol_er < cfg.min_eroded_volume_mm3:
             reason = (
@@ -236,6 +238,13 @@ def sample_bodies(
             )
         )
     return out
+
+
+def _touches_inplane_edge(obj: tuple[slice, ...], shape: tuple[int, ...]) -> bool:
+    """The body's bounding box reaches the first or last row or column of the image (array axes 1 and 2:
+    the plane of the stored slices). The slice axis is ignored: a sagittal slab often does not cover a
+    body's full width, and the central-width restriction already avoids its lateral margins."""
+    return any(sl.start == 0 or sl.stop == n for sl, n in zip(obj[1:], shape[1:], strict=True))
 
 
 def _central_width(body: np.ndarray, lr: np.ndarray, fraction: float) -> np.ndarray:
