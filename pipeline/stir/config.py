@@ -103,6 +103,7 @@ class DecisionConfig:
     threshold_k_sd: float = field(default=3.0, metadata={"range": (1.0, 10.0), "clinical": True})
     threshold_floor_fluid_fraction: float = field(default=0.15, metadata={"range": (0.0, 1.0), "clinical": True})
     edema_fraction_min: float = field(default=0.10, metadata={"range": (0.01, 1.0), "clinical": True})
+    short_body_ratio: float = field(default=0.7, metadata={"range": (0.0, 1.0)})  # vs neighbours' height
     band_far_to_near_max: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # see measure.classify_pattern
     t1_min_drop: float = field(default=0.10, metadata={"range": (0.0, 1.0), "clinical": True})
     t1_min_voxels: int = field(default=30, metadata={"range": (1, None)})
@@ -119,6 +120,7 @@ class ConfidenceConfig:
     few_reference_factor: float = field(default=0.8, metadata={"range": (0.0, 1.0)})
     prior_reference_factor: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
     no_fluid_factor: float = field(default=0.7, metadata={"range": (0.0, 1.0)})
+    short_body_factor: float = field(default=0.6, metadata={"range": (0.0, 1.0)})  # "no oedema" in a short body
 
 
 @dataclass(frozen=True)

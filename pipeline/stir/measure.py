@@ -60,6 +60,7 @@ class BodySample:
     fluid_raw: float | None  # canal fluid signal behind the body (raw STIR units)
     fluid_voxels: int
     reason: str | None
+    height_mm: float | None = None  # extent along the column near the mid-sagittal plane (2nd-98th percentile)
 
     @property
     def assessable(self) -> bool:
@@ -235,8 +236,37 @@ def sample_bodies(
                 fluid_raw=fluid,
                 fluid_voxels=n_fluid,
                 reason=reason,
+                height_mm=_height(body, h, lr, cfg.canal_half_width_mm),
             )
         )
+    return out
+
+
+def _height(body: np.ndarray, h: np.ndarray, lr: np.ndarray, half_width_mm: float) -> float | None:
+    """Extent (mm) of the body along the column within ``half_width_mm`` of its mid-sagittal plane."""
+    mid = body & (np.abs(lr) <= half_width_mm)
+    if mid.sum() < 10:
+        return None
+    lo, hi = np.percentile(h[mid], [2.0, 98.0])
+    return float(hi - lo)
+
+
+def short_bodies(samples: Sequence[BodySample], ratio: float) -> dict[int, tuple[float, float]]:
+    """label -> (height, neighbours' median height) for bodies shorter than ``ratio`` x their neighbours.
+
+    Neighbours: up to two bodies on each side (the sacrum excluded). Such a body is collapsed, or its mask
+    leaves out part of it (e.g. an oedematous band next to the disc that is as bright as the disc on T2).
+    """
+    out: dict[int, tuple[float, float]] = {}
+    lumbar = [s for s in samples if not s.is_sacrum]
+    for i, s in enumerate(lumbar):
+        if s.height_mm is None:
+            continue
+        neigh = [n.height_mm for n in lumbar[max(0, i - 2) : i] + lumbar[i + 1 : i + 3] if n.height_mm is not None]
+        if len(neigh) >= 2:
+            ref = float(np.median(neigh))
+            if s.height_mm < ratio * ref:
+                out[s.label] = (s.height_mm, ref)
     return out
 
 
