@@ -432,9 +432,8 @@ def run_realdata(args: argparse.Namespace, cfg: StirConfig) -> None:
     import SimpleITK as sitk
 
     try:  # the pipeline's own segmentation, when that stage is on this branch
-        from pipeline.segment import load_segmentation_config, segment_vertebrae
-
         from pipeline.model import Role
+        from pipeline.segment import load_segmentation_config, segment_vertebrae
 
         seg_cfg = load_segmentation_config()
 
