@@ -192,7 +192,7 @@ def run_study(
         morph = measure_vertebrae(anatomy, seg, cfg=config.morphometry, canal_image=canal)
 
     with timer.stage("stir"):
-        stir = _assess_stir(anatomy, seg, stir_vol, t1_vol, morph, choice.stir, choice.anatomy, config)
+        stir = _assess_stir(anatomy, seg, stir_vol, t1_vol, morph, choice.stir, choice.t1, choice.anatomy, config)
         warnings += stir.warnings
 
     with timer.stage("eligibility"):
@@ -265,6 +265,7 @@ def _assess_stir(
     t1_vol: Volume | None,
     morph: tuple[VertebraMorphometry, ...],
     stir_series: SeriesRecord | None,
+    t1_series: SeriesRecord | None,
     anatomy_series: SeriesRecord,
     config: PipelineConfig,
 ) -> StirAssessment:
@@ -277,7 +278,9 @@ def _assess_stir(
         stir_frame_of_reference_uid=stir_series.frame_of_reference_uid if stir_series else None,
         anatomy_frame_of_reference_uid=anatomy_series.frame_of_reference_uid,
         substitute=stir_series.substitute if stir_series else None,
+        stir_series_uid=stir_series.series_uid if stir_series else None,
         t1=t1_vol if t1_vol is not anatomy else None,
+        t1_frame_of_reference_uid=t1_series.frame_of_reference_uid if t1_series else None,
         deformity=deformity,
     )
 
