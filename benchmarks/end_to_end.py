@@ -218,7 +218,9 @@ def mechanism(r: BodyRow) -> str:
             return f"morphometry: measured off the mid-sagittal slice, short {kp} height"
         return f"morphometry: mask fine on the mid slice, short {kp} height (landmarks)"
     if dr > -dh and dr > LOG_DOMINANT:
-        return "reference height too high (neighbours)"
+        if r.slice_precision < UNDER_SEG:
+            return "segmentation: over-segmented body (leaks past an endplate), inflated Hp / reference"
+        return "reference height too high (over-tall neighbours)"
     return "morphometry: small differences add up (landmarks)"
 
 
@@ -520,6 +522,8 @@ def evaluate_phantom(study: Path, out: Path, config: PipelineConfig, reuse: bool
     pv = rep["vertebrae"]
     rows = []
     for v in truth["vertebrae"]:
+        if v.get("is_sacrum"):  # kept by segmentation as the anchor; neither graded nor evaluated
+            continue
         c = np.asarray(v["centroid_lps_mm"])
         r = PhantomLevel(
             study.name,
