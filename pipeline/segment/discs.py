@@ -86,6 +86,7 @@ class ColumnProfile:
     raw_fraction: np.ndarray | None = None
     step_mm: float = 1.0
     band_profile: np.ndarray | None = None  # (T,) median band intensity (smoothed along d only)
+    raw_wall_d_mm: np.ndarray | None = None  # (T,) posterior wall per row before median filtering
 
     def disc_energy_mm(self, seg: Segment) -> float:
         """Disc signal integrated over the disc space: sum over its rows (+-2 mm) of the band's median
@@ -115,8 +116,9 @@ class ColumnProfile:
 
 
 def posterior_wall(straight: np.ndarray, d_mm: np.ndarray, cfg: SegmentationConfig, bright_canal: bool,
-                   step_mm: float) -> np.ndarray:
-    """Anterior distance (mm) of the canal -> bone edge per row (median-filtered along the column)."""
+                   step_mm: float, filtered: bool = True) -> np.ndarray:
+    """Anterior distance (mm) of the canal -> bone edge per row (median-filtered along the column unless
+    ``filtered`` is false)."""
     img = np.nan_to_num(straight, nan=0.0)
     sm = ndi.gaussian_filter(img, (1.0 / step_mm, 1.0))
     grad = np.gradient(sm, axis=1)
@@ -126,6 +128,8 @@ def posterior_wall(straight: np.ndarray, d_mm: np.ndarray, cfg: SegmentationConf
     hi = int(np.searchsorted(d_mm, cfg.wall_search_mm[1]))
     sub = grad[:, lo:hi]
     wall = d_mm[lo + np.argmin(sub, axis=1)]  # strongest bright -> dark step going anteriorly
+    if not filtered:
+        return wall
     size = max(3, int(round(15.0 / step_mm)) | 1)
     return ndi.median_filter(wall, size=size, mode="nearest")
 
@@ -344,7 +348,9 @@ def column_profile(mid: np.ndarray, ridge: np.ndarray, axis: ColumnAxis, cfg: Se
     d_mm = np.arange(D_MIN_MM, D_MAX_MM + 0.5, 1.0)
     straight = axis.straighten(mid, d_mm)
     support = canal_support(ridge, axis, cfg)
-    wall = posterior_wall(straight, d_mm, cfg, bright_canal, axis.step_mm)
+    raw_wall = posterior_wall(straight, d_mm, cfg, bright_canal, axis.step_mm, filtered=False)
+    size = max(3, int(round(15.0 / axis.step_mm)) | 1)
+    wall = ndi.median_filter(raw_wall, size=size, mode="nearest")
     # smooth along d only: discs and endplates run across the column and keep their contrast
     smooth = ndi.gaussian_filter1d(np.nan_to_num(straight, nan=0.0), cfg.band_smoothing_mm, axis=1)
     smooth[~np.isfinite(straight)] = np.nan
@@ -375,9 +381,11 @@ def column_profile(mid: np.ndarray, ridge: np.ndarray, axis: ColumnAxis, cfg: Se
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         band_profile = np.nanmedian(band, axis=1)
-    prof = ColumnProfile(straight, d_mm, wall, level, sigma, local, f, segs, cost, raw, axis.step_mm, band_profile)
+    prof = ColumnProfile(straight, d_mm, wall, level, sigma, local, f, segs, cost, raw, axis.step_mm, band_profile,
+                         raw_wall)
     segs = regularise(prof, cfg)
-    return ColumnProfile(straight, d_mm, wall, level, sigma, local, f, segs, cost, raw, axis.step_mm, band_profile)
+    return ColumnProfile(straight, d_mm, wall, level, sigma, local, f, segs, cost, raw, axis.step_mm, band_profile,
+                         raw_wall)
 
 
 def column_evidence(profile: ColumnProfile, cfg: SegmentationConfig, step_mm: float,

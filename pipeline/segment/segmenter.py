@@ -76,7 +76,8 @@ def segment_vertebrae(image: Volume, *, cfg: SegmentationConfig, series_uid: str
     if not kept:
         return _empty(image, series_uid, fit, grid, ["no plausible vertebral body found along the column"])
 
-    facts = [_facts(b, fit, grid) for b in kept]
+    gaps = [_junction_gap_mm(kept[i], kept[i + 1], fit) for i in range(len(kept) - 1)] + [None]
+    facts = [_facts(b, fit, grid, g) for b, g in zip(kept, gaps, strict=True)]
     lab = label_bodies(facts, cfg, anchor)
     warnings.extend(lab.warnings)
     last = lab.sacrum_index if lab.sacrum_index is not None else len(kept) - 1
@@ -129,8 +130,42 @@ def _plausible(masks: list[BodyMask | None], cfg: SegmentationConfig) -> tuple[l
     return kept, rejected
 
 
-def _facts(b: BodyMask, fit: ColumnFit, grid: WorkingGrid) -> BodyFacts:
-    angle = b.axis_angle_deg  # the body's own posterior wall: 0 = head->feet, + = leaning backwards
+def _junction_gap_mm(upper: BodyMask, lower: BodyMask, fit: ColumnFit) -> float | None:
+    """Distance (mm) between two consecutive bodies' mid-sagittal contours along the line joining their centres.
+
+    The contours stop at the marrow/cortex boundary, so this is the disc space: several mm for a mobile disc,
+    about the cortex thickness for a fused (sacral) junction.
+    """
+    if upper.contour_rc is None or lower.contour_rc is None:
+        return None
+    pitch = np.asarray(fit.axis.pitch_mm)
+    pa, pb = upper.contour_rc * pitch, lower.contour_rc * pitch
+    a, b = pa.mean(axis=0), pb.mean(axis=0)
+    length = float(np.hypot(*(b - a)))
+    if length < 4.0:
+        return None
+    u = (b - a) / length
+    ra = _ray_exit(pa - a, u)
+    rb = _ray_exit(pb - b, -u)
+    if ra is None or rb is None:
+        return None
+    return float(max(0.0, length - ra - rb))
+
+
+def _ray_exit(poly: np.ndarray, u: np.ndarray) -> float | None:
+    """Distance from the origin to where the ray along ``u`` leaves the closed polygon ``poly`` (N, 2)."""
+    q = np.roll(poly, -1, axis=0)
+    e = q - poly
+    denom = u[0] * e[:, 1] - u[1] * e[:, 0]
+    ok = np.abs(denom) > 1e-12
+    t = np.where(ok, (poly[:, 0] * e[:, 1] - poly[:, 1] * e[:, 0]) / np.where(ok, denom, 1.0), -1.0)
+    s = np.where(ok, (poly[:, 0] * u[1] - poly[:, 1] * u[0]) / np.where(ok, denom, 1.0), -1.0)
+    hit = ok & (t >= 0) & (s >= 0) & (s <= 1)
+    return float(t[hit].max()) if np.any(hit) else None
+
+
+def _facts(b: BodyMask, fit: ColumnFit, grid: WorkingGrid, gap_below: float | None = None) -> BodyFacts:
+    angle = _wall_angle(b, fit) + _row_axis_tilt_deg(grid)
     s0, r0, c0, _, _, _ = b.bbox
     com = np.array(ndi.center_of_mass(b.mask)) + np.array([s0, r0, c0])
     z = float(grid.image.index_to_lps(com)[2])
@@ -141,7 +176,37 @@ def _facts(b: BodyMask, fit: ColumnFit, grid: WorkingGrid) -> BodyFacts:
     if 0 <= k < len(segs) - 1 and segs[k + 1].kind == "disc":
         below = segs[k + 1].length * fit.axis.step_mm
         below_energy = fit.profile.disc_energy_mm(segs[k + 1])
-    return BodyFacts(angle, b.depth_mm, b.height_mm, z, below, below_energy)
+    return BodyFacts(angle, b.depth_mm, b.height_mm, z, below, below_energy, gap_below)
+
+
+def _row_axis_tilt_deg(grid: WorkingGrid) -> float:
+    """Angle (degrees) of the working rows from the patient's head->feet axis, + towards posterior: the
+    image-space wall angle plus this is the tilt relative to the patient (oblique sagittal planning)."""
+    row = grid.image.axes_lps[1]
+    return float(np.degrees(np.arctan2(row[1], -row[2])))
+
+
+def _wall_angle(b: BodyMask, fit: ColumnFit) -> float:
+    """Direction of the body's posterior wall on the mid-sagittal slab, degrees from head->feet (+ = leaning
+    backwards going down): a robust (Theil-Sen) line through the canal->bone edge points found on the body's
+    central rows. The wall is the straightest, best-contrasted side of a vertebral body on every sequence."""
+    prof = fit.profile
+    raw = prof.raw_wall_d_mm if prof.raw_wall_d_mm is not None else prof.wall_d_mm
+    c0, c1 = b.slot.core_t if b.slot.core_t is not None else (b.slot.segment.t0, b.slot.segment.t1)
+    n = c1 - c0
+    t = np.arange(int(c0 + 0.2 * n), max(int(c0 + 0.2 * n) + 2, int(c1 - 0.2 * n)))
+    t = t[(t >= 0) & (t < raw.size)]
+    if t.size < 3:
+        return b.axis_angle_deg
+    r, c = fit.axis.index_of(t.astype(float), raw[t])
+    y, x = r * fit.axis.pitch_mm[0], c * fit.axis.pitch_mm[1]
+    i, j = np.triu_indices(t.size, k=1)
+    dy = y[j] - y[i]
+    ok = np.abs(dy) > 1e-6
+    if not np.any(ok):
+        return b.axis_angle_deg
+    slope = float(np.median((x[j] - x[i])[ok] / dy[ok]))
+    return float(np.degrees(np.arctan(slope)))
 
 
 def _describe(labels: np.ndarray, image: Volume, bodies: list[BodyMask], levels: list[Level | None],
