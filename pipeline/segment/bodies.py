@@ -333,21 +333,54 @@ def _solve_slice(img: np.ndarray, tracks: list[_Track], axis: ColumnAxis, profil
         inside = radii[None, :] <= r[:, None]
         p = ps[i]
         interior_vals = geo[i][inside & (p > 0.5)]
+        r_out = r + _cortex_thickness(geo[i], j, tr.level, tr.sigma, step, cfg) + cfg.rim_mm
         out.append({
             "r": r,
+            "r_out": r_out,
             "cost": float(np.mean(costs[i][np.arange(theta.size), j])),
             "inside_p": float(np.mean(p[inside])),
-            "area": float(0.5 * np.sum((r + cfg.rim_mm) ** 2) * (2 * np.pi / theta.size)),
+            "area": float(0.5 * np.sum(r_out**2) * (2 * np.pi / theta.size)),
             "level": float(np.median(interior_vals)) if interior_vals.size > 20 else tr.level,
         })
     return out
+
+
+def _cortex_thickness(vals: np.ndarray, j: np.ndarray, level: float, sigma: float, step: float,
+                      cfg: SegmentationConfig) -> np.ndarray:
+    """Per ray, the thickness (mm) of the dark cortical band just outside the marrow boundary ``j``.
+
+    The manual convention includes the cortex: from the marrow edge, the darkest sample within
+    ``cortex_max_mm`` is the cortex; its outer edge is where the signal recovers half-way to marrow, or, when
+    the outside is dark too (muscle, ligament), just beyond the darkest sample. ``cortex_fraction`` of that
+    thickness is added (1 = the whole cortex). Smoothed over neighbouring rays.
+    """
+    K, J = vals.shape
+    n = max(1, int(round(cfg.cortex_max_mm / step)))
+    dark = max(cfg.marrow_k_sigma * sigma, cfg.marrow_dark_rel * abs(level))
+    out = np.zeros(K)
+    for k in range(K):
+        a = int(j[k])
+        seg = vals[k, a : min(J, a + n + 1)]
+        if seg.size < 2:
+            continue
+        m = int(np.argmin(seg))
+        if seg[m] > level - 0.5 * dark:
+            continue  # no cortex visible on this ray
+        half = 0.5 * (seg[m] + level)
+        after = np.nonzero(seg[m:] >= half)[0]
+        edge = m + int(after[0]) if after.size else min(seg.size - 1, m + 1)
+        out[k] = cfg.cortex_fraction * edge * step
+    # circular median over 7 rays
+    pad = np.r_[out[-3:], out, out[:3]]
+    win = np.lib.stride_tricks.sliding_window_view(pad, 7)
+    return np.median(win, axis=1)
 
 
 def _container(contour: dict, theta: np.ndarray, pitch: tuple[float, float], shape: tuple[int, int],
                cfg: SegmentationConfig) -> np.ndarray:
     """The mid-sagittal section dilated by ``lateral_growth_mm``: lateral sections stay inside it (a body is
     widest at its mid-sagittal plane; the margin allows for rotation and scoliosis)."""
-    r = contour["r"] + cfg.rim_mm + cfg.lateral_growth_mm
+    r = contour["r_out"] + cfg.lateral_growth_mm
     yy = contour["centre"][0] + np.cos(theta) * r / pitch[0]
     xx = contour["centre"][1] + np.sin(theta) * r / pitch[1]
     out = np.zeros(shape, dtype=np.uint8)
@@ -398,7 +431,7 @@ def _axial_footprints(smooth: np.ndarray, axis: ColumnAxis, tracks: list[_Track]
             r_ell = 1.0 / np.sqrt((np.sin(theta) / a) ** 2 + (np.cos(theta) / b) ** 2)
             cost = cost + cfg.footprint_shape_weight * np.abs(radii[None, :] - r_ell[:, None]) / r_ell[:, None]
         costs.append(cost)
-        geoms.append((d_c, d[0]))
+        geoms.append((d_c, vals))
     if not tracks:
         return []
     max_jump = max(1, int(round(cfg.contour_max_jump_mm / step)))
@@ -406,8 +439,8 @@ def _axial_footprints(smooth: np.ndarray, axis: ColumnAxis, tracks: list[_Track]
     out: list[dict[int, tuple[float, float]] | None] = []
     res_d = 0.25
     for i, tr in enumerate(tracks):
-        d_c, _ = geoms[i]
-        r = radii[path[i]] + cfg.rim_mm
+        d_c, vals = geoms[i]
+        r = radii[path[i]] + _cortex_thickness(vals, path[i], tr.level, tr.sigma, step, cfg) + cfg.rim_mm
         xs = mid + np.sin(theta) * r / slice_mm  # slice index
         ys = np.cos(theta) * r / res_d  # d offset from centre in res_d units
         off = float(np.ceil(np.abs(ys).max())) + 1
@@ -500,7 +533,7 @@ def segment_bodies(smooth: np.ndarray, axis: ColumnAxis, profile: ColumnProfile,
             tr.container = _container(contours[i][mid], theta, pitch, (nr, nc), cfg)
     for i, tr in enumerate(tracks):
         if mid in contours[i]:
-            r = contours[i][mid]["r"] + cfg.rim_mm
+            r = contours[i][mid]["r_out"]
             quarter = K // 4
             tr.depth_mm = float(r[quarter] + r[3 * quarter])  # sin(theta) = +-1: along the columns (AP)
     found = [i for i, tr in enumerate(tracks) if mid in contours[i]]
@@ -571,7 +604,7 @@ def _rasterise(slot: BodySlot, contours: dict[int, dict], theta: np.ndarray, pit
     polys = {}
     for s in slices:
         c = contours[s]
-        r = np.maximum(c["r"] + cfg.rim_mm, cfg.contour_step_mm)
+        r = np.maximum(c["r_out"], cfg.contour_step_mm)
         polys[s] = (c["centre"][0] + np.cos(theta) * r / pitch[0], c["centre"][1] + np.sin(theta) * r / pitch[1])
     r0 = max(0, int(np.floor(min(p[0].min() for p in polys.values()))))
     r1 = min(shape[1], int(np.ceil(max(p[0].max() for p in polys.values()))) + 1)
@@ -587,7 +620,7 @@ def _rasterise(slot: BodySlot, contours: dict[int, dict], theta: np.ndarray, pit
     cost = float(np.mean([contours[s]["cost"] for s in central]))
     # the body's own mid-sagittal slice: centre of its left-right extent (scoliosis moves it off the canal's)
     own_mid = int(round(0.5 * (slices[0] + slices[-1])))
-    rm = np.maximum(contours[mid]["r"] + cfg.rim_mm, cfg.contour_step_mm)
+    rm = np.maximum(contours[mid]["r_out"], cfg.contour_step_mm)
     K = theta.size
     q = K // 4
     height = float(rm[0] + rm[2 * q])
