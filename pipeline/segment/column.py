@@ -163,7 +163,7 @@ def candidate_paths(ridge: np.ndarray, pitch_mm: tuple[float, float], cfg: Segme
     """Up to ``canal_candidates`` tube paths (column index per row), strongest first, >= 12 mm apart."""
     pr, pc = pitch_mm
     max_step = max(1, int(np.ceil(cfg.canal_max_slope * pr / pc)))
-    penalty = 0.02 * float(np.percentile(ridge, 99) + 1e-6)
+    penalty = cfg.canal_step_penalty * float(np.percentile(ridge, 99) + 1e-6) * pc
     work = ridge.copy()
     excl = max(1, int(round(12.0 / pc)))
     out: list[np.ndarray] = []

@@ -35,6 +35,7 @@ class SegmentationConfig:
     canal_halfwidth_mm: tuple[float, float] = field(default=(3.0, 12.0), metadata={"range": (0.5, 40.0)})
     canal_smoothing_mm: float = field(default=4.0, metadata={"range": (0.0, 20.0)})
     canal_max_slope: float = field(default=1.5, metadata={"range": (0.1, 5.0)})
+    canal_step_penalty: float = field(default=0.1, metadata={"range": (0.0, 10.0)})
     canal_candidates: int = field(default=4, metadata={"range": (1, 10)})
     canal_min_support: float = field(default=0.25, metadata={"range": (0.0, 1.0)})
     slab_halfwidth_mm: float = field(default=3.0, metadata={"range": (0.0, 20.0)})
