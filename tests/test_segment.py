@@ -162,16 +162,25 @@ def test_t1_contrast_and_finer_pixels():
 
 
 def test_axial_series_is_refused():
-    vol = Volume(np.zeros((20, 64, 64), np.float32), (4.0, 1.0, 1.0), (0.0, 0.0, 0.0),
-                 np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]))
+    vol = Volume(
+        np.zeros((20, 64, 64), np.float32),
+        (4.0, 1.0, 1.0),
+        (0.0, 0.0, 0.0),
+        np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+    )
     with pytest.raises(InputError, match="needs a sagittal series"):
         segment_vertebrae(vol, cfg=CFG)
 
 
 @pytest.mark.parametrize(
     ("text", "level", "position"),
-    [("L5=lowest", Level.L5, "lowest"), (" s1 = LOWEST ", Level.S1, "lowest"), ("L1=3", Level.L1, 3),
-     ("L3=z:-120.5", Level.L3, -120.5), ("T12=z:40", Level.T12, 40.0)],
+    [
+        ("L5=lowest", Level.L5, "lowest"),
+        (" s1 = LOWEST ", Level.S1, "lowest"),
+        ("L1=3", Level.L1, 3),
+        ("L3=z:-120.5", Level.L3, -120.5),
+        ("T12=z:40", Level.T12, 40.0),
+    ],
 )
 def test_parse_anchor(text, level, position):
     a = parse_anchor(text)
@@ -190,3 +199,23 @@ def test_config_file_matches_defaults_and_is_validated(repo_root):
         parse_section(SegmentationConfig, {"rim_mm": 9.0}, "segmentation.yaml: segmentation")
     with pytest.raises(ConfigError, match="multiple of 4"):
         parse_section(SegmentationConfig, {"contour_rays": 30}, "segmentation.yaml: segmentation")
+
+
+@pytest.mark.slow
+def test_rendered_phantom_with_a_fracture_end_to_end():
+    from pipeline.phantom import PhantomSpec, parse_fracture, render_phantom
+
+    ph = render_phantom(PhantomSpec.small(seed=2, fractures=(parse_fracture("L1:wedge:40:edema=diffuse"),)))
+    res = segment_vertebrae(ph.t2, cfg=CFG, series_uid="phantom", contrast=Role.T2)
+    assert res.labels.same_grid(ph.t2)
+    truth = ph.labels.array
+    pred = res.labels.array
+    dices = {}
+    for label, level in ph.levels.items():
+        tm = truth == label
+        best = max(res.vertebrae, key=lambda v: dice(tm, pred == v.label))
+        dices[level] = dice(tm, pred == best.label)
+        assert dices[level] > 0.5, (level, dices[level])  # found, the fractured L1 included
+        assert best.level is level
+    assert res.sacrum_found and res.vertebrae[-1].is_sacrum
+    assert np.mean(list(dices.values())) > 0.8

@@ -103,7 +103,7 @@ def body_slots(profile: ColumnProfile, cfg: SegmentationConfig, step_mm: float) 
     segs = list(profile.segments)
     straight = profile.straight
     d = profile.d_mm
-    raw: list[tuple[int, Segment, float, float, float, float, float]] = []
+    raw: list[tuple[int, Segment, float, float, float, float, float, float, tuple[int, int] | None]] = []
     bodies = [i for i, s in enumerate(segs) if s.kind == "body"]
     for n, i in enumerate(bodies):
         s = segs[i]
@@ -160,8 +160,9 @@ def _marrow_run(profile: ColumnProfile, seg: Segment) -> tuple[int, int] | None:
     return best_run
 
 
-def _anterior_wall(rows: np.ndarray, d: np.ndarray, wall: float, level: float, sigma: float,
-                   cfg: SegmentationConfig) -> float:
+def _anterior_wall(
+    rows: np.ndarray, d: np.ndarray, wall: float, level: float, sigma: float, cfg: SegmentationConfig
+) -> float:
     """Median over rows of the first 3-mm run of non-marrow pixels in front of the posterior wall (NaN if the
     rows never leave marrow within ``body_depth_mm``)."""
     lo, hi = cfg.body_depth_mm
@@ -236,8 +237,15 @@ class _Track:
     depth_mm: float | None = None  # antero-posterior depth of the mid-sagittal section at mid-height
 
 
-def _ray_geometry(track: _Track, axis: ColumnAxis, profile: ColumnProfile, shape: tuple[int, int],
-                  theta: np.ndarray, radii: np.ndarray, cfg: SegmentationConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ray_geometry(
+    track: _Track,
+    axis: ColumnAxis,
+    profile: ColumnProfile,
+    shape: tuple[int, int],
+    theta: np.ndarray,
+    radii: np.ndarray,
+    cfg: SegmentationConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ray sample positions (rows, cols), shape ``(K, J)``, and where the slot allows the body to be."""
     pr, pc = axis.pitch_mm
     slot = track.slot
@@ -255,8 +263,11 @@ def _ray_geometry(track: _Track, axis: ColumnAxis, profile: ColumnProfile, shape
         (t_loc >= slot.t_top)
         & (t_loc <= slot.t_bottom)
         & (d_loc >= wall_here - 1.0)
-        & (d_loc <= slot.wall_d_mm + cfg.body_depth_mm[1])
-        & (rows >= 0) & (rows <= shape[0] - 1) & (cols >= 0) & (cols <= shape[1] - 1)
+        & (d_loc <= min(slot.wall_d_mm + cfg.body_depth_mm[1], slot.anterior_d_mm + cfg.anterior_margin_mm))
+        & (rows >= 0)
+        & (rows <= shape[0] - 1)
+        & (cols >= 0)
+        & (cols <= shape[1] - 1)
     )
     return rows, cols, allowed
 
@@ -265,7 +276,8 @@ def _cortex_valley(vals: np.ndarray, level: float, sigma: float, step: float, cf
     """Normalised dark-line strength along each ray (the cortex is a thin line darker than both sides).
 
     ``min(I(r - h), I(r + h)) - I(r)`` over ``h`` up to ``cortex_halfwidth_mm``, divided by
-    ``max(marrow_dark_rel * level, marrow_k_sigma * sigma)`` (texture is not cortex) and clipped to ``[0, 1]``; shape as ``vals`` ``(K, J)``.
+    ``max(marrow_dark_rel * level, marrow_k_sigma * sigma)`` (texture is not cortex) and clipped to
+    ``[0, 1]``; shape as ``vals`` ``(K, J)``.
     """
     K, J = vals.shape
     hmax = max(1, int(round(cfg.cortex_halfwidth_mm / step)))
@@ -279,8 +291,9 @@ def _cortex_valley(vals: np.ndarray, level: float, sigma: float, step: float, cf
     return np.clip(best / scale, 0.0, 1.0)
 
 
-def _contour_costs(p: np.ndarray, valley: np.ndarray, allowed: np.ndarray, step: float,
-                   cfg: SegmentationConfig) -> np.ndarray:
+def _contour_costs(
+    p: np.ndarray, valley: np.ndarray, allowed: np.ndarray, step: float, cfg: SegmentationConfig
+) -> np.ndarray:
     """Cost of putting the (inner cortex) boundary at each radius, shape ``(K, J)``.
 
     Marrow just inside, no marrow or a cortex line just outside, and a charge for every non-marrow
@@ -307,8 +320,15 @@ def _contour_costs(p: np.ndarray, valley: np.ndarray, allowed: np.ndarray, step:
     return np.where(allowed, cost, 2.0 + crossed)
 
 
-def _solve_slice(img: np.ndarray, tracks: list[_Track], axis: ColumnAxis, profile: ColumnProfile,
-                 theta: np.ndarray, radii: np.ndarray, cfg: SegmentationConfig) -> list[dict]:
+def _solve_slice(
+    img: np.ndarray,
+    tracks: list[_Track],
+    axis: ColumnAxis,
+    profile: ColumnProfile,
+    theta: np.ndarray,
+    radii: np.ndarray,
+    cfg: SegmentationConfig,
+) -> list[dict]:
     """Contours of all ``tracks`` on one sagittal slice image (batched circular DP)."""
     step = cfg.contour_step_mm
     costs, ps, geo = [], [], []
@@ -334,19 +354,22 @@ def _solve_slice(img: np.ndarray, tracks: list[_Track], axis: ColumnAxis, profil
         p = ps[i]
         interior_vals = geo[i][inside & (p > 0.5)]
         r_out = r + _cortex_thickness(geo[i], j, tr.level, tr.sigma, step, cfg) + cfg.rim_mm
-        out.append({
-            "r": r,
-            "r_out": r_out,
-            "cost": float(np.mean(costs[i][np.arange(theta.size), j])),
-            "inside_p": float(np.mean(p[inside])),
-            "area": float(0.5 * np.sum(r_out**2) * (2 * np.pi / theta.size)),
-            "level": float(np.median(interior_vals)) if interior_vals.size > 20 else tr.level,
-        })
+        out.append(
+            {
+                "r": r,
+                "r_out": r_out,
+                "cost": float(np.mean(costs[i][np.arange(theta.size), j])),
+                "inside_p": float(np.mean(p[inside])),
+                "area": float(0.5 * np.sum(r_out**2) * (2 * np.pi / theta.size)),
+                "level": float(np.median(interior_vals)) if interior_vals.size > 20 else tr.level,
+            }
+        )
     return out
 
 
-def _cortex_thickness(vals: np.ndarray, j: np.ndarray, level: float, sigma: float, step: float,
-                      cfg: SegmentationConfig) -> np.ndarray:
+def _cortex_thickness(
+    vals: np.ndarray, j: np.ndarray, level: float, sigma: float, step: float, cfg: SegmentationConfig
+) -> np.ndarray:
     """Per ray, the thickness (mm) of the dark cortical band just outside the marrow boundary ``j``.
 
     The manual convention includes the cortex: from the marrow edge, the darkest sample within
@@ -376,8 +399,9 @@ def _cortex_thickness(vals: np.ndarray, j: np.ndarray, level: float, sigma: floa
     return np.median(win, axis=1)
 
 
-def _container(contour: dict, theta: np.ndarray, pitch: tuple[float, float], shape: tuple[int, int],
-               cfg: SegmentationConfig) -> np.ndarray:
+def _container(
+    contour: dict, theta: np.ndarray, pitch: tuple[float, float], shape: tuple[int, int], cfg: SegmentationConfig
+) -> np.ndarray:
     """The mid-sagittal section dilated by ``lateral_growth_mm``: lateral sections stay inside it (a body is
     widest at its mid-sagittal plane; the margin allows for rotation and scoliosis)."""
     r = contour["r_out"] + cfg.lateral_growth_mm
@@ -389,8 +413,9 @@ def _container(contour: dict, theta: np.ndarray, pitch: tuple[float, float], sha
     return out
 
 
-def _axial_footprints(smooth: np.ndarray, axis: ColumnAxis, tracks: list[_Track], mid: int, slice_mm: float,
-                      cfg: SegmentationConfig) -> list[dict[int, tuple[float, float]] | None]:
+def _axial_footprints(
+    smooth: np.ndarray, axis: ColumnAxis, tracks: list[_Track], mid: int, slice_mm: float, cfg: SegmentationConfig
+) -> list[dict[int, tuple[float, float]] | None]:
     """Each body's axial section at mid-height (slices x anterior distance), segmented like a sagittal one.
 
     Returns per track a mapping ``slice -> (d_lo, d_hi)`` mm: the antero-posterior chord of the section on
@@ -407,20 +432,26 @@ def _axial_footprints(smooth: np.ndarray, axis: ColumnAxis, tracks: list[_Track]
     costs, geoms = [], []
     for tr in tracks:
         slot = tr.slot
-        t_c, d_c = axis.to_local(np.array(tr.centre[0]), np.array(tr.centre[1]), slot.t_centre)
-        t_c, d_c = float(t_c), float(d_c)
+        t_loc, d_loc = axis.to_local(np.array(tr.centre[0]), np.array(tr.centre[1]), slot.t_centre)
+        t_c, d_c = float(t_loc), float(d_loc)
         d = np.arange(slot.wall_d_mm - 15.0, slot.wall_d_mm + cfg.body_depth_mm[1] + 5.0, 1.0)
         ts = t_c + np.arange(-half, half + 1e-9, axis.step_mm) / axis.step_mm
         tt, dd = np.meshgrid(ts, d, indexing="ij")
         rr, cc = axis.index_of(tt, dd)
-        A = np.stack([ndi.map_coordinates(smooth[k], [rr, cc], order=1, mode="nearest").mean(axis=0)
-                      for k in range(ns)])  # (ns, nd)
+        A = np.stack(
+            [ndi.map_coordinates(smooth[k], [rr, cc], order=1, mode="nearest").mean(axis=0) for k in range(ns)]
+        )  # (ns, nd)
         x = np.sin(theta)[:, None] * radii[None, :]  # mm, left-right
         y = d_c + np.cos(theta)[:, None] * radii[None, :]  # mm, anterior distance
         s_idx = mid + x / slice_mm
         d_idx = y - d[0]
-        allowed = ((y >= slot.wall_d_mm - 1.0) & (y <= slot.wall_d_mm + cfg.body_depth_mm[1])
-                   & (np.abs(x) <= cfg.body_max_width_mm / 2.0) & (s_idx >= -0.5) & (s_idx <= ns - 0.5))
+        allowed = (
+            (y >= slot.wall_d_mm - 1.0)
+            & (y <= slot.wall_d_mm + cfg.body_depth_mm[1])
+            & (np.abs(x) <= cfg.body_max_width_mm / 2.0)
+            & (s_idx >= -0.5)
+            & (s_idx <= ns - 0.5)
+        )
         vals = ndi.map_coordinates(A, [np.clip(s_idx, 0, ns - 1), d_idx], order=1, mode="nearest")
         p = np.where(allowed, _marrow_likelihood(vals, tr.level, tr.sigma, cfg), 0.0)
         cost = _contour_costs(p, _cortex_valley(vals, tr.level, tr.sigma, step, cfg), allowed, step, cfg)
@@ -477,12 +508,23 @@ def _polygon_centroid(tr: _Track, r: np.ndarray, theta: np.ndarray, pitch: tuple
     y = tr.centre[0] + np.cos(theta) * r / pitch[0]
     x = tr.centre[1] + np.sin(theta) * r / pitch[1]
     w = r**2  # area weights of the triangle fan
-    return np.array([np.sum(w * (tr.centre[0] + (y - tr.centre[0]) * 2 / 3)) / np.sum(w),
-                     np.sum(w * (tr.centre[1] + (x - tr.centre[1]) * 2 / 3)) / np.sum(w)])
+    return np.array(
+        [
+            np.sum(w * (tr.centre[0] + (y - tr.centre[0]) * 2 / 3)) / np.sum(w),
+            np.sum(w * (tr.centre[1] + (x - tr.centre[1]) * 2 / 3)) / np.sum(w),
+        ]
+    )
 
 
-def segment_bodies(smooth: np.ndarray, axis: ColumnAxis, profile: ColumnProfile, slots: list[BodySlot],
-                   mid_slice: float, slice_mm: float, cfg: SegmentationConfig) -> list[BodyMask | None]:
+def segment_bodies(
+    smooth: np.ndarray,
+    axis: ColumnAxis,
+    profile: ColumnProfile,
+    slots: list[BodySlot],
+    mid_slice: float,
+    slice_mm: float,
+    cfg: SegmentationConfig,
+) -> list[BodyMask | None]:
     """Segment every body of ``slots`` on the sagittal slices it occupies (see module docstring).
 
     Parameters
@@ -537,8 +579,9 @@ def segment_bodies(smooth: np.ndarray, axis: ColumnAxis, profile: ColumnProfile,
             quarter = K // 4
             tr.depth_mm = float(r[quarter] + r[3 * quarter])  # sin(theta) = +-1: along the columns (AP)
     found = [i for i, tr in enumerate(tracks) if mid in contours[i]]
-    for i, fp in zip(found, _axial_footprints(smooth, axis, [tracks[i] for i in found], mid, slice_mm, cfg),
-                     strict=True):
+    for i, fp in zip(
+        found, _axial_footprints(smooth, axis, [tracks[i] for i in found], mid, slice_mm, cfg), strict=True
+    ):
         tracks[i].footprint = fp
     start = [(tr.centre.copy(), tr.level, res[i]["r"]) for i, tr in enumerate(tracks)]
     start_sigma = [tr.sigma for tr in tracks]
@@ -559,8 +602,10 @@ def segment_bodies(smooth: np.ndarray, axis: ColumnAxis, profile: ColumnProfile,
             res_s = _solve_slice(smooth[s], [tracks[i] for i in live], axis, profile, theta, radii, cfg)
             for i, r in zip(live, res_s, strict=True):
                 tr = tracks[i]
-                ok = (r["area"] >= cfg.lateral_min_area_ratio * ref_area[i]
-                      and r["inside_p"] >= cfg.lateral_min_marrow_fraction)
+                ok = (
+                    r["area"] >= cfg.lateral_min_area_ratio * ref_area[i]
+                    and r["inside_p"] >= cfg.lateral_min_marrow_fraction
+                )
                 if not ok:
                     tr.alive = False
                     continue
@@ -598,8 +643,16 @@ def _tilt_deg(y_mm: np.ndarray, x_mm: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(side[1], side[0])))
 
 
-def _rasterise(slot: BodySlot, contours: dict[int, dict], theta: np.ndarray, pitch: tuple[float, float],
-               shape: tuple[int, int, int], mid: int, slice_mm: float, cfg: SegmentationConfig) -> BodyMask:
+def _rasterise(
+    slot: BodySlot,
+    contours: dict[int, dict],
+    theta: np.ndarray,
+    pitch: tuple[float, float],
+    shape: tuple[int, int, int],
+    mid: int,
+    slice_mm: float,
+    cfg: SegmentationConfig,
+) -> BodyMask:
     slices = sorted(contours)
     polys = {}
     for s in slices:
@@ -627,5 +680,16 @@ def _rasterise(slot: BodySlot, contours: dict[int, dict], theta: np.ndarray, pit
     depth = float(rm[q] + rm[3 * q])
     yy, xx = polys[mid]
     angle = _tilt_deg(yy * pitch[0], xx * pitch[1])
-    return BodyMask(slot, crop, (slices[0], r0, c0, slices[-1] + 1, r1, c1), own_mid, areas, cost,
-                    height, depth, len(slices) * slice_mm, np.stack([yy, xx], axis=1), angle)
+    return BodyMask(
+        slot,
+        crop,
+        (slices[0], r0, c0, slices[-1] + 1, r1, c1),
+        own_mid,
+        areas,
+        cost,
+        height,
+        depth,
+        len(slices) * slice_mm,
+        np.stack([yy, xx], axis=1),
+        angle,
+    )

@@ -36,6 +36,7 @@ class SegmentationConfig:
     canal_smoothing_mm: float = field(default=4.0, metadata={"range": (0.0, 20.0)})
     canal_max_slope: float = field(default=1.5, metadata={"range": (0.1, 5.0)})
     canal_step_penalty: float = field(default=0.1, metadata={"range": (0.0, 10.0)})
+    corridor_mm: float = field(default=15.0, metadata={"range": (2.0, 100.0)})
     canal_candidates: int = field(default=4, metadata={"range": (1, 10)})
     canal_min_support: float = field(default=0.25, metadata={"range": (0.0, 1.0)})
     slab_halfwidth_mm: float = field(default=3.0, metadata={"range": (0.0, 20.0)})
@@ -84,6 +85,7 @@ class SegmentationConfig:
     cortex_fraction: float = field(default=0.75, metadata={"range": (0.0, 1.0)})
     rim_mm: float = field(default=0.0, metadata={"range": (-3.0, 5.0)})
     body_depth_mm: tuple[float, float] = field(default=(12.0, 60.0), metadata={"range": (1.0, 150.0)})
+    anterior_margin_mm: float = field(default=10.0, metadata={"range": (0.0, 100.0)})
     body_max_width_mm: float = field(default=65.0, metadata={"range": (10.0, 150.0)})
     footprint_band_mm: float = field(default=3.0, metadata={"range": (0.0, 20.0)})
     footprint_shape_weight: float = field(default=0.5, metadata={"range": (0.0, 10.0)})
@@ -114,8 +116,14 @@ class SegmentationConfig:
     def __post_init__(self) -> None:
         if self.contour_rays % 4:
             raise ValueError(f"contour_rays must be a multiple of 4, got {self.contour_rays}")
-        for name in ("canal_halfwidth_mm", "wall_search_mm", "band_mm", "body_height_mm", "disc_height_mm",
-                     "body_depth_mm"):
+        for name in (
+            "canal_halfwidth_mm",
+            "wall_search_mm",
+            "band_mm",
+            "body_height_mm",
+            "disc_height_mm",
+            "body_depth_mm",
+        ):
             lo, hi = getattr(self, name)
             if lo >= hi:
                 raise ValueError(f"{name} must be [low, high] with low < high, got {[lo, hi]}")

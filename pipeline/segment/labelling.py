@@ -199,7 +199,7 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
         )
         return Labelling(tuple([None] * n), tuple([0.0] * n), None, "no anchor", tuple(warnings))
 
-    conf = auto_conf
+    conf_s1 = auto_conf
     # transitional anatomy: judged on the disc spaces next to S1 against the lumbar ones above (integrated disc
     # signal: thickness x contrast, see ColumnProfile.disc_energy_mm)
     lumbar = [f.disc_below_energy for f in facts[max(0, auto_s1 - 5) : auto_s1 - 1] if f.disc_below_energy]
@@ -212,18 +212,19 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
                 "possible transitional anatomy (lumbarised S1): the disc space below the body labelled S1 looks "
                 f"mobile ({below / ref:.0%} of the median lumbar disc signal); check the level count"
             )
-            conf *= 0.7
+            conf_s1 *= 0.7
         if above is not None and above <= cfg.sacralised_disc_ratio * ref:
             warnings.append(
                 "possible transitional anatomy (sacralised L5): the L5/S1 disc space looks rudimentary "
                 f"({above / ref:.0%} of the median lumbar disc signal); check the level count"
             )
-            conf *= 0.7
-    if conf < 0.6:
-        warnings.append(f"sacrum identification is uncertain (confidence {conf:.2f}); check the level count")
+            conf_s1 *= 0.7
+    if conf_s1 < 0.6:
+        warnings.append(f"sacrum identification is uncertain (confidence {conf_s1:.2f}); check the level count")
     levels = _levels_from(auto_s1, Level.S1, n)
-    confidence = tuple(float(conf * (0.99 ** abs(i - auto_s1))) if lv is not None else 0.0
-                       for i, lv in enumerate(levels))
+    confidence = tuple(
+        float(conf_s1 * (0.99 ** abs(i - auto_s1))) if lv is not None else 0.0 for i, lv in enumerate(levels)
+    )
     return Labelling(tuple(levels), confidence, auto_s1, "sacrum anchor", tuple(warnings))
 
 

@@ -27,8 +27,14 @@ from pipeline.volume import Volume
 logger = logging.getLogger(__name__)
 
 
-def segment_vertebrae(image: Volume, *, cfg: SegmentationConfig, series_uid: str = "", contrast: Role = Role.T2,
-                      anchor: Anchor | None = None) -> SegmentationResult:
+def segment_vertebrae(
+    image: Volume,
+    *,
+    cfg: SegmentationConfig,
+    series_uid: str = "",
+    contrast: Role = Role.T2,
+    anchor: Anchor | None = None,
+) -> SegmentationResult:
     """Segment and label the vertebral bodies of a sagittal spine series.
 
     Parameters
@@ -89,11 +95,24 @@ def segment_vertebrae(image: Volume, *, cfg: SegmentationConfig, series_uid: str
     for n, i in enumerate(keep_idx, start=1):
         kept[i].paste(work_labels, n)
     labels = grid.labels_to_input(work_labels)
-    vertebrae = _describe(labels, image, [kept[i] for i in keep_idx], [lab.levels[i] for i in keep_idx],
-                          [lab.confidence[i] for i in keep_idx], lab.sacrum_index, grid, warnings)
+    vertebrae = _describe(
+        labels,
+        image,
+        [kept[i] for i in keep_idx],
+        [lab.levels[i] for i in keep_idx],
+        [lab.confidence[i] for i in keep_idx],
+        lab.sacrum_index,
+        grid,
+        warnings,
+    )
     axis_lps = _axis_lps(fit, grid)
-    logger.info("series %s: %d vertebral bodies (%s) in %.2f s", series_uid or "?", len(vertebrae),
-                lab.method, time.perf_counter() - t_start)
+    logger.info(
+        "series %s: %d vertebral bodies (%s) in %.2f s",
+        series_uid or "?",
+        len(vertebrae),
+        lab.method,
+        time.perf_counter() - t_start,
+    )
     return SegmentationResult(
         labels=image.with_array(labels),
         vertebrae=tuple(vertebrae),
@@ -117,13 +136,21 @@ def _plausible(masks: list[BodyMask | None], cfg: SegmentationConfig) -> tuple[l
         if vox is None:
             vox = 1.0
         volume = float(m.area_mm2.sum()) * (m.width_mm / max(len(m.area_mm2), 1))
-        ok = (cfg.body_min_height_mm <= m.height_mm <= cfg.body_max_height_mm
-              and cfg.body_depth_mm[0] <= m.depth_mm <= cfg.body_depth_mm[1]
-              and m.width_mm >= cfg.body_min_width_mm
-              and volume >= cfg.min_volume_mm3)
+        ok = (
+            cfg.body_min_height_mm <= m.height_mm <= cfg.body_max_height_mm
+            and cfg.body_depth_mm[0] <= m.depth_mm <= cfg.body_depth_mm[1]
+            and m.width_mm >= cfg.body_min_width_mm
+            and volume >= cfg.min_volume_mm3
+        )
         if not ok:
-            logger.debug("rejected body candidate at t=%.0f: height %.0f depth %.0f width %.0f volume %.0f mm3",
-                         m.slot.t_centre, m.height_mm, m.depth_mm, m.width_mm, volume)
+            logger.debug(
+                "rejected body candidate at t=%.0f: height %.0f depth %.0f width %.0f volume %.0f mm3",
+                m.slot.t_centre,
+                m.height_mm,
+                m.depth_mm,
+                m.width_mm,
+                volume,
+            )
             rejected += 1
             continue
         kept.append(m)
@@ -209,9 +236,16 @@ def _wall_angle(b: BodyMask, fit: ColumnFit) -> float:
     return float(np.degrees(np.arctan(slope)))
 
 
-def _describe(labels: np.ndarray, image: Volume, bodies: list[BodyMask], levels: list[Level | None],
-              confidence: list[float], sacrum_index: int | None, grid: WorkingGrid,
-              warnings: list[str]) -> list[VertebraSeg]:
+def _describe(
+    labels: np.ndarray,
+    image: Volume,
+    bodies: list[BodyMask],
+    levels: list[Level | None],
+    confidence: list[float],
+    sacrum_index: int | None,
+    grid: WorkingGrid,
+    warnings: list[str],
+) -> list[VertebraSeg]:
     out: list[VertebraSeg] = []
     objects = ndi.find_objects(labels)
     heights = np.array([b.height_mm for b in bodies])
@@ -223,29 +257,36 @@ def _describe(labels: np.ndarray, image: Volume, bodies: list[BodyMask], levels:
         sub = labels[sl] == n
         count = int(sub.sum())
         com = np.array(ndi.center_of_mass(sub)) + np.array([s.start for s in sl])
-        centroid = tuple(float(v) for v in image.index_to_lps(com))
+        c3 = image.index_to_lps(com)
+        centroid = (float(c3[0]), float(c3[1]), float(c3[2]))
         bbox = (sl[0].start, sl[1].start, sl[2].start, sl[0].stop, sl[1].stop, sl[2].stop)
         quality = float(np.clip(1.0 - b.boundary_cost / 1.5, 0.0, 1.0))
         s0, r0, c0, s1, r1, c1 = b.bbox
-        cut = r0 <= 0 or r1 >= grid.image.shape[1] or s0 <= 0 or s1 >= grid.image.shape[0]
+        cut = r0 <= 0 or r1 >= grid.image.shape[1]  # head-feet: a left-right cut is normal for thick slabs
         if cut:
             quality *= 0.5
-            warnings.append(f"body {n} ({lv.value if lv else 'level unknown'}) touches the edge of the field of "
-                            "view; it may be incomplete")
+            warnings.append(
+                f"body {n} ({lv.value if lv else 'level unknown'}) touches the edge of the field of "
+                "view; it may be incomplete"
+            )
         if med_h > 0 and b.height_mm < 0.6 * med_h:
-            warnings.append(f"body {n} ({lv.value if lv else 'level unknown'}) is much lower than its neighbours "
-                            f"({b.height_mm:.0f} mm vs {med_h:.0f} mm): collapsed or partly segmented")
-        out.append(VertebraSeg(
-            label=n,
-            level=lv,
-            level_confidence=float(conf),
-            centroid_lps_mm=centroid,  # type: ignore[arg-type]
-            mid_slice=int(np.clip(b.mid_slice, 0, image.shape[0] - 1)),
-            bbox=bbox,  # type: ignore[arg-type]
-            quality=quality,
-            volume_mm3=count * image.voxel_volume_mm3,
-            is_sacrum=(sacrum_index is not None and n - 1 == sacrum_index and lv is Level.S1),
-        ))
+            warnings.append(
+                f"body {n} ({lv.value if lv else 'level unknown'}) is much lower than its neighbours "
+                f"({b.height_mm:.0f} mm vs {med_h:.0f} mm): collapsed or partly segmented"
+            )
+        out.append(
+            VertebraSeg(
+                label=n,
+                level=lv,
+                level_confidence=float(conf),
+                centroid_lps_mm=centroid,
+                mid_slice=int(np.clip(b.mid_slice, 0, image.shape[0] - 1)),
+                bbox=bbox,
+                quality=quality,
+                volume_mm3=count * image.voxel_volume_mm3,
+                is_sacrum=(sacrum_index is not None and n - 1 == sacrum_index and lv is Level.S1),
+            )
+        )
     return out
 
 
@@ -260,7 +301,9 @@ def _axis_lps(fit: ColumnFit, grid: WorkingGrid, step_mm: float = 5.0) -> tuple[
     return tuple((float(p[0]), float(p[1]), float(p[2])) for p in lps)
 
 
-def _empty(image: Volume, series_uid: str, fit: ColumnFit, grid: WorkingGrid, warnings: list[str]) -> SegmentationResult:
+def _empty(
+    image: Volume, series_uid: str, fit: ColumnFit, grid: WorkingGrid, warnings: list[str]
+) -> SegmentationResult:
     return SegmentationResult(
         labels=image.with_array(np.zeros(image.shape, dtype=np.uint16)),
         vertebrae=(),
