@@ -475,11 +475,21 @@ def _axial_footprints(
         xs = mid + np.sin(theta) * r / slice_mm  # slice index
         ys = np.cos(theta) * r / res_d  # d offset from centre in res_d units
         off = float(np.ceil(np.abs(ys).max())) + 1
-        rr, cc = draw_polygon(xs, ys + off, shape=(ns, int(2 * off) + 2))
+        # a slice belongs to the body when the section reaches ``footprint_slice_cover`` into its thickness
+        # (partial volume at the lateral ends of thick slices); sub-positions every 0.1 slice
+        sub = 10
+        rr, cc = draw_polygon((xs + 0.5) * sub, ys + off, shape=(ns * sub, int(2 * off) + 2))
         fp: dict[int, tuple[float, float]] = {}
-        for sl in np.unique(rr):
-            cols = cc[rr == sl]
-            fp[int(sl)] = (d_c + (cols.min() - off) * res_d, d_c + (cols.max() - off) * res_d)
+        for sl in range(ns):
+            pick = (rr >= sl * sub) & (rr < (sl + 1) * sub)
+            if not np.any(pick):
+                continue
+            covered = len(np.unique(rr[pick])) / sub
+            centre = rr[pick] == sl * sub + sub // 2
+            if covered < cfg.footprint_slice_cover and not np.any(centre):
+                continue
+            cols = cc[pick] if not np.any(centre) else cc[pick][centre]
+            fp[sl] = (d_c + (cols.min() - off) * res_d, d_c + (cols.max() - off) * res_d)
         out.append(fp if fp else None)
     return out
 
@@ -596,9 +606,19 @@ def segment_bodies(
                     tr.d_bounds = tr.footprint.get(s)
                     if tr.d_bounds is None:
                         tr.alive = False  # outside the body's axial section
+                        logger.debug("body %d: slice %d outside the axial footprint", tr.slot.index, s)
             live = [i for i, tr in enumerate(tracks) if tr.alive]
             if not live:
                 break
+            for i in live:
+                # partial volume darkens (or brightens) a lateral section as a whole: follow its own marrow level
+                # when it stays within ``lateral_level_drift`` of the mid-sagittal one
+                tr = tracks[i]
+                saved = (tr.level, tr.sigma)
+                _core_statistics(smooth[s], tr, pitch, cfg)
+                if abs(tr.level - start[i][1]) > cfg.lateral_level_drift * abs(start[i][1]):
+                    tr.level, tr.sigma = saved
+                tr.sigma = max(tr.sigma, start_sigma[i])
             res_s = _solve_slice(smooth[s], [tracks[i] for i in live], axis, profile, theta, radii, cfg)
             for i, r in zip(live, res_s, strict=True):
                 tr = tracks[i]
@@ -607,13 +627,19 @@ def segment_bodies(
                     and r["inside_p"] >= cfg.lateral_min_marrow_fraction
                 )
                 if not ok:
+                    logger.debug(
+                        "body %d: stop at slice %d (area %.0f vs %.0f, marrow %.2f)",
+                        tr.slot.index,
+                        s,
+                        r["area"],
+                        ref_area[i],
+                        r["inside_p"],
+                    )
                     tr.alive = False
                     continue
                 contours[i][s] = {**r, "centre": tr.centre.copy()}
                 tr.prev_r = r["r"]
                 tr.centre = _polygon_centroid(tr, r["r"], theta, pitch)
-                drift = cfg.marrow_k_sigma * start_sigma[i]
-                tr.level = float(np.clip(r["level"], start[i][1] - drift, start[i][1] + drift))
             s += direction
     out: list[BodyMask | None] = []
     for i, tr in enumerate(tracks):

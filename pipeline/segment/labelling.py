@@ -105,6 +105,8 @@ class BodyFacts:
     disc_below_mm: float | None = None  # length of the disc space below (None: no disc found below)
     disc_below_energy: float | None = None  # its integrated signal (see ColumnProfile.disc_energy_mm)
     gap_below_mm: float | None = None  # width of the non-marrow gap to the next body on the mid-sagittal slab
+    cut_by_fov: bool = False  # the body reaches the lower edge of the image (what lies below is not seen)
+    bone_continues_below: bool = False  # marrow continues below the body's contour without any disc space
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,8 @@ def sacrum_scores(facts: list[BodyFacts], cfg: SegmentationConfig) -> np.ndarray
     """Score of "body j is S1" for every body (``-inf`` where impossible); see the module docstring.
 
     Three cues, each clipped to [-1, 1]: the body is tilted backwards like the sacrum (posterior wall at least
-    ``sacrum_min_tilt_deg`` from the patient's head-feet axis); the junction above it is a mobile disc (gap
+    ``sacrum_min_tilt_deg`` from the patient's head-feet axis, or ``sacrum_min_turn_deg`` more than the
+    mid-lumbar bodies two to four levels up); the junction above it is a mobile disc (gap
     between the contours at least ``mobile_gap_ratio`` of the median junction above); the junction below it is
     fused (at most ``fused_gap_ratio`` of that median), or it is the last body found.
     """
@@ -135,15 +138,24 @@ def sacrum_scores(facts: list[BodyFacts], cfg: SegmentationConfig) -> np.ndarray
         # reference: an upper quartile of the junctions above (a spurious split inside a body has no gap and
         # must not make every real junction look mobile)
         ref = max(float(np.percentile(above, 75)), cfg.min_reference_gap_mm) if above else None
-        s_tilt = float(np.clip((facts[j].angle_deg - cfg.sacrum_min_tilt_deg) / cfg.sacrum_tilt_scale_deg, -1, 1))
+        tilt = facts[j].angle_deg
+        s_tilt = float(np.clip((tilt - cfg.sacrum_min_tilt_deg) / cfg.sacrum_tilt_scale_deg, -1, 1))
+        ref_angles = [f.angle_deg for f in facts[max(0, j - 4) : j - 1]]
+        if len(ref_angles) >= 2:  # relative to the mid-lumbar bodies: robust to how the patient lies
+            turn = tilt - float(np.median(ref_angles))
+            s_turn = float(np.clip((turn - cfg.sacrum_min_turn_deg) / cfg.sacrum_tilt_scale_deg, -1, 1))
+            s_tilt = max(s_tilt, s_turn)
         g_above = facts[j - 1].gap_below_mm
         g_below = facts[j].gap_below_mm
         if ref is None or g_above is None:
             s_mobile = 0.0
         else:
             s_mobile = float(np.clip((g_above / ref - cfg.mobile_gap_ratio) / 0.3, -1, 1))
-        if j == n - 1 or g_below is None or ref is None:
-            s_fused = cfg.sacrum_last_body_fused  # nothing seen below: no evidence of fusion
+        if facts[j].bone_continues_below:
+            s_fused = 1.0  # bone continues below without a disc space: fused (sacrum)
+        elif j == n - 1 or g_below is None or ref is None:
+            # nothing seen below: no evidence of fusion; neutral when the image simply ends there
+            s_fused = 0.0 if facts[j].cut_by_fov else cfg.sacrum_last_body_fused
         else:
             s_fused = float(np.clip((cfg.fused_gap_ratio - g_below / ref) / 0.2, -1, 1))
         scores[j] = s_tilt + s_mobile + s_fused

@@ -83,7 +83,8 @@ def segment_vertebrae(
         return _empty(image, series_uid, fit, grid, ["no plausible vertebral body found along the column"])
 
     gaps = [_junction_gap_mm(kept[i], kept[i + 1], fit) for i in range(len(kept) - 1)] + [None]
-    facts = [_facts(b, fit, grid, g) for b, g in zip(kept, gaps, strict=True)]
+    med_h = float(np.median([b.height_mm for b in kept]))
+    facts = [_facts(b, fit, grid, g, med_h) for b, g in zip(kept, gaps, strict=True)]
     lab = label_bodies(facts, cfg, anchor)
     warnings.extend(lab.warnings)
     last = lab.sacrum_index if lab.sacrum_index is not None else len(kept) - 1
@@ -191,7 +192,9 @@ def _ray_exit(poly: np.ndarray, u: np.ndarray) -> float | None:
     return float(t[hit].max()) if np.any(hit) else None
 
 
-def _facts(b: BodyMask, fit: ColumnFit, grid: WorkingGrid, gap_below: float | None = None) -> BodyFacts:
+def _facts(
+    b: BodyMask, fit: ColumnFit, grid: WorkingGrid, gap_below: float | None = None, median_height_mm: float = 0.0
+) -> BodyFacts:
     angle = _wall_angle(b, fit) + _row_axis_tilt_deg(grid)
     s0, r0, c0, _, _, _ = b.bbox
     com = np.array(ndi.center_of_mass(b.mask)) + np.array([s0, r0, c0])
@@ -203,7 +206,12 @@ def _facts(b: BodyMask, fit: ColumnFit, grid: WorkingGrid, gap_below: float | No
     if 0 <= k < len(segs) - 1 and segs[k + 1].kind == "disc":
         below = segs[k + 1].length * fit.axis.step_mm
         below_energy = fit.profile.disc_energy_mm(segs[k + 1])
-    return BodyFacts(angle, b.depth_mm, b.height_mm, z, below, below_energy, gap_below)
+    cut = b.bbox[4] >= grid.image.shape[1] - 1
+    # a body half as tall again as the others has swallowed the next segment without a disc between: fused
+    merged = median_height_mm > 0 and b.height_mm >= 1.5 * median_height_mm
+    return BodyFacts(
+        angle, b.depth_mm, b.height_mm, z, below, below_energy, gap_below, cut, merged or _bone_continues_below(b, fit)
+    )
 
 
 def _row_axis_tilt_deg(grid: WorkingGrid) -> float:
@@ -211,6 +219,22 @@ def _row_axis_tilt_deg(grid: WorkingGrid) -> float:
     image-space wall angle plus this is the tilt relative to the patient (oblique sagittal planning)."""
     row = grid.image.axes_lps[1]
     return float(np.degrees(np.arctan2(row[1], -row[2])))
+
+
+def _bone_continues_below(b: BodyMask, fit: ColumnFit) -> bool:
+    """The column partition ran on past the bottom of this body's contour with marrow-like rows and no disc:
+    the bone continues (fused sacral segments), as below S1."""
+    if b.contour_rc is None or fit.profile.raw_fraction is None:
+        return False
+    t_c, _ = fit.axis.to_local(b.contour_rc[:, 0], b.contour_rc[:, 1], b.slot.t_centre)
+    t_end = float(np.max(t_c))
+    seg = b.slot.segment
+    extra = (seg.t1 - t_end) * fit.axis.step_mm
+    if extra < 0.4 * b.height_mm:
+        return False
+    rows = fit.profile.raw_fraction[int(np.ceil(t_end)) : seg.t1]
+    rows = rows[np.isfinite(rows)]
+    return bool(rows.size and float(np.mean(rows >= 0.5)) >= 0.8)
 
 
 def _wall_angle(b: BodyMask, fit: ColumnFit) -> float:
