@@ -113,10 +113,9 @@ def synth_studies(n: int, seed0: int) -> tuple[str, Callable[[int], Study]]:
 
 def phantom_studies(n: int, seed0: int) -> tuple[str, Callable[[int], Study]] | None:
     try:
-        from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom
-
         from pipeline.errors import ConfigError
         from pipeline.model import Morphology
+        from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom
     except ImportError:
         return None
     levels = [Level.T10, Level.T11, Level.T12, Level.L1, Level.L2, Level.L3, Level.L4, Level.L5]
@@ -432,10 +431,17 @@ def run_realdata(args: argparse.Namespace, cfg: StirConfig) -> None:
         return
     import SimpleITK as sitk
 
-    try:
-        from pipeline.segment import segment_vertebrae
+    try:  # the pipeline's own segmentation, when that stage is on this branch
+        from pipeline.model import Role
+        from pipeline.segment import load_segmentation_config, segment_vertebrae
+
+        seg_cfg = load_segmentation_config()
+
+        def own_segmentation(img: Volume) -> SegmentationResult:
+            return segment_vertebrae(img, cfg=seg_cfg, contrast=Role.STIR)
+
     except ImportError:
-        segment_vertebrae = None
+        own_segmentation = None  # type: ignore[assignment]
     print(f"== 4. Real data: {root} (healthy volunteers, Dixon water as substitute, manual L1-L5 masks)")
     tallies: dict[str, list[int]] = {
         "manual masks": [0, 0, 0],
@@ -446,9 +452,9 @@ def run_realdata(args: argparse.Namespace, cfg: StirConfig) -> None:
         lab = Volume.from_sitk(sitk.ReadImage(str(case / "labels.nii.gz")))
         levels = {int(k): Level.parse(v) for k, v in json.loads((case / "levels.json").read_text()).items()}
         segs = {"manual masks": segmentation_from_label_map(lab, levels)}
-        if segment_vertebrae is not None:
+        if own_segmentation is not None:
             try:
-                segs["pipeline segmentation"] = segment_vertebrae(img)
+                segs["pipeline segmentation"] = own_segmentation(img)
             except Exception as exc:  # noqa: BLE001 - benchmark reports and moves on
                 print(f"  {case.name}: pipeline segmentation failed: {exc}")
         for name, seg in segs.items():

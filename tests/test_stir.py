@@ -162,6 +162,40 @@ def test_body_too_small_after_erosion_is_not_assessable(cfg):
     assert all(f[k].edema is False for k in (1, 2, 3))
 
 
+def test_body_cut_by_the_image_edge_is_not_assessable(cfg):
+    sp = make_spine({3: (0.5, "band")}, n_bodies=5, seed=17)
+    r0 = int(np.nonzero(sp.labels.array == 1)[1].min()) + 8  # crop through the top body
+
+    def crop(v: Volume) -> Volume:
+        return Volume(v.array[:, r0:], v.spacing_mm, tuple(v.index_to_lps((0, r0, 0))), v.axes_lps)
+
+    labels = crop(sp.labels)
+    seg = segmentation_from_label_map(labels)
+    a = assess_stir(crop(sp.t2), seg, crop(sp.stir), cfg=cfg)
+    f = _by_label(a)
+    assert f[1].edema is None and "edge of the image" in f[1].reason
+    assert [f[k].edema for k in range(2, 6)] == [False, True, False, False]
+
+
+def test_mask_missing_the_oedematous_band_is_flagged_not_trusted(cfg):
+    # a segmenter working on T2 may take a bright subchondral band for disc and leave it out of the body:
+    # the STIR stage then sees no oedema, but must not report that with full confidence
+    sp = make_spine({3: (0.45, "band")}, n_bodies=6, seed=18)
+    lab = sp.labels.array.copy()
+    rows = np.nonzero(lab == 3)[1]
+    cut = rows.min() + int(0.5 * (rows.max() - rows.min()))
+    body3 = lab == 3
+    body3[:, cut:, :] = False
+    lab[body3] = 0
+    seg = segmentation_from_label_map(sp.labels.with_array(lab))
+    a = assess_stir(sp.t2, seg, sp.stir, cfg=cfg)
+    f = _by_label(a)
+    assert f[3].edema is False  # the band is outside the mask: not measurable here
+    assert f[3].confidence <= cfg.confidence.short_body_factor
+    assert "left out part of it" in f[3].reason
+    assert all(f[k].confidence > 0.9 for k in (1, 2, 4, 5))
+
+
 # --------------------------------------------------------------------------- confidence
 def test_substitute_is_flagged_and_lowers_confidence(cfg):
     sp = make_spine({3: (0.5, "band")}, n_bodies=5, seed=10)

@@ -43,6 +43,7 @@ from pipeline.stir.measure import (
     fit_fluid_profile,
     measure_body,
     sample_bodies,
+    short_bodies,
     smooth_inplane,
 )
 from pipeline.stir.register import GridResult, RegistrationFailed, bring_onto_grid
@@ -337,6 +338,7 @@ def _measure(
         warnings=warnings,
     )
 
+    short = short_bodies(assessable, dcfg.short_body_ratio)
     findings = []
     edema_map = np.zeros(anatomy.shape, dtype=np.uint8)
     quality = {v.label: v.quality for v in verts}
@@ -349,7 +351,7 @@ def _measure(
             )
             continue
         agrees, t1_ratio = t1_result.get(v.label, (None, None))
-        conf, notes = _confidence(m, ref, profile, grid, sub, agrees, quality[v.label], cfg)
+        conf, notes = _confidence(m, ref, profile, grid, sub, agrees, quality[v.label], cfg, short.get(v.label))
         if m.edema:
             edema_map[s.crop][m.supra] = 1
         findings.append(
@@ -460,8 +462,12 @@ def _confidence(
     t1_agrees: bool | None,
     quality: float,
     cfg: StirConfig,
+    short: tuple[float, float] | None = None,
 ) -> tuple[float, list[str]]:
-    """Confidence 0..1 as a product of factors, and the notes explaining the reductions."""
+    """Confidence 0..1 as a product of factors, and the notes explaining the reductions.
+
+    ``short``: (height, neighbours' height) of a body much shorter than its neighbours.
+    """
     c = cfg.confidence
     margin = abs(m.edema_fraction - cfg.decision.edema_fraction_min) / c.margin_scale
     conf = 0.5 + 0.5 * min(1.0, margin)
@@ -485,6 +491,12 @@ def _confidence(
     if profile is None:
         conf *= c.no_fluid_factor
         notes.append("no canal fluid for scale")
+    if short is not None and not m.edema:
+        conf *= c.short_body_factor
+        notes.append(
+            f"body {short[0]:.0f} mm tall vs {short[1]:.0f} mm for its neighbours: collapsed, or the segmentation "
+            "left out part of it (an oedematous band next to the disc looks like disc on T2); check the STIR"
+        )
     conf *= 0.5 + 0.5 * float(np.clip(quality, 0.0, 1.0))
     return float(np.clip(conf, 0.0, 1.0)), notes
 

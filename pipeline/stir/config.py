@@ -58,6 +58,7 @@ class MeasurementConfig:
     min_eroded_volume_mm3: float = field(default=1000.0, metadata={"range": (0.0, None)})
     min_eroded_voxels: int = field(default=50, metadata={"range": (1, None)})
     min_coverage: float = field(default=0.8, metadata={"range": (0.0, 1.0)})  # share of body inside the STIR FoV
+    exclude_fov_edge_bodies: bool = True  # a body cut by the image edge (in-plane) is not assessable
     min_component_mm3: float = field(default=30.0, metadata={"range": (0.0, None)})
     canal_gap_mm: tuple[float, float] = (
         1.0,
@@ -102,6 +103,7 @@ class DecisionConfig:
     threshold_k_sd: float = field(default=3.0, metadata={"range": (1.0, 10.0), "clinical": True})
     threshold_floor_fluid_fraction: float = field(default=0.15, metadata={"range": (0.0, 1.0), "clinical": True})
     edema_fraction_min: float = field(default=0.10, metadata={"range": (0.01, 1.0), "clinical": True})
+    short_body_ratio: float = field(default=0.7, metadata={"range": (0.0, 1.0)})  # vs neighbours' height
     band_far_to_near_max: float = field(default=0.5, metadata={"range": (0.0, 1.0)})  # see measure.classify_pattern
     t1_min_drop: float = field(default=0.10, metadata={"range": (0.0, 1.0), "clinical": True})
     t1_min_voxels: int = field(default=30, metadata={"range": (1, None)})
@@ -118,6 +120,7 @@ class ConfidenceConfig:
     few_reference_factor: float = field(default=0.8, metadata={"range": (0.0, 1.0)})
     prior_reference_factor: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
     no_fluid_factor: float = field(default=0.7, metadata={"range": (0.0, 1.0)})
+    short_body_factor: float = field(default=0.6, metadata={"range": (0.0, 1.0)})  # "no oedema" in a short body
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ class BodySample:
     fluid_raw: float | None  # canal fluid signal behind the body (raw STIR units)
     fluid_voxels: int
     reason: str | None
+    height_mm: float | None = None  # extent along the column near the mid-sagittal plane (2nd-98th percentile)
 
     @property
     def assessable(self) -> bool:
@@ -212,7 +213,9 @@ def sample_bodies(
         rel = _relative_height(body, eroded, h, ap, lr)
         fluid, n_fluid = _canal_fluid(body, lab_c, val_c, stir_smooth[crop], h, ap, lr, cfg)
         reason: str | None = None
-        if coverage < cfg.min_coverage:
+        if cfg.exclude_fov_edge_bodies and _touches_inplane_edge(obj, lab.shape):
+            reason = "body cut by the edge of the image: incomplete, and signal there is unreliable (coil fall-off)"
+        elif coverage < cfg.min_coverage:
             reason = f"only {coverage:.0%} of the body lies inside the STIR field of view"
         elif n_er < cfg.min_eroded_voxels or vol_er < cfg.min_eroded_volume_mm3:
             reason = (
@@ -233,9 +236,45 @@ def sample_bodies(
                 fluid_raw=fluid,
                 fluid_voxels=n_fluid,
                 reason=reason,
+                height_mm=_height(body, h, lr, cfg.canal_half_width_mm),
             )
         )
     return out
+
+
+def _height(body: np.ndarray, h: np.ndarray, lr: np.ndarray, half_width_mm: float) -> float | None:
+    """Extent (mm) of the body along the column within ``half_width_mm`` of its mid-sagittal plane."""
+    mid = body & (np.abs(lr) <= half_width_mm)
+    if mid.sum() < 10:
+        return None
+    lo, hi = np.percentile(h[mid], [2.0, 98.0])
+    return float(hi - lo)
+
+
+def short_bodies(samples: Sequence[BodySample], ratio: float) -> dict[int, tuple[float, float]]:
+    """label -> (height, neighbours' median height) for bodies shorter than ``ratio`` x their neighbours.
+
+    Neighbours: up to two bodies on each side (the sacrum excluded). Such a body is collapsed, or its mask
+    leaves out part of it (e.g. an oedematous band next to the disc that is as bright as the disc on T2).
+    """
+    out: dict[int, tuple[float, float]] = {}
+    lumbar = [s for s in samples if not s.is_sacrum]
+    for i, s in enumerate(lumbar):
+        if s.height_mm is None:
+            continue
+        neigh = [n.height_mm for n in lumbar[max(0, i - 2) : i] + lumbar[i + 1 : i + 3] if n.height_mm is not None]
+        if len(neigh) >= 2:
+            ref = float(np.median(neigh))
+            if s.height_mm < ratio * ref:
+                out[s.label] = (s.height_mm, ref)
+    return out
+
+
+def _touches_inplane_edge(obj: tuple[slice, ...], shape: tuple[int, ...]) -> bool:
+    """The body's bounding box reaches the first or last row or column of the image (array axes 1 and 2:
+    the plane of the stored slices). The slice axis is ignored: a sagittal slab often does not cover a
+    body's full width, and the central-width restriction already avoids its lateral margins."""
+    return any(sl.start == 0 or sl.stop == n for sl, n in zip(obj[1:], shape[1:], strict=True))
 
 
 def _central_width(body: np.ndarray, lr: np.ndarray, fraction: float) -> np.ndarray:
