@@ -193,6 +193,44 @@ def _marrow_likelihood(values: np.ndarray, level: float, sigma: float, cfg: Segm
     return 1.0 / (1.0 + z**4)
 
 
+def _inside_likelihood(
+    values: np.ndarray,
+    valley: np.ndarray,
+    level: float,
+    sigma: float,
+    cfg: SegmentationConfig,
+    reach: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per ray sample ``(K, J)``: likelihood of being inside the body, bounded by its cortex.
+
+    Marrow-like values count as inside (:func:`_marrow_likelihood`). Values brighter than marrow (oedema
+    under a fractured endplate, a basivertebral vein, a haemangioma) also count as inside as long as the ray
+    has not yet crossed a dark cortical line on its way out from the body centre: the body is what its
+    cortex encloses, whatever its marrow signal. Beyond the first cortex line, bright means disc, fat or
+    fluid. ``inclusion_bright_rel`` sets how much brighter than marrow an inclusion may be (half-likelihood
+    at ``level * (1 + inclusion_bright_rel)``). The cortex line counts as crossed by the running maximum of
+    the dark-line strength ``valley`` (soft, ``[0, 1]``, lines at least ``inclusion_line_mm`` long), and an
+    inclusion is only accepted where a clear cortex line (``>= inclusion_valley``) lies further out on the
+    same ray, or within ``reach`` (shape ``(K, J)`` bool: inside the neighbouring slice's contour, so that a
+    band found on the mid-sagittal slice is followed laterally where partial volume blurs the endplate).
+    """
+    p = _marrow_likelihood(values, level, sigma, cfg)
+    if cfg.inclusion_bright_rel <= 0:
+        return p
+    wide = max(cfg.inclusion_bright_rel * abs(level), 1e-6)
+    z = np.clip(values - level, 0.0, None) / wide
+    incl = np.where(values > level, 1.0 / (1.0 + z**4), 0.0)
+    # a cortical line spans ``inclusion_line_mm`` along the ray; a noise dip does not
+    n = max(1, int(round(cfg.inclusion_line_mm / cfg.contour_step_mm)))
+    line = ndi.minimum_filter1d(valley, n, axis=-1, mode="nearest", origin=(n - 1) // 2) if n > 1 else valley
+    crossed = np.clip(np.maximum.accumulate(line, axis=-1) / max(cfg.inclusion_valley, 1e-6), 0.0, 1.0)
+    strong = line >= cfg.inclusion_valley
+    ahead = np.flip(np.maximum.accumulate(np.flip(strong, axis=-1), axis=-1), axis=-1)
+    if reach is not None:
+        ahead = ahead | reach
+    return np.maximum(p, np.where(ahead, (1.0 - crossed) * incl, 0.0))
+
+
 def _circular_dp(cost: np.ndarray, max_jump: int, penalty: float) -> np.ndarray:
     """Radius index per ray minimising ``sum(cost) + penalty * sum|jumps|`` around a closed contour.
 
@@ -235,6 +273,7 @@ class _Track:
     footprint: dict[int, tuple[float, float]] | None = None  # slice -> allowed (d_lo, d_hi) mm, axial section
     d_bounds: tuple[float, float] | None = None  # of the slice being solved
     depth_mm: float | None = None  # antero-posterior depth of the mid-sagittal section at mid-height
+    inclusion: bool = False  # the mid-sagittal section holds a bright inclusion (oedema band): follow it
 
 
 def _ray_geometry(
@@ -337,12 +376,17 @@ def _solve_slice(
         if tr.container is not None:
             allowed &= ndi.map_coordinates(tr.container, [rows, cols], order=0, mode="constant", cval=0).astype(bool)
         vals = ndi.map_coordinates(img, [rows, cols], order=1, mode="nearest")
-        p = np.where(allowed, _marrow_likelihood(vals, tr.level, tr.sigma, cfg), 0.0)
-        c = _contour_costs(p, _cortex_valley(vals, tr.level, tr.sigma, step, cfg), allowed, step, cfg)
+        valley = _cortex_valley(vals, tr.level, tr.sigma, step, cfg)
+        reach = None
+        if tr.prev_r is not None and tr.inclusion:
+            reach = radii[None, :] <= tr.prev_r[:, None] + cfg.contour_step_mm
+        p = np.where(allowed, _inside_likelihood(vals, valley, tr.level, tr.sigma, cfg, reach), 0.0)
+        pm = np.where(allowed, _marrow_likelihood(vals, tr.level, tr.sigma, cfg), 0.0)
+        c = _contour_costs(p, valley, allowed, step, cfg)
         if tr.prev_r is not None:
             c = c + cfg.contour_prior_per_mm * np.abs(radii[None, :] - tr.prev_r[:, None])
         costs.append(c)
-        ps.append(p)
+        ps.append((p, pm))
         geo.append(vals)
     max_jump = max(1, int(round(cfg.contour_max_jump_mm / step)))
     path = _circular_dp(np.stack(costs), max_jump, cfg.contour_jump_penalty)
@@ -351,7 +395,7 @@ def _solve_slice(
         j = path[i]
         r = radii[j]
         inside = radii[None, :] <= r[:, None]
-        p = ps[i]
+        p, pm = ps[i]
         interior_vals = geo[i][inside & (p > 0.5)]
         r_out = r + _cortex_thickness(geo[i], j, tr.level, tr.sigma, step, cfg) + cfg.rim_mm
         out.append(
@@ -360,6 +404,7 @@ def _solve_slice(
                 "r_out": r_out,
                 "cost": float(np.mean(costs[i][np.arange(theta.size), j])),
                 "inside_p": float(np.mean(p[inside])),
+                "inclusion_fraction": float(np.mean((p - pm)[inside] > 0.5)),
                 "area": float(0.5 * np.sum(r_out**2) * (2 * np.pi / theta.size)),
                 "level": float(np.median(interior_vals)) if interior_vals.size > 20 else tr.level,
             }
@@ -453,13 +498,19 @@ def _axial_footprints(
             & (s_idx <= ns - 0.5)
         )
         vals = ndi.map_coordinates(A, [np.clip(s_idx, 0, ns - 1), d_idx], order=1, mode="nearest")
-        p = np.where(allowed, _marrow_likelihood(vals, tr.level, tr.sigma, cfg), 0.0)
-        cost = _contour_costs(p, _cortex_valley(vals, tr.level, tr.sigma, step, cfg), allowed, step, cfg)
-        if tr.depth_mm is not None and cfg.footprint_shape_weight > 0:
-            # anatomical prior: the axial section is roughly an ellipse, width ~ width_to_depth x depth
+        valley = _cortex_valley(vals, tr.level, tr.sigma, step, cfg)
+        r_ell = None
+        reach = None
+        if tr.depth_mm is not None:
+            # anatomical prior: the axial section is roughly an ellipse, width ~ width_to_depth x depth; a bright
+            # inclusion (oedema band) may fill it even where partial volume across slices blurs the cortex
             b = tr.depth_mm / 2.0
             a = cfg.body_width_to_depth * b
             r_ell = 1.0 / np.sqrt((np.sin(theta) / a) ** 2 + (np.cos(theta) / b) ** 2)
+            reach = radii[None, :] <= r_ell[:, None] if tr.inclusion else None
+        p = np.where(allowed, _inside_likelihood(vals, valley, tr.level, tr.sigma, cfg, reach), 0.0)
+        cost = _contour_costs(p, valley, allowed, step, cfg)
+        if r_ell is not None and cfg.footprint_shape_weight > 0:
             cost = cost + cfg.footprint_shape_weight * np.abs(radii[None, :] - r_ell[:, None]) / r_ell[:, None]
         costs.append(cost)
         geoms.append((d_c, vals))
@@ -576,6 +627,10 @@ def segment_bodies(
     for i, (tr, r) in enumerate(zip(tracks, res, strict=True)):
         ok = r["inside_p"] >= cfg.lateral_min_marrow_fraction
         tr.alive = ok
+        tr.inclusion = r["inclusion_fraction"] >= cfg.inclusion_min_fraction
+        if tr.inclusion:
+            share = 100 * r["inclusion_fraction"]
+            logger.debug("body %d: bright inclusion %.0f %% of the mid-sagittal section", i, share)
         ref_area.append(r["area"])
         if ok:
             contours[i][mid] = {**r, "centre": tr.centre.copy()}
