@@ -163,7 +163,7 @@ def _measure_section_at(
     if isinstance(sec, str):
         return f"{sec} (slice {s})"
     offset = np.array([r0, c0], dtype=float) * plane.spacing_rc
-    return replace(sec, contour=sec.contour + offset, centre=sec.centre + offset)
+    return replace(sec, contour=sec.contour + offset, raw_contour=sec.raw_contour + offset, centre=sec.centre + offset)
 
 
 def _measure_body(
