@@ -133,6 +133,22 @@ def match_labels(a: np.ndarray, b: np.ndarray) -> dict[int, int]:
     return out
 
 
+def segmenter():
+    """``f(image, role) -> SegmentationResult`` with the pipeline's own segmentation, or None when absent."""
+    if importlib.util.find_spec("pipeline.segment") is None:
+        return None
+    from pipeline.segment import load_segmentation_config, segment_vertebrae  # type: ignore[attr-defined]
+
+    from pipeline.model import Role
+
+    seg_cfg = load_segmentation_config()
+
+    def run(img: Volume, role: Role = Role.T2) -> SegmentationResult:
+        return segment_vertebrae(img, cfg=seg_cfg, series_uid="benchmark", contrast=role)
+
+    return run
+
+
 # --------------------------------------------------------------------------- 1. phantoms
 CACHE: Path | None = None  # set by --cache: rendered phantoms are pickled there and reused
 
@@ -191,12 +207,7 @@ def run_phantoms(cfg: MorphometryConfig, n_seeds: int, with_segmentation: bool) 
         print("skipped: pipeline.phantom is not available on this branch yet")
         return
     rows: dict[str, list[PhantomRow]] = {"truth labels": [], "pipeline segmentation": []}
-    seg_fn = None
-    if with_segmentation and importlib.util.find_spec("pipeline.segment") is not None:
-        from pipeline.segment import load_segmentation_config, segment_vertebrae  # type: ignore[attr-defined]
-
-        seg_cfg = load_segmentation_config()
-        seg_fn = lambda img: segment_vertebrae(img, cfg=seg_cfg)  # noqa: E731
+    seg_fn = segmenter() if with_segmentation else None
     t_total = 0.0
     for seed, fractures in phantom_cases(n_seeds):
         ph = render_cached(seed, fractures)
@@ -211,9 +222,13 @@ def run_phantoms(cfg: MorphometryConfig, n_seeds: int, with_segmentation: bool) 
         if seg_fn is not None:
             seg = seg_fn(ph.t2)
             res = measure_vertebrae(ph.t2, seg, cfg=cfg, canal_image=ph.t2)
-            by_level = {m.level: m for m in res}
-            for lv, t in truth.items():
-                rows["pipeline segmentation"].append(PhantomRow(seed, lv, *t, by_level.get(lv)))
+            # Bodies are matched by overlap with the truth labels (a level-naming error is not a height error).
+            mapping = match_labels(np.asarray(ph.labels.array), np.asarray(seg.labels.array))
+            by_label = {m.label: m for m in res}
+            for lab, lv in levels.items():
+                if lv in truth:
+                    m = by_label.get(mapping.get(lab, -1))
+                    rows["pipeline segmentation"].append(PhantomRow(seed, lv, *truth[lv], m))
     print(f"{n_seeds} phantom studies, morphometry {t_total / max(1, n_seeds):.2f} s per study (truth labels)")
     for name, rr in rows.items():
         if rr:
@@ -303,12 +318,7 @@ def run_real(cfg: MorphometryConfig, root: Path | None, max_cases: int, with_seg
     if root is None:
         print("skipped: ../shared/realdata not found (use --realdata DIR or SPINE_ASSESS_REALDATA)")
         return
-    seg_fn = None
-    if with_segmentation and importlib.util.find_spec("pipeline.segment") is not None:
-        from pipeline.segment import load_segmentation_config, segment_vertebrae  # type: ignore[attr-defined]
-
-        seg_cfg = load_segmentation_config()
-        seg_fn = lambda img: segment_vertebrae(img, cfg=seg_cfg)  # noqa: E731
+    seg_fn = segmenter() if with_segmentation else None
     manual: list[VertebraMorphometry] = []
     pairs: list[tuple[VertebraMorphometry, VertebraMorphometry]] = []
     n_seg_missing = 0
@@ -321,7 +331,10 @@ def run_real(cfg: MorphometryConfig, root: Path | None, max_cases: int, with_seg
         t_total += time.perf_counter() - t0
         manual += res
         if seg_fn is not None:
-            seg = seg_fn(img)
+            from pipeline.model import Role
+
+            # vb3 is a Dixon water image: fluid bright, fat dark, as on STIR
+            seg = seg_fn(img, Role.STIR if case.parent.name == "vb3" else Role.T2)
             auto = measure_vertebrae(img, seg, cfg=cfg, canal_image=img)
             mapping = match_labels(np.asarray(lab.array), np.asarray(seg.labels.array))
             by_label = {m.label: m for m in auto}

@@ -233,6 +233,27 @@ def test_wedged_neighbour_is_not_a_reference_and_loss_uses_neighbours():
     assert w.reference_labels == (2, 4)
 
 
+def test_intact_posterior_wall_taller_than_neighbours_is_the_reference():
+    # A biconcave body (endplates sagging 5 mm): Hp = Ha = 26 - 2 * 0.36 * 5 = 22.4 mm, Hm = 16 mm.
+    shapes = [None, None, biconcave(36.0, 26.0, 5.0), None, None]
+    sc = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
+    column(sc, [24.0, 24.0, 26.0, 24.0, 24.0], [0.0] * 5, LEVELS5, shapes=shapes)
+    m = sc.measure()[2]
+    # Neighbours predict 24 mm, taller than its Hp: the prediction is the reference.
+    assert m.reference_height_mm == pytest.approx(24.0, abs=0.5) and "interpolated" in m.reference_method
+    assert m.height_loss_pct == pytest.approx(100 * (1 - 16.0 / 24.0), abs=2.5)
+    sc2 = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
+    column(sc2, [20.0, 20.0, 26.0, 20.0, 20.0], [0.0] * 5, LEVELS5, shapes=shapes)
+    m2 = sc2.measure()[2]
+    # Neighbours predict 20 mm but the intact posterior wall is 22.4 mm: the body was at least that tall.
+    assert m2.reference_height_mm == pytest.approx(22.4, abs=0.5)
+    assert m2.reference_method.startswith("own posterior height, taller than the 2")
+    assert m2.reference_labels == (2, 4)
+    assert m2.ratios["hp_ref"] == pytest.approx(22.4 / 20.0, abs=0.04)  # the crush ratio uses the prediction
+    assert m2.morphology is Morphology.BICONCAVE
+    assert m2.height_loss_pct == pytest.approx(100 * (1 - 16.0 / 22.4), abs=2.5)
+
+
 # --------------------------------------------------------------------------- not assessable
 def test_sacrum_is_not_assessable():
     sc = Scene(shape=(5, 150, 100))

@@ -266,7 +266,7 @@ def _assemble(
             f"neighbouring sagittal slices disagree: height loss {min(losses):.0f}-{max(losses):.0f} % on slices "
             f"{slices[0]}-{slices[-1]} (spread {spread:.0f} points >= {cfg.spread_not_assessable_pct:g})",
         )
-    loss = height_loss(h, ref.height_mm)
+    loss = round(height_loss(h, ref.height_mm), 1)  # graded as reported
     grade = genant_grade(loss, cfg)
     morph, ratios = classify(h, ref.predicted_mm, grade, cfg)
 
@@ -315,8 +315,8 @@ def _assemble(
                 exp_mm, where = exp
                 pw = PosteriorWall(
                     True,
-                    f"bulge beyond the line through the posterior corners; expected canal = AP extent of the CSF "
-                    f"column behind {', '.join(where)}",
+                    "bulge of the posterior wall beyond its unbroken line; expected canal = sagittal diameter "
+                    f"(posterior wall through the CSF to the ligamentum flavum) behind {', '.join(where)}",
                     bulge_mm=bulge,
                     canal_compromise_pct=round(100.0 * wall_result.bulge_mm / exp_mm, 1),
                     expected_canal_mm=round(exp_mm, 2),
@@ -326,6 +326,7 @@ def _assemble(
     reason = (
         f"six-point morphometry on slice {sec.slice_index} (body axis tilted {tilt:+.1f} deg)"
         + (f", checked on slices {', '.join(str(s.slice_index) for s in b.neighbours)}" if b.neighbours else "")
+        + (f", heights averaged over slices {', '.join(map(str, b.slab))}" if len(b.slab) > 1 else "")
         + ("; " + "; ".join(notes) if notes else "")
     )
     return VertebraMorphometry(
@@ -337,7 +338,7 @@ def _assemble(
         reference_height_mm=round(ref.height_mm, 2),
         reference_method=ref.method,
         reference_labels=ref.labels,
-        height_loss_pct=round(loss, 1),
+        height_loss_pct=loss,
         genant_grade=grade,
         morphology=morph,
         wedge_angle_deg=round(sec.wedge_angle_deg, 1),

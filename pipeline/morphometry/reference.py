@@ -59,7 +59,12 @@ def reference_from(
     side = above or below
     if side:
         near = side[0]
-        used = side[: cfg.trend_neighbours]
+        # The level trend may use normal bodies further along the same side than the gap allows.
+        upward = bool(above)
+        same_side = (j for j in normal if j != b.index and (pos[j] < p if upward else pos[j] > p))
+        far = sorted(same_side, key=lambda j: abs(pos[j] - p))
+        used = far[: cfg.trend_neighbours]
+        hp.update({j: by_index[j].heights.posterior_mm for j in used})
         if len(used) >= 2:
             x = np.array([pos[j] for j in used])
             y = np.log([hp[j] for j in used])
@@ -70,8 +75,8 @@ def reference_from(
             names = ", ".join(body_name(by_index[j]) for j in used)
             return Reference(
                 ref,
-                f"extrapolated from the posterior heights of the nearest normal bodies {names} "
-                f"(trend {100.0 * math.expm1(slope):+.1f} % per level)",
+                f"extrapolated from the posterior height of the nearest normal body {body_name(by_index[near])} "
+                f"with the level trend of {names} ({100.0 * math.expm1(slope):+.1f} % per level)",
                 tuple(by_index[j].seg.label for j in used),
                 False,
             )
