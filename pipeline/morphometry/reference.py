@@ -71,7 +71,9 @@ def reference_from(
             slope = float(np.polyfit(x, y, 1)[0])
             bound = math.log1p(cfg.max_growth_per_level_pct / 100.0)
             slope = min(bound, max(-bound, slope))
-            ref = hp[near] * math.exp(slope * (p - pos[near]))
+            # Never taller than the nearest normal body: bodies shrink cranially from L3 and L4-L5 are lower
+            # than L3, so a growth trend is not extrapolated (it would invent height loss at the column's ends).
+            ref = hp[near] * min(1.0, math.exp(slope * (p - pos[near])))
             names = ", ".join(body_name(by_index[j]) for j in used)
             return Reference(
                 ref,
