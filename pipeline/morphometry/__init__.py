@@ -31,8 +31,10 @@ Method (per body)
    Wedge angle: angle between the superior line (anterior and posterior superior landmarks) and the inferior
    line; positive when the body is lower anteriorly.
 6. **Reference height.** Bodies whose own ratios are normal start as "normal"; each body's posterior height
-   is predicted by interpolating between the nearest normal bodies above and below (or from the nearest
-   normal bodies on one side with their level-to-level trend, bounded by ``max_growth_per_level_pct``); the
+   is predicted by interpolating between the nearest normal bodies above and below (or, on one side only,
+   from the nearest normal body scaled by the level-to-level trend of the normal bodies on that side, bounded
+   by ``max_growth_per_level_pct`` and never above that body's own height, since bodies shrink cranially
+   from L3 and L4-L5 are lower than L3); the
    most deviant body leaves the normal set while any falls below the grade-1 or crush limits. The reference
    is the prediction, or the body's own posterior height where that is taller (an intact posterior wall shows
    how tall the body was; ``reference_at_least_own_hp``). Without a normal body within
