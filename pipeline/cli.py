@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, InputError, PipelineError
 
 logger = logging.getLogger("pipeline.cli")
 
@@ -64,6 +64,75 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spine-assess: interrupted", file=sys.stderr)
         return 130
+
+
+# --------------------------------------------------------------------------- inspect
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="list the studies and series in a folder and which series would be used",
+        description=(
+            "Look through a folder (PACS export, CD copy, scanner export, or a NIfTI file) without analysing "
+            "anything: for each study, list its series with orientation, recognised role (T1 / T2 / STIR / "
+            "other) and how sure the program is, number of slices, pixel size, slice spacing and thickness, "
+            "compression, and whether the series would be used and why. Files that are not images are "
+            "counted with the reason. Patient names are not shown unless you add --show-patient."
+        ),
+    )
+    p.add_argument("study_dir", metavar="STUDY_DIR", type=Path, help="folder (or one file) to look through")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of a table")
+    p.add_argument(
+        "--show-patient",
+        action="store_true",
+        help="also show patient name, ID and birth date (only on a screen nobody else can see)",
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, metavar="FILE", help="ingest settings file (default: configs/ingest.yaml)"
+    )
+    p.set_defaults(handler=_cmd_inspect)
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.ingest import choose_series, discover, load_ingest_config
+    from pipeline.ingest.summary import format_skipped, format_study, patient_identity, study_json
+
+    cfg = load_ingest_config(args.config)
+    ingest_log = logging.getLogger("pipeline.ingest")
+    level = ingest_log.level
+    if args.verbose == 0:
+        # One line per skipped file is useful in a run's log, but here the table already summarises them.
+        ingest_log.setLevel(logging.WARNING)
+    try:
+        found = discover(args.study_dir, cfg=cfg)
+        studies = [(s, choose_series(s, cfg=cfg)) for s in found.studies]
+    finally:
+        ingest_log.setLevel(level)
+    if args.json:
+        doc = {
+            "root": str(found.root),
+            "files_examined": found.n_files,
+            "studies": [
+                study_json(s, c, patient=patient_identity(s) if args.show_patient else None) for s, c in studies
+            ],
+            "skipped": [{"path": str(k.path), "reason": k.reason} for k in found.skipped],
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print(
+            f"{found.root}: {found.n_files} files, {len(studies)} "
+            f"stud{'y' if len(studies) == 1 else 'ies'}, {len(found.skipped)} skipped"
+        )
+        for s, c in studies:
+            print()
+            print(format_study(s, c, patient=patient_identity(s) if args.show_patient else None))
+        print()
+        print(format_skipped(found.skipped, root=found.root if found.root.is_dir() else None))
+    if not studies:
+        print(f"spine-assess: no DICOM image series or NIfTI image in {args.study_dir}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # Subcommand builders are appended below as the stages land; each sets ``handler``.
@@ -140,6 +209,7 @@ def _cmd_rules(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.append(_add_rules)
+_SUBCOMMANDS.append(_add_inspect)
 
 
 # --------------------------------------------------------------------------- phantom
@@ -289,5 +359,206 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 _SUBCOMMANDS.append(_add_phantom)
 
 
+# --------------------------------------------------------------------------- stir
+def _add_stir(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from pipeline.model import Substitute
+
+    p = sub.add_parser(
+        "stir",
+        help="measure STIR marrow oedema per vertebra on given images and a given label map",
+        description=(
+            "Measure bone-marrow oedema (STIR hyperintensity) in every labelled vertebral body. "
+            "Inputs are image files (NIfTI, NRRD, MHA) with correct geometry: the anatomy series the labels "
+            "were drawn on, its label map (1 = most cranial body), and the STIR (or a fat-saturated T2 / "
+            "Dixon water image, flagged with --substitute). Writes stir.json (per-vertebra ratio, oedema "
+            "fraction, decision, pattern, confidence and reasons), edema_map.nii.gz and a mid-sagittal "
+            "overlay PNG into --out."
+        ),
+    )
+    p.add_argument("--anatomy", required=True, type=Path, help="image the labels belong to (e.g. T2)")
+    p.add_argument("--labels", required=True, type=Path, help="vertebral-body label map on the anatomy grid")
+    p.add_argument("--levels", type=Path, help='JSON {"1": "L1", ...}; S1 is reported, never the reference')
+    p.add_argument("--stir", type=Path, help="STIR image; leave out to record that oedema cannot be assessed")
+    p.add_argument("--t1", type=Path, help="T1 image for corroboration (optional)")
+    p.add_argument("--substitute", choices=[s.value for s in Substitute], help="--stir is this substitute")
+    p.add_argument(
+        "--different-frame",
+        action="store_true",
+        help="the STIR (and T1) were not acquired in the anatomy's frame of reference: register them",
+    )
+    p.add_argument("--config", type=Path, help="stir.yaml to use instead of the shipped configs/stir.yaml")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.set_defaults(handler=_cmd_stir)
+
+
+def _cmd_stir(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+    import SimpleITK as sitk
+    from PIL import Image
+
+    from pipeline.levels import Level
+    from pipeline.model import Substitute
+    from pipeline.report.json_report import jsonable, stir_sections
+    from pipeline.stir import assess_stir, load_stir_config
+    from pipeline.stir.labelmap import segmentation_from_label_map
+    from pipeline.stir.overlay import overlay_rgb
+    from pipeline.volume import Volume
+
+    cfg = load_stir_config(args.config)
+
+    def read(path: Path) -> Volume:
+        try:
+            return Volume.from_sitk(sitk.ReadImage(str(path)))
+        except RuntimeError as exc:
+            why = str(exc).strip().splitlines()[-1][:160]
+            raise InputError(f"{path}: cannot read image ({why})") from None
+
+    levels = {}
+    if args.levels:
+        try:
+            levels = {int(k): Level.parse(v) for k, v in json.loads(args.levels.read_text()).items()}
+        except (OSError, ValueError, AttributeError) as exc:
+            raise InputError(f"{args.levels}: not a JSON mapping of label -> level ({exc})") from None
+    anatomy = read(args.anatomy)
+    seg = segmentation_from_label_map(read(args.labels), levels, method=f"label map {args.labels.name}")
+    stir = read(args.stir) if args.stir else None
+    t1 = read(args.t1) if args.t1 else None
+    uid_b = "2" if args.different_frame else "1"
+    result = assess_stir(
+        anatomy,
+        seg,
+        stir,
+        cfg=cfg,
+        stir_frame_of_reference_uid=uid_b,
+        anatomy_frame_of_reference_uid="1",
+        substitute=Substitute(args.substitute) if args.substitute else None,
+        t1=t1,
+        t1_frame_of_reference_uid=uid_b,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    section, per_label = stir_sections(result)
+    section["warnings"] = list(result.warnings)
+    section["vertebrae"] = [
+        {"label": v.label, "level": v.level.value if v.level else None, **per_label[v.label]} for v in seg.vertebrae
+    ]
+    (args.out / "stir.json").write_text(json.dumps(jsonable(section), indent=2) + "\n", encoding="utf-8")
+    if result.edema_map is not None and result.stir_on_grid is not None:
+        sitk.WriteImage(result.edema_map.to_sitk(), str(args.out / "edema_map.nii.gz"))
+        mid = int(round(float(np.median([v.mid_slice for v in seg.vertebrae]))))
+        Image.fromarray(overlay_rgb(result, mid, seg.labels)).save(args.out / "stir_overlay.png")
+    for f in section["vertebrae"]:
+        edema = {True: "OEDEMA", False: "no oedema", None: "not assessable"}[f["edema"]]
+        print(f"{f['level'] or f['label']}: {edema} ({f['reason']})")
+    print(f"status: {result.status}; written to {args.out}")
+    return 0 if result.status != "failed" else 1
+
+
+_SUBCOMMANDS.append(_add_stir)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+# --------------------------------------------------------------------------- run (one study)
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    from pipeline.report.outputs import OUTPUTS_HELP
+
+    p = sub.add_parser(
+        "run",
+        help="assess one study folder: vertebral bodies, height loss, STIR oedema, eligibility, reports",
+        description=(
+            "Assess one MRI study of the spine. STUDY_DIR is a folder holding one study (DICOM files from a "
+            "PACS export, a CD or the scanner, in any sub-folders; or a NIfTI file). The program picks the "
+            "sagittal T2 (or T1) series for anatomy and the STIR for oedema, finds and names the vertebral "
+            "bodies, measures their heights and STIR signal, checks the published eligibility rules for "
+            "vertebroplasty / kyphoplasty, and writes report.json, report.html, labels.nii.gz and DICOM SEG + "
+            "SR into --out. If a clinical.yaml is in the study folder (or given with --clinical) the clinical "
+            "rules are checked too; otherwise the report lists the clinical questions to answer. "
+            "The result supports a clinician's decision; it does not replace it."
+        ),
+    )
+    p.add_argument("study_dir", metavar="STUDY_DIR", type=Path, help="folder with one study (or a NIfTI file)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="output folder for this study (replaced as a whole when the run finishes)",
+    )
+    p.add_argument("--outputs", default="json,html,seg,sr", metavar="LIST", help=OUTPUTS_HELP)
+    p.add_argument(
+        "--clinical",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="clinical inputs (clinical.yaml / .json; default: the one in STUDY_DIR, if any)",
+    )
+    p.add_argument(
+        "--anchor",
+        default=None,
+        metavar="LEVEL=POS",
+        help="correct the level count: e.g. L5=lowest (the lowest body found is L5), L1=3 (the 3rd "
+        "body from the top is L1), L3=z:-120.5 (the body nearest that patient z in mm is L3)",
+    )
+    p.add_argument(
+        "--config-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder with the configuration files (default: the shipped configs/)",
+    )
+    p.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.report.outputs import parse_outputs
+    from pipeline.run import RunOptions, load_pipeline_config, run_study
+    from pipeline.segment import parse_anchor
+
+    outputs = parse_outputs(args.outputs)
+    try:
+        anchor = parse_anchor(args.anchor) if args.anchor else None
+    except ValueError as exc:
+        raise ConfigError(f"--anchor: {exc}") from None
+    config = load_pipeline_config(args.config_dir)
+    result = run_study(
+        args.study_dir,
+        args.out,
+        config=config,
+        options=RunOptions(outputs=outputs, clinical_path=args.clinical, anchor=anchor),
+    )
+    print(format_study_summary(result.report, result.out_dir))
+    return 0
+
+
+def format_study_summary(report: dict, out_dir: Path) -> str:
+    """A few lines for the terminal: levels, fractures, oedema, decisions, where the files are."""
+    lines = [f"study {report['study']['study_instance_uid']}"]
+    verts = [v for v in report.get("vertebrae", []) if not v.get("is_sacrum")]
+    if verts:
+        lines.append(f"  vertebral bodies: {len(verts)} ({verts[0]['level'] or '?'}..{verts[-1]['level'] or '?'})")
+    for v in verts:
+        grade = v.get("genant_grade")
+        edema = (v.get("stir") or {}).get("edema")
+        if (grade or 0) >= 1 or edema:
+            loss = v.get("height_loss_pct")
+            lines.append(
+                f"  {v['level'] or '?':>4}: height loss {loss if loss is not None else '?'} %, Genant {grade}, "
+                f"{v.get('morphology')}, STIR oedema {'yes' if edema else ('no' if edema is False else 'unknown')}"
+            )
+    summary = (report.get("eligibility") or {}).get("summary")
+    if summary:
+        lines.append(f"  eligibility: {summary if isinstance(summary, str) else summary.get('text', summary)}")
+    for w in report.get("warnings", []):
+        lines.append(f"  warning: {w}")
+    lines.append(
+        f"  report: {out_dir / 'report.json'}"
+        + (f" and {out_dir / 'report.html'}" if report.get("outputs", {}).get("html") else "")
+    )
+    return "\n".join(lines)
+
+
+_SUBCOMMANDS.insert(0, _add_run)

@@ -26,6 +26,7 @@ class Orientation(StrEnum):
     CORONAL = "CORONAL"
     OBLIQUE = "OBLIQUE"
     MIXED = "MIXED"  # instances of one series disagree (e.g. a 3-plane localizer)
+    UNKNOWN = "UNKNOWN"  # no usable ImageOrientationPatient
 
 
 class Role(StrEnum):
@@ -86,6 +87,26 @@ class SeriesRecord:
     echo_time_ms: float | None = None
     inversion_time_ms: float | None = None
     manufacturer: str = ""
+    # A series whose images differ in orientation or contrast (3-plane localizer, Dixon W/F/IP/OP in one
+    # series) is split into stacks: ``stack`` names this one (e.g. "SAGITTAL", "WATER"), "" when not split.
+    stack: str = ""
+    # (index into ``files``, 1-based frame number) of the frames of multi-frame files that belong to this
+    # record; empty means every frame of every file.
+    frames: tuple[tuple[int, int], ...] = ()
+    slice_normal_lps: tuple[float, float, float] | None = None  # unit normal of increasing slice index
+    slice_spacing_mm: float | None = None  # pitch between slice positions (not SliceThickness)
+    field_strength_t: float | None = None
+    protocol_name: str = ""
+    notes: tuple[str, ...] = ()  # remarks that do not prevent use (e.g. "split from a mixed series")
+
+    @property
+    def key(self) -> str:
+        """Unique within a study: the SeriesInstanceUID, plus the stack name for split series."""
+        return f"{self.series_uid}#{self.stack}" if self.stack else self.series_uid
+
+    @property
+    def usable(self) -> bool:
+        return not self.problems
 
 
 @dataclass(frozen=True)
@@ -105,14 +126,16 @@ class StudyRecord:
     series: tuple[SeriesRecord, ...]
     root: Path
     skipped: tuple[SkippedFile, ...] = ()
+    problems: tuple[str, ...] = ()  # reasons the study as a whole cannot be used (e.g. several patients)
 
 
 @dataclass(frozen=True)
 class SeriesDecision:
     series_uid: str
     used: bool
-    used_as: str | None  # "anatomy", "stir", "t1" or None
+    used_as: str | None  # "anatomy", "stir", "t1" or None (a series used twice: "anatomy", reason says both)
     reason: str
+    stack: str = ""  # SeriesRecord.stack of a split series
 
 
 @dataclass(frozen=True)
@@ -203,6 +226,9 @@ class StirFinding:
     confidence: float  # 0..1
     reason: str
     t1_agrees: bool | None = None
+    t1_ratio: float | None = None  # T1 of the probed voxels / T1 of neighbouring normal marrow
+    thirds: tuple[float, float, float] | None = None  # supra-threshold share in superior / middle / inferior third
+    eroded_volume_mm3: float | None = None  # marrow volume actually sampled
 
 
 @dataclass(frozen=True)
@@ -220,3 +246,11 @@ class StirAssessment:
     warnings: tuple[str, ...] = ()
     stir_on_grid: Volume | None = None  # STIR resampled onto the anatomy grid, for overlays
     edema_map: Volume | None = None  # uint8 mask of supra-threshold voxels inside bodies
+    registration_correction_mm: float | None = None  # mean body-centroid shift applied by registration
+    registration_matrix_lps: tuple[tuple[float, ...], ...] | None = None  # 4x4, anatomy LPS mm -> STIR LPS mm
+    reference_method: str = ""  # how normal marrow was found
+    reference_labels: tuple[int, ...] = ()  # bodies forming the normal-marrow reference
+    reference_plausible: bool | None = None  # False: prior used (all bodies abnormal?), low confidence
+    reference_to_fluid_ratio: float | None = None  # normal marrow / canal fluid (flat-field units)
+    threshold_to_fluid_ratio: float | None = None  # voxel oedema threshold / canal fluid
+    fluid_profile_labels: tuple[int, ...] = ()  # levels whose canal fluid entered the flat field

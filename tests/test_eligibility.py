@@ -504,7 +504,7 @@ def test_pending_levels_and_questions_when_radiology_missing():
 
 
 # ----------------------------------------------------------------------------- the four sample studies
-# IDEAL imaging facts = the truth the phantom generator is asked for (sample_dicom/<study>/truth.json):
+# IDEAL imaging facts = the phantom's truth (sample_dicom/<study>/truth.json):
 # bodies T10-L5 (+ S1 anchor), normal bodies 0-5 % height loss, Genant 0, no oedema, no bulge.
 # Per fractured level:
 # (Genant grade, height loss %, morphology, posterior bulge mm, canal compromise %, STIR oedema)
@@ -512,14 +512,14 @@ SAMPLE_LEVELS = (Level.T10, Level.T11, Level.T12, Level.L1, Level.L2, Level.L3, 
 NORMAL = (0, 2.0, Morphology.NORMAL, 0.0, 0.0, False)
 SAMPLE_FACTS: dict[str, dict[Level, tuple[int, float, Morphology, float, float, bool]]] = {
     "01_normal": {},
-    "02_acute_osteoporotic_wedge": {Level.L1: (2, 35.0, Morphology.WEDGE, 0.5, 3.0, True)},
-    # T12: severe collapse with mild retropulsion, no oedema
-    "03_chronic_severe_collapse": {Level.T12: (3, 72.0, Morphology.CRUSH, 3.0, 15.0, False)},
+    "02_acute_osteoporotic_wedge": {Level.L1: (2, 35.0, Morphology.WEDGE, 0.0, 0.0, True)},
+    # T12: severe collapse with mild retropulsion (3.5 mm, 23 % of the canal), no oedema
+    "03_chronic_severe_collapse": {Level.T12: (3, 72.0, Morphology.CRUSH, 3.5, 22.8, False)},
     "04_myeloma_four_acute_levels": {
-        Level.T12: (2, 30.0, Morphology.WEDGE, 0.0, 0.0, True),
-        Level.L1: (3, 45.0, Morphology.CRUSH, 1.0, 5.0, True),
-        Level.L2: (1, 22.0, Morphology.BICONCAVE, 0.0, 0.0, True),
-        Level.L4: (2, 28.0, Morphology.BICONCAVE, 0.0, 0.0, True),
+        Level.T11: (2, 28.0, Morphology.BICONCAVE, 0.0, 0.0, True),
+        Level.L1: (2, 30.0, Morphology.WEDGE, 0.0, 0.0, True),
+        Level.L3: (2, 36.0, Morphology.BICONCAVE, 0.0, 0.0, True),
+        Level.L4: (1, 24.0, Morphology.CRUSH, 0.0, 0.0, True),
     },
 }
 NI, CA, CC, IN = D.NOT_INDICATED, D.CANDIDATE, D.CANDIDATE_WITH_CAUTIONS, D.INDETERMINATE
@@ -543,9 +543,9 @@ SAMPLE_EXPECTED: dict[str, dict[str, tuple[Decision, tuple[str, ...], str]]] = {
         OTHERS: (NI, ("absolute.osteoporotic_prophylaxis",), "unfractured levels in osteoporosis"),
     },
     "04_myeloma_four_acute_levels": {
-        "T12": (CA, (), "acute myeloma fracture, painful, no contraindication"),
+        "T11": (CA, (), "acute myeloma fracture, painful, no contraindication"),
         "L1": (CC, ("relative.posterior_wall_disruption",), "radiologist: posterior wall disrupted"),
-        "L2": (CA, (), "acute myeloma fracture, painful"),
+        "L3": (CA, (), "acute myeloma fracture, painful"),
         "L4": (CA, (), "acute myeloma fracture, painful"),
         OTHERS: (NI, (), "no fracture (myeloma: no prophylaxis rule)"),
     },
@@ -559,8 +559,9 @@ SAMPLE_PLAN: dict[str, tuple[Sessions, set[str], bool | None, tuple[str, ...], s
                                    {"clinical.prior_imaging.acute_by_history",
                                     "clinical.prior_imaging.bone_scan_uptake", "clinical.surgical_backup",
                                     "radiologist.posterior_wall_disruption"}),
-    # priority: oedema (all), pain (all), then height loss: L1 45, T12 30, L4 28 | L2 22
-    "04_myeloma_four_acute_levels": ((("L1", "T12", "L4"), ("L2",)), {"L1", "T12"}, True, (), set()),
+    # priority: oedema (all), pain (all), then height loss: L3 36, L1 30, T11 28 | L4 24;
+    # kyphoplasty preferred at the thoracolumbar junction (T11, L1), no level collapsed >= 40 %
+    "04_myeloma_four_acute_levels": ((("L3", "L1", "T11"), ("L4",)), {"T11", "L1"}, True, (), set()),
 }
 
 
@@ -625,3 +626,17 @@ def test_unlabelled_body_asks_for_the_level_not_for_level_specific_answers():
     assert "clinical.pain.at_level" not in asked  # ... but nobody can answer it before the level is known
     assert asked["imaging.level"].levels == ("vertebra #3",)
     assert asked["imaging.level"].asked_of == "imaging review"
+
+
+@pytest.mark.parametrize("study", sorted(SAMPLE_EXPECTED))
+def test_sample_facts_match_the_phantom_truth(study, repo_root):
+    """The ideal facts above are the generator's truth.json, so the two cannot drift apart."""
+    truth = json.loads((repo_root / "sample_dicom" / study / "truth.json").read_text())
+    fractured = {v["level"]: v for v in truth["vertebrae"] if v["genant_grade"] and v["level"] != "S1"}
+    assert set(fractured) == {lv.value for lv in SAMPLE_FACTS[study]}
+    for lv, (grade, loss, morph, bulge, canal, oedema) in SAMPLE_FACTS[study].items():
+        t = fractured[lv.value]
+        assert (t["genant_grade"], t["morphology"], t["edema"]["present"]) == (grade, morph.value, oedema)
+        assert t["height_loss_pct"] == pytest.approx(loss, abs=0.1)
+        assert t["posterior_wall"]["bulge_mm"] == pytest.approx(bulge, abs=0.1)
+        assert t["posterior_wall"]["canal_compromise_pct"] == pytest.approx(canal, abs=0.1)

@@ -163,3 +163,19 @@ def test_jsonable_handles_numpy_enums_paths_and_nan():
 
     out = jsonable({"a": np.float32(1.5), "b": E.A, "c": Path("x/y"), "d": float("nan"), "e": (np.int64(2),)})
     assert out == {"a": 1.5, "b": "a", "c": "x/y", "d": None, "e": [2]}
+
+
+def test_split_series_parts_keep_their_own_decisions():
+    from dataclasses import replace
+
+    sag = replace(_series("1.2.3.7", Role.OTHER), stack="SAGITTAL")
+    ax = replace(_series("1.2.3.7", Role.OTHER), stack="AXIAL", orientation=Orientation.AXIAL)
+    study = StudyRecord(study_uid="1.2.3", patient_key="k", description="", study_date=None, series=(sag, ax),
+                        root=Path("/x"))
+    choice = SeriesChoice(anatomy=sag, stir=None, t1=None, decisions=(
+        SeriesDecision("1.2.3.7", True, "anatomy", "only sagittal series", stack="SAGITTAL"),
+        SeriesDecision("1.2.3.7", False, None, "not sagittal", stack="AXIAL"),
+    ))
+    report = build_report(study=study, choice=choice)
+    validate_report(report)
+    assert [(s["stack"], s["used_as"]) for s in report["series"]] == [("SAGITTAL", "anatomy"), ("AXIAL", None)]

@@ -80,13 +80,15 @@ def study_section(study: StudyRecord) -> dict[str, Any]:
 
 
 def series_section(study: StudyRecord, choice: SeriesChoice | None) -> list[dict[str, Any]]:
-    decisions = {d.series_uid: d for d in choice.decisions} if choice else {}
+    # A series split by ingest (e.g. a 3-plane localizer) has one record and one decision per stack.
+    decisions = {(d.series_uid, d.stack): d for d in choice.decisions} if choice else {}
     out = []
     for s in study.series:
-        d = decisions.get(s.series_uid)
+        d = decisions.get((s.series_uid, s.stack))
         out.append(
             {
                 "series_instance_uid": s.series_uid,
+                "stack": s.stack,
                 "series_number": s.series_number,
                 "description": s.description,
                 "modality": s.modality,

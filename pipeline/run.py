@@ -1,0 +1,312 @@
+"""The one place where the stages are chained: ingest -> segment -> morphometry / STIR -> eligibility -> report.
+
+``run_study`` is what ``spine-assess run``, ``batch`` and the PACS listener all call. Its outputs are written
+atomically: everything goes to a temporary sibling folder that is renamed into place only when complete, so an
+interrupted run never leaves a half-written study folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
+
+from pipeline.config import default_config_dir, file_sha256
+from pipeline.eligibility import (
+    RuleSet,
+    evaluate,
+    find_clinical_file,
+    imaging_facts,
+    load_clinical,
+    load_rules,
+)
+from pipeline.errors import PipelineError, StudyError
+from pipeline.ingest import (
+    IngestConfig,
+    choose_series,
+    discover_study,
+    load_ingest_config,
+    load_series,
+    read_source_datasets,
+)
+from pipeline.model import Role, SegmentationResult, SeriesRecord, StirAssessment, VertebraMorphometry
+from pipeline.morphometry import MorphometryConfig, load_morphometry_config, measure_vertebrae
+from pipeline.report.dicom_common import DEFAULT_DICOM_CONFIG, DicomOutputConfig
+from pipeline.report.json_report import build_report
+from pipeline.report.outputs import DEFAULT_OUTPUTS, FILE_NAMES, OutputKind, write_outputs
+from pipeline.segment import Anchor, SegmentationConfig, load_segmentation_config, segment_vertebrae
+from pipeline.stir import StirConfig, assess_stir, load_stir_config
+from pipeline.volume import Volume
+
+logger = logging.getLogger(__name__)
+
+LABELS_FILE = "labels.nii.gz"
+CONFIG_FILES = ("ingest.yaml", "segmentation.yaml", "morphometry.yaml", "stir.yaml", "eligibility.yaml")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Every stage's settings, loaded and validated once at start-up, plus their combined hash."""
+
+    config_dir: Path
+    ingest: IngestConfig
+    segmentation: SegmentationConfig
+    morphometry: MorphometryConfig
+    stir: StirConfig
+    rules: RuleSet
+    dicom: DicomOutputConfig = DEFAULT_DICOM_CONFIG
+    sha256: str = ""
+
+
+def load_pipeline_config(config_dir: Path | None = None) -> PipelineConfig:
+    """Load and validate ``configs/*.yaml`` (raises :class:`~pipeline.errors.ConfigError` naming file and field)."""
+    d = Path(config_dir) if config_dir else default_config_dir()
+    present = [d / name for name in CONFIG_FILES if (d / name).is_file()]
+    return PipelineConfig(
+        config_dir=d,
+        ingest=load_ingest_config(d / "ingest.yaml"),
+        segmentation=load_segmentation_config(d / "segmentation.yaml"),
+        morphometry=load_morphometry_config(d / "morphometry.yaml"),
+        stir=load_stir_config(d / "stir.yaml"),
+        rules=load_rules(d / "eligibility.yaml"),
+        sha256=file_sha256(*present),
+    )
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    outputs: frozenset[OutputKind] = DEFAULT_OUTPUTS
+    clinical_path: Path | None = None  # default: clinical.yaml/.json beside the study, if any
+    anchor: Anchor | None = None
+    write_labels: bool = True
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a caller (CLI, batch, listener) needs to know about one finished study."""
+
+    study_uid: str
+    out_dir: Path
+    report: dict[str, Any] = field(repr=False)
+    runtime_s: float = 0.0
+
+    @property
+    def report_path(self) -> Path:
+        return self.out_dir / FILE_NAMES[OutputKind.JSON]
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1000.0
+
+
+def run_study(
+    study_dir: Path,
+    out_dir: Path,
+    *,
+    config: PipelineConfig,
+    options: RunOptions = RunOptions(),
+) -> RunResult:
+    """Assess one study folder and write its outputs into ``out_dir`` (replaced atomically if it exists).
+
+    Raises
+    ------
+    InputError
+        The folder holds no usable study (no DICOM/NIfTI, several studies or patients, no sagittal series).
+    ConfigError
+        The clinical-input file is invalid.
+    """
+    t_start = time.perf_counter()
+    timer = _Timer()
+    warnings: list[str] = []
+    study_dir = Path(study_dir)
+
+    with timer.stage("ingest"):
+        study = discover_study(study_dir, cfg=config.ingest)
+        choice = choose_series(study, cfg=config.ingest)
+        warnings += choice.warnings
+    logger.info(
+        "study %s: %d series, anatomy=%s stir=%s t1=%s",
+        study.study_uid,
+        len(study.series),
+        _uid(choice.anatomy),
+        _uid(choice.stir),
+        _uid(choice.t1),
+    )
+    if choice.anatomy is None:
+        reasons = "; ".join(f"{d.series_uid}: {d.reason}" for d in choice.decisions) or "no image series"
+        raise StudyError(f"{study_dir}: study {study.study_uid} has no usable sagittal series ({reasons})")
+
+    clinical_path = options.clinical_path or find_clinical_file(study_dir)
+    clinical = load_clinical(clinical_path) if clinical_path else None  # validated before the long work
+
+    with timer.stage("load"):
+        anatomy = load_series(choice.anatomy, cfg=config.ingest)
+        stir_vol = _load_other(choice.stir, choice.anatomy, anatomy, config)
+        t1_vol = _load_other(choice.t1, choice.anatomy, anatomy, config)
+    if choice.anatomy.role is Role.STIR:
+        warnings.append("no sagittal T1/T2: vertebral bodies were segmented on the STIR series (less reliable)")
+
+    with timer.stage("segment"):
+        seg = segment_vertebrae(
+            anatomy,
+            cfg=config.segmentation,
+            series_uid=choice.anatomy.series_uid,
+            contrast=choice.anatomy.role,
+            anchor=options.anchor,
+        )
+        warnings += seg.warnings
+
+    with timer.stage("morphometry"):
+        canal = anatomy if choice.anatomy.role in (Role.T2, Role.STIR) else stir_vol
+        morph = measure_vertebrae(anatomy, seg, cfg=config.morphometry, canal_image=canal)
+
+    with timer.stage("stir"):
+        stir = _assess_stir(anatomy, seg, stir_vol, t1_vol, morph, choice.stir, choice.t1, choice.anatomy, config)
+        warnings += stir.warnings
+
+    with timer.stage("eligibility"):
+        facts = imaging_facts(morph, stir)
+        eligibility = evaluate(facts, clinical, config.rules)
+
+    report = build_report(
+        study=study,
+        choice=choice,
+        segmentation=seg,
+        morphometry=morph,
+        stir=stir,
+        eligibility=eligibility.to_dict(),
+        warnings=warnings,
+        timings_ms=timer.ms,
+        config_sha256=config.sha256,
+        clinical_inputs={"file": clinical_path.name if clinical_path else None, "provided": clinical is not None},
+    )
+
+    with _atomic_dir(Path(out_dir)) as tmp, timer.stage("outputs"):
+        if options.write_labels:
+            sitk.WriteImage(seg.labels.to_sitk(), str(tmp / LABELS_FILE), True)
+            report["outputs"]["labels"] = LABELS_FILE
+        sources = (
+            read_source_datasets(choice.anatomy) if _wants_dicom(options) and choice.anatomy.source == "dicom" else []
+        )
+        report["timings_ms"] = {k: round(v, 1) for k, v in timer.ms.items()}
+        report["timings_ms"]["total"] = round((time.perf_counter() - t_start) * 1000.0, 1)
+        final = write_outputs(
+            tmp,
+            report,
+            options.outputs,
+            anatomy=anatomy,
+            segmentation=seg,
+            stir=stir,
+            source_datasets=sources,
+            config=config.dicom,
+        )
+    runtime = time.perf_counter() - t_start
+    logger.info("study %s: done in %.1f s -> %s", study.study_uid, runtime, out_dir)
+    return RunResult(study.study_uid, Path(out_dir), final, runtime)
+
+
+def _uid(s: SeriesRecord | None) -> str:
+    return s.series_uid if s else "-"
+
+
+def _wants_dicom(options: RunOptions) -> bool:
+    return bool(set(options.outputs) & {OutputKind.SEG, OutputKind.SR, OutputKind.SC})
+
+
+def _load_other(
+    series: SeriesRecord | None, anatomy_series: SeriesRecord, anatomy: Volume, config: PipelineConfig
+) -> Volume | None:
+    if series is None:
+        return None
+    if series.series_uid == anatomy_series.series_uid:
+        return anatomy
+    return load_series(series, cfg=config.ingest)
+
+
+def _assess_stir(
+    anatomy: Volume,
+    seg: SegmentationResult,
+    stir_vol: Volume | None,
+    t1_vol: Volume | None,
+    morph: tuple[VertebraMorphometry, ...],
+    stir_series: SeriesRecord | None,
+    t1_series: SeriesRecord | None,
+    anatomy_series: SeriesRecord,
+    config: PipelineConfig,
+) -> StirAssessment:
+    deformity = {m.label: bool(m.genant_grade) for m in morph if m.genant_grade is not None}
+    return assess_stir(
+        anatomy,
+        seg,
+        stir_vol,
+        cfg=config.stir,
+        stir_frame_of_reference_uid=stir_series.frame_of_reference_uid if stir_series else None,
+        anatomy_frame_of_reference_uid=anatomy_series.frame_of_reference_uid,
+        substitute=stir_series.substitute if stir_series else None,
+        stir_series_uid=stir_series.series_uid if stir_series else None,
+        t1=t1_vol if t1_vol is not anatomy else None,
+        t1_frame_of_reference_uid=t1_series.frame_of_reference_uid if t1_series else None,
+        deformity=deformity,
+    )
+
+
+@contextmanager
+def _atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``final``; on success it replaces ``final`` in one rename."""
+    final = final.resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["PipelineConfig", "RunOptions", "RunResult", "load_pipeline_config", "run_study", "PipelineError"]

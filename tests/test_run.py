@@ -1,0 +1,108 @@
+"""End-to-end: study folder -> report.json, labels.nii.gz, HTML, SEG/SR (pipeline.run and `spine-assess run`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from pipeline.cli import main
+from pipeline.errors import ConfigError, StudyError
+from pipeline.ingest import discover_study, load_series
+from pipeline.levels import Level
+from pipeline.model import EdemaPattern, Morphology
+from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom, write_study
+from pipeline.report.json_report import validate_report
+from pipeline.run import RunOptions, load_pipeline_config, run_study
+from pipeline.volume import Volume
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_pipeline_config()
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory) -> Path:
+    spec = PhantomSpec.small(
+        seed=11,
+        fractures=(
+            FractureSpec(
+                Level.L1, Morphology.WEDGE, 40.0, edema=True, edema_pattern=EdemaPattern.DIFFUSE, edema_fraction=0.6
+            ),
+        ),
+    )
+    return write_study(render_phantom(spec), tmp_path_factory.mktemp("study") / "s1")
+
+
+@pytest.fixture(scope="module")
+def result(study_dir, config, tmp_path_factory):
+    return run_study(study_dir, tmp_path_factory.mktemp("out") / "s1", config=config)
+
+
+def test_report_has_the_contract_and_validates(result):
+    report = json.loads(result.report_path.read_text())
+    validate_report(report)
+    for key in ("schema_version", "study", "series", "vertebrae", "eligibility", "outputs", "warnings", "timings_ms"):
+        assert key in report
+    assert {s["used_as"] for s in report["series"]} >= {"anatomy", "stir"}
+    assert report["outputs"]["labels"] == "labels.nii.gz"
+    for name in ("labels", "html", "seg", "sr"):
+        assert (result.out_dir / report["outputs"][name]).is_file(), name
+    assert report["timings_ms"]["total"] > 0
+
+
+def test_labels_are_on_the_anatomy_grid_and_map_to_levels(result, study_dir):
+    report = result.report
+    study = discover_study(study_dir)
+    anatomy_uid = next(s["series_instance_uid"] for s in report["series"] if s["used_as"] == "anatomy")
+    anatomy = load_series(next(s for s in study.series if s.series_uid == anatomy_uid))
+    labels = Volume.from_sitk(sitk.ReadImage(str(result.out_dir / "labels.nii.gz")))
+    assert labels.same_grid(anatomy, tol_mm=1e-3)
+    values = set(np.unique(labels.array)) - {0}
+    assert values == {v["label"] for v in report["vertebrae"]}
+    assert set(report["segmentation"]["label_map_levels"]) == {str(v) for v in values}
+
+
+def test_the_collapsed_body_is_found_and_measured(result):
+    by_level = {v["level"]: v for v in result.report["vertebrae"]}
+    assert "L1" in by_level
+    l1 = by_level["L1"]
+    assert l1["genant_grade"] is not None and l1["genant_grade"] >= 1, l1
+    assert l1["stir"]["edema"] is True, l1["stir"]
+
+
+def test_rerun_replaces_the_folder_atomically(study_dir, config, tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier run")
+    run_study(study_dir, out, config=config, options=RunOptions(outputs=frozenset({"json"})))  # type: ignore[arg-type]
+    assert not (out / "stale.txt").exists()
+    assert (out / "report.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+
+
+def test_folder_without_a_study_is_a_clear_error(tmp_path, config):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(StudyError, match="no DICOM|no study|no image"):
+        run_study(tmp_path, tmp_path / "out", config=config)
+    assert not (tmp_path / "out").exists()
+
+
+def test_invalid_clinical_file_stops_before_the_analysis(study_dir, config, tmp_path):
+    bad = tmp_path / "clinical.yaml"
+    bad.write_text("version: 1\npain:\n  vas: 11\n")
+    with pytest.raises(ConfigError, match="vas"):
+        run_study(study_dir, tmp_path / "out", config=config, options=RunOptions(clinical_path=bad))
+
+
+def test_cli_run_prints_a_summary_and_exit_codes(study_dir, tmp_path, capsys):
+    assert main(["run", str(study_dir), "--out", str(tmp_path / "o"), "--outputs", "json"]) == 0
+    out = capsys.readouterr().out
+    assert "report:" in out and "L1" in out
+    assert main(["run", str(study_dir), "--out", str(tmp_path / "o"), "--outputs", "pdf"]) == 2
+    assert main(["run", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 1
+    assert main(["run", str(study_dir), "--out", str(tmp_path / "o3"), "--anchor", "X9=lowest"]) == 2
