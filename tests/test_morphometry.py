@@ -338,23 +338,25 @@ def test_flipped_axes_give_the_same_heights_and_landmarks_in_patient_space():
 
 
 # --------------------------------------------------------------------------- posterior wall and canal
-def canal_scene(bulge_mm: float, spacing=(4.0, 0.6, 0.6), tilt=0.0, cord=False) -> Scene:
-    """Three bodies; a 15 mm canal behind them (bright CSF, optionally an intermediate cord inside), dark
-    ligament/bone behind that."""
+def canal_scene(
+    bulge_mm: float, spacing=(4.0, 0.6, 0.6), tilt=0.0, cord=False, marrow=100.0, behind=40.0, cord_value=95.0
+) -> Scene:
+    """Three bodies (``marrow``); a 15 mm canal behind them (bright CSF 400, optionally a cord of ``cord_value``
+    inside), ligament/bone of ``behind`` behind that."""
     sc = Scene(shape=(5, int(150 / spacing[1]), int(110 / spacing[2])), spacing=spacing, background=150.0)
     c = np.asarray(centre(sc))
     # Canal: a band from the posterior wall line (u = -18) back to u = -33, and dark tissue further back.
     sc.fill(sc.to_plane(np.array([[-33.0, -75], [-18.0, -75], [-18.0, 75], [-33.0, 75]]), c, tilt), range(5),
             value=400.0)
     sc.fill(sc.to_plane(np.array([[-60.0, -75], [-33.0, -75], [-33.0, 75], [-60.0, 75]]), c, tilt), range(5),
-            value=40.0)
+            value=behind)
     if cord:
         sc.fill(sc.to_plane(np.array([[-29.0, -75], [-22.0, -75], [-22.0, 75], [-29.0, 75]]), c, tilt), range(5),
-                value=95.0)
+                value=cord_value)
     shapes = [None, bulging(36.0, 26.0, bulge_mm, 10.0) if bulge_mm > 0 else None, None]
     for i, dv in enumerate((34.0, 0.0, -34.0)):
         uv = rectangle(36.0, 26.0) if shapes[i] is None else shapes[i]
-        sc.add_body(uv + [0.0, dv], tuple(c), tilt, level=(Level.L1, Level.L2, Level.L3)[i])
+        sc.add_body(uv + [0.0, dv], tuple(c), tilt, level=(Level.L1, Level.L2, Level.L3)[i], value=marrow)
     return sc
 
 
@@ -370,6 +372,21 @@ def test_posterior_wall_bulge_and_canal_compromise(spacing, tilt, cord):
     assert "posterior_wall_apex" in res[1].landmarks_lps
     # The straight walls of the neighbours do not bulge.
     assert res[0].posterior_wall.bulge_mm == pytest.approx(0.0, abs=0.5 * max(spacing[1:]))
+
+
+@pytest.mark.parametrize(
+    ("marrow", "behind", "cord_value"),
+    [
+        (300.0, 160.0, 200.0),  # T2: bright marrow; ligament and lamina not much darker than the cord
+        (40.0, 70.0, 150.0),  # STIR: suppressed marrow darker than the ligament behind the canal
+    ],
+)
+def test_canal_ends_at_the_ligament_on_t2_and_stir_contrast(marrow, behind, cord_value):
+    res = canal_scene(4.0, (3.0, 0.5, 0.8), 12.0, True, marrow, behind, cord_value).measure(canal=True)
+    pw = res[1].posterior_wall
+    assert pw.assessable, pw.reason
+    assert pw.expected_canal_mm == pytest.approx(15.0, abs=0.6)
+    assert pw.canal_compromise_pct == pytest.approx(100 * 4.0 / 15.0, abs=3.0)
 
 
 def test_without_a_fluid_image_canal_compromise_is_not_assessable_never_zero():

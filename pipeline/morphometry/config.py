@@ -65,7 +65,11 @@ class MorphometryConfig:
     wall_corner_inset_fraction: float = _method(0.10, 0.0, 0.4)
     canal_search_mm: float = _method(30.0, 5.0, 100.0)
     canal_start_tolerance_mm: float = _method(4.0, 0.0, 20.0)  # CSF must start this close behind the wall
-    canal_dark_fraction: float = _method(0.6, 0.0, 1.0)  # canal ends where darker than this share of marrow
+    # The canal ends where darker than both of these (for canal_dark_min_mm): a share of the body's marrow (T2,
+    # where marrow is bright and the ligamentum flavum is not much darker than the cord) and a share of the CSF
+    # peak (STIR / water images, where suppressed marrow is darker than the ligament).
+    canal_dark_marrow_fraction: float = _method(0.6, 0.0, 1.0)
+    canal_dark_csf_fraction: float = _method(0.2, 0.0, 1.0)
     canal_dark_min_mm: float = _method(0.25, 0.0, 10.0)  # ... for at least this long
     canal_min_mm: float = _method(4.0, 0.0, 50.0)  # shorter CSF columns are not trusted
     csf_min_contrast_ratio: float = _method(1.3, 1.0, 100.0)  # CSF peak / body marrow on the canal image
