@@ -93,8 +93,9 @@ class Scene:
         slices = range(1, self.labels.shape[0] - 1) if slices is None else slices
         self.fill(self.to_plane(np.asarray(uv, float), centre_mm, tilt_deg), slices, value=value, label=lab)
         mid = self.labels.shape[0] // 2
-        self.segs.append(VertebraSeg(lab, level, 1.0, (0.0, 0.0, 0.0), mid, (0, 0, 0, 1, 1, 1), 1.0,
-                                     is_sacrum=is_sacrum))
+        self.segs.append(
+            VertebraSeg(lab, level, 1.0, (0.0, 0.0, 0.0), mid, (0, 0, 0, 1, 1, 1), 1.0, is_sacrum=is_sacrum)
+        )
         return lab
 
     def volume(self, array=None) -> Volume:
@@ -334,7 +335,8 @@ def test_flipped_axes_give_the_same_heights_and_landmarks_in_patient_space():
         assert lm["anterior_superior"][1] < lm["posterior_superior"][1]
         assert lm["anterior_superior"][2] > lm["anterior_inferior"][2]
         assert np.linalg.norm(lm["anterior_superior"] - lm["anterior_inferior"]) == pytest.approx(
-            m.heights.anterior_mm, abs=0.05)
+            m.heights.anterior_mm, abs=0.05
+        )
 
 
 # --------------------------------------------------------------------------- posterior wall and canal
@@ -346,13 +348,18 @@ def canal_scene(
     sc = Scene(shape=(5, int(150 / spacing[1]), int(110 / spacing[2])), spacing=spacing, background=150.0)
     c = np.asarray(centre(sc))
     # Canal: a band from the posterior wall line (u = -18) back to u = -33, and dark tissue further back.
-    sc.fill(sc.to_plane(np.array([[-33.0, -75], [-18.0, -75], [-18.0, 75], [-33.0, 75]]), c, tilt), range(5),
-            value=400.0)
-    sc.fill(sc.to_plane(np.array([[-60.0, -75], [-33.0, -75], [-33.0, 75], [-60.0, 75]]), c, tilt), range(5),
-            value=behind)
+    sc.fill(
+        sc.to_plane(np.array([[-33.0, -75], [-18.0, -75], [-18.0, 75], [-33.0, 75]]), c, tilt), range(5), value=400.0
+    )
+    sc.fill(
+        sc.to_plane(np.array([[-60.0, -75], [-33.0, -75], [-33.0, 75], [-60.0, 75]]), c, tilt), range(5), value=behind
+    )
     if cord:
-        sc.fill(sc.to_plane(np.array([[-29.0, -75], [-22.0, -75], [-22.0, 75], [-29.0, 75]]), c, tilt), range(5),
-                value=cord_value)
+        sc.fill(
+            sc.to_plane(np.array([[-29.0, -75], [-22.0, -75], [-22.0, 75], [-29.0, 75]]), c, tilt),
+            range(5),
+            value=cord_value,
+        )
     shapes = [None, bulging(36.0, 26.0, bulge_mm, 10.0) if bulge_mm > 0 else None, None]
     for i, dv in enumerate((34.0, 0.0, -34.0)):
         uv = rectangle(36.0, 26.0) if shapes[i] is None else shapes[i]
@@ -449,8 +456,18 @@ def _phantom_seg(ph) -> SegmentationResult:
     segs = []
     for lab, level in sorted(ph.levels.items()):
         com = ndimage.center_of_mass(arr == lab)
-        segs.append(VertebraSeg(lab, level, 1.0, (0.0, 0.0, 0.0), int(round(com[0])), (0, 0, 0, 1, 1, 1), 1.0,
-                                is_sacrum=level is Level.S1))
+        segs.append(
+            VertebraSeg(
+                lab,
+                level,
+                1.0,
+                (0.0, 0.0, 0.0),
+                int(round(com[0])),
+                (0, 0, 0, 1, 1, 1),
+                1.0,
+                is_sacrum=level is Level.S1,
+            )
+        )
     return SegmentationResult(ph.labels, tuple(segs), "phantom", True, "truth")
 
 
@@ -461,10 +478,15 @@ def _truth(ph) -> dict[Level, dict]:
 def test_small_phantom_fractures_match_truth():
     from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom
 
-    ph = render_phantom(PhantomSpec.small(seed=5, fractures=(
-        FractureSpec(Level.L1, Morphology.WEDGE, 33.0),
-        FractureSpec(Level.L3, Morphology.CRUSH, 55.0),
-    )))
+    ph = render_phantom(
+        PhantomSpec.small(
+            seed=5,
+            fractures=(
+                FractureSpec(Level.L1, Morphology.WEDGE, 33.0),
+                FractureSpec(Level.L3, Morphology.CRUSH, 55.0),
+            ),
+        )
+    )
     res = {m.level: m for m in measure_vertebrae(ph.t2, _phantom_seg(ph), cfg=CFG, canal_image=ph.t2)}
     truth = _truth(ph)
     assert not res[Level.S1].assessable and "sacrum" in res[Level.S1].reason

@@ -116,8 +116,10 @@ def expected_canal(
     if not near:
         reasons = sorted({d for d in canal.values() if isinstance(d, str)})
         why = f" ({reasons[0]})" if reasons else ""
-        return f"expected canal diameter not measurable behind any normal body within " \
-               f"{cfg.max_reference_gap_levels} levels{why}"
+        return (
+            f"expected canal diameter not measurable behind any normal body within "
+            f"{cfg.max_reference_gap_levels} levels{why}"
+        )
     above = sorted((j for j in near if pos[j] < p), key=lambda j: p - pos[j])
     below = sorted((j for j in near if pos[j] > p), key=lambda j: pos[j] - p)
     if above and below:

@@ -12,7 +12,6 @@ SECTION = "morphometry"
 CONFIG_FILE = "morphometry.yaml"
 
 
-
 def _clinical(default: float, lo: float, hi: float) -> Any:
     return field(default=default, metadata={"clinical": True, "range": (lo, hi)})
 

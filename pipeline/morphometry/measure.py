@@ -26,6 +26,7 @@ from pipeline.volume import Volume
 
 logger = logging.getLogger(__name__)
 
+
 # --------------------------------------------------------------------------- public entry point
 def measure_vertebrae(
     image: Volume,
@@ -222,7 +223,11 @@ def _measure_body(
         posterior_mm=float(np.mean([x.heights.posterior_mm for x in slab])),
     )
     return Body(
-        index=index, seg=vs, mid=sec, neighbours=tuple(neigh), heights=heights,
+        index=index,
+        seg=vs,
+        mid=sec,
+        neighbours=tuple(neigh),
+        heights=heights,
         slab=tuple(sorted(x.slice_index for x in slab)),
     )
 
@@ -309,8 +314,9 @@ def _assemble(
         else:
             exp = expected_canal(b, canal, bodies, cfg)
             if isinstance(exp, str):
-                pw = PosteriorWall(False, f"canal compromise not assessable: {exp} (bulge {bulge:.1f} mm)",
-                                   bulge_mm=bulge)
+                pw = PosteriorWall(
+                    False, f"canal compromise not assessable: {exp} (bulge {bulge:.1f} mm)", bulge_mm=bulge
+                )
             else:
                 exp_mm, where = exp
                 pw = PosteriorWall(

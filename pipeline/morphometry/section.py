@@ -27,6 +27,7 @@ SUPERIOR_LPS = np.array([0.0, 0.0, 1.0])
 ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
 LEFT_LPS = np.array([1.0, 0.0, 0.0])
 
+
 # --------------------------------------------------------------------------- internal results
 @dataclass(frozen=True)
 class Plane:
