@@ -35,9 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in _SUBCOMMANDS:
+    for add in sorted(_SUBCOMMANDS, key=_help_rank):
         add(sub)
     return parser
+
+
+# The order users meet the commands in --help: the everyday jobs first, then the tools.
+_HELP_ORDER = ("run", "batch", "inspect", "listen", "queue", "rules", "stir", "phantom")
+
+
+def _help_rank(add: Callable[..., None]) -> int:
+    name = add.__name__.removeprefix("_add_")
+    return _HELP_ORDER.index(name) if name in _HELP_ORDER else len(_HELP_ORDER)
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -562,3 +571,345 @@ def format_study_summary(report: dict, out_dir: Path) -> str:
 
 
 _SUBCOMMANDS.insert(0, _add_run)
+
+
+# --------------------------------------------------------------------------- batch (many studies)
+def _add_batch(sub: argparse._SubParsersAction) -> None:
+    from pipeline.batch.task import DEFAULT_MEMORY_LIMIT_MB, DEFAULT_TIMEOUT_S
+    from pipeline.report.outputs import OUTPUTS_HELP
+
+    p = sub.add_parser(
+        "batch",
+        help="assess every study in a folder (overnight, unattended); resumable; summary table at the end",
+        description=(
+            "Assess every study found under ROOT (any folder layout: one folder per study, PACS or CD exports, "
+            "NIfTI files) and write each study's results into its own folder under --out, named after the "
+            "study's folder (never after the patient). Studies run in separate worker processes: a study that "
+            "fails, takes too long or runs out of memory is recorded with the reason and the others carry on. "
+            "--out/summary.csv (opens in a spreadsheet) and summary.json list every study: status, vertebral "
+            "levels found, fractures, oedema, eligibility, run time and error. If the batch is stopped (Ctrl-C, "
+            "power cut), run the same command again with --resume: finished studies are kept and only the "
+            "others are run. Exit status: 0 all studies assessed, 1 some could not be, 2 a mistake in the "
+            "command, the settings or a clinical file (nothing was run), 130 stopped with Ctrl-C."
+        ),
+        epilog=(
+            "examples:\n"
+            "  spine-assess batch /data/exports --out /data/results -j 2\n"
+            "  spine-assess batch /data/exports --out /data/results -j 2 --resume      (continue after a stop)\n"
+            "  spine-assess batch /data/exports --out /data/results --clinical-dir /data/clinical\n"
+            "  spine-assess batch /shared/exports --out /shared/results --dask-scheduler tcp://10.0.0.5:8786\n"
+            "\nclinical files with --clinical-dir D: D/<StudyInstanceUID>.yaml, or D/<study folder>.yaml where\n"
+            "<study folder> is the study's folder relative to ROOT (e.g. D/site1/study07.yaml for\n"
+            "ROOT/site1/study07); without them, a clinical.yaml inside the study's own folder is used.\n"
+            "Details: docs/batch.md"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("root", metavar="ROOT", type=Path, help="folder holding the studies (searched in all sub-folders)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (one sub-folder per study)")
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="studies processed at the same time (default 1; at most the number of CPU cores)",
+    )
+    p.add_argument(
+        "--clinical-dir", type=Path, default=None, metavar="D", help="folder with one clinical file per study"
+    )
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an earlier batch into the same --out: keep finished studies whose files did not change",
+    )
+    again.add_argument("--force", action="store_true", help="run every study again, replacing earlier results")
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume, also run again the studies that failed last time (default: keep their error)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help=f"stop a study after S seconds (default {DEFAULT_TIMEOUT_S:g}; 0 = no limit)",
+    )
+    p.add_argument(
+        "--memory-limit",
+        type=int,
+        default=DEFAULT_MEMORY_LIMIT_MB,
+        metavar="MB",
+        help=f"stop a study whose worker uses more memory than this (default {DEFAULT_MEMORY_LIMIT_MB}; 0 = no limit)",
+    )
+    p.add_argument("--outputs", default="json,html,seg,sr", metavar="LIST", help=OUTPUTS_HELP)
+    p.add_argument(
+        "--anchor",
+        default=None,
+        metavar="LEVEL=POS",
+        help="level-count correction applied to EVERY study (see spine-assess run --help); rarely right for a batch",
+    )
+    p.add_argument(
+        "--config-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder with the configuration files (default: the shipped configs/)",
+    )
+    p.add_argument(
+        "--dask-scheduler",
+        default=None,
+        metavar="tcp://HOST:PORT",
+        help="run the studies on a Dask cluster instead of this computer (see docs/batch.md); -j is then ignored",
+    )
+    p.set_defaults(handler=_cmd_batch)
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    from pipeline import __version__
+    from pipeline.batch.executor import make_executor
+    from pipeline.batch.ledger import batch_lock
+    from pipeline.batch.plan import options_salt, plan_batch
+    from pipeline.batch.runner import BatchSettings, Mode, StopRequest, check_folders, prepare_out_dir, run_batch
+    from pipeline.batch.summary import format_end_screen
+    from pipeline.report.outputs import parse_outputs
+    from pipeline.run import load_pipeline_config
+    from pipeline.segment import parse_anchor
+
+    t0 = time.monotonic()
+    if args.jobs < 1:
+        raise ConfigError(f"-j/--jobs must be at least 1, got {args.jobs}")
+    if args.timeout < 0 or args.memory_limit < 0:
+        raise ConfigError("--timeout and --memory-limit must be positive (0 = no limit)")
+    if args.retry_failed and not args.resume:
+        raise ConfigError("--retry-failed goes with --resume")
+    outputs = frozenset(o.value for o in parse_outputs(args.outputs))
+    if args.anchor:
+        try:
+            parse_anchor(args.anchor)
+        except ValueError as exc:
+            raise ConfigError(f"--anchor: {exc}") from None
+    root: Path = args.root
+    if not root.is_dir():
+        raise ConfigError(f"{root}: no such folder; give the folder that holds the studies")
+    if args.clinical_dir is not None and not args.clinical_dir.is_dir():
+        raise ConfigError(f"--clinical-dir {args.clinical_dir}: no such folder")
+    check_folders(root, args.out)
+    config = load_pipeline_config(args.config_dir)
+    mode = Mode.RESUME if args.resume else Mode.FORCE if args.force else Mode.NEW
+    prepare_out_dir(args.out, mode)
+    ingest_log = logging.getLogger("pipeline.ingest")
+    level = ingest_log.level
+    with batch_lock(args.out):
+        if args.verbose == 0:
+            ingest_log.setLevel(logging.WARNING)  # one line per skipped file: only with -v
+        try:
+            salt = options_salt(version=__version__, config_sha256=config.sha256, outputs=outputs, anchor=args.anchor)
+            plan = plan_batch(root, ingest=config.ingest, salt=salt, clinical_dir=args.clinical_dir)
+        finally:
+            ingest_log.setLevel(level)
+        if not plan.studies and not plan.unreadable:
+            print(f"spine-assess: no studies found under {root} ({plan.n_files} files looked at)", file=sys.stderr)
+            return 1
+        worker_level = logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
+        executor = make_executor(workers=args.jobs, dask_scheduler=args.dask_scheduler, log_level=worker_level)
+        label = (
+            f"Dask {args.dask_scheduler}, {getattr(executor, 'capacity', '?')} worker thread(s)"
+            if args.dask_scheduler
+            else f"{args.jobs} worker process{'es' if args.jobs > 1 else ''}"
+        )
+        settings = BatchSettings(
+            outputs=outputs,
+            anchor=args.anchor,
+            config_dir=config.config_dir.resolve(),
+            config_sha256=config.sha256,
+            timeout_s=args.timeout or None,
+            memory_limit_mb=args.memory_limit or None,
+        )
+        stop = StopRequest()
+        previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, lambda signum, frame: stop.request(signum)),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: stop.request(signum, now=True)),
+        }
+        try:
+            result = run_batch(
+                plan,
+                args.out,
+                executor=executor,
+                settings=settings,
+                mode=mode,
+                retry_failed=args.retry_failed,
+                progress_tty=False if args.quiet else None,
+                stop=stop,
+                workers_label=label,
+            )
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    print(
+        format_end_screen(
+            result.rows,
+            root=plan.root,
+            out_root=args.out,
+            elapsed_s=time.monotonic() - t0,
+            workers=label,
+            n_skipped_files=plan.n_skipped,
+            interrupted=result.interrupted,
+        )
+    )
+    return result.exit_code
+
+
+_SUBCOMMANDS.append(_add_batch)
+
+
+# --------------------------------------------------------------------------- listen (PACS listener)
+def _add_listen(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "listen",
+        help="receive studies from a PACS or scanner (DICOM C-STORE), assess them and send the results back",
+        description=(
+            "Run the DICOM listener: the PACS (or a scanner) sends sagittal spine MRI studies to this AE title "
+            "and port. Every image is saved to the spool folder before it is acknowledged. When no new image of a "
+            "study has arrived for trigger.stable_seconds, the study is assessed and its DICOM SR and SEG are sent "
+            "to the destinations in the configuration. Keeps running until Ctrl-C or SIGTERM; after a restart it "
+            "carries on where it stopped. Check progress with 'spine-assess queue list'. Set-up and operations: "
+            "docs/pacs.md."
+        ),
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, metavar="FILE", help="listener settings (default: configs/listener.yaml)"
+    )
+    p.add_argument("--ae-title", default=None, metavar="AET", help="our AE title (overrides network.ae_title)")
+    p.add_argument("--port", type=int, default=None, help="TCP port to listen on (overrides network.port)")
+    p.add_argument("--spool", type=Path, default=None, metavar="DIR", help="spool folder (overrides storage.spool_dir)")
+    p.set_defaults(handler=_cmd_listen)
+
+
+def _listener_config(args: argparse.Namespace) -> object:
+    from pipeline.listener import load_listener_config
+
+    cfg = load_listener_config(args.config)
+    return cfg.with_overrides(
+        ae_title=getattr(args, "ae_title", None), port=getattr(args, "port", None), spool_dir=args.spool
+    )
+
+
+def _cmd_listen(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    import pydicom.config
+
+    from pipeline.listener import serve
+
+    cfg = _listener_config(args)
+    # Value validation warnings quote the offending value (a patient name, say) into the log: not in this service.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        logger.info("signal %d: stopping the listener", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    serve(cfg, stop)  # type: ignore[arg-type]
+    return 0
+
+
+_SUBCOMMANDS.append(_add_listen)
+
+
+# --------------------------------------------------------------------------- queue (listener operations)
+def _add_queue(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "queue",
+        help="status of the studies received by the listener and of their results; retry or purge",
+        description=(
+            "Look at and manage what the listener has received: which studies are arriving, waiting, being "
+            "assessed, done or failed (dead letters), and whether their results reached the PACS. Works while "
+            "the listener runs. Studies are named by their Study Instance UID."
+        ),
+        epilog=(
+            "examples:\n"
+            "  spine-assess queue list                      all studies, newest last\n"
+            "  spine-assess queue list --status dead        only the failed ones\n"
+            "  spine-assess queue show 1.2.840.113619.2.1   details, exports, quarantined images\n"
+            "  spine-assess queue retry 1.2.840.113619.2.1  try a failed study / its failed exports again\n"
+            "  spine-assess queue retry --dead              try every dead letter again\n"
+            "  spine-assess queue purge --done --older-than-days 30\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, metavar="FILE", help="listener settings (default: configs/listener.yaml)"
+    )
+    p.add_argument("--spool", type=Path, default=None, metavar="DIR", help="spool folder (overrides the settings)")
+    qs = p.add_subparsers(dest="queue_command", metavar="ACTION")
+    qs.required = True
+    from pipeline.listener.state import StudyStatus
+
+    pl = qs.add_parser("list", help="one line per study: status, images, attempts, export status, last error")
+    pl.add_argument("--status", choices=[s.value for s in StudyStatus], help="only studies in this state")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    ps = qs.add_parser("show", help="everything about one study")
+    ps.add_argument("study_uid", metavar="STUDY_UID")
+    ps.add_argument("--json", action="store_true", help="machine-readable output")
+    pr = qs.add_parser("retry", help="queue a failed study (or its failed exports) again")
+    pr.add_argument("study_uid", nargs="?", metavar="STUDY_UID")
+    pr.add_argument("--dead", action="store_true", help="every dead study and every dead export")
+    pr.add_argument("--rerun", action="store_true", help="assess a finished study again (e.g. after a config change)")
+    pp = qs.add_parser("purge", help="delete a study's images, results and state")
+    pp.add_argument("study_uid", nargs="?", metavar="STUDY_UID")
+    pp.add_argument("--done", action="store_true", help="every finished study whose results were all delivered ...")
+    pp.add_argument(
+        "--older-than-days", type=float, default=None, metavar="N", help="... finished more than N days ago"
+    )
+    pp.add_argument("--force", action="store_true", help="also purge a study that is still arriving or running")
+    p.set_defaults(handler=_cmd_queue)
+
+
+def _cmd_queue(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.listener import load_listener_config, operations
+    from pipeline.listener.state import StudyStatus
+
+    spool_dir = args.spool if args.spool is not None else load_listener_config(args.config).spool_dir
+    spool, state = operations.open_state(spool_dir)
+    try:
+        if args.queue_command == "list":
+            rows = operations.list_studies(state, StudyStatus(args.status) if args.status else None)
+            print(json.dumps(rows, indent=2) if args.json else operations.format_list(rows))
+            return 0
+        if args.queue_command == "show":
+            d = operations.study_detail(state, spool, args.study_uid)
+            print(json.dumps(d, indent=2) if args.json else operations.format_detail(d))
+            return 0
+        if args.queue_command == "retry":
+            print(operations.retry(state, args.study_uid, dead=args.dead, rerun=args.rerun))
+            return 0
+        if args.done and args.older_than_days is None:
+            raise ConfigError("--done needs --older-than-days N")
+        purged = operations.purge(
+            state,
+            spool,
+            args.study_uid,
+            done_older_than_days=args.older_than_days if args.done else None,
+            force=args.force,
+        )
+        for uid in purged:
+            print(f"purged {uid}")
+        print(f"{len(purged)} stud{'y' if len(purged) == 1 else 'ies'} purged")
+        return 0
+    finally:
+        state.close()
+
+
+_SUBCOMMANDS.append(_add_queue)

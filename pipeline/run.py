@@ -7,11 +7,13 @@ interrupted run never leaves a half-written study folder that looks finished.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ from pipeline.volume import Volume
 logger = logging.getLogger(__name__)
 
 LABELS_FILE = "labels.nii.gz"
+JOB_FILE = "job.json"  # RunOptions.job, written with the outputs
 CONFIG_FILES = ("ingest.yaml", "segmentation.yaml", "morphometry.yaml", "stir.yaml", "eligibility.yaml")
 
 
@@ -83,10 +86,21 @@ def load_pipeline_config(config_dir: Path | None = None) -> PipelineConfig:
 
 @dataclass(frozen=True)
 class RunOptions:
+    """How to run one study.
+
+    ``study_uid`` picks one study out of a folder that holds several (batch, listener); the clinical file
+    beside the study (``clinical.yaml``) is then NOT picked up automatically, because a folder shared by
+    several studies cannot tell whose it is: pass ``clinical_path``. ``job`` is the caller's record of this
+    run (e.g. the batch input fingerprint); it is written as ``job.json`` together with the other outputs,
+    inside the same atomic rename, so a finished output folder always says which inputs it came from.
+    """
+
     outputs: frozenset[OutputKind] = DEFAULT_OUTPUTS
-    clinical_path: Path | None = None  # default: clinical.yaml/.json beside the study, if any
+    clinical_path: Path | None = None  # default: clinical.yaml/.json beside the study, if any (not with study_uid)
     anchor: Anchor | None = None
     write_labels: bool = True
+    study_uid: str | None = None
+    job: Mapping[str, Any] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -138,7 +152,7 @@ def run_study(
     study_dir = Path(study_dir)
 
     with timer.stage("ingest"):
-        study = discover_study(study_dir, cfg=config.ingest)
+        study = discover_study(study_dir, cfg=config.ingest, study_uid=options.study_uid)
         choice = choose_series(study, cfg=config.ingest)
         warnings += choice.warnings
     logger.info(
@@ -153,7 +167,7 @@ def run_study(
         reasons = "; ".join(f"{d.series_uid}: {d.reason}" for d in choice.decisions) or "no image series"
         raise StudyError(f"{study_dir}: study {study.study_uid} has no usable sagittal series ({reasons})")
 
-    clinical_path = options.clinical_path or find_clinical_file(study_dir)
+    clinical_path = options.clinical_path or (find_clinical_file(study_dir) if options.study_uid is None else None)
     clinical = load_clinical(clinical_path) if clinical_path else None  # validated before the long work
 
     with timer.stage("load"):
@@ -199,6 +213,10 @@ def run_study(
     )
 
     with _atomic_dir(Path(out_dir)) as tmp, timer.stage("outputs"):
+        if options.job is not None:
+            (tmp / JOB_FILE).write_text(
+                json.dumps(dict(options.job), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+            )
         if options.write_labels:
             sitk.WriteImage(seg.labels.to_sitk(), str(tmp / LABELS_FILE), True)
             report["outputs"]["labels"] = LABELS_FILE
@@ -267,6 +285,36 @@ def _assess_stir(
     )
 
 
+# Names of the temporary folders of _atomic_dir: ".<name>.tmp-<pid>-<ns>" (being written) and ".<name>.old-<pid>-<ns>"
+# (the previous result, being swapped out). Only a run killed mid-write (kill -9, power loss) leaves them behind.
+_TEMP_NAME = re.compile(r"^\..+\.(tmp|old)-\d+-\d+$")
+
+
+def is_temporary_output(path: Path) -> bool:
+    """True for a temporary folder of an unfinished ``run_study`` write (never a finished output folder)."""
+    return bool(_TEMP_NAME.match(Path(path).name))
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary folders that killed runs left in ``folder`` (not recursive); return them.
+
+    Call this only when no other process is writing outputs into ``folder`` (the batch holds a lock on its
+    output folder): a live run's temporary folder looks the same as a dead one's.
+    """
+    removed: list[Path] = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except FileNotFoundError:
+        return removed
+    for p in entries:
+        if is_temporary_output(p) and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    if removed:
+        _fsync_dir(Path(folder))
+    return removed
+
+
 @contextmanager
 def _atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``final``; on success it replaces ``final`` in one rename."""
@@ -280,7 +328,11 @@ def _atomic_dir(final: Path) -> Iterator[Path]:
         if final.exists():
             old = final.parent / f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}"
             os.replace(final, old)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.replace(old, final)  # put the previous result back rather than leave no folder at all
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
@@ -309,4 +361,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["PipelineConfig", "RunOptions", "RunResult", "load_pipeline_config", "run_study", "PipelineError"]
+__all__ = [
+    "JOB_FILE",
+    "PipelineConfig",
+    "PipelineError",
+    "RunOptions",
+    "RunResult",
+    "is_temporary_output",
+    "load_pipeline_config",
+    "remove_stale_temporaries",
+    "run_study",
+]

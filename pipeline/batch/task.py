@@ -1,0 +1,288 @@
+"""One unit of batch work: :class:`StudyTask` in, :class:`TaskOutcome` out, :func:`run_task` in between.
+
+``run_task`` is what every worker executes, whichever executor runs it (local worker process, a Dask
+worker, the PACS listener). It never raises: every problem becomes an outcome with a status and one
+line of error text, so one bad study cannot stop the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the worker imports this module; the heavy pipeline modules load on the first task
+    from pipeline.run import PipelineConfig
+
+logger = logging.getLogger(__name__)
+
+#: Default per-study limits (a 3-series study takes seconds and well under 1 GB; these catch runaways).
+DEFAULT_TIMEOUT_S = 900.0
+DEFAULT_MEMORY_LIMIT_MB = 4096
+
+
+class Status(StrEnum):
+    """How a study ended. ``Status.OK == "ok"``, so plain strings compare equal."""
+
+    OK = "ok"
+    FAILED = "failed"  # the pipeline refused the study (bad data, invalid clinical file) or raised
+    TIMEOUT = "timeout"  # killed after StudyTask.timeout_s
+    CRASHED = "crashed"  # the worker process died (signal, OOM killer) or exceeded memory_limit_mb
+    INTERRUPTED = "interrupted"  # killed because the batch / service was stopped; run it again
+
+
+#: Statuses that mean "this study needs to run again" (not a property of the study's data).
+RETRYABLE = frozenset({Status.TIMEOUT, Status.CRASHED, Status.INTERRUPTED})
+
+
+def _default_outputs() -> frozenset[str]:
+    return frozenset({"json", "html", "seg", "sr"})
+
+
+@dataclass(frozen=True)
+class StudyTask:
+    """Everything a worker needs to assess one study (picklable, paths absolute for remote workers).
+
+    Attributes
+    ----------
+    study_dir : Path
+        Folder holding the study (or a folder shared with other studies: then set ``study_uid``).
+    out_dir : Path
+        This study's output folder, replaced atomically by :func:`pipeline.run.run_study`.
+    study_uid : str or None
+        StudyInstanceUID to pick out of ``study_dir``. With it, a ``clinical.yaml`` in ``study_dir`` is not
+        picked up automatically (pass ``clinical_path``).
+    outputs : frozenset of str
+        Output kinds (:class:`pipeline.report.outputs.OutputKind` values).
+    clinical_path : Path or None
+        Clinical-input file; None: the one beside the study, if any (only without ``study_uid``).
+    anchor : str or None
+        Level anchor text, e.g. ``"L5=lowest"`` (:func:`pipeline.segment.parse_anchor`).
+    config_dir : Path or None
+        Configuration folder; None: the installed ``configs/``.
+    config_sha256 : str or None
+        Hash of the configuration the caller validated; a worker whose configuration differs refuses the
+        study (a Dask worker with other config files must not produce silently different results).
+    timeout_s, memory_limit_mb : float / int or None
+        Per-study limits enforced by the executor (None: no limit). Memory is the worker's resident size.
+    fingerprint : str or None
+        The caller's fingerprint of the inputs; written into ``job.json`` in the output folder.
+    key : str
+        The caller's name for the study (batch: the output folder relative to the batch folder).
+    """
+
+    study_dir: Path
+    out_dir: Path
+    study_uid: str | None = None
+    outputs: frozenset[str] = field(default_factory=_default_outputs)
+    clinical_path: Path | None = None
+    anchor: str | None = None
+    config_dir: Path | None = None
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
+    memory_limit_mb: int | None = DEFAULT_MEMORY_LIMIT_MB
+    config_sha256: str | None = None
+    fingerprint: str | None = None
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """The result of one :class:`StudyTask`.
+
+    Attributes
+    ----------
+    status : str
+        A :class:`Status` value: ``ok``, ``failed``, ``timeout``, ``crashed`` or ``interrupted``.
+    error : str or None
+        One line: the :class:`~pipeline.errors.PipelineError` message, or the exception type and message
+        (never patient identifiers: messages carry paths and UIDs only).
+    runtime_s : float
+        Wall time of the study in the worker, without the worker's one-off imports and configuration loading
+        (for timeouts and crashes: from the start of the task until it was killed).
+    summary : dict
+        For ``ok`` runs, the headline of report.json (:func:`summarize_report`); else empty.
+    study_uid : str or None
+        StudyInstanceUID (from the report; the task's when the run failed early).
+    worker : str
+        ``host:pid`` of the process that ran the study.
+    worker_peak_rss_mb : float or None
+        Peak resident memory of that worker process so far (all its tasks), when known.
+    """
+
+    task: StudyTask
+    status: str
+    error: str | None
+    runtime_s: float
+    summary: dict[str, Any] = field(default_factory=dict)
+    study_uid: str | None = None
+    worker: str = ""
+    worker_peak_rss_mb: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.OK
+
+
+# --------------------------------------------------------------------------- the worker's function
+_config_cache: dict[tuple[str, str | None], PipelineConfig] = {}
+_config_lock = threading.Lock()
+
+
+def _config(config_dir: Path | None) -> PipelineConfig:
+    """The pipeline configuration, loaded once per worker process and folder (re-read if a file changed)."""
+    from pipeline.config import default_config_dir, file_sha256
+    from pipeline.run import CONFIG_FILES, load_pipeline_config
+
+    d = Path(config_dir) if config_dir else default_config_dir()
+    present = [d / name for name in CONFIG_FILES if (d / name).is_file()]
+    key = (str(d.resolve()), file_sha256(*present))
+    with _config_lock:
+        cfg = _config_cache.get(key)
+        if cfg is None:
+            cfg = load_pipeline_config(d)
+            _config_cache[key] = cfg
+        return cfg
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_task(task: StudyTask) -> TaskOutcome:
+    """Assess one study with :func:`pipeline.run.run_study`; never raises.
+
+    Returns
+    -------
+    TaskOutcome
+        ``ok`` with the report's headline, or ``failed`` with one line of error text. A ``MemoryError``
+        gives ``crashed`` (the executor then replaces the worker process). Timeouts and memory limits are
+        enforced by the executor, not here.
+    """
+    t0 = time.perf_counter()
+    try:
+        from pipeline.errors import ConfigError
+        from pipeline.report.outputs import OutputKind
+        from pipeline.run import RunOptions, run_study
+        from pipeline.segment import parse_anchor
+
+        config = _config(task.config_dir)
+        t0 = time.perf_counter()  # the study's own time: not the worker's one-off imports and config loading
+        if task.config_sha256 and config.sha256 != task.config_sha256:
+            raise ConfigError(
+                f"{config.config_dir}: this worker's configuration (sha256 {config.sha256[:12]}) differs from the "
+                f"one the batch checked ({task.config_sha256[:12]}); give every worker the same config files"
+            )
+        try:
+            anchor = parse_anchor(task.anchor) if task.anchor else None
+        except ValueError as exc:
+            raise ConfigError(f"anchor {task.anchor!r}: {exc}") from None
+        job = {
+            "key": task.key,
+            "fingerprint": task.fingerprint,
+            "study_dir": str(task.study_dir),
+            "study_uid": task.study_uid,
+            "clinical_path": str(task.clinical_path) if task.clinical_path else None,
+            "config_sha256": config.sha256,
+            "worker": worker_name(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        options = RunOptions(
+            outputs=frozenset(OutputKind(o) for o in task.outputs),
+            clinical_path=task.clinical_path,
+            anchor=anchor,
+            study_uid=task.study_uid,
+            job=job,
+        )
+        result = run_study(task.study_dir, task.out_dir, config=config, options=options)
+        return TaskOutcome(
+            task,
+            Status.OK,
+            None,
+            time.perf_counter() - t0,
+            summarize_report(result.report),
+            study_uid=result.study_uid,
+            worker=worker_name(),
+        )
+    except MemoryError:
+        return _failure(task, Status.CRASHED, "out of memory (MemoryError) while assessing the study", t0)
+    except Exception as exc:  # noqa: BLE001 - the point of a worker: one study's error is its outcome
+        from pipeline.errors import PipelineError
+
+        if isinstance(exc, PipelineError):
+            text = str(exc)
+            logger.warning("study %s failed: %s", task.key or task.study_dir, text)
+        else:
+            text = f"{type(exc).__name__}: {exc}"
+            logger.error(
+                "study %s: unexpected error (a bug; please report it with this trace)\n%s",
+                task.key or task.study_dir,
+                traceback.format_exc(),
+            )
+        return _failure(task, Status.FAILED, text, t0)
+
+
+def _failure(task: StudyTask, status: Status, text: str, t0: float) -> TaskOutcome:
+    return TaskOutcome(
+        task, status, one_line(text), time.perf_counter() - t0, study_uid=task.study_uid, worker=worker_name()
+    )
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    """Collapse whitespace (error messages go into one CSV cell) and cap the length."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------- report headline
+def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline of a report.json for batch summaries (JSON-able; no patient identifiers).
+
+    Keys: ``study_uid``, ``levels`` (labelled bodies cranial to caudal, ``"?"`` when the level is unknown),
+    ``fractures`` (``[{"level", "genant_grade", "height_loss_pct", "morphology"}]`` for Genant >= 1),
+    ``edema_levels``, ``edema_unknown_levels`` (not assessable), ``candidate_levels``,
+    ``indeterminate_levels``, ``contraindicated_levels``, ``decision`` (the eligibility summary sentence),
+    ``n_warnings``, ``timings_ms``.
+    """
+    verts = report.get("vertebrae") or []
+
+    def name(v: dict[str, Any]) -> str:
+        return str(v.get("level") or f"?{v.get('label')}")
+
+    fractures = [
+        {
+            "level": name(v),
+            "genant_grade": v.get("genant_grade"),
+            "height_loss_pct": v.get("height_loss_pct"),
+            "morphology": v.get("morphology"),
+        }
+        for v in verts
+        if (v.get("genant_grade") or 0) >= 1
+    ]
+    edema = [name(v) for v in verts if (v.get("stir") or {}).get("edema") is True]
+    edema_unknown = [name(v) for v in verts if not v.get("is_sacrum") and (v.get("stir") or {}).get("edema") is None]
+    elig = report.get("eligibility") or {}
+    by_decision: dict[str, list[str]] = {}
+    for lv in elig.get("levels") or []:
+        by_decision.setdefault(str(lv.get("decision")), []).append(str(lv.get("name") or lv.get("level")))
+    summary = elig.get("summary")
+    decision = summary if isinstance(summary, str) else summary.get("text") if isinstance(summary, dict) else None
+    return {
+        "study_uid": (report.get("study") or {}).get("study_instance_uid"),
+        "levels": [name(v) for v in verts],
+        "fractures": fractures,
+        "edema_levels": edema,
+        "edema_unknown_levels": edema_unknown,
+        "candidate_levels": by_decision.get("candidate", []) + by_decision.get("candidate_with_cautions", []),
+        "indeterminate_levels": by_decision.get("indeterminate", []),
+        "contraindicated_levels": by_decision.get("contraindicated", []),
+        "decision": decision,
+        "n_warnings": len(report.get("warnings") or []),
+        "timings_ms": dict(report.get("timings_ms") or {}),
+    }

@@ -1,0 +1,281 @@
+"""``spine-assess batch``: a folder of studies plus a broken study and junk, summaries, resume, isolation.
+
+The studies are coarse synthetic phantoms (conftest ``tiny_study``); each real run takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipeline.batch import LocalExecutor
+from pipeline.batch.ledger import LEDGER_FILE, Ledger
+from pipeline.batch.plan import options_salt, plan_batch
+from pipeline.batch.runner import BatchSettings, Mode, prepare_out_dir, run_batch
+from pipeline.cli import main
+from pipeline.run import is_temporary_output, load_pipeline_config
+
+CLINICAL = "version: 1\npain:\n  vas: 7\n"
+
+
+def _truncate_dicoms(folder: Path) -> int:
+    n = 0
+    for p in folder.rglob("*.dcm"):
+        os.truncate(p, p.stat().st_size // 2)
+        n += 1
+    return n
+
+
+def _rows(out: Path) -> dict[str, dict[str, str]]:
+    with (out / "summary.csv").open(newline="") as fh:
+        return {r["study"] or r["folder"]: r for r in csv.DictReader(fh)}
+
+
+def _ok_records(out: Path) -> list[str]:
+    return [r["key"] for r in Ledger(out).read() if r.get("event") == "study" and r["status"] == "ok"]
+
+
+def _leftovers(out: Path) -> list[Path]:
+    return [p for p in out.rglob(".*") if is_temporary_output(p) or ".tmp-" in p.name]
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory, tiny_study):
+    """One CLI batch over: a/ (study), site2/b/ (study, clinical file via --clinical-dir), broken/ (all DICOM files
+    truncated), notes/readme.txt and junk.bin."""
+    base = tmp_path_factory.mktemp("batch")
+    root = base / "root"
+    tiny_study(21, root / "a")
+    tiny_study(22, root / "site2" / "b")
+    assert _truncate_dicoms(tiny_study(23, root / "broken")) > 10
+    (root / "notes").mkdir()
+    (root / "notes" / "readme.txt").write_text("exported by the PACS\n")
+    (root / "junk.bin").write_bytes(b"\x00" * 300)
+    clinical = base / "clinical"
+    (clinical / "site2").mkdir(parents=True)
+    (clinical / "site2" / "b.yaml").write_text(CLINICAL)
+    out = base / "out"
+    collect = _Collect()
+    batch_log = logging.getLogger("pipeline.batch")
+    batch_log.addHandler(collect)
+    level = batch_log.level
+    batch_log.setLevel(logging.INFO)  # main()'s basicConfig does nothing under pytest (its handlers exist)
+    try:
+        code = main(
+            ["batch", str(root), "--out", str(out), "-j", "2", "--outputs", "json", "--clinical-dir", str(clinical)]
+        )
+    finally:
+        batch_log.removeHandler(collect)
+        batch_log.setLevel(level)
+    return {"root": root, "out": out, "clinical": clinical, "code": code, "log": collect.lines}
+
+
+def test_a_broken_study_and_junk_fail_alone_and_the_exit_code_says_so(batch):
+    out = batch["out"]
+    assert batch["code"] == 1
+    rows = _rows(out)
+    assert set(rows) == {"a", "site2/b", "broken"}
+    for key in ("a", "site2/b"):
+        assert rows[key]["status"] == "ok", rows[key]
+        assert rows[key]["report"] == f"{key}/report.json"
+        report = json.loads((out / key / "report.json").read_text())
+        assert report["study"]["study_instance_uid"] == rows[key]["study_uid"]
+        job = json.loads((out / key / "job.json").read_text())
+        assert job["key"] == key and len(job["fingerprint"]) == 64
+    broken = rows["broken"]
+    assert broken["status"] == "failed" and broken["study"] == "" and broken["report"] == ""
+    assert "no usable study" in broken["error"] and "truncated" in broken["error"]
+    assert not (out / "broken").exists() and not (out / "notes").exists()
+    assert not _leftovers(out)
+
+
+def test_summary_files_describe_every_study(batch):
+    out = batch["out"]
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["schema_version"] == 1
+    assert doc["batch"]["finished"] is True and doc["batch"]["counts"] == {"failed": 1, "ok": 2}
+    by_study = {r["study"] or r["folder"]: r for r in doc["studies"]}
+    a = by_study["a"]
+    report = json.loads((out / "a" / "report.json").read_text())
+    levels = [v["level"] or f"?{v['label']}" for v in report["vertebrae"]]
+    assert a["levels"] == levels and "L1" in levels
+    fractured = [v["level"] for v in report["vertebrae"] if (v.get("genant_grade") or 0) >= 1]
+    assert [f["level"] for f in a["fractures"]] == fractured
+    assert a["oedema_levels"] == [v["level"] for v in report["vertebrae"] if (v.get("stir") or {}).get("edema")]
+    assert a["decision"] == report["eligibility"]["summary"]
+    assert a["runtime_s"] > 0 and a["error"] == ""
+    assert _rows(out)["a"]["levels"] == " ".join(levels)
+
+
+def test_clinical_dir_maps_files_by_study_folder(batch):
+    b = json.loads((batch["out"] / "site2" / "b" / "report.json").read_text())
+    a = json.loads((batch["out"] / "a" / "report.json").read_text())
+    assert b["clinical_inputs"] == {"file": "b.yaml", "provided": True}
+    assert a["clinical_inputs"]["provided"] is False
+
+
+def test_progress_is_plain_log_lines_without_a_terminal(batch):
+    lines = batch["log"]
+    assert any(line.startswith("[1/2] ok") for line in lines), lines
+    assert any(line.startswith("[2/2] ok") for line in lines), lines
+    assert any("broken" in line and "no usable study" in line for line in lines)
+    assert not any("\r" in line for line in lines)
+
+
+def test_ledger_has_one_record_per_study(batch):
+    records = Ledger(batch["out"]).read()
+    assert [r["event"] for r in records][0] == "start" and records[-1]["event"] == "end"
+    assert sorted(_ok_records(batch["out"])) == ["a", "site2/b"]
+
+
+def test_a_second_run_needs_resume_or_force(batch, capsys):
+    before = (batch["out"] / LEDGER_FILE).read_bytes()
+    assert main(["batch", str(batch["root"]), "--out", str(batch["out"]), "--outputs", "json"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (batch["out"] / LEDGER_FILE).read_bytes() == before
+
+
+def test_an_invalid_clinical_file_stops_the_batch_before_it_starts(batch, tmp_path, capsys):
+    clinical = tmp_path / "clinical"
+    shutil.copytree(batch["clinical"], clinical)
+    (clinical / "site2" / "b.yaml").write_text("version: 1\npain:\n  vas: 11\n")
+    out = tmp_path / "out"
+    assert main(["batch", str(batch["root"]), "--out", str(out), "--clinical-dir", str(clinical)]) == 2
+    err = capsys.readouterr().err
+    assert "b.yaml" in err and "vas" in err
+    assert not (out / LEDGER_FILE).exists()
+
+
+def test_usage_errors_exit_2(batch, tmp_path):
+    root, out = str(batch["root"]), str(tmp_path / "o")
+    assert main(["batch", str(tmp_path / "missing"), "--out", out]) == 2
+    assert main(["batch", root, "--out", str(batch["root"] / "results")]) == 2  # output inside the input
+    assert main(["batch", root, "--out", out, "-j", "0"]) == 2
+    assert main(["batch", root, "--out", out, "--outputs", "pdf"]) == 2
+    assert main(["batch", root, "--out", out, "--retry-failed"]) == 2
+    notbatch = tmp_path / "notbatch"
+    notbatch.mkdir()
+    (notbatch / "mine.txt").write_text("x")
+    assert main(["batch", root, "--out", str(notbatch)]) == 2
+
+
+@pytest.mark.slow
+def test_resume_keeps_finished_studies_and_redoes_a_changed_one(batch, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(batch["out"], out)
+    (out / ".a.tmp-4242-17").mkdir()  # what a run killed mid-write leaves behind
+    (out / ".a.tmp-4242-17" / "report.json").write_text("{")
+    one_file = next((batch["root"] / "site2" / "b").rglob("*.dcm"))
+    stat = one_file.stat()
+    os.utime(one_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        code = main(
+            [
+                "batch", str(batch["root"]), "--out", str(out), "--outputs", "json", "--resume",
+                "--clinical-dir", str(batch["clinical"]),
+            ]
+        )  # fmt: skip
+    finally:
+        os.utime(one_file, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert code == 1  # the broken folder is still broken
+    assert sorted(_ok_records(out)) == ["a", "site2/b", "site2/b"]
+    rows = _rows(out)
+    assert rows["a"]["from_previous_run"] == "yes" and rows["site2/b"]["from_previous_run"] == ""
+    assert rows["a"]["status"] == rows["site2/b"]["status"] == "ok"
+    assert not _leftovers(out)
+
+
+# --------------------------------------------------------------------------- plans (headers only, fast)
+def test_plan_names_output_folders_from_folders_or_uid_hashes(tmp_path, tiny_study):
+    root = tmp_path / "root"
+    tiny_study(31, root / "site1" / "x")
+    # two studies' series side by side in one folder, plus a clinical file nobody can attribute
+    for seed in (32, 33):
+        tiny_study(seed, tmp_path / f"s{seed}")
+        for series in (tmp_path / f"s{seed}").iterdir():
+            if series.is_dir():
+                shutil.move(series, root / "mixed" / f"{seed}_{series.name}")
+    (root / "mixed" / "clinical.yaml").write_text(CLINICAL)
+    cfg = load_pipeline_config()
+    plan = plan_batch(root, ingest=cfg.ingest, salt="s")
+    by_key = {s.key: s for s in plan.studies}
+    assert "site1/x" in by_key and not by_key["site1/x"].shared_folder
+    mixed = [s for s in plan.studies if s.folder == "mixed"]
+    assert len(mixed) == 2
+    for s in mixed:
+        assert s.shared_folder and s.clinical_path is None
+        assert s.key == "mixed/study-" + hashlib.sha256(s.study_uid.encode()).hexdigest()[:12]
+    assert any("holds several studies" in w for w in plan.warnings)
+    assert not plan.unreadable
+    again = plan_batch(root, ingest=cfg.ingest, salt="s")
+    assert [(s.key, s.fingerprint) for s in again.studies] == [(s.key, s.fingerprint) for s in plan.studies]
+    other = plan_batch(root, ingest=cfg.ingest, salt="other settings")
+    assert all(a.fingerprint != b.fingerprint for a, b in zip(plan.studies, other.studies, strict=True))
+
+
+class _ShortTimeoutForSlow:
+    """An Executor wrapper giving the study meant to hang a short time limit (the others keep theirs)."""
+
+    def __init__(self, inner: LocalExecutor) -> None:
+        self.inner = inner
+        self.capacity = inner.capacity
+
+    def submit(self, task):
+        return self.inner.submit(replace(task, timeout_s=1.5) if task.key.endswith("slow") else task)
+
+    def shutdown(self, wait: bool = True, **kw: bool) -> None:
+        self.inner.shutdown(wait, **kw)
+
+
+@pytest.mark.slow
+def test_timeout_and_killed_worker_are_recorded_and_rerun_on_resume(tmp_path, tiny_study):
+    from batch_fakes import real_or_fake
+
+    root = tmp_path / "root"
+    for seed, name in ((41, "ok"), (42, "x-slow"), (43, "y-doomed")):
+        tiny_study(seed, root / name)
+    cfg = load_pipeline_config()
+    settings = BatchSettings(
+        outputs=frozenset({"json"}),
+        anchor=None,
+        config_dir=cfg.config_dir,
+        config_sha256=cfg.sha256,
+        timeout_s=300.0,
+        memory_limit_mb=None,
+    )
+    salt = options_salt(version="t", config_sha256=cfg.sha256, outputs=settings.outputs, anchor=None)
+    plan = plan_batch(root, ingest=cfg.ingest, salt=salt)
+    out = tmp_path / "out"
+    prepare_out_dir(out, Mode.NEW)
+    first = run_batch(plan, out, executor=_ShortTimeoutForSlow(LocalExecutor(2, fn=real_or_fake)), settings=settings)
+    status = {r["study"]: r["status"] for r in first.rows}
+    assert status == {"ok": "ok", "x-slow": "timeout", "y-doomed": "crashed"}
+    assert first.exit_code == 1
+    assert (out / "ok" / "report.json").is_file() and not (out / "x-slow").exists()
+    # --resume runs only the timed-out and crashed studies again (here with the real task: both succeed);
+    # moving the input folder does not change what counts as finished (fingerprints use relative paths)
+    renamed = tmp_path / "root2"
+    root.rename(renamed)
+    plan2 = plan_batch(renamed, ingest=cfg.ingest, salt=salt)
+    assert [s.key for s in plan2.studies] == [s.key for s in plan.studies]
+    second = run_batch(plan2, out, executor=LocalExecutor(2), settings=settings, mode=Mode.RESUME)
+    assert {r["study"]: r["status"] for r in second.rows} == {"ok": "ok", "x-slow": "ok", "y-doomed": "ok"}
+    assert second.exit_code == 0
+    assert sorted(_ok_records(out)) == ["ok", "x-slow", "y-doomed"]
