@@ -222,16 +222,59 @@ def test_crushed_body_between_normal_neighbours(spacing):
     assert res[0].reference_height_mm == pytest.approx(24.0, abs=0.8)
 
 
-def test_wedged_neighbour_is_not_a_reference_and_loss_uses_neighbours():
+def test_wedge_is_graded_against_its_neighbours_and_its_intact_hp_stays_a_reference():
     sc = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
     shapes = [None, None, trapezoid(36.0, 26.0, 13.0), None, None]
     column(sc, [26.0, 26.0, 26.0, 26.0, 26.0], [0.0] * 5, LEVELS5, shapes=shapes)
     res = sc.measure()
     w = res[2]
-    assert w.morphology is Morphology.WEDGE and not w.used_as_reference
+    assert w.morphology is Morphology.WEDGE
     # Ha at 90 % of the depth: 13 + 0.1 * 13 = 14.3 mm against the neighbours' 26 mm.
     assert w.height_loss_pct == pytest.approx(100 * (1 - 14.3 / 26.0), abs=2.5) and w.genant_grade == 3
     assert w.reference_labels == (2, 4)
+    # Its posterior wall is intact (Hp 24.7 mm at 10 % inside it, of the 26 mm predicted): a reference.
+    assert w.used_as_reference and 3 in res[1].reference_labels and 3 in res[3].reference_labels
+
+
+def posterior_wedge(depth: float, height: float, h_ant: float) -> np.ndarray:
+    """Full height over the posterior half, the superior endplate falling to ``h_ant`` at the anterior wall."""
+    d, h = depth / 2, height / 2
+    return np.array([[-d, -h], [d, -h], [d, h_ant - h], [0.0, h], [-d, h]])
+
+
+def test_crush_next_to_a_wedge_uses_the_wedges_intact_posterior_height():
+    # T12 22 mm | L1 wedge (Hp 26, Ha 15.6) | L2 crushed to 15.6 | L3 26 mm | L4 22 mm. The nearest intact
+    # posterior walls (L1, L3) predict 26 mm for L2 (40 % loss); skipping the wedge would predict 22-24 mm.
+    sc = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
+    shapes = [None, posterior_wedge(36.0, 26.0, 13.0), None, None, None]
+    column(sc, [22.0, 26.0, 15.6, 26.0, 22.0], [0.0] * 5, LEVELS5, shapes=shapes)
+    res = sc.measure()
+    assert res[1].morphology is Morphology.WEDGE and res[1].used_as_reference
+    c = res[2]
+    assert c.reference_labels == (2, 4) and "interpolated" in c.reference_method
+    assert c.reference_height_mm == pytest.approx(26.0, abs=0.6)
+    assert c.height_loss_pct == pytest.approx(40.0, abs=2.5) and c.morphology is Morphology.CRUSH
+    assert not c.used_as_reference
+
+
+def test_end_body_of_normal_shape_is_not_graded_against_an_extrapolation():
+    # L5 physiologically lower posteriorly than L4: the one-sided prediction (L4's height) does not show a crush
+    # (Hp >= crush_ratio_max of it), so the body's own Hp is the reference; a real crush at the end still shows.
+    sc = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
+    levels = (Level.L1, Level.L2, Level.L3, Level.L4, Level.L5)
+    column(sc, [26.0, 26.5, 27.0, 27.0, 24.0], [0.0] * 5, levels)
+    end = sc.measure()[4]
+    assert end.height_loss_pct < 2.0 and end.genant_grade == 0 and end.morphology is Morphology.NORMAL
+    assert end.reference_method.startswith("own posterior height (normal shape") and end.reference_labels
+    assert "one side only" in end.reason
+    sc2 = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
+    column(sc2, [26.0, 26.5, 27.0, 27.0, 18.9], [0.0] * 5, levels)
+    res = sc2.measure()
+    crushed = res[4]
+    assert "extrapolated" in crushed.reference_method
+    # Growth is not extrapolated: the reference is L4's Hp (27 mm drawn, read to within a pixel).
+    assert crushed.reference_height_mm == pytest.approx(res[3].heights.posterior_mm, abs=0.05)
+    assert crushed.height_loss_pct == pytest.approx(30.0, abs=3.5) and crushed.morphology is Morphology.CRUSH
 
 
 def test_intact_posterior_wall_taller_than_neighbours_is_the_reference():

@@ -30,15 +30,19 @@ Method (per body)
    outer edge, each averaged over ``+-height_band_fraction * D``. Their end points are the six landmarks.
    Wedge angle: angle between the superior line (anterior and posterior superior landmarks) and the inferior
    line; positive when the body is lower anteriorly.
-6. **Reference height.** Bodies whose own ratios are normal start as "normal"; each body's posterior height
-   is predicted by interpolating between the nearest normal bodies above and below (or, on one side only,
-   from the nearest normal body scaled by the level-to-level trend of the normal bodies on that side, bounded
-   by ``max_growth_per_level_pct`` and never above that body's own height, since bodies shrink cranially
-   from L3 and L4-L5 are lower than L3); the
-   most deviant body leaves the normal set while any falls below the grade-1 or crush limits. The reference
-   is the prediction, or the body's own posterior height where that is taller (an intact posterior wall shows
-   how tall the body was; ``reference_at_least_own_hp``). Without a normal body within
-   ``max_reference_gap_levels`` the body's own Hp is the reference (uniform collapse cannot then be seen).
+6. **Reference height.** Every body starts as a reference body; the most deviant one leaves the set while any
+   has Hp below ``crush_ratio_max`` of its prediction or, when its own ratios are normal, its lowest height below
+   the grade-1 limit (a wedge or biconcave body keeps its posterior wall, so its Hp stays a reference for its
+   neighbours). Each body's posterior height is predicted by interpolating between the nearest reference bodies
+   above and below or, on one side only, from the nearest one scaled by the level-to-level trend of the
+   reference bodies on that side (bounded by ``max_growth_per_level_pct`` and never above that body's own
+   height, since bodies shrink cranially from L3 and L4-L5 are lower than L3). The reference is the
+   prediction, or the body's own posterior height where that is taller (an intact posterior wall shows how tall
+   the body was; ``reference_at_least_own_hp``). A body of normal shape with a one-sided prediction is graded
+   against its own Hp unless that Hp shows a crush (below ``crush_ratio_max`` of the prediction): the bodies at
+   the ends of the column (L5 is lower posteriorly than L4) do not follow their neighbours' trend. Without a
+   reference body within ``max_reference_gap_levels`` the body's own Hp is the reference (uniform collapse
+   cannot then be seen).
 7. **Grade and shape.** Height loss % = ``100 * (1 - min(Ha, Hm, Hp) / reference)`` (0 when not smaller);
    Genant grade from the configured cut-offs; morphology is the pattern whose ratio (Ha/Hp wedge, Hm/Hp
    biconcave, Hp/predicted crush) lies lowest relative to its threshold, when it is below that threshold or
@@ -46,8 +50,8 @@ Method (per body)
 8. **Posterior wall.** The posterior edge between the endplates (``wall_corner_inset_fraction`` of Hp inside
    each) is compared with the unbroken wall, the line along the walls' direction through the more anterior
    of its two ends: the largest displacement into the canal is the bulge (mm). The expected sagittal canal
-   diameter is measured on the fluid-sensitive ``canal_image`` behind the normal neighbours, from the
-   posterior wall through the CSF (cord, roots and epidural fat tolerated) to the first dark structure
+   diameter is measured on the fluid-sensitive ``canal_image`` behind the reference bodies of normal shape,
+   from the posterior wall through the CSF (cord, roots and epidural fat tolerated) to the first dark structure
    (ligamentum flavum, lamina), and interpolated to the level; canal compromise = ``100 * bulge / expected``.
 
 Everything that cannot be measured is reported as not assessable with the reason, never as grade 0.

@@ -94,11 +94,11 @@ def measure_vertebrae(
         else:
             bodies.append(body)
 
-    refs, normal = references(bodies, cfg)
+    refs, ref_set, normal = references(bodies, cfg)
     canal = canal_diameters(bodies, normal, lab_arr, canal_image, plane, cfg) if plane is not None else {}
     for b in bodies:
         assert plane is not None
-        results[b.index] = _assemble(b, refs[b.index], normal, bodies, canal, image, plane, cfg, canal_image)
+        results[b.index] = _assemble(b, refs[b.index], ref_set, bodies, canal, image, plane, cfg, canal_image)
     return tuple(results[i] for i in range(len(segmentation.vertebrae)))
 
 
@@ -252,7 +252,7 @@ def _to_lps(p: np.ndarray, s: int, plane: Plane, image: Volume) -> Vec3:
 def _assemble(
     b: Body,
     ref: Reference,
-    normal: set[int],
+    ref_set: set[int],
     bodies: list[Body],
     canal: dict[int, float | str],
     image: Volume,
@@ -286,8 +286,8 @@ def _assemble(
     if ref.own:
         notes.append("reference is the body's own posterior height")
         confidence *= 0.8
-    elif len(ref.labels) and not ref.method.startswith("interpolated"):
-        notes.append("reference from normal bodies on one side only")
+    elif ref.one_sided:
+        notes.append("reference from bodies on one side only")
         confidence *= 0.9
     if sec.n_components > 1:
         notes.append("the body's section has several large parts; the largest was measured")
@@ -355,5 +355,5 @@ def _assemble(
         confidence=round(confidence, 2),
         measured_slice=sec.slice_index,
         ap_depth_mm=round(sec.depth_mm, 2),
-        used_as_reference=b.index in normal,
+        used_as_reference=b.index in ref_set,
     )
