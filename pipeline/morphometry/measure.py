@@ -26,6 +26,7 @@ from pipeline.volume import Volume
 
 logger = logging.getLogger(__name__)
 
+
 # --------------------------------------------------------------------------- public entry point
 def measure_vertebrae(
     image: Volume,
@@ -93,11 +94,11 @@ def measure_vertebrae(
         else:
             bodies.append(body)
 
-    refs, normal = references(bodies, cfg)
+    refs, ref_set, normal = references(bodies, cfg)
     canal = canal_diameters(bodies, normal, lab_arr, canal_image, plane, cfg) if plane is not None else {}
     for b in bodies:
         assert plane is not None
-        results[b.index] = _assemble(b, refs[b.index], normal, bodies, canal, image, plane, cfg, canal_image)
+        results[b.index] = _assemble(b, refs[b.index], ref_set, bodies, canal, image, plane, cfg, canal_image)
     return tuple(results[i] for i in range(len(segmentation.vertebrae)))
 
 
@@ -163,7 +164,7 @@ def _measure_section_at(
     if isinstance(sec, str):
         return f"{sec} (slice {s})"
     offset = np.array([r0, c0], dtype=float) * plane.spacing_rc
-    return replace(sec, contour=sec.contour + offset, centre=sec.centre + offset)
+    return replace(sec, contour=sec.contour + offset, raw_contour=sec.raw_contour + offset, centre=sec.centre + offset)
 
 
 def _measure_body(
@@ -222,7 +223,11 @@ def _measure_body(
         posterior_mm=float(np.mean([x.heights.posterior_mm for x in slab])),
     )
     return Body(
-        index=index, seg=vs, mid=sec, neighbours=tuple(neigh), heights=heights,
+        index=index,
+        seg=vs,
+        mid=sec,
+        neighbours=tuple(neigh),
+        heights=heights,
         slab=tuple(sorted(x.slice_index for x in slab)),
     )
 
@@ -247,7 +252,7 @@ def _to_lps(p: np.ndarray, s: int, plane: Plane, image: Volume) -> Vec3:
 def _assemble(
     b: Body,
     ref: Reference,
-    normal: set[int],
+    ref_set: set[int],
     bodies: list[Body],
     canal: dict[int, float | str],
     image: Volume,
@@ -266,7 +271,7 @@ def _assemble(
             f"neighbouring sagittal slices disagree: height loss {min(losses):.0f}-{max(losses):.0f} % on slices "
             f"{slices[0]}-{slices[-1]} (spread {spread:.0f} points >= {cfg.spread_not_assessable_pct:g})",
         )
-    loss = height_loss(h, ref.height_mm)
+    loss = round(height_loss(h, ref.height_mm), 1)  # graded as reported
     grade = genant_grade(loss, cfg)
     morph, ratios = classify(h, ref.predicted_mm, grade, cfg)
 
@@ -281,8 +286,8 @@ def _assemble(
     if ref.own:
         notes.append("reference is the body's own posterior height")
         confidence *= 0.8
-    elif len(ref.labels) and not ref.method.startswith("interpolated"):
-        notes.append("reference from normal bodies on one side only")
+    elif ref.one_sided:
+        notes.append("reference from bodies on one side only")
         confidence *= 0.9
     if sec.n_components > 1:
         notes.append("the body's section has several large parts; the largest was measured")
@@ -309,14 +314,15 @@ def _assemble(
         else:
             exp = expected_canal(b, canal, bodies, cfg)
             if isinstance(exp, str):
-                pw = PosteriorWall(False, f"canal compromise not assessable: {exp} (bulge {bulge:.1f} mm)",
-                                   bulge_mm=bulge)
+                pw = PosteriorWall(
+                    False, f"canal compromise not assessable: {exp} (bulge {bulge:.1f} mm)", bulge_mm=bulge
+                )
             else:
                 exp_mm, where = exp
                 pw = PosteriorWall(
                     True,
-                    f"bulge beyond the line through the posterior corners; expected canal = AP extent of the CSF "
-                    f"column behind {', '.join(where)}",
+                    "bulge of the posterior wall beyond its unbroken line; expected canal = sagittal diameter "
+                    f"(posterior wall through the CSF to the ligamentum flavum) behind {', '.join(where)}",
                     bulge_mm=bulge,
                     canal_compromise_pct=round(100.0 * wall_result.bulge_mm / exp_mm, 1),
                     expected_canal_mm=round(exp_mm, 2),
@@ -326,6 +332,7 @@ def _assemble(
     reason = (
         f"six-point morphometry on slice {sec.slice_index} (body axis tilted {tilt:+.1f} deg)"
         + (f", checked on slices {', '.join(str(s.slice_index) for s in b.neighbours)}" if b.neighbours else "")
+        + (f", heights averaged over slices {', '.join(map(str, b.slab))}" if len(b.slab) > 1 else "")
         + ("; " + "; ".join(notes) if notes else "")
     )
     return VertebraMorphometry(
@@ -337,7 +344,7 @@ def _assemble(
         reference_height_mm=round(ref.height_mm, 2),
         reference_method=ref.method,
         reference_labels=ref.labels,
-        height_loss_pct=round(loss, 1),
+        height_loss_pct=loss,
         genant_grade=grade,
         morphology=morph,
         wedge_angle_deg=round(sec.wedge_angle_deg, 1),
@@ -348,5 +355,5 @@ def _assemble(
         confidence=round(confidence, 2),
         measured_slice=sec.slice_index,
         ap_depth_mm=round(sec.depth_mm, 2),
-        used_as_reference=b.index in normal,
+        used_as_reference=b.index in ref_set,
     )
