@@ -137,9 +137,8 @@ def segmenter():
     """``f(image, role) -> SegmentationResult`` with the pipeline's own segmentation, or None when absent."""
     if importlib.util.find_spec("pipeline.segment") is None:
         return None
-    from pipeline.segment import load_segmentation_config, segment_vertebrae  # type: ignore[attr-defined]
-
     from pipeline.model import Role
+    from pipeline.segment import load_segmentation_config, segment_vertebrae  # type: ignore[attr-defined]
 
     seg_cfg = load_segmentation_config()
 
