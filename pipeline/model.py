@@ -213,6 +213,8 @@ class VertebraMorphometry:
     measured_slice: int | None = None  # slice index of the mid-sagittal section measured
     ap_depth_mm: float | None = None  # AP depth of the body along its own axis
     used_as_reference: bool = False  # its Hp is used for its neighbours' reference heights (not crushed)
+    low_confidence: bool = False  # graded on a mask whose plausibility checks raised doubts (``reliability_notes``)
+    reliability_notes: tuple[str, ...] = ()  # plausibility findings: why low confidence / not a reference body
 
 
 # --------------------------------------------------------------------------- STIR

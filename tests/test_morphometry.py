@@ -561,3 +561,60 @@ def test_clinical_grid_phantom_heights_bulge_and_canal():
     assert pw.bulge_mm == pytest.approx(tw["bulge_mm"], abs=1.2)
     assert pw.expected_canal_mm == pytest.approx(tw["expected_canal_mm"], abs=1.5)
     assert res[Level.L1].posterior_wall.bulge_mm < 1.0
+
+
+# --------------------------------------------------------------------------- plausibility of the masks
+def test_body_spanning_a_disc_is_not_assessable_and_no_reference():
+    # A 60 mm "body" (two bodies merged across their disc) between 26 mm bodies 8 mm apart: its centre lies
+    # 13 + 8 + 30 = 51 mm from its neighbours' centres, less than its height.
+    sc = Scene(shape=(5, 300, 120), spacing=(4.0, 0.8, 0.8))
+    column(sc, [26.0, 26.0, 60.0, 26.0, 26.0], [0.0] * 5, LEVELS5)
+    res = sc.measure()
+    merged = res[2]
+    assert not merged.assessable and "spans a disc" in merged.reason and "ratio 1.18" in merged.reason
+    assert merged.genant_grade is None and merged.morphology is Morphology.NOT_ASSESSABLE
+    for m in (res[1], res[3]):
+        assert m.assessable and 3 not in m.reference_labels and m.genant_grade == 0
+
+
+def test_over_tall_neighbour_is_no_reference():
+    # L3 34 mm: 36 mm on average from its neighbours' centres (ratio 0.94 > 0.9, but room for a disc). The
+    # crushed L2 (18 mm) is graded against T12-L1 and L4 (26 mm: 30.8 % loss), not against L3 (30 mm: 40 %).
+    sc = Scene(shape=(5, 300, 120), spacing=(4.0, 0.8, 0.8))
+    column(sc, [26.0, 26.0, 18.0, 34.0, 26.0], [0.0] * 5, LEVELS5)
+    res = sc.measure()
+    tall, crushed = res[3], res[2]
+    assert tall.assessable and not tall.used_as_reference
+    assert any("not used as a reference" in n for n in tall.reliability_notes) and "centre spacing" in tall.reason
+    assert crushed.reference_labels == (2, 5)
+    assert crushed.height_loss_pct == pytest.approx(100 * (1 - 18.0 / 26.0), abs=2.5) and crushed.genant_grade == 2
+
+
+def test_low_segmentation_quality_gives_low_confidence_and_no_reference():
+    sc = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
+    column(sc, [26.0] * 5, [0.0] * 5, LEVELS5)
+    sc.segs[1] = replace(sc.segs[1], quality=0.3)
+    res = sc.measure()
+    low = res[1]
+    assert low.assessable and low.genant_grade == 0 and low.low_confidence
+    assert not low.used_as_reference and "segmentation quality 0.30" in low.reason
+    assert low.confidence is not None and low.confidence <= 0.15 + 1e-9
+    assert not res[0].low_confidence and res[0].reliability_notes == () and res[0].used_as_reference
+
+
+def test_body_touching_the_image_edge_on_another_slice_is_not_assessable():
+    sc = Scene(shape=(5, 100, 100), spacing=(4.0, 0.8, 0.8))
+    lab = sc.add_body(rectangle(36.0, 26.0), centre(sc), 0.0, level=Level.L1)
+    rows = np.flatnonzero((sc.labels[1] == lab).any(axis=1))
+    sc.labels[1, rows, -1] = lab  # the mask runs out of the last column on slice 1 only
+    (m,) = sc.measure()
+    assert not m.assessable and "field of view" in m.reason and "last column" in m.reason
+
+
+def test_body_tilted_across_a_straight_column_is_not_assessable():
+    # Both endplates 30 deg from square to the column its neighbours define: not a body seen along its axis.
+    sc = Scene(shape=(5, 280, 140), spacing=(4.0, 0.8, 0.8))
+    column(sc, [26.0] * 5, [0.0, 0.0, 30.0, 0.0, 0.0], LEVELS5, disc=12.0)
+    res = sc.measure()
+    assert not res[2].assessable and "endplates are tilted" in res[2].reason
+    assert all(m.assessable and m.genant_grade == 0 for m in (res[0], res[1], res[3], res[4]))

@@ -60,6 +60,17 @@ class MorphometryConfig:
     reference_at_least_own_hp: bool = True  # an intact posterior wall taller than predicted is the reference
     max_growth_per_level_pct: float = _method(3.0, 0.0, 50.0)  # bound of the one-sided level-to-level trend
 
+    # Plausibility of the segmentation (a bad mask gives "not assessable" or low confidence, not a false grade).
+    min_segmentation_quality: float = _method(0.5, 0.0, 1.0)  # below: low confidence, not a reference body
+    # A body's tallest height against the mean distance from its centre to its neighbours' centres along the column
+    # (half its height + disc + half the neighbour's): at or beyond 1 there is no room for a disc, so the mask spans
+    # one (leak, merge) and the body is not assessable; beyond the reference limit it is no reference body.
+    max_height_to_spacing_ratio: float = _method(1.0, 0.5, 2.0)
+    reference_max_height_to_spacing_ratio: float = _method(0.9, 0.5, 2.0)
+    # Both endplates tilted more than this from the perpendicular to the local column (neighbours' centres): the
+    # section is not a vertebral body seen along its axis (a wedge keeps one endplate square to the column).
+    max_endplate_deviation_deg: float = _method(20.0, 0.0, 90.0)
+
     # Posterior wall and canal.
     wall_corner_inset_fraction: float = _method(0.10, 0.0, 0.4)
     canal_search_mm: float = _method(30.0, 5.0, 100.0)

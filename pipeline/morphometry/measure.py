@@ -21,6 +21,7 @@ from pipeline.model import (
 from pipeline.morphometry.canal import canal_diameters, expected_canal
 from pipeline.morphometry.config import MorphometryConfig
 from pipeline.morphometry.reference import Reference, classify, genant_grade, height_loss, references
+from pipeline.morphometry.reliability import Plausibility, check_body
 from pipeline.morphometry.section import Body, Plane, Section, measure_posterior_wall, measure_section, sagittal_plane
 from pipeline.volume import Volume
 
@@ -76,7 +77,7 @@ def measure_vertebrae(
     bodies: list[Body] = []
     lab_arr = np.asarray(labels.array)
     objects = ndimage.find_objects(lab_arr.astype(np.int64, copy=False)) if lab_arr.size else []
-    up_dirs = _column_directions(segmentation, lab_arr, objects, plane) if plane is not None else []
+    up_dirs, spacings = _column_directions(segmentation, lab_arr, objects, plane) if plane is not None else ([], [])
     for i, vs in enumerate(segmentation.vertebrae):
         if vs.is_sacrum:
             results[i] = _not_assessable(vs, "sacrum: not a morphometry target")
@@ -88,24 +89,50 @@ def measure_vertebrae(
         if sl is None:
             results[i] = _not_assessable(vs, f"label {vs.label} is not present in the label map")
             continue
+        edges = _fov_edges(sl, lab_arr.shape)
+        if edges:
+            results[i] = _not_assessable(
+                vs, f"cut by the field of view: the body touches the image edge ({', '.join(edges)})"
+            )
+            continue
         body = _measure_body(i, vs, lab_arr, sl, plane, up_dirs[i], cfg)
         if isinstance(body, str):
             results[i] = _not_assessable(vs, body)
         else:
             bodies.append(body)
 
-    refs, ref_set, normal = references(bodies, cfg)
+    checks = {b.index: check_body(b, up_dirs[b.index], spacings[b.index], cfg) for b in bodies}
+    for b in bodies:
+        if checks[b.index].not_assessable:
+            results[b.index] = _not_assessable(b.seg, checks[b.index].not_assessable)
+            logger.info("label %d: %s", b.seg.label, checks[b.index].not_assessable)
+    bodies = [b for b in bodies if not checks[b.index].not_assessable]
+    refs, ref_set, normal = references(bodies, cfg, exclude={j for j, c in checks.items() if c.not_reference})
     canal = canal_diameters(bodies, normal, lab_arr, canal_image, plane, cfg) if plane is not None else {}
     for b in bodies:
         assert plane is not None
-        results[b.index] = _assemble(b, refs[b.index], ref_set, bodies, canal, image, plane, cfg, canal_image)
+        results[b.index] = _assemble(
+            b, refs[b.index], ref_set, bodies, canal, image, plane, cfg, canal_image, checks[b.index]
+        )
     return tuple(results[i] for i in range(len(segmentation.vertebrae)))
+
+
+def _fov_edges(sl: tuple[slice, ...], shape: tuple[int, ...]) -> list[str]:
+    """Image borders (rows, columns) that a body's bounding box reaches on any slice."""
+    edges = []
+    for axis, (first, last) in ((1, ("first row", "last row")), (2, ("first column", "last column"))):
+        if sl[axis].start == 0:
+            edges.append(first)
+        if sl[axis].stop == shape[axis]:
+            edges.append(last)
+    return edges
 
 
 def _column_directions(
     segmentation: SegmentationResult, lab_arr: np.ndarray, objects: list, plane: Plane
-) -> list[np.ndarray]:
-    """Per vertebra, the local direction of the column towards the head in (row_mm, col_mm).
+) -> tuple[list[np.ndarray], list[list[float]]]:
+    """Per vertebra, the local direction of the column towards the head in (row_mm, col_mm), and the in-plane
+    distances (mm) from its centroid to those of the bodies listed just before and after it.
 
     From the in-plane centroids of the bodies listed before and after it (the sacrum included), so that bodies
     tilted by the curve of the spine (even 45 degrees at L5) get the right height axis; the patient's superior
@@ -120,10 +147,12 @@ def _column_directions(
         _, rr, cc = np.nonzero(lab_arr[sl] == lab)
         centre[lab] = np.array([rr.mean() + sl[1].start, cc.mean() + sl[2].start]) * plane.spacing_rc
     out = []
+    spacings: list[list[float]] = []
     for i, lab in enumerate(labels):
         prev = centre.get(labels[i - 1]) if i > 0 else None
         nxt = centre.get(labels[i + 1]) if i + 1 < len(labels) else None
         own = centre.get(lab)
+        spacings.append([float(np.linalg.norm(o - own)) for o in (prev, nxt) if o is not None and own is not None])
         d = None
         if prev is not None and nxt is not None:
             d = prev - nxt
@@ -135,7 +164,7 @@ def _column_directions(
             out.append(plane.superior)
         else:
             out.append(d / np.linalg.norm(d))
-    return out
+    return out, spacings
 
 
 def _measure_section_at(
@@ -259,6 +288,7 @@ def _assemble(
     plane: Plane,
     cfg: MorphometryConfig,
     canal_image: Volume | None,
+    check: Plausibility,
 ) -> VertebraMorphometry:
     vs, sec = b.seg, b.mid
     h = b.heights
@@ -292,6 +322,9 @@ def _assemble(
     if sec.n_components > 1:
         notes.append("the body's section has several large parts; the largest was measured")
         confidence *= 0.8
+    notes.extend(check.notes)
+    if check.low_confidence:
+        confidence *= 0.5
 
     landmarks: dict[str, Vec3] = {}
     for name, (u0, v_lo, v_hi) in sec.chords.items():
@@ -356,4 +389,6 @@ def _assemble(
         measured_slice=sec.slice_index,
         ap_depth_mm=round(sec.depth_mm, 2),
         used_as_reference=b.index in ref_set,
+        low_confidence=check.low_confidence,
+        reliability_notes=check.notes,
     )

@@ -108,14 +108,17 @@ def own_ratios_normal(b: Body, cfg: MorphometryConfig) -> bool:
     )
 
 
-def references(bodies: list[Body], cfg: MorphometryConfig) -> tuple[dict[int, Reference], set[int], set[int]]:
+def references(
+    bodies: list[Body], cfg: MorphometryConfig, exclude: set[int] | None = None
+) -> tuple[dict[int, Reference], set[int], set[int]]:
     """Expected height of every body, the bodies whose posterior heights serve as references and the normal ones.
 
     A body's posterior height is a reference for its neighbours unless it is crushed: a wedge or a biconcave
     body (Ha or Hm low against its own Hp) keeps its posterior wall, so its Hp still shows the height of the
     column there (Eastell 1991: the crush pattern is the one that lowers Hp against the neighbours). Starting
     from all bodies, the most deviant one leaves the set while any has Hp below ``crush_ratio_max`` of its
-    prediction or, if its shape is normal, its lowest height below the grade-1 limit.
+    prediction or, if its shape is normal, its lowest height below the grade-1 limit. Bodies in ``exclude``
+    (implausible masks) are never references.
 
     Returns
     -------
@@ -129,7 +132,7 @@ def references(bodies: list[Body], cfg: MorphometryConfig) -> tuple[dict[int, Re
     by_index = {b.index: b for b in bodies}
     pos = column_positions(bodies)
     shape_normal = {b.index for b in bodies if own_ratios_normal(b, cfg)}
-    ref_set = {b.index for b in bodies}
+    ref_set = {b.index for b in bodies} - (exclude or set())
     mild = 1.0 - cfg.genant_mild_pct / 100.0
     while True:
         worst, worst_ratio = None, math.inf
