@@ -584,7 +584,7 @@ def test_over_tall_neighbour_is_no_reference():
     column(sc, [26.0, 26.0, 18.0, 34.0, 26.0], [0.0] * 5, LEVELS5)
     res = sc.measure()
     tall, crushed = res[3], res[2]
-    assert tall.assessable and not tall.used_as_reference
+    assert tall.assessable and not tall.used_as_reference and tall.low_confidence
     assert any("not used as a reference" in n for n in tall.reliability_notes) and "centre spacing" in tall.reason
     assert crushed.reference_labels == (2, 5)
     assert crushed.height_loss_pct == pytest.approx(100 * (1 - 18.0 / 26.0), abs=2.5) and crushed.genant_grade == 2

@@ -54,6 +54,16 @@ Method (per body)
    from the posterior wall through the CSF (cord, roots and epidural fat tolerated) to the first dark structure
    (ligamentum flavum, lamina), and interpolated to the level; canal compromise = ``100 * bulge / expected``.
 
+9. **Plausibility of the mask** (``reliability.py``; a wrong segmentation must not give a confident false
+   grade). Not assessable: a body whose mask reaches the first/last row or column on any slice (cut by the
+   field of view); whose tallest height reaches ``max_height_to_spacing_ratio`` of the mean distance from its
+   centre to its labelled neighbours' centres (no room for a disc: leak or merged bodies); whose superior and
+   inferior endplates are both tilted more than ``max_endplate_deviation_deg`` from square to the column its
+   neighbours define (a wedge keeps one endplate square). No reference body (and noted): Hp above
+   ``reference_max_height_to_spacing_ratio`` of that spacing (a mask leaking past an endplate would inflate its
+   neighbours' expected heights); segmentation quality below ``min_segmentation_quality``. Both also make the
+   grade ``low_confidence`` (confidence halved). The findings are in ``reliability_notes``.
+
 Everything that cannot be measured is reported as not assessable with the reason, never as grade 0.
 """
 

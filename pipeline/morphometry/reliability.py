@@ -79,11 +79,11 @@ def check_body(b: Body, up: np.ndarray, spacings_mm: list[float], cfg: Morphomet
                 notes=("mask spans a disc",),
             )
         if h.posterior_mm > cfg.reference_max_height_to_spacing_ratio * spacing:
-            not_ref = True
+            not_ref = low = True  # its own heights (and its own-Hp reference) rest on the suspect mask
             notes.append(
                 f"posterior height {h.posterior_mm:.1f} mm is {h.posterior_mm / spacing:.2f} of the {spacing:.1f} mm "
                 f"centre spacing (> {cfg.reference_max_height_to_spacing_ratio:g}): mask may leak past an "
-                "endplate, not used as a reference"
+                "endplate, low confidence, not used as a reference"
             )
     # Without a labelled neighbour ``up`` is only the patient's superior direction: no column to compare with.
     dev_sup, dev_inf = endplate_deviation_deg(b, up) if spacings_mm else (0.0, 0.0)
