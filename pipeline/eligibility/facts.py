@@ -93,7 +93,11 @@ def imaging_facts(morphometry: Sequence[VertebraMorphometry], stir: StirAssessme
         notes: list[str] = []
         grade = height = bulge = canal = None
         morph: Morphology | None = None
-        if m.assessable:
+        if m.assessable and m.low_confidence:
+            # A grade measured on a doubtful mask must not decide a level either way: fracture status unknown.
+            why = "; ".join(m.reliability_notes) or "plausibility checks failed"
+            notes.append(f"height measurement of low confidence ({why}): fracture status unknown; check the images")
+        elif m.assessable:
             grade = m.genant_grade
             height = m.height_loss_pct
             morph = None if m.morphology is Morphology.NOT_ASSESSABLE else m.morphology
