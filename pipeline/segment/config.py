@@ -116,6 +116,7 @@ class SegmentationConfig:
     sacrum_min_margin: float = field(default=0.5, metadata={"range": (0.0, 6.0)})
     sacrum_unconfirmed_confidence: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
     count_missing_gap_ratio: float = field(default=0.75, metadata={"range": (0.1, 5.0)})
+    count_missing_disc_ratio: float = field(default=2.5, metadata={"range": (1.0, 10.0)})
     count_merged_height_ratio: float = field(default=1.6, metadata={"range": (1.0, 5.0)})
     lumbarised_disc_ratio: float = field(default=0.8, metadata={"range": (0.0, 5.0)})
     sacralised_disc_ratio: float = field(default=0.25, metadata={"range": (0.0, 1.0)})

@@ -9,8 +9,8 @@ unknown" with a warning) rather than guessed. S1 is recognised by the anatomy of
   ``sacrum_min_turn_deg`` from the mid-lumbar direction (lumbar lordosis ends at the junction);
 - above S1 is the last mobile disc: a real gap between the contours (``mobile_gap_ratio`` of the lumbar gaps);
 - below S1 the sacral segments are fused (no gap, or bone continuing below the contour). A body with nothing
-  seen below it lacks that evidence: it may still be taken as S1, with its confidence capped at
-  ``sacrum_unconfirmed_confidence`` and a warning that it could be L5.
+  seen below it lacks that evidence: it may still be taken as S1, but unless it is tilted fully like a sacrum
+  its confidence is capped at ``sacrum_unconfirmed_confidence`` with a warning that it could be L5.
 
 S1 is the first clearly sacral body (S2 and lower look sacral too but sit below a fused junction), else the best
 one if it reaches ``sacrum_min_score``. If an adjacent body, whose choice would shift every level by one, scores
@@ -141,13 +141,7 @@ def sacrum_scores(facts: list[BodyFacts], cfg: SegmentationConfig) -> np.ndarray
     scores = np.full(n, -np.inf)
     for j in range(2, n):
         ref = _reference_gap_mm(facts, j, cfg)
-        tilt = facts[j].angle_deg
-        s_tilt = float(np.clip((tilt - cfg.sacrum_min_tilt_deg) / cfg.sacrum_tilt_scale_deg, -1, 1))
-        ref_angles = [f.angle_deg for f in facts[max(0, j - 4) : j - 1]]
-        if len(ref_angles) >= 2:  # relative to the mid-lumbar bodies: robust to how the patient lies
-            turn = tilt - float(np.median(ref_angles))
-            s_turn = float(np.clip((turn - cfg.sacrum_min_turn_deg) / cfg.sacrum_tilt_scale_deg, -1, 1))
-            s_tilt = max(s_tilt, s_turn)
+        s_tilt = _tilt_score(facts, j, cfg)
         g_above = facts[j - 1].gap_below_mm
         g_below = facts[j].gap_below_mm
         if ref is None or g_above is None:
@@ -224,9 +218,9 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
             )
             conf_s1 *= 0.7
     s1_facts = facts[auto_s1]
-    if auto_s1 == n - 1 and not s1_facts.bone_continues_below:
-        # nothing below it was seen (image edge or no segment found): the fused sacral segments that tell S1
-        # from a lordotic L5 are missing, so the body could be L5
+    if auto_s1 == n - 1 and not s1_facts.bone_continues_below and _tilt_score(facts, auto_s1, cfg) < 1.0:
+        # nothing below it was seen (image edge or no segment found) and it is not tilted beyond a lordotic L5:
+        # the fused sacral segments that tell S1 from L5 are missing, so the body could be L5
         warnings.append(
             "no fused sacral segment was found below the body labelled S1 (it is the last body found): it could "
             "be L5; check the level count"
@@ -247,6 +241,19 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
         float(conf_s1 * (0.99 ** abs(i - auto_s1))) if lv is not None else 0.0 for i, lv in enumerate(levels)
     )
     return Labelling(tuple(levels), confidence, auto_s1, "sacrum anchor", tuple(warnings))
+
+
+def _tilt_score(facts: list[BodyFacts], j: int, cfg: SegmentationConfig) -> float:
+    """In [-1, 1]: body ``j`` is tilted backwards like the sacrum, from the patient's head-feet axis or (robust to
+    how the patient lies) relative to the mid-lumbar bodies two to four levels up."""
+    tilt = facts[j].angle_deg
+    s_tilt = float(np.clip((tilt - cfg.sacrum_min_tilt_deg) / cfg.sacrum_tilt_scale_deg, -1, 1))
+    ref_angles = [f.angle_deg for f in facts[max(0, j - 4) : j - 1]]
+    if len(ref_angles) >= 2:
+        turn = tilt - float(np.median(ref_angles))
+        s_turn = float(np.clip((turn - cfg.sacrum_min_turn_deg) / cfg.sacrum_tilt_scale_deg, -1, 1))
+        s_tilt = max(s_tilt, s_turn)
+    return s_tilt
 
 
 def _reference_gap_mm(facts: list[BodyFacts], j: int, cfg: SegmentationConfig) -> float | None:
@@ -304,8 +311,9 @@ def _pick_sacrum(scores: np.ndarray, facts: list[BodyFacts], cfg: SegmentationCo
 def _count_reach(facts: list[BodyFacts], s1: int, cfg: SegmentationConfig) -> int:
     """Index of the most cranial body that counting up from S1 (body ``s1``) can still name.
 
-    The count cannot cross a junction whose gap is a missing body (at least ``count_missing_gap_ratio`` of the
-    median body height: a body not segmented, e.g. a vertebra plana) nor a body at least
+    The count cannot cross a junction whose gap is a missing body (a body not segmented, e.g. a vertebra plana:
+    at least ``count_missing_gap_ratio`` of the median body height and ``count_missing_disc_ratio`` times the
+    typical disc gap above, as the lumbosacral gap, measured obliquely, can be long) nor a body at least
     ``count_merged_height_ratio`` times the median height (two bodies merged into one): every body above it
     would be named one level off.
     """
@@ -328,7 +336,12 @@ def _break_reason(facts: list[BodyFacts], i: int, cfg: SegmentationConfig, med: 
     if med <= 0:
         return ""
     g = facts[i].gap_below_mm
-    if g is not None and g >= cfg.count_missing_gap_ratio * med:
+    ref = _reference_gap_mm(facts, i + 1, cfg)
+    if (
+        g is not None
+        and g >= cfg.count_missing_gap_ratio * med
+        and (ref is None or g >= cfg.count_missing_disc_ratio * ref)
+    ):
         return f"a {g:.0f} mm gap below body {i + 1}, as long as a missing body"
     if facts[i].height_mm >= cfg.count_merged_height_ratio * med:
         return f"body {i + 1} is {facts[i].height_mm:.0f} mm tall, as two bodies merged"
