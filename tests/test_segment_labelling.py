@@ -114,3 +114,20 @@ def test_user_anchor_still_wins_over_an_ambiguous_sacrum(anchor_level):
     lab = label_bodies(AMBIGUOUS, CFG, parse_anchor(f"{anchor_level.value}=8"))
     assert lab.levels[7] is anchor_level
     assert not any("ambiguous" in w for w in lab.warnings)
+
+
+def test_tilted_body_above_a_mobile_column_is_not_the_sacrum():
+    # T12's wall mismeasured as 60 deg with no gap below: the mobile lumbar column below it rules it out
+    angles = ANGLES[:2] + [60.0] + ANGLES[3:]
+    gaps = GAPS[:2] + [0.0] + GAPS[3:]
+    lab = label_bodies(column(angles, gaps), CFG)
+    assert lab.sacrum_index == 8 and names(lab)[3:9] == NAMES[3:9]
+
+
+def test_segment_leaning_forwards_below_is_no_evidence_of_fusion():
+    # a lordotic L5 (30 deg) touching a segment whose wall leans 55 deg forwards (a failed segmentation, not S2)
+    lab = label_bodies(column(ANGLES[:7] + [30.0, -55.0], GAPS[:7] + [0.0, None]), CFG)
+    assert lab.sacrum_index in (7, None)
+    if lab.sacrum_index is not None:
+        assert max(lab.confidence) <= CFG.sacrum_unconfirmed_confidence
+        assert any("could be L5" in w for w in lab.warnings)

@@ -136,11 +136,19 @@ def sacrum_scores(facts: list[BodyFacts], cfg: SegmentationConfig) -> np.ndarray
     mid-lumbar bodies two to four levels up); the junction above it is a mobile disc (gap
     between the contours at least ``mobile_gap_ratio`` of the median junction above); the junction below it is
     fused (at most ``fused_gap_ratio`` of that median), or it is the last body found.
+
+    A body tilted more than ``sacrum_max_tilt_deg`` is no candidate (no sacrum lies that flat: its wall was
+    mismeasured), nor one with more than ``sacrum_max_mobile_below`` mobile-looking junctions below it (the
+    mobile column goes on; one is allowed for a lumbarised S1, flagged later). A segment below that is not a
+    plausible sacral continuation (see :func:`_sacral_below`) is
+    no evidence of fusion: the body is scored as if nothing was seen below it.
     """
     n = len(facts)
     scores = np.full(n, -np.inf)
     for j in range(2, n):
         ref = _reference_gap_mm(facts, j, cfg)
+        if abs(facts[j].angle_deg) > cfg.sacrum_max_tilt_deg or _mobile_below(facts, j, ref, cfg):
+            continue
         s_tilt = _tilt_score(facts, j, cfg)
         g_above = facts[j - 1].gap_below_mm
         g_below = facts[j].gap_below_mm
@@ -150,7 +158,7 @@ def sacrum_scores(facts: list[BodyFacts], cfg: SegmentationConfig) -> np.ndarray
             s_mobile = float(np.clip((g_above / ref - cfg.mobile_gap_ratio) / 0.3, -1, 1))
         if facts[j].bone_continues_below:
             s_fused = 1.0  # bone continues below without a disc space: fused (sacrum)
-        elif j == n - 1 or g_below is None or ref is None:
+        elif j == n - 1 or g_below is None or ref is None or not _sacral_below(facts, j, cfg):
             # nothing seen below: no evidence of fusion; neutral when the image simply ends there
             s_fused = 0.0 if facts[j].cut_by_fov else cfg.sacrum_last_body_fused
         else:
@@ -218,12 +226,12 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
             )
             conf_s1 *= 0.7
     s1_facts = facts[auto_s1]
-    if auto_s1 == n - 1 and not s1_facts.bone_continues_below and _tilt_score(facts, auto_s1, cfg) < 1.0:
+    unconfirmed = auto_s1 == n - 1 or not _sacral_below(facts, auto_s1, cfg)
+    if unconfirmed and not s1_facts.bone_continues_below and _tilt_score(facts, auto_s1, cfg) < 1.0:
         # nothing below it was seen (image edge or no segment found) and it is not tilted beyond a lordotic L5:
         # the fused sacral segments that tell S1 from L5 are missing, so the body could be L5
         warnings.append(
-            "no fused sacral segment was found below the body labelled S1 (it is the last body found): it could "
-            "be L5; check the level count"
+            "no fused sacral segment was found below the body labelled S1: it could be L5; check the level count"
         )
         conf_s1 = min(conf_s1, cfg.sacrum_unconfirmed_confidence)
     if conf_s1 < 0.6:
@@ -254,6 +262,33 @@ def _tilt_score(facts: list[BodyFacts], j: int, cfg: SegmentationConfig) -> floa
         s_turn = float(np.clip((turn - cfg.sacrum_min_turn_deg) / cfg.sacrum_tilt_scale_deg, -1, 1))
         s_tilt = max(s_tilt, s_turn)
     return s_tilt
+
+
+def _mobile_below(facts: list[BodyFacts], j: int, ref: float | None, cfg: SegmentationConfig) -> bool:
+    """More than ``sacrum_max_mobile_below`` junctions below body ``j`` have a mobile disc's gap between two bodies
+    at least ``ordinary_body_height_ratio`` of the median height."""
+    if ref is None:
+        return False
+    # only between bodies of ordinary size: pelvic structures and coccygeal segments below the sacrum are small
+    tall = cfg.ordinary_body_height_ratio * float(np.median([f.height_mm for f in facts]))
+    mobile = [
+        a.gap_below_mm >= cfg.mobile_gap_ratio * ref
+        for a, b in zip(facts[j:-1], facts[j + 1 :], strict=True)
+        if a.gap_below_mm is not None and min(a.height_mm, b.height_mm) >= tall
+    ]
+    return sum(mobile) > cfg.sacrum_max_mobile_below
+
+
+def _sacral_below(facts: list[BodyFacts], j: int, cfg: SegmentationConfig) -> bool:
+    """The segment below body ``j`` could be sacral bone: its wall is within ``sacrum_max_tilt_deg`` and not
+    turned forwards by ``sacrum_min_turn_deg`` or more from the mid-lumbar direction (the sacrum continues
+    backwards; a segment leaning forwards that steeply is a failed segmentation, not S2)."""
+    if j + 1 >= len(facts):
+        return False
+    below = facts[j + 1].angle_deg
+    lumbar = [f.angle_deg for f in facts[max(0, j - 4) : j - 1]]
+    ref = float(np.median(lumbar)) if lumbar else 0.0
+    return abs(below) <= cfg.sacrum_max_tilt_deg and below - ref > -cfg.sacrum_min_turn_deg
 
 
 def _reference_gap_mm(facts: list[BodyFacts], j: int, cfg: SegmentationConfig) -> float | None:
