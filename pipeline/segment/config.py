@@ -22,7 +22,8 @@ class SegmentationConfig:
 
     Grouped by step: working grid and intensity (``working_pitch_mm`` .. ``n4_iterations``), spinal canal /
     column axis (``canal_*``, ``column_*``), disc spaces along the column (``body_*``, ``disc_*``), per-body
-    segmentation (``contour_*``, ``rim_mm``, ``body_*``), level labelling (``sacrum_*``, ``mobile_disc_*``).
+    segmentation (``contour_*``, ``rim_mm``, ``body_*``), level labelling (``sacrum_*``, ``*_gap_ratio``, ``count_*``:
+    see :mod:`.labelling`).
     """
 
     # ---- working grid and intensity
@@ -105,6 +106,9 @@ class SegmentationConfig:
     # ---- level labelling (see pipeline.segment.labelling)
     sacrum_min_tilt_deg: float = field(default=25.0, metadata={"range": (0.0, 90.0)})
     sacrum_min_turn_deg: float = field(default=30.0, metadata={"range": (0.0, 90.0)})
+    sacrum_max_tilt_deg: float = field(default=85.0, metadata={"range": (10.0, 90.0)})
+    sacrum_max_mobile_below: int = field(default=1, metadata={"range": (0, 10)})
+    ordinary_body_height_ratio: float = field(default=0.75, metadata={"range": (0.0, 2.0)})
     sacrum_tilt_scale_deg: float = field(default=10.0, metadata={"range": (1.0, 90.0)})
     mobile_gap_ratio: float = field(default=0.5, metadata={"range": (0.0, 5.0)})
     fused_gap_ratio: float = field(default=0.4, metadata={"range": (0.0, 5.0)})
@@ -112,6 +116,11 @@ class SegmentationConfig:
     sacrum_min_score: float = field(default=1.0, metadata={"range": (-3.0, 3.0)})
     sacrum_last_body_fused: float = field(default=-0.5, metadata={"range": (-1.0, 1.0)})
     sacrum_clear_score: float = field(default=1.5, metadata={"range": (-3.0, 3.0)})
+    sacrum_min_margin: float = field(default=0.5, metadata={"range": (0.0, 6.0)})
+    sacrum_unconfirmed_confidence: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    count_missing_gap_ratio: float = field(default=0.75, metadata={"range": (0.1, 5.0)})
+    count_missing_disc_ratio: float = field(default=2.5, metadata={"range": (1.0, 10.0)})
+    count_merged_height_ratio: float = field(default=1.6, metadata={"range": (1.0, 5.0)})
     lumbarised_disc_ratio: float = field(default=0.8, metadata={"range": (0.0, 5.0)})
     sacralised_disc_ratio: float = field(default=0.25, metadata={"range": (0.0, 1.0)})
     # ---- plausibility of a segmented body (anything else is rejected as non-vertebral)
