@@ -170,12 +170,18 @@ def test_split_series_parts_keep_their_own_decisions():
 
     sag = replace(_series("1.2.3.7", Role.OTHER), stack="SAGITTAL")
     ax = replace(_series("1.2.3.7", Role.OTHER), stack="AXIAL", orientation=Orientation.AXIAL)
-    study = StudyRecord(study_uid="1.2.3", patient_key="k", description="", study_date=None, series=(sag, ax),
-                        root=Path("/x"))
-    choice = SeriesChoice(anatomy=sag, stir=None, t1=None, decisions=(
-        SeriesDecision("1.2.3.7", True, "anatomy", "only sagittal series", stack="SAGITTAL"),
-        SeriesDecision("1.2.3.7", False, None, "not sagittal", stack="AXIAL"),
-    ))
+    study = StudyRecord(
+        study_uid="1.2.3", patient_key="k", description="", study_date=None, series=(sag, ax), root=Path("/x")
+    )
+    choice = SeriesChoice(
+        anatomy=sag,
+        stir=None,
+        t1=None,
+        decisions=(
+            SeriesDecision("1.2.3.7", True, "anatomy", "only sagittal series", stack="SAGITTAL"),
+            SeriesDecision("1.2.3.7", False, None, "not sagittal", stack="AXIAL"),
+        ),
+    )
     report = build_report(study=study, choice=choice)
     validate_report(report)
     assert [(s["stack"], s["used_as"]) for s in report["series"]] == [("SAGITTAL", "anatomy"), ("AXIAL", None)]

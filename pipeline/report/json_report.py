@@ -160,9 +160,7 @@ def vertebra_entry(
                     "reference_labels": list(morph.reference_labels),
                     "ratios": {k: _round(v, 3) for k, v in morph.ratios.items()},
                     "slice_spread_pct": _round(morph.slice_spread_pct, 1),
-                    "landmarks_lps_mm": {
-                        k: [_round(c, 2) for c in v] for k, v in morph.landmarks_lps.items()
-                    },
+                    "landmarks_lps_mm": {k: [_round(c, 2) for c in v] for k, v in morph.landmarks_lps.items()},
                     "posterior_wall": jsonable(morph.posterior_wall),
                     **{k: jsonable(v) for k, v in _extra_fields(morph, _MORPH_CORE).items()},
                 },
@@ -290,9 +288,7 @@ def build_report(
             "sacrum_found": segmentation.sacrum_found,
             "labelling_method": segmentation.labelling_method,
             "column_axis_lps_mm": [[_round(c, 1) for c in p] for p in segmentation.column_axis_lps],
-            "label_map_levels": {
-                str(v.label): (v.level.value if v.level else None) for v in segmentation.vertebrae
-            },
+            "label_map_levels": {str(v.label): (v.level.value if v.level else None) for v in segmentation.vertebrae},
         }
         morph_by_label = {m.label: m for m in morphometry} if morphometry is not None else {}
         stir_by_label: dict[int, dict[str, Any]] = {}
