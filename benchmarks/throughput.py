@@ -17,8 +17,9 @@ Sections:
    figure to compare with the "< 3 s per study on one core" goal when the machine is shared.
 3. ``spine-assess batch`` with ``-j N`` for each ``--workers`` value (a fresh output folder each, run as a
    subprocess like a user would): wall time, studies/hour, median study time, peak resident memory per worker
-   (from ``ledger.jsonl``), CPU seconds of the batch (the command and its workers), and the speed-up over the
-   first ``--workers`` value. The batch wall time includes start-up (imports, planning, workers' imports).
+   (from ``ledger.jsonl``), CPU seconds of the batch (the command and its workers, start-up included), and the
+   speed-up over the first ``--workers`` value. The batch wall time includes start-up (imports, planning,
+   the workers' imports).
 4. ``--dask``: the same batch on a ``distributed.LocalCluster`` (2 worker processes, 1 thread each) through
    ``--dask-scheduler``; its reports are compared with the local run's.
 
@@ -186,7 +187,7 @@ def differences(out_a: Path, out_b: Path, rows: list[dict[str, Any]]) -> list[st
     return bad
 
 
-def print_batch(label: str, res: dict[str, Any], n: int, base_rate: float | None) -> float:
+def print_batch(label: str, res: dict[str, Any], n: int, base_rate: float | None, cpu_note: str = "") -> float:
     ok = sum(1 for r in res["rows"] if r.get("status") == "ok")
     times = [float(r["runtime_s"]) for r in res["rows"] if r.get("status") == "ok" and r.get("runtime_s") is not None]
     rate = ok / res["wall_s"] * 3600.0 if res["wall_s"] > 0 else 0.0
@@ -195,7 +196,7 @@ def print_batch(label: str, res: dict[str, Any], n: int, base_rate: float | None
     print(
         f"{label:<22} {ok}/{n} ok (exit {res['exit']})  wall {res['wall_s']:6.1f} s  {rate:6.0f} studies/h"
         f"  study median {median(times):5.2f} s (max {max(times, default=float('nan')):.2f})"
-        f"  CPU {res['cpu_s']:6.1f} s{speed}"
+        f"  CPU {res['cpu_s']:6.1f} s ({res['cpu_s'] / max(n, 1):.2f} s/study{cpu_note}){speed}"
     )
     if rss:
         print(f"{'':<22} peak RSS per worker: " + ", ".join(f"{v:.0f} MB" for v in sorted(rss.values())))
@@ -290,7 +291,7 @@ def _run(args: argparse.Namespace, workers: list[int], work: Path) -> int:
             with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
                 out = work / "out-dask"
                 res = run_batch_cli(inp, out, ["--dask-scheduler", cluster.scheduler_address])
-            print_batch("   dask 2x1", res, n, base_rate)
+            print_batch("   dask 2x1", res, n, base_rate, ", this command only")
             if first_out is not None and res["rows"]:
                 bad = differences(first_out, out, res["rows"])
                 print(f"{'':<22} reports vs -j {workers[0]}: {'identical' if not bad else f'DIFFER: {bad[:5]}'}")
