@@ -133,6 +133,21 @@ def match_labels(a: np.ndarray, b: np.ndarray) -> dict[int, int]:
     return out
 
 
+def segmenter():
+    """``f(image, role) -> SegmentationResult`` with the pipeline's own segmentation, or None when absent."""
+    if importlib.util.find_spec("pipeline.segment") is None:
+        return None
+    from pipeline.model import Role
+    from pipeline.segment import load_segmentation_config, segment_vertebrae  # type: ignore[attr-defined]
+
+    seg_cfg = load_segmentation_config()
+
+    def run(img: Volume, role: Role = Role.T2) -> SegmentationResult:
+        return segment_vertebrae(img, cfg=seg_cfg, series_uid="benchmark", contrast=role)
+
+    return run
+
+
 # --------------------------------------------------------------------------- 1. phantoms
 CACHE: Path | None = None  # set by --cache: rendered phantoms are pickled there and reused
 
@@ -153,6 +168,8 @@ def render_cached(seed: int, fractures: tuple):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps(ph))
     return ph
+
+
 @dataclass(frozen=True)
 class PhantomRow:
     seed: int
@@ -191,12 +208,7 @@ def run_phantoms(cfg: MorphometryConfig, n_seeds: int, with_segmentation: bool) 
         print("skipped: pipeline.phantom is not available on this branch yet")
         return
     rows: dict[str, list[PhantomRow]] = {"truth labels": [], "pipeline segmentation": []}
-    seg_fn = None
-    if with_segmentation and importlib.util.find_spec("pipeline.segment") is not None:
-        from pipeline.segment import load_segmentation_config, segment_vertebrae  # type: ignore[attr-defined]
-
-        seg_cfg = load_segmentation_config()
-        seg_fn = lambda img: segment_vertebrae(img, cfg=seg_cfg)  # noqa: E731
+    seg_fn = segmenter() if with_segmentation else None
     t_total = 0.0
     for seed, fractures in phantom_cases(n_seeds):
         ph = render_cached(seed, fractures)
@@ -211,9 +223,13 @@ def run_phantoms(cfg: MorphometryConfig, n_seeds: int, with_segmentation: bool) 
         if seg_fn is not None:
             seg = seg_fn(ph.t2)
             res = measure_vertebrae(ph.t2, seg, cfg=cfg, canal_image=ph.t2)
-            by_level = {m.level: m for m in res}
-            for lv, t in truth.items():
-                rows["pipeline segmentation"].append(PhantomRow(seed, lv, *t, by_level.get(lv)))
+            # Bodies are matched by overlap with the truth labels (a level-naming error is not a height error).
+            mapping = match_labels(np.asarray(ph.labels.array), np.asarray(seg.labels.array))
+            by_label = {m.label: m for m in res}
+            for lab, lv in levels.items():
+                if lv in truth:
+                    m = by_label.get(mapping.get(lab, -1))
+                    rows["pipeline segmentation"].append(PhantomRow(seed, lv, *truth[lv], m))
     print(f"{n_seeds} phantom studies, morphometry {t_total / max(1, n_seeds):.2f} s per study (truth labels)")
     for name, rr in rows.items():
         if rr:
@@ -239,8 +255,13 @@ def _phantom_truth(ph) -> dict[Level, tuple[float, Morphology, float, float]]:
 
 def _phantom_report(name: str, rows: list[PhantomRow], cfg: MorphometryConfig) -> None:
     def grade(loss: float) -> int:
-        return 3 if loss >= cfg.genant_severe_pct else 2 if loss >= cfg.genant_moderate_pct else (
-            1 if loss >= cfg.genant_mild_pct else 0)
+        return (
+            3
+            if loss >= cfg.genant_severe_pct
+            else 2
+            if loss >= cfg.genant_moderate_pct
+            else (1 if loss >= cfg.genant_mild_pct else 0)
+        )
 
     found = [r for r in rows if r.m is not None and r.m.assessable]
     n_na = len(rows) - len(found)
@@ -251,12 +272,18 @@ def _phantom_report(name: str, rows: list[PhantomRow], cfg: MorphometryConfig) -
     fx_ok = np.mean([(r.m.genant_grade >= 1) == (grade(r.true_loss) >= 1) for r in found])  # type: ignore
     graded = [r for r in found if grade(r.true_loss) >= 1 or r.true_kind is Morphology.NORMAL]
     mo_ok = np.mean([r.m.morphology is r.true_kind for r in graded])  # type: ignore[union-attr]
-    print(f"\n-- {name}: {len(rows)} bodies ({sum(r.true_kind is not Morphology.NORMAL for r in rows)} fractured), "
-          f"{n_na} not assessable/not found")
-    print(f"height-loss MAE (truth 0-80 %): {mae:.2f} points; bias {np.mean(err):+.2f}; "
-          f"95th pct |error| {pct(np.abs(err), 95):.2f}; max {np.max(np.abs(err)):.2f}")
-    print(f"Genant exact agreement: {100 * g_ok:.1f} %   fractured-vs-not: {100 * fx_ok:.1f} %   "
-          f"morphology agreement (normal + graded fractures, n={len(graded)}): {100 * mo_ok:.1f} %")
+    print(
+        f"\n-- {name}: {len(rows)} bodies ({sum(r.true_kind is not Morphology.NORMAL for r in rows)} fractured), "
+        f"{n_na} not assessable/not found"
+    )
+    print(
+        f"height-loss MAE (truth 0-80 %): {mae:.2f} points; bias {np.mean(err):+.2f}; "
+        f"95th pct |error| {pct(np.abs(err), 95):.2f}; max {np.max(np.abs(err)):.2f}"
+    )
+    print(
+        f"Genant exact agreement: {100 * g_ok:.1f} %   fractured-vs-not: {100 * fx_ok:.1f} %   "
+        f"morphology agreement (normal + graded fractures, n={len(graded)}): {100 * mo_ok:.1f} %"
+    )
     for kind in (Morphology.NORMAL, Morphology.WEDGE, Morphology.BICONCAVE, Morphology.CRUSH):
         k = [r for r in found if r.true_kind is kind]
         if not k:
@@ -264,32 +291,48 @@ def _phantom_report(name: str, rows: list[PhantomRow], cfg: MorphometryConfig) -
         e = [abs(r.m.height_loss_pct - r.true_loss) for r in k]  # type: ignore[union-attr,operator]
         judged = [r for r in k if grade(r.true_loss) >= 1 or kind is Morphology.NORMAL]
         shape = np.mean([r.m.morphology is kind for r in judged]) if judged else float("nan")  # type: ignore
-        print(f"  {kind.value:9s} n={len(k):3d} MAE {np.mean(e):5.2f}  max {np.max(e):5.2f}  "
-              f"shape agreement {100 * shape:5.1f} % (of {len(judged)} graded)")
+        print(
+            f"  {kind.value:9s} n={len(k):3d} MAE {np.mean(e):5.2f}  max {np.max(e):5.2f}  "
+            f"shape agreement {100 * shape:5.1f} % (of {len(judged)} graded)"
+        )
     retro = [r for r in found if r.true_retro_mm > 0 and r.m.posterior_wall.bulge_mm is not None]  # type: ignore
     if retro:
         e = [r.m.posterior_wall.bulge_mm - r.true_retro_mm for r in retro]  # type: ignore[union-attr,operator]
-        print(f"posterior-wall bulge vs retropulsion truth (n={len(retro)}): MAE {np.mean(np.abs(e)):.2f} mm, "
-              f"bias {np.mean(e):+.2f} mm")
-    flat = [r.m.posterior_wall.bulge_mm for r in found if r.true_retro_mm == 0  # type: ignore[union-attr]
-            and r.m.posterior_wall.bulge_mm is not None]  # type: ignore[union-attr]
+        print(
+            f"posterior-wall bulge vs retropulsion truth (n={len(retro)}): MAE {np.mean(np.abs(e)):.2f} mm, "
+            f"bias {np.mean(e):+.2f} mm"
+        )
+    flat = [
+        r.m.posterior_wall.bulge_mm
+        for r in found
+        if r.true_retro_mm == 0  # type: ignore[union-attr]
+        and r.m.posterior_wall.bulge_mm is not None
+    ]  # type: ignore[union-attr]
     if flat:
-        print(f"bulge on bodies without retropulsion (n={len(flat)}): median {np.median(flat):.2f} mm, "
-              f"95th pct {pct(flat, 95):.2f} mm, max {max(flat):.2f} mm")
+        print(
+            f"bulge on bodies without retropulsion (n={len(flat)}): median {np.median(flat):.2f} mm, "
+            f"95th pct {pct(flat, 95):.2f} mm, max {max(flat):.2f} mm"
+        )
     canal = [r for r in found if r.m.posterior_wall.assessable]  # type: ignore[union-attr]
     print(f"canal compromise assessable for {len(canal)}/{len(found)} bodies")
     if canal:
         e = [r.m.posterior_wall.expected_canal_mm - r.true_canal_mm for r in canal]  # type: ignore
-        c = [abs(r.m.posterior_wall.canal_compromise_pct - 100 * r.true_retro_mm / r.true_canal_mm)  # type: ignore
-             for r in canal]
-        print(f"expected canal diameter vs truth: MAE {np.mean(np.abs(e)):.2f} mm, bias {np.mean(e):+.2f} mm; "
-              f"canal compromise MAE {np.mean(c):.2f} points (max {max(c):.2f})")
+        c = [
+            abs(r.m.posterior_wall.canal_compromise_pct - 100 * r.true_retro_mm / r.true_canal_mm)  # type: ignore
+            for r in canal
+        ]
+        print(
+            f"expected canal diameter vs truth: MAE {np.mean(np.abs(e)):.2f} mm, bias {np.mean(e):+.2f} mm; "
+            f"canal compromise MAE {np.mean(c):.2f} points (max {max(c):.2f})"
+        )
     worst = sorted(found, key=lambda r: -abs(r.m.height_loss_pct - r.true_loss))[:5]  # type: ignore
     for r in worst:
         m = r.m
         assert m is not None
-        print(f"  worst: seed {r.seed} {r.level.value} truth {r.true_kind.value} {r.true_loss:.1f} % -> "
-              f"{m.morphology.value} {m.height_loss_pct:.1f} % (ref {m.reference_height_mm} mm, {m.reference_method})")
+        print(
+            f"  worst: seed {r.seed} {r.level.value} truth {r.true_kind.value} {r.true_loss:.1f} % -> "
+            f"{m.morphology.value} {m.height_loss_pct:.1f} % (ref {m.reference_height_mm} mm, {m.reference_method})"
+        )
 
 
 # --------------------------------------------------------------------------- 2. real scans
@@ -303,12 +346,7 @@ def run_real(cfg: MorphometryConfig, root: Path | None, max_cases: int, with_seg
     if root is None:
         print("skipped: ../shared/realdata not found (use --realdata DIR or SPINE_ASSESS_REALDATA)")
         return
-    seg_fn = None
-    if with_segmentation and importlib.util.find_spec("pipeline.segment") is not None:
-        from pipeline.segment import load_segmentation_config, segment_vertebrae  # type: ignore[attr-defined]
-
-        seg_cfg = load_segmentation_config()
-        seg_fn = lambda img: segment_vertebrae(img, cfg=seg_cfg)  # noqa: E731
+    seg_fn = segmenter() if with_segmentation else None
     manual: list[VertebraMorphometry] = []
     pairs: list[tuple[VertebraMorphometry, VertebraMorphometry]] = []
     n_seg_missing = 0
@@ -321,7 +359,10 @@ def run_real(cfg: MorphometryConfig, root: Path | None, max_cases: int, with_seg
         t_total += time.perf_counter() - t0
         manual += res
         if seg_fn is not None:
-            seg = seg_fn(img)
+            from pipeline.model import Role
+
+            # vb3 is a Dixon water image: fluid bright, fat dark, as on STIR
+            seg = seg_fn(img, Role.STIR if case.parent.name == "vb3" else Role.T2)
             auto = measure_vertebrae(img, seg, cfg=cfg, canal_image=img)
             mapping = match_labels(np.asarray(lab.array), np.asarray(seg.labels.array))
             by_label = {m.label: m for m in auto}
@@ -332,8 +373,10 @@ def run_real(cfg: MorphometryConfig, root: Path | None, max_cases: int, with_seg
                 else:
                     pairs.append((m, a))
     ok = [m for m in manual if m.assessable]
-    print(f"{len(cases)} cases, {len(manual)} labelled bodies, {len(ok)} assessable on the manual masks; "
-          f"morphometry {t_total / max(1, len(cases)):.2f} s per case")
+    print(
+        f"{len(cases)} cases, {len(manual)} labelled bodies, {len(ok)} assessable on the manual masks; "
+        f"morphometry {t_total / max(1, len(cases)):.2f} s per case"
+    )
     for m in manual:
         if not m.assessable:
             print(f"  not assessable: {m.level.value if m.level else m.label}: {m.reason}")
@@ -343,20 +386,26 @@ def run_real(cfg: MorphometryConfig, root: Path | None, max_cases: int, with_seg
     loss = [m.height_loss_pct for m in ok]
     grades = np.bincount([m.genant_grade for m in ok], minlength=4)  # type: ignore[misc]
     print(f"  height loss %: median {np.median(loss):.1f}  95th pct {pct(loss, 95):.1f}  max {max(loss):.1f}")  # type: ignore
-    print(f"  Genant grades on healthy bodies: 0: {grades[0]}  1: {grades[1]}  2: {grades[2]}  3: {grades[3]} "
-          f"(target: none >= 2)")
+    print(
+        f"  Genant grades on healthy bodies: 0: {grades[0]}  1: {grades[1]}  2: {grades[2]}  3: {grades[3]} "
+        f"(target: none >= 2)"
+    )
     shapes = {k.value: sum(m.morphology is k for m in ok) for k in Morphology if k is not Morphology.NOT_ASSESSABLE}
     print(f"  morphology: {shapes}")
     for m in ok:
         if m.genant_grade and m.genant_grade >= 1:
-            print(f"  graded healthy body: {m.level.value if m.level else m.label} loss {m.height_loss_pct} % "
-                  f"{m.morphology.value} ratios {m.ratios} ({m.reference_method})")
+            print(
+                f"  graded healthy body: {m.level.value if m.level else m.label} loss {m.height_loss_pct} % "
+                f"{m.morphology.value} ratios {m.ratios} ({m.reference_method})"
+            )
     if seg_fn is None:
         print("pipeline segmentation vs manual masks: skipped (pipeline.segment not available)")
         return
     both = [(a, b) for a, b in pairs if a.assessable and b.assessable]
-    print(f"pipeline segmentation: {len(pairs)} bodies matched (Dice >= 0.5), {n_seg_missing} not found, "
-          f"{len(both)} assessable on both")
+    print(
+        f"pipeline segmentation: {len(pairs)} bodies matched (Dice >= 0.5), {n_seg_missing} not found, "
+        f"{len(both)} assessable on both"
+    )
     for key in ("ha_hp", "hm_hp"):
         d = [abs(a.ratios[key] - b.ratios[key]) for a, b in both]
         print(f"  {key} MAE {np.mean(d):.3f}  95th pct {pct(d, 95):.3f}  max {max(d):.3f}  (target MAE <= 0.04)")
@@ -398,11 +447,16 @@ def run_repeatability(cfg: MorphometryConfig, root: Path | None, max_cases: int,
                         deltas_graded.append(d)
                     n_flip += m.genant_grade != m2.genant_grade
         if deltas:
-            print(f"{kind}: {len(deltas)} bodies: |change of height loss| mean {np.mean(deltas):.2f}, "
-                  f"95th pct {pct(deltas, 95):.2f}, max {max(deltas):.2f} points; "
-                  f"share <= 2 points {100 * np.mean(np.asarray(deltas) <= 2):.1f} %; grade changes {n_flip}"
-                  + (f"; graded bodies only: mean {np.mean(deltas_graded):.2f}, max {max(deltas_graded):.2f}"
-                     if deltas_graded else ""))
+            print(
+                f"{kind}: {len(deltas)} bodies: |change of height loss| mean {np.mean(deltas):.2f}, "
+                f"95th pct {pct(deltas, 95):.2f}, max {max(deltas):.2f} points; "
+                f"share <= 2 points {100 * np.mean(np.asarray(deltas) <= 2):.1f} %; grade changes {n_flip}"
+                + (
+                    f"; graded bodies only: mean {np.mean(deltas_graded):.2f}, max {max(deltas_graded):.2f}"
+                    if deltas_graded
+                    else ""
+                )
+            )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -82,7 +82,7 @@ def load_case(folder: Path) -> tuple[Volume, np.ndarray, dict[int, Level]]:
     lab = Volume.from_sitk(sitk.ReadImage(str(folder / "labels.nii.gz"))).array
     # a few label files carry one extra, empty slice at the end: crop to the image grid
     if lab.shape != img.shape:
-        extra = lab[img.shape[0]:]
+        extra = lab[img.shape[0] :]
         if extra.any() or lab.shape[1:] != img.shape[1:]:
             raise ValueError(f"{folder}: labels {lab.shape} do not match image {img.shape}")
         lab = lab[: img.shape[0]]
@@ -109,8 +109,15 @@ def thick_slices(img: Volume, lab: np.ndarray, factor: int = 4) -> tuple[Volume,
     return Volume(arr, sp, tuple(origin), img.axes_lps), out
 
 
-def evaluate(set_name: str, case: str, truth: np.ndarray, levels: dict[int, Level], res: SegmentationResult,
-             cpu_s: float, image: Volume) -> CaseResult:
+def evaluate(
+    set_name: str,
+    case: str,
+    truth: np.ndarray,
+    levels: dict[int, Level],
+    res: SegmentationResult,
+    cpu_s: float,
+    image: Volume,
+) -> CaseResult:
     pred = res.labels.array
     t_ids = [int(v) for v in np.unique(truth) if v]
     p_ids = [v.label for v in res.vertebrae]
@@ -205,13 +212,16 @@ def summarise(name: str, rows: list[CaseResult]) -> str:
     lk = sum(r.level_known for r in rows)
     lo = sum(r.level_ok for r in rows)
     cpu = [r.cpu_s for r in rows]
-    return (f"{name:10s} cases {len(rows):3d}  recall {found / n_truth:.3f}  precision {matched / max(span, 1):.3f}  "
-            f"Dice {np.mean(dice) if dice else float('nan'):.3f}  level acc {lo / max(lk, 1):.3f} ({lo}/{lk})  "
-            f"CPU s/series median {np.median(cpu):.2f} max {np.max(cpu):.2f}")
+    return (
+        f"{name:10s} cases {len(rows):3d}  recall {found / n_truth:.3f}  precision {matched / max(span, 1):.3f}  "
+        f"Dice {np.mean(dice) if dice else float('nan'):.3f}  level acc {lo / max(lk, 1):.3f} ({lo}/{lk})  "
+        f"CPU s/series median {np.median(cpu):.2f} max {np.max(cpu):.2f}"
+    )
 
 
-def run_realdata(root: Path, set_name: str, cases: list[str] | None, cfg: SegmentationConfig, out: Path,
-                 thick: bool) -> tuple[list[CaseResult], list[Path]]:
+def run_realdata(
+    root: Path, set_name: str, cases: list[str] | None, cfg: SegmentationConfig, out: Path, thick: bool
+) -> tuple[list[CaseResult], list[Path]]:
     folder = root / set_name
     contrast = Role.T2 if set_name == "vb2" else Role.STIR
     results, pngs = [], []
@@ -237,9 +247,12 @@ def run_realdata(root: Path, set_name: str, cases: list[str] | None, cfg: Segmen
         overlay(png, img, lab, res, f"{label} {case_dir.name} Dice {np.mean(cr.dice) if cr.dice else 0:.2f}")
         pngs.append(png)
         lv = " ".join(v.level.value if v.level else "?" for v in res.vertebrae)
-        print(f"{label:8s} {case_dir.name}: recall {cr.found}/{cr.n_truth} precision {cr.matched_in_span}/"
-              f"{cr.n_pred_span} Dice {np.mean(cr.dice) if cr.dice else float('nan'):.3f} levels "
-              f"{cr.level_ok}/{cr.level_known} [{lv}] cpu {cpu:.2f}s", flush=True)
+        print(
+            f"{label:8s} {case_dir.name}: recall {cr.found}/{cr.n_truth} precision {cr.matched_in_span}/"
+            f"{cr.n_pred_span} Dice {np.mean(cr.dice) if cr.dice else float('nan'):.3f} levels "
+            f"{cr.level_ok}/{cr.level_known} [{lv}] cpu {cpu:.2f}s",
+            flush=True,
+        )
     return results, pngs
 
 
@@ -256,8 +269,9 @@ def run_phantoms(cfg: SegmentationConfig, out: Path, n: int) -> tuple[list[CaseR
         fractures = ()
         if seed % 2 == 0:
             lv = [Level.T12, Level.L1, Level.L2, Level.L3][seed // 2 % 4]
-            fractures = (ph.FractureSpec(level=lv, kind=kinds[seed % 3], height_loss_pct=25 + 10 * (seed % 5),
-                                         edema=True),)
+            fractures = (
+                ph.FractureSpec(level=lv, kind=kinds[seed % 3], height_loss_pct=25 + 10 * (seed % 5), edema=True),
+            )
         spec = ph.PhantomSpec(seed=seed, fractures=fractures)
         p = ph.render_phantom(spec)
         for role, vol in ((Role.T2, p.t2), (Role.T1, p.t1)):
@@ -275,15 +289,20 @@ def run_phantoms(cfg: SegmentationConfig, out: Path, n: int) -> tuple[list[CaseR
             png = out / f"phantom_{name}.png"
             overlay(png, vol, np.asarray(p.labels.array), res, f"phantom {name}")
             pngs.append(png)
-            print(f"phantom  {name}: recall {cr.found}/{cr.n_truth} Dice "
-                  f"{np.mean(cr.dice) if cr.dice else float('nan'):.3f} levels {cr.level_ok}/{cr.level_known} "
-                  f"cpu {cpu:.2f}s", flush=True)
+            print(
+                f"phantom  {name}: recall {cr.found}/{cr.n_truth} Dice "
+                f"{np.mean(cr.dice) if cr.dice else float('nan'):.3f} levels {cr.level_ok}/{cr.level_known} "
+                f"cpu {cpu:.2f}s",
+                flush=True,
+            )
     return results, pngs
 
 
 def runtime_series(root: Path, cfg: SegmentationConfig) -> None:
     """CPU time for a 15-slice 512 x 512 series (a vb2 case resampled: 4 mm slices, 381/512 mm pixels)."""
-    folder = next((p for p in sorted((root / "vb2").iterdir()) if p.is_dir()), None) if (root / "vb2").is_dir() else None
+    folder = (
+        next((p for p in sorted((root / "vb2").iterdir()) if p.is_dir()), None) if (root / "vb2").is_dir() else None
+    )
     if folder is None:
         print("runtime    no vb2 case to build the 15 x 512 x 512 series from; skipped")
         return
@@ -298,15 +317,18 @@ def runtime_series(root: Path, cfg: SegmentationConfig) -> None:
     ref.SetSpacing((fov[1] / 511, fov[0] / 511, small.spacing_mm[0]))
     ref.SetOrigin(small.origin_lps)
     ref.SetDirection(tuple(float(v) for v in small.axes_lps[::-1].T.ravel()))
-    big = Volume.from_sitk(sitk.Resample(sitk.Cast(small.to_sitk(), sitk.sitkFloat32), ref, sitk.Transform(),
-                                         sitk.sitkLinear, 0.0))
+    big = Volume.from_sitk(
+        sitk.Resample(sitk.Cast(small.to_sitk(), sitk.sitkFloat32), ref, sitk.Transform(), sitk.sitkLinear, 0.0)
+    )
     times = []
     for _ in range(3):
         t0 = time.process_time()
         res = segment_vertebrae(big, cfg=cfg, series_uid="runtime", contrast=Role.T2)
         times.append(time.process_time() - t0)
-    print(f"runtime    15 x 512 x 512 series ({folder.name}): CPU s min {min(times):.2f} median "
-          f"{np.median(times):.2f} over 3 runs, {len(res.vertebrae)} bodies")
+    print(
+        f"runtime    15 x 512 x 512 series ({folder.name}): CPU s min {min(times):.2f} median "
+        f"{np.median(times):.2f} over 3 runs, {len(res.vertebrae)} bodies"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -342,11 +364,12 @@ def main(argv: list[str] | None = None) -> int:
             if rows:
                 summaries.append(summarise(s, rows))
             all_pngs += pngs
-        elif s == "runtime":
-            if have_real:
-                runtime_series(args.realdata, cfg)
-    print("\nPrecision counts predicted bodies whose centroid lies inside the labelled span (top of the most cranial "
-          "to bottom of the most caudal truth body); bodies outside (T10 and above, S1) are not false positives.")
+        elif s == "runtime" and have_real:
+            runtime_series(args.realdata, cfg)
+    print(
+        "\nPrecision counts predicted bodies whose centroid lies inside the labelled span (top of the most cranial "
+        "to bottom of the most caudal truth body); bodies outside (T10 and above, S1) are not false positives."
+    )
     for line in summaries:
         print(line)
     contact_sheet(real_pngs, args.out / "contact_sheet.png")

@@ -35,9 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in _SUBCOMMANDS:
+    for add in sorted(_SUBCOMMANDS, key=_help_rank):
         add(sub)
     return parser
+
+
+# The order users meet the commands in --help: the everyday jobs first, then the tools.
+_HELP_ORDER = ("run", "batch", "inspect", "listen", "queue", "rules", "stir", "phantom")
+
+
+def _help_rank(add: Callable[..., None]) -> int:
+    name = add.__name__.removeprefix("_add_")
+    return _HELP_ORDER.index(name) if name in _HELP_ORDER else len(_HELP_ORDER)
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -757,3 +766,150 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.append(_add_batch)
+
+
+# --------------------------------------------------------------------------- listen (PACS listener)
+def _add_listen(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "listen",
+        help="receive studies from a PACS or scanner (DICOM C-STORE), assess them and send the results back",
+        description=(
+            "Run the DICOM listener: the PACS (or a scanner) sends sagittal spine MRI studies to this AE title "
+            "and port. Every image is saved to the spool folder before it is acknowledged. When no new image of a "
+            "study has arrived for trigger.stable_seconds, the study is assessed and its DICOM SR and SEG are sent "
+            "to the destinations in the configuration. Keeps running until Ctrl-C or SIGTERM; after a restart it "
+            "carries on where it stopped. Check progress with 'spine-assess queue list'. Set-up and operations: "
+            "docs/pacs.md."
+        ),
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, metavar="FILE", help="listener settings (default: configs/listener.yaml)"
+    )
+    p.add_argument("--ae-title", default=None, metavar="AET", help="our AE title (overrides network.ae_title)")
+    p.add_argument("--port", type=int, default=None, help="TCP port to listen on (overrides network.port)")
+    p.add_argument("--spool", type=Path, default=None, metavar="DIR", help="spool folder (overrides storage.spool_dir)")
+    p.set_defaults(handler=_cmd_listen)
+
+
+def _listener_config(args: argparse.Namespace) -> object:
+    from pipeline.listener import load_listener_config
+
+    cfg = load_listener_config(args.config)
+    return cfg.with_overrides(
+        ae_title=getattr(args, "ae_title", None), port=getattr(args, "port", None), spool_dir=args.spool
+    )
+
+
+def _cmd_listen(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    import pydicom.config
+
+    from pipeline.listener import serve
+
+    cfg = _listener_config(args)
+    # Value validation warnings quote the offending value (a patient name, say) into the log: not in this service.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        logger.info("signal %d: stopping the listener", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    serve(cfg, stop)  # type: ignore[arg-type]
+    return 0
+
+
+_SUBCOMMANDS.append(_add_listen)
+
+
+# --------------------------------------------------------------------------- queue (listener operations)
+def _add_queue(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "queue",
+        help="status of the studies received by the listener and of their results; retry or purge",
+        description=(
+            "Look at and manage what the listener has received: which studies are arriving, waiting, being "
+            "assessed, done or failed (dead letters), and whether their results reached the PACS. Works while "
+            "the listener runs. Studies are named by their Study Instance UID."
+        ),
+        epilog=(
+            "examples:\n"
+            "  spine-assess queue list                      all studies, newest last\n"
+            "  spine-assess queue list --status dead        only the failed ones\n"
+            "  spine-assess queue show 1.2.840.113619.2.1   details, exports, quarantined images\n"
+            "  spine-assess queue retry 1.2.840.113619.2.1  try a failed study / its failed exports again\n"
+            "  spine-assess queue retry --dead              try every dead letter again\n"
+            "  spine-assess queue purge --done --older-than-days 30\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--config", type=Path, default=None, metavar="FILE", help="listener settings (default: configs/listener.yaml)"
+    )
+    p.add_argument("--spool", type=Path, default=None, metavar="DIR", help="spool folder (overrides the settings)")
+    qs = p.add_subparsers(dest="queue_command", metavar="ACTION")
+    qs.required = True
+    from pipeline.listener.state import StudyStatus
+
+    pl = qs.add_parser("list", help="one line per study: status, images, attempts, export status, last error")
+    pl.add_argument("--status", choices=[s.value for s in StudyStatus], help="only studies in this state")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+    ps = qs.add_parser("show", help="everything about one study")
+    ps.add_argument("study_uid", metavar="STUDY_UID")
+    ps.add_argument("--json", action="store_true", help="machine-readable output")
+    pr = qs.add_parser("retry", help="queue a failed study (or its failed exports) again")
+    pr.add_argument("study_uid", nargs="?", metavar="STUDY_UID")
+    pr.add_argument("--dead", action="store_true", help="every dead study and every dead export")
+    pr.add_argument("--rerun", action="store_true", help="assess a finished study again (e.g. after a config change)")
+    pp = qs.add_parser("purge", help="delete a study's images, results and state")
+    pp.add_argument("study_uid", nargs="?", metavar="STUDY_UID")
+    pp.add_argument("--done", action="store_true", help="every finished study whose results were all delivered ...")
+    pp.add_argument(
+        "--older-than-days", type=float, default=None, metavar="N", help="... finished more than N days ago"
+    )
+    pp.add_argument("--force", action="store_true", help="also purge a study that is still arriving or running")
+    p.set_defaults(handler=_cmd_queue)
+
+
+def _cmd_queue(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.listener import load_listener_config, operations
+    from pipeline.listener.state import StudyStatus
+
+    spool_dir = args.spool if args.spool is not None else load_listener_config(args.config).spool_dir
+    spool, state = operations.open_state(spool_dir)
+    try:
+        if args.queue_command == "list":
+            rows = operations.list_studies(state, StudyStatus(args.status) if args.status else None)
+            print(json.dumps(rows, indent=2) if args.json else operations.format_list(rows))
+            return 0
+        if args.queue_command == "show":
+            d = operations.study_detail(state, spool, args.study_uid)
+            print(json.dumps(d, indent=2) if args.json else operations.format_detail(d))
+            return 0
+        if args.queue_command == "retry":
+            print(operations.retry(state, args.study_uid, dead=args.dead, rerun=args.rerun))
+            return 0
+        if args.done and args.older_than_days is None:
+            raise ConfigError("--done needs --older-than-days N")
+        purged = operations.purge(
+            state,
+            spool,
+            args.study_uid,
+            done_older_than_days=args.older_than_days if args.done else None,
+            force=args.force,
+        )
+        for uid in purged:
+            print(f"purged {uid}")
+        print(f"{len(purged)} stud{'y' if len(purged) == 1 else 'ies'} purged")
+        return 0
+    finally:
+        state.close()
+
+
+_SUBCOMMANDS.append(_add_queue)

@@ -56,9 +56,7 @@ class Level(StrEnum):
         try:
             return cls(t)
         except ValueError:
-            raise ValueError(
-                f"unknown vertebral level {text!r}; expected one of C1..C7, T1..T12, L1..L5, S1"
-            ) from None
+            raise ValueError(f"unknown vertebral level {text!r}; expected one of C1..C7, T1..T12, L1..L5, S1") from None
 
 
 LEVELS: tuple[Level, ...] = tuple(Level)

@@ -212,7 +212,9 @@ class VertebraMorphometry:
     confidence: float | None = None  # 0..1 heuristic (segmentation quality, slice agreement, reference kind)
     measured_slice: int | None = None  # slice index of the mid-sagittal section measured
     ap_depth_mm: float | None = None  # AP depth of the body along its own axis
-    used_as_reference: bool = False  # counted as a normal body for its neighbours' reference heights
+    used_as_reference: bool = False  # its Hp is used for its neighbours' reference heights (not crushed)
+    low_confidence: bool = False  # graded on a mask whose plausibility checks raised doubts (``reliability_notes``)
+    reliability_notes: tuple[str, ...] = ()  # plausibility findings: why low confidence / not a reference body
 
 
 # --------------------------------------------------------------------------- STIR

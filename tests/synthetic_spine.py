@@ -124,7 +124,9 @@ def make_spine(spec: SpineSpec | None = None) -> SpinePhantom:
         s1_h = 26.0
         segs.append(("body", t, t + s1_h, spec.depth_mm, label))
         t += s1_h
-        segs.append(("remnant" if spec.s1_s2_disc_mm < 4 else "disc", t, t + spec.s1_s2_disc_mm, spec.depth_mm * 0.7, 0))
+        segs.append(
+            ("remnant" if spec.s1_s2_disc_mm < 4 else "disc", t, t + spec.s1_s2_disc_mm, spec.depth_mm * 0.7, 0)
+        )
         t += spec.s1_s2_disc_mm
         segs.append(("body", t, t + 20.0, spec.depth_mm * 0.62, 0))  # S2 (not labelled)
         t += 20.0
@@ -151,8 +153,9 @@ def make_spine(spec: SpineSpec | None = None) -> SpinePhantom:
             if not inside.any():
                 continue
             if kind == "body":
-                rim = inside & ~((t_map >= t0 + 1.5) & (t_map < t1 - 1.5) & (d_map >= wall_d + 1.5)
-                                 & (d_map <= wall_d + dep - 1.5))
+                rim = inside & ~(
+                    (t_map >= t0 + 1.5) & (t_map < t1 - 1.5) & (d_map >= wall_d + 1.5) & (d_map <= wall_d + dep - 1.5)
+                )
                 sl[inside] = c["marrow"]
                 if abs(x) >= half_w - 2.0:
                     sl[inside] = c["cortex"]
@@ -161,7 +164,13 @@ def make_spine(spec: SpineSpec | None = None) -> SpinePhantom:
                     lab[s][inside] = lab_id
             elif kind == "disc":
                 sl[inside] = c["annulus"]
-                core = inside & (d_map >= wall_d + 5) & (d_map <= wall_d + dep - 5) & (t_map >= t0 + 1.5) & (t_map < t1 - 1.5)
+                core = (
+                    inside
+                    & (d_map >= wall_d + 5)
+                    & (d_map <= wall_d + dep - 5)
+                    & (t_map >= t0 + 1.5)
+                    & (t_map < t1 - 1.5)
+                )
                 sl[core] = c["disc"]
             else:  # remnant disc line: as dark as cortex
                 sl[inside] = c["cortex"]

@@ -36,9 +36,7 @@ SRC = {"sources": {"threshold": "001_* Table 1"}}
 
 
 def test_defaults_and_values_are_parsed():
-    s = parse_section(
-        Section, {**SRC, "threshold": 1, "cutoffs": [1, 2.5], "colour": "blue", "inner": {"k": 4}}, "t"
-    )
+    s = parse_section(Section, {**SRC, "threshold": 1, "cutoffs": [1, 2.5], "colour": "blue", "inner": {"k": 4}}, "t")
     assert s.threshold == 1.0 and isinstance(s.threshold, float)
     assert s.cutoffs == (1.0, 2.5)
     assert s.colour is Colour.BLUE

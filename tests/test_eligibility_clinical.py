@@ -149,8 +149,8 @@ def test_sample_clinical_files_are_valid(study, repo_root):
 def test_published_schema_is_current(repo_root):
     """configs/clinical.schema.json is generated from the models; regenerate with ::
 
-        python -c "from pipeline.eligibility.clinical import write_clinical_schema as w
-        w('configs/clinical.schema.json')"
+    python -c "from pipeline.eligibility.clinical import write_clinical_schema as w
+    w('configs/clinical.schema.json')"
     """
     published = json.loads((repo_root / "configs" / "clinical.schema.json").read_text())
     assert published == clinical_json_schema()

@@ -91,6 +91,16 @@ def test_not_assessable_body_has_unknown_fracture_status():
     assert any("not assessable: body cut by FOV" in n for n in f.notes)
 
 
+def test_low_confidence_grade_does_not_decide_the_level():
+    from dataclasses import replace
+
+    doubtful = replace(morph(1, Level.L2), low_confidence=True, reliability_notes=("Hp 31 mm > 0.9 x spacing",))
+    f = imaging_facts([doubtful], None)[0]
+    assert f.genant_grade is None and f.height_loss_pct is None and f.morphology is None
+    assert any("low confidence (Hp 31 mm > 0.9 x spacing)" in n for n in f.notes)
+    assert f.posterior_wall_bulge_mm == 1.5  # the wall is measured on its own
+
+
 def test_missing_grade_is_unknown_not_zero():
     f = imaging_facts([morph(1, Level.L2, grade=None)], None)[0]
     assert f.genant_grade is None

@@ -82,9 +82,7 @@ def test_threshold_out_of_range_message(shipped):
     _rule(data, "relative.height_loss_gt_two_thirds")["when"]["value"] = 150
     with pytest.raises(
         ConfigError,
-        match=re.escape(
-            f"{WHERE}: rule 'relative.height_loss_gt_two_thirds': threshold must be in (0, 100], got 150"
-        ),
+        match=re.escape(f"{WHERE}: rule 'relative.height_loss_gt_two_thirds': threshold must be in (0, 100], got 150"),
     ):
         parse_rules(data, where=WHERE)
 
@@ -235,9 +233,7 @@ def _mutations() -> list[tuple[str, Any, str]]:
         ),
         (
             "in-set with an unknown level",
-            replace_when(
-                "plan.prefer_kyphoplasty", {"input": "imaging.level", "in": ["T11", "X9"]}, ["imaging.level"]
-            ),
+            replace_when("plan.prefer_kyphoplasty", {"input": "imaging.level", "in": ["T11", "X9"]}, ["imaging.level"]),
             r"when.in: unknown vertebral level 'X9'",
         ),
         (

@@ -210,3 +210,19 @@ def test_chromium_screenshot_is_a_real_page(rendered):
     # the dark header band (#1b2a3a) is at the top and the white page body below it
     assert np.allclose(img[20, 100], (27, 42, 58), atol=12)
     assert (img[400:2400, 60:1220] > 245).all(axis=2).mean() > 0.4
+
+
+def test_low_confidence_grade_is_marked_with_its_reason():
+    from pipeline.report.html import _morph_cells
+
+    v = {
+        "heights_mm": {"anterior": 12.0, "middle": 18.0, "posterior": 20.0},
+        "genant_grade": 2,
+        "height_loss_pct": 35.0,
+        "morphology": "wedge",
+        "morphometry": {"assessable": True, "low_confidence": True, "reliability_notes": ["Hp too tall for spacing"]},
+    }
+    grade = _morph_cells(v)[3]
+    assert grade.text == "2?" and "low confidence: Hp too tall for spacing" in grade.note
+    v["morphometry"]["low_confidence"] = False
+    assert _morph_cells(v)[3].text == "2"

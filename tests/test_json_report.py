@@ -27,6 +27,7 @@ from pipeline.model import (
 )
 from pipeline.report.json_report import build_report, jsonable, validate_report
 from pipeline.volume import Volume
+from tests.report_fixtures import eligibility_of
 
 
 def _series(uid: str, role: Role) -> SeriesRecord:
@@ -132,7 +133,7 @@ def test_full_report_validates_and_keeps_contract_names():
         segmentation=_segmentation(),
         morphometry=morph,
         stir=stir,
-        eligibility={"summary": "x"},
+        eligibility=eligibility_of(morph, stir, None),
         outputs={"labels": "labels.nii.gz"},
         warnings=["w", "w"],
         timings_ms={"total": 12.34},
@@ -146,6 +147,16 @@ def test_full_report_validates_and_keeps_contract_names():
     assert v2["stir"]["edema"] is None  # no finding -> explicitly unknown, not False
     assert report["segmentation"]["label_map_levels"] == {"1": "L1", "2": "L2"}
     assert report["warnings"] == ["w"]
+    assert report["eligibility"]["levels"][0]["level"] == "L1"
+
+
+def test_schema_checks_the_eligibility_section_against_the_rules_result_schema():
+    study = _study()
+    report = build_report(
+        study=study, choice=_choice(study), segmentation=_segmentation(), eligibility={"summary": "x"}
+    )
+    with pytest.raises(PipelineError, match="eligibility"):
+        validate_report(report)
 
 
 def test_schema_rejects_a_broken_report():

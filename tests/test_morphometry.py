@@ -93,8 +93,9 @@ class Scene:
         slices = range(1, self.labels.shape[0] - 1) if slices is None else slices
         self.fill(self.to_plane(np.asarray(uv, float), centre_mm, tilt_deg), slices, value=value, label=lab)
         mid = self.labels.shape[0] // 2
-        self.segs.append(VertebraSeg(lab, level, 1.0, (0.0, 0.0, 0.0), mid, (0, 0, 0, 1, 1, 1), 1.0,
-                                     is_sacrum=is_sacrum))
+        self.segs.append(
+            VertebraSeg(lab, level, 1.0, (0.0, 0.0, 0.0), mid, (0, 0, 0, 1, 1, 1), 1.0, is_sacrum=is_sacrum)
+        )
         return lab
 
     def volume(self, array=None) -> Volume:
@@ -221,16 +222,80 @@ def test_crushed_body_between_normal_neighbours(spacing):
     assert res[0].reference_height_mm == pytest.approx(24.0, abs=0.8)
 
 
-def test_wedged_neighbour_is_not_a_reference_and_loss_uses_neighbours():
+def test_wedge_is_graded_against_its_neighbours_and_its_intact_hp_stays_a_reference():
     sc = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
     shapes = [None, None, trapezoid(36.0, 26.0, 13.0), None, None]
     column(sc, [26.0, 26.0, 26.0, 26.0, 26.0], [0.0] * 5, LEVELS5, shapes=shapes)
     res = sc.measure()
     w = res[2]
-    assert w.morphology is Morphology.WEDGE and not w.used_as_reference
+    assert w.morphology is Morphology.WEDGE
     # Ha at 90 % of the depth: 13 + 0.1 * 13 = 14.3 mm against the neighbours' 26 mm.
     assert w.height_loss_pct == pytest.approx(100 * (1 - 14.3 / 26.0), abs=2.5) and w.genant_grade == 3
     assert w.reference_labels == (2, 4)
+    # Its posterior wall is intact (Hp 24.7 mm at 10 % inside it, of the 26 mm predicted): a reference.
+    assert w.used_as_reference and 3 in res[1].reference_labels and 3 in res[3].reference_labels
+
+
+def posterior_wedge(depth: float, height: float, h_ant: float) -> np.ndarray:
+    """Full height over the posterior half, the superior endplate falling to ``h_ant`` at the anterior wall."""
+    d, h = depth / 2, height / 2
+    return np.array([[-d, -h], [d, -h], [d, h_ant - h], [0.0, h], [-d, h]])
+
+
+def test_crush_next_to_a_wedge_uses_the_wedges_intact_posterior_height():
+    # T12 22 mm | L1 wedge (Hp 26, Ha 15.6) | L2 crushed to 15.6 | L3 26 mm | L4 22 mm. The nearest intact
+    # posterior walls (L1, L3) predict 26 mm for L2 (40 % loss); skipping the wedge would predict 22-24 mm.
+    sc = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
+    shapes = [None, posterior_wedge(36.0, 26.0, 13.0), None, None, None]
+    column(sc, [22.0, 26.0, 15.6, 26.0, 22.0], [0.0] * 5, LEVELS5, shapes=shapes)
+    res = sc.measure()
+    assert res[1].morphology is Morphology.WEDGE and res[1].used_as_reference
+    c = res[2]
+    assert c.reference_labels == (2, 4) and "interpolated" in c.reference_method
+    assert c.reference_height_mm == pytest.approx(26.0, abs=0.6)
+    assert c.height_loss_pct == pytest.approx(40.0, abs=2.5) and c.morphology is Morphology.CRUSH
+    assert not c.used_as_reference
+
+
+def test_end_body_of_normal_shape_is_not_graded_against_an_extrapolation():
+    # L5 physiologically lower posteriorly than L4: the one-sided prediction (L4's height) does not show a crush
+    # (Hp >= crush_ratio_max of it), so the body's own Hp is the reference; a real crush at the end still shows.
+    sc = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
+    levels = (Level.L1, Level.L2, Level.L3, Level.L4, Level.L5)
+    column(sc, [26.0, 26.5, 27.0, 27.0, 24.0], [0.0] * 5, levels)
+    end = sc.measure()[4]
+    assert end.height_loss_pct < 2.0 and end.genant_grade == 0 and end.morphology is Morphology.NORMAL
+    assert end.reference_method.startswith("own posterior height (normal shape") and end.reference_labels
+    assert "one side only" in end.reason
+    sc2 = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
+    column(sc2, [26.0, 26.5, 27.0, 27.0, 18.9], [0.0] * 5, levels)
+    res = sc2.measure()
+    crushed = res[4]
+    assert "extrapolated" in crushed.reference_method
+    # Growth is not extrapolated: the reference is L4's Hp (27 mm drawn, read to within a pixel).
+    assert crushed.reference_height_mm == pytest.approx(res[3].heights.posterior_mm, abs=0.05)
+    assert crushed.height_loss_pct == pytest.approx(30.0, abs=3.5) and crushed.morphology is Morphology.CRUSH
+
+
+def test_intact_posterior_wall_taller_than_neighbours_is_the_reference():
+    # A biconcave body (endplates sagging 5 mm): Hp = Ha = 26 - 2 * 0.36 * 5 = 22.4 mm, Hm = 16 mm.
+    shapes = [None, None, biconcave(36.0, 26.0, 5.0), None, None]
+    sc = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
+    column(sc, [24.0, 24.0, 26.0, 24.0, 24.0], [0.0] * 5, LEVELS5, shapes=shapes)
+    m = sc.measure()[2]
+    # Neighbours predict 24 mm, taller than its Hp: the prediction is the reference.
+    assert m.reference_height_mm == pytest.approx(24.0, abs=0.5) and "interpolated" in m.reference_method
+    assert m.height_loss_pct == pytest.approx(100 * (1 - 16.0 / 24.0), abs=2.5)
+    sc2 = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
+    column(sc2, [20.0, 20.0, 26.0, 20.0, 20.0], [0.0] * 5, LEVELS5, shapes=shapes)
+    m2 = sc2.measure()[2]
+    # Neighbours predict 20 mm but the intact posterior wall is 22.4 mm: the body was at least that tall.
+    assert m2.reference_height_mm == pytest.approx(22.4, abs=0.5)
+    assert m2.reference_method.startswith("own posterior height, taller than the 2")
+    assert m2.reference_labels == (2, 4)
+    assert m2.ratios["hp_ref"] == pytest.approx(22.4 / 20.0, abs=0.04)  # the crush ratio uses the prediction
+    assert m2.morphology is Morphology.BICONCAVE
+    assert m2.height_loss_pct == pytest.approx(100 * (1 - 16.0 / 22.4), abs=2.5)
 
 
 # --------------------------------------------------------------------------- not assessable
@@ -313,27 +378,35 @@ def test_flipped_axes_give_the_same_heights_and_landmarks_in_patient_space():
         assert lm["anterior_superior"][1] < lm["posterior_superior"][1]
         assert lm["anterior_superior"][2] > lm["anterior_inferior"][2]
         assert np.linalg.norm(lm["anterior_superior"] - lm["anterior_inferior"]) == pytest.approx(
-            m.heights.anterior_mm, abs=0.05)
+            m.heights.anterior_mm, abs=0.05
+        )
 
 
 # --------------------------------------------------------------------------- posterior wall and canal
-def canal_scene(bulge_mm: float, spacing=(4.0, 0.6, 0.6), tilt=0.0, cord=False) -> Scene:
-    """Three bodies; a 15 mm canal behind them (bright CSF, optionally an intermediate cord inside), dark
-    ligament/bone behind that."""
+def canal_scene(
+    bulge_mm: float, spacing=(4.0, 0.6, 0.6), tilt=0.0, cord=False, marrow=100.0, behind=40.0, cord_value=95.0
+) -> Scene:
+    """Three bodies (``marrow``); a 15 mm canal behind them (bright CSF 400, optionally a cord of ``cord_value``
+    inside), ligament/bone of ``behind`` behind that."""
     sc = Scene(shape=(5, int(150 / spacing[1]), int(110 / spacing[2])), spacing=spacing, background=150.0)
     c = np.asarray(centre(sc))
     # Canal: a band from the posterior wall line (u = -18) back to u = -33, and dark tissue further back.
-    sc.fill(sc.to_plane(np.array([[-33.0, -75], [-18.0, -75], [-18.0, 75], [-33.0, 75]]), c, tilt), range(5),
-            value=400.0)
-    sc.fill(sc.to_plane(np.array([[-60.0, -75], [-33.0, -75], [-33.0, 75], [-60.0, 75]]), c, tilt), range(5),
-            value=40.0)
+    sc.fill(
+        sc.to_plane(np.array([[-33.0, -75], [-18.0, -75], [-18.0, 75], [-33.0, 75]]), c, tilt), range(5), value=400.0
+    )
+    sc.fill(
+        sc.to_plane(np.array([[-60.0, -75], [-33.0, -75], [-33.0, 75], [-60.0, 75]]), c, tilt), range(5), value=behind
+    )
     if cord:
-        sc.fill(sc.to_plane(np.array([[-29.0, -75], [-22.0, -75], [-22.0, 75], [-29.0, 75]]), c, tilt), range(5),
-                value=95.0)
+        sc.fill(
+            sc.to_plane(np.array([[-29.0, -75], [-22.0, -75], [-22.0, 75], [-29.0, 75]]), c, tilt),
+            range(5),
+            value=cord_value,
+        )
     shapes = [None, bulging(36.0, 26.0, bulge_mm, 10.0) if bulge_mm > 0 else None, None]
     for i, dv in enumerate((34.0, 0.0, -34.0)):
         uv = rectangle(36.0, 26.0) if shapes[i] is None else shapes[i]
-        sc.add_body(uv + [0.0, dv], tuple(c), tilt, level=(Level.L1, Level.L2, Level.L3)[i])
+        sc.add_body(uv + [0.0, dv], tuple(c), tilt, level=(Level.L1, Level.L2, Level.L3)[i], value=marrow)
     return sc
 
 
@@ -349,6 +422,21 @@ def test_posterior_wall_bulge_and_canal_compromise(spacing, tilt, cord):
     assert "posterior_wall_apex" in res[1].landmarks_lps
     # The straight walls of the neighbours do not bulge.
     assert res[0].posterior_wall.bulge_mm == pytest.approx(0.0, abs=0.5 * max(spacing[1:]))
+
+
+@pytest.mark.parametrize(
+    ("marrow", "behind", "cord_value"),
+    [
+        (300.0, 160.0, 200.0),  # T2: bright marrow; ligament and lamina not much darker than the cord
+        (40.0, 70.0, 150.0),  # STIR: suppressed marrow darker than the ligament behind the canal
+    ],
+)
+def test_canal_ends_at_the_ligament_on_t2_and_stir_contrast(marrow, behind, cord_value):
+    res = canal_scene(4.0, (3.0, 0.5, 0.8), 12.0, True, marrow, behind, cord_value).measure(canal=True)
+    pw = res[1].posterior_wall
+    assert pw.assessable, pw.reason
+    assert pw.expected_canal_mm == pytest.approx(15.0, abs=0.6)
+    assert pw.canal_compromise_pct == pytest.approx(100 * 4.0 / 15.0, abs=3.0)
 
 
 def test_without_a_fluid_image_canal_compromise_is_not_assessable_never_zero():
@@ -411,8 +499,18 @@ def _phantom_seg(ph) -> SegmentationResult:
     segs = []
     for lab, level in sorted(ph.levels.items()):
         com = ndimage.center_of_mass(arr == lab)
-        segs.append(VertebraSeg(lab, level, 1.0, (0.0, 0.0, 0.0), int(round(com[0])), (0, 0, 0, 1, 1, 1), 1.0,
-                                is_sacrum=level is Level.S1))
+        segs.append(
+            VertebraSeg(
+                lab,
+                level,
+                1.0,
+                (0.0, 0.0, 0.0),
+                int(round(com[0])),
+                (0, 0, 0, 1, 1, 1),
+                1.0,
+                is_sacrum=level is Level.S1,
+            )
+        )
     return SegmentationResult(ph.labels, tuple(segs), "phantom", True, "truth")
 
 
@@ -423,10 +521,15 @@ def _truth(ph) -> dict[Level, dict]:
 def test_small_phantom_fractures_match_truth():
     from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom
 
-    ph = render_phantom(PhantomSpec.small(seed=5, fractures=(
-        FractureSpec(Level.L1, Morphology.WEDGE, 33.0),
-        FractureSpec(Level.L3, Morphology.CRUSH, 55.0),
-    )))
+    ph = render_phantom(
+        PhantomSpec.small(
+            seed=5,
+            fractures=(
+                FractureSpec(Level.L1, Morphology.WEDGE, 33.0),
+                FractureSpec(Level.L3, Morphology.CRUSH, 55.0),
+            ),
+        )
+    )
     res = {m.level: m for m in measure_vertebrae(ph.t2, _phantom_seg(ph), cfg=CFG, canal_image=ph.t2)}
     truth = _truth(ph)
     assert not res[Level.S1].assessable and "sacrum" in res[Level.S1].reason
@@ -458,3 +561,60 @@ def test_clinical_grid_phantom_heights_bulge_and_canal():
     assert pw.bulge_mm == pytest.approx(tw["bulge_mm"], abs=1.2)
     assert pw.expected_canal_mm == pytest.approx(tw["expected_canal_mm"], abs=1.5)
     assert res[Level.L1].posterior_wall.bulge_mm < 1.0
+
+
+# --------------------------------------------------------------------------- plausibility of the masks
+def test_body_spanning_a_disc_is_not_assessable_and_no_reference():
+    # A 60 mm "body" (two bodies merged across their disc) between 26 mm bodies 8 mm apart: its centre lies
+    # 13 + 8 + 30 = 51 mm from its neighbours' centres, less than its height.
+    sc = Scene(shape=(5, 300, 120), spacing=(4.0, 0.8, 0.8))
+    column(sc, [26.0, 26.0, 60.0, 26.0, 26.0], [0.0] * 5, LEVELS5)
+    res = sc.measure()
+    merged = res[2]
+    assert not merged.assessable and "spans a disc" in merged.reason and "ratio 1.18" in merged.reason
+    assert merged.genant_grade is None and merged.morphology is Morphology.NOT_ASSESSABLE
+    for m in (res[1], res[3]):
+        assert m.assessable and 3 not in m.reference_labels and m.genant_grade == 0
+
+
+def test_over_tall_neighbour_is_no_reference():
+    # L3 34 mm: 36 mm on average from its neighbours' centres (ratio 0.94 > 0.9, but room for a disc). The
+    # crushed L2 (18 mm) is graded against T12-L1 and L4 (26 mm: 30.8 % loss), not against L3 (30 mm: 40 %).
+    sc = Scene(shape=(5, 300, 120), spacing=(4.0, 0.8, 0.8))
+    column(sc, [26.0, 26.0, 18.0, 34.0, 26.0], [0.0] * 5, LEVELS5)
+    res = sc.measure()
+    tall, crushed = res[3], res[2]
+    assert tall.assessable and not tall.used_as_reference and tall.low_confidence
+    assert any("not used as a reference" in n for n in tall.reliability_notes) and "centre spacing" in tall.reason
+    assert crushed.reference_labels == (2, 5)
+    assert crushed.height_loss_pct == pytest.approx(100 * (1 - 18.0 / 26.0), abs=2.5) and crushed.genant_grade == 2
+
+
+def test_low_segmentation_quality_gives_low_confidence_and_no_reference():
+    sc = Scene(shape=(5, 260, 120), spacing=(4.0, 0.8, 0.8))
+    column(sc, [26.0] * 5, [0.0] * 5, LEVELS5)
+    sc.segs[1] = replace(sc.segs[1], quality=0.3)
+    res = sc.measure()
+    low = res[1]
+    assert low.assessable and low.genant_grade == 0 and low.low_confidence
+    assert not low.used_as_reference and "segmentation quality 0.30" in low.reason
+    assert low.confidence is not None and low.confidence <= 0.15 + 1e-9
+    assert not res[0].low_confidence and res[0].reliability_notes == () and res[0].used_as_reference
+
+
+def test_body_touching_the_image_edge_on_another_slice_is_not_assessable():
+    sc = Scene(shape=(5, 100, 100), spacing=(4.0, 0.8, 0.8))
+    lab = sc.add_body(rectangle(36.0, 26.0), centre(sc), 0.0, level=Level.L1)
+    rows = np.flatnonzero((sc.labels[1] == lab).any(axis=1))
+    sc.labels[1, rows, -1] = lab  # the mask runs out of the last column on slice 1 only
+    (m,) = sc.measure()
+    assert not m.assessable and "field of view" in m.reason and "last column" in m.reason
+
+
+def test_body_tilted_across_a_straight_column_is_not_assessable():
+    # Both endplates 30 deg from square to the column its neighbours define: not a body seen along its axis.
+    sc = Scene(shape=(5, 280, 140), spacing=(4.0, 0.8, 0.8))
+    column(sc, [26.0] * 5, [0.0, 0.0, 30.0, 0.0, 0.0], LEVELS5, disc=12.0)
+    res = sc.measure()
+    assert not res[2].assessable and "endplates are tilted" in res[2].reason
+    assert all(m.assessable and m.genant_grade == 0 for m in (res[0], res[1], res[3], res[4]))

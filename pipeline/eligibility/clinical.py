@@ -90,9 +90,7 @@ class AetiologySection(_Section):
     primary_tumour: Annotated[str, Field(max_length=80)] | None = Field(
         default=None, description="For metastasis: the primary tumour (e.g. breast, prostate, lung)."
     )
-    known_malignancy: Bool = Field(
-        default=None, description="Known cancer (any site), now or in the history."
-    )
+    known_malignancy: Bool = Field(default=None, description="Known cancer (any site), now or in the history.")
     malignancy_suspected: Bool = Field(
         default=None, description="Malignancy suspected at the fractured level(s) (imaging or clinical)."
     )
@@ -110,9 +108,7 @@ class PainSection(_Section):
         description="Pain reproduced by palpation/percussion over the fractured level's spinous process.",
     )
     radicular: Bool = Field(default=None, description="Radicular (radiating, dermatomal) pain.")
-    off_midline: Bool = Field(
-        default=None, description="Musculoskeletal, paraspinal or otherwise off-midline pain."
-    )
+    off_midline: Bool = Field(default=None, description="Musculoskeletal, paraspinal or otherwise off-midline pain.")
     mechanical: Bool = Field(
         default=None, description="Positional / mechanical pain: worse on axial loading, sitting to standing."
     )
@@ -140,9 +136,7 @@ class InfectionSection(_Section):
     local: Bool = Field(
         default=None, description="Local infection at the level or the access route (e.g. spondylodiscitis)."
     )
-    systemic: Bool = Field(
-        default=None, description="Systemic infection (e.g. sepsis, bacteraemia) not yet treated."
-    )
+    systemic: Bool = Field(default=None, description="Systemic infection (e.g. sepsis, bacteraemia) not yet treated.")
 
 
 class CoagulationSection(_Section):
@@ -234,9 +228,7 @@ class ClinicalInputs(_Section):
         default=None,
         description="Severe cardiopulmonary disease (risk of sedation/prone position, cement embolism).",
     )
-    can_lie_prone: Bool = Field(
-        default=None, description="Able to lie prone for the duration of the procedure."
-    )
+    can_lie_prone: Bool = Field(default=None, description="Able to lie prone for the duration of the procedure.")
     surgical_backup: Bool = Field(
         default=None, description="Spine surgical backup available to manage complications if needed."
     )
@@ -269,9 +261,7 @@ def clinical_json_schema() -> dict[str, Any]:
 
 def write_clinical_schema(path: Path) -> None:
     """Regenerate the published schema file (``configs/clinical.schema.json``)."""
-    Path(path).write_text(
-        json.dumps(clinical_json_schema(), indent=2, sort_keys=False) + "\n", encoding="utf-8"
-    )
+    Path(path).write_text(json.dumps(clinical_json_schema(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
 
 
 def find_clinical_file(study_dir: Path) -> Path | None:
@@ -282,9 +272,7 @@ def find_clinical_file(study_dir: Path) -> Path | None:
     study_dir = Path(study_dir)
     found = [study_dir / name for name in CLINICAL_FILE_NAMES if (study_dir / name).is_file()]
     if len(found) > 1:
-        raise ConfigError(
-            f"{study_dir}: several clinical files ({', '.join(p.name for p in found)}); keep exactly one"
-        )
+        raise ConfigError(f"{study_dir}: several clinical files ({', '.join(p.name for p in found)}); keep exactly one")
     return found[0] if found else None
 
 
@@ -319,18 +307,14 @@ def load_clinical(path: Path) -> ClinicalInputs:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            ) from None
+            raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     elif path.suffix.lower() in (".yaml", ".yml"):
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            raise ConfigError(
-                f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}"
-            ) from None
+            raise ConfigError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
     else:
         raise ConfigError(f"{path}: clinical file must end in .yaml, .yml or .json")
     if data is None:
@@ -360,9 +344,9 @@ def _describe(exc: ValidationError, where: str) -> str:
         if kind == "extra_forbidden":
             known = _known_fields(loc[:-1])
             typo = loc[-1]
-            close = [
-                k for k in known if k.startswith(typo) or typo.startswith(k)
-            ] or difflib.get_close_matches(typo, known, n=1)
+            close = [k for k in known if k.startswith(typo) or typo.startswith(k)] or difflib.get_close_matches(
+                typo, known, n=1
+            )
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown field {field!r}{hint}; known fields here: {', '.join(known)}")
         elif kind == "value_error":

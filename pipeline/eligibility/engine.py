@@ -271,9 +271,7 @@ class Eval(NamedTuple):
     why: tuple[str, ...]
 
 
-def evaluate_condition(
-    cond: Condition, values: Mapping[str, Any], definitions: Mapping[str, Definition]
-) -> Eval:
+def evaluate_condition(cond: Condition, values: Mapping[str, Any], definitions: Mapping[str, Definition]) -> Eval:
     """Evaluate a condition on resolved input values (``None`` = missing), in three-valued logic.
 
     ``why`` lists the leaves that decided a known result (e.g. ``"height loss 35 % (threshold > 66.67 %)"``);
@@ -287,16 +285,12 @@ def evaluate_condition(
         if isinstance(cond, Compare):
             x, t = float(v), cond.value
             res = {">=": x >= t, ">": x > t, "<": x < t, "<=": x <= t, "==": x == t}[cond.op]
-            return Eval(
-                res, frozenset(), (f"{spec.label} {_fmt(spec, v)}, threshold {cond.op} {_fmt(spec, t)}",)
-            )
+            return Eval(res, frozenset(), (f"{spec.label} {_fmt(spec, v)}, threshold {cond.op} {_fmt(spec, t)}",))
         if isinstance(cond, Is):
             return Eval(bool(v) is cond.value, frozenset(), (f"{spec.label}: {_fmt(spec, v)}",))
         key = v.value if isinstance(v, Enum) else v
         res = key in cond.values
-        return Eval(
-            res, frozenset(), (f"{spec.label} {key}, {'' if res else 'not '}in {', '.join(cond.values)}",)
-        )
+        return Eval(res, frozenset(), (f"{spec.label} {key}, {'' if res else 'not '}in {', '.join(cond.values)}",))
     if isinstance(cond, Not):
         r = evaluate_condition(cond.item, values, definitions)
         return Eval(None if r.value is None else not r.value, r.missing, r.why)
@@ -324,9 +318,7 @@ def evaluate_condition(
 
 
 # --------------------------------------------------------------------------- evaluation
-def evaluate(
-    facts: Sequence[LevelFacts], clinical: ClinicalInputs | None, rules: RuleSet
-) -> EligibilityResult:
+def evaluate(facts: Sequence[LevelFacts], clinical: ClinicalInputs | None, rules: RuleSet) -> EligibilityResult:
     """Evaluate every rule per level and per patient, decide each level and plan the sessions.
 
     Parameters
@@ -339,9 +331,7 @@ def evaluate(
     rules : RuleSet
         From :func:`~pipeline.eligibility.rules.load_rules`.
     """
-    patient_trace = tuple(
-        evaluate_rule(r, None, clinical, rules) for r in rules.rules if r.scope is Scope.PATIENT
-    )
+    patient_trace = tuple(evaluate_rule(r, None, clinical, rules) for r in rules.rules if r.scope is Scope.PATIENT)
     by_rule_patient = {o.rule: o for o in patient_trace}
 
     decisions: list[LevelDecision] = []
@@ -350,9 +340,7 @@ def evaluate(
         if f.level is not None and f.level in rules.settings.excluded_levels:
             excluded.append((f.name, rules.settings.excluded_reason))
             continue
-        level_trace = tuple(
-            evaluate_rule(r, f, clinical, rules) for r in rules.rules if r.scope is Scope.LEVEL
-        )
+        level_trace = tuple(evaluate_rule(r, f, clinical, rules) for r in rules.rules if r.scope is Scope.LEVEL)
         decisions.append(_decide_level(f, level_trace, by_rule_patient, rules))
 
     plan = _plan(decisions, facts, clinical, rules, by_rule_patient)
@@ -383,19 +371,21 @@ def _catalogue_entry(rule: Rule) -> dict[str, Any]:
         {"seed": s.seed, "section": s.section, "quote": s.quote} if s.seed else {"policy": s.policy}
         for s in rule.sources
     ]
-    return {"id": rule.id, "kind": rule.kind.value, "scope": rule.scope.value, "text": rule.text,
-            "note": rule.note, "sources": sources}
+    return {
+        "id": rule.id,
+        "kind": rule.kind.value,
+        "scope": rule.scope.value,
+        "text": rule.text,
+        "note": rule.note,
+        "sources": sources,
+    }
 
 
-def evaluate_rule(
-    rule: Rule, f: LevelFacts | None, clinical: ClinicalInputs | None, rules: RuleSet
-) -> RuleOutcome:
+def evaluate_rule(rule: Rule, f: LevelFacts | None, clinical: ClinicalInputs | None, rules: RuleSet) -> RuleOutcome:
     """Evaluate one rule at one level (``f``; ``None`` for a patient-scope rule)."""
     where = f.name if f is not None else None
     if rule.when is None:  # a parameter-only plan rule: applied by the engine (session planning)
-        params = ", ".join(
-            f"{k} {', '.join(v) if isinstance(v, tuple) else v}" for k, v in rule.parameters.items()
-        )
+        params = ", ".join(f"{k} {', '.join(v) if isinstance(v, tuple) else v}" for k, v in rule.parameters.items())
         return RuleOutcome(
             rule.id,
             rule.kind,
@@ -556,9 +546,7 @@ def _plan(
     names = [d.name for d in treat]
     sessions = tuple(tuple(names[i : i + max_levels]) for i in range(0, len(names), max_levels))
     pending = tuple(
-        d.name
-        for d in decisions
-        if d.decision is Decision.INDETERMINATE and any(p in _POSITIVE for p in d.possible)
+        d.name for d in decisions if d.decision is Decision.INDETERMINATE and any(p in _POSITIVE for p in d.possible)
     )
     kp = tuple(d.name for d in treat if d.kyphoplasty_preferred is True)
     either = tuple(d.name for d in treat if d.kyphoplasty_preferred is False)
@@ -584,9 +572,7 @@ def _plan(
         bio_sentence = f"{bio_text}: {verdict} ({'; '.join(bio.because)})."
     else:
         bio_sentence = (
-            "Biopsy recommendation undetermined; answer: "
-            + "; ".join(INPUTS[m].question for m in bio.missing)
-            + "."
+            "Biopsy recommendation undetermined; answer: " + "; ".join(INPUTS[m].question for m in bio.missing) + "."
         )
     return SessionPlan(
         max_levels, priority, sessions, pending, kp, either, undetermined, bio.result, bio_sentence, note
@@ -594,9 +580,7 @@ def _plan(
 
 
 # --------------------------------------------------------------------------- questions and words
-def _questions(
-    decisions: Sequence[LevelDecision], patient_trace: Sequence[RuleOutcome]
-) -> tuple[Question, ...]:
+def _questions(decisions: Sequence[LevelDecision], patient_trace: Sequence[RuleOutcome]) -> tuple[Question, ...]:
     wanted: dict[str, tuple[set[str], set[str]]] = {}  # input -> (levels, rules)
 
     def add(inp: str, level: str | None, rule: str, labelled: bool = True) -> None:

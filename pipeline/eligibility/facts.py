@@ -64,9 +64,7 @@ class LevelFacts:
         return self.level.value if self.level is not None else f"vertebra #{self.label}"
 
 
-def imaging_facts(
-    morphometry: Sequence[VertebraMorphometry], stir: StirAssessment | None
-) -> tuple[LevelFacts, ...]:
+def imaging_facts(morphometry: Sequence[VertebraMorphometry], stir: StirAssessment | None) -> tuple[LevelFacts, ...]:
     """Combine morphometry and STIR results into one :class:`LevelFacts` per vertebral body.
 
     Parameters
@@ -84,9 +82,7 @@ def imaging_facts(
     findings: dict[int, StirFinding] = {}
     stir_note = ""
     if stir is None:
-        stir_note = (
-            "no STIR assessment (no fluid-sensitive fat-suppressed series); a bone scan/SPECT can stand in"
-        )
+        stir_note = "no STIR assessment (no fluid-sensitive fat-suppressed series); a bone scan/SPECT can stand in"
     elif stir.status != "measured":
         stir_note = f"STIR not measured ({stir.status}: {stir.reason}); a bone scan/SPECT can stand in"
     else:
@@ -97,7 +93,11 @@ def imaging_facts(
         notes: list[str] = []
         grade = height = bulge = canal = None
         morph: Morphology | None = None
-        if m.assessable:
+        if m.assessable and m.low_confidence:
+            # A grade measured on a doubtful mask must not decide a level either way: fracture status unknown.
+            why = "; ".join(m.reliability_notes) or "plausibility checks failed"
+            notes.append(f"height measurement of low confidence ({why}): fracture status unknown; check the images")
+        elif m.assessable:
             grade = m.genant_grade
             height = m.height_loss_pct
             morph = None if m.morphology is Morphology.NOT_ASSESSABLE else m.morphology
@@ -127,9 +127,7 @@ def imaging_facts(
                 if edema is None:
                     notes.append(f"STIR oedema not assessable: {finding.reason}")
                 if stir.substitute is not None:
-                    notes.append(
-                        f"oedema read on a STIR substitute ({stir.substitute.value}), lower confidence"
-                    )
+                    notes.append(f"oedema read on a STIR substitute ({stir.substitute.value}), lower confidence")
         out.append(
             LevelFacts(
                 label=m.label,

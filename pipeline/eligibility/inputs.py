@@ -194,8 +194,7 @@ _SPECS: tuple[InputSpec, ...] = (
         _L,
         _I,
         "Genant grade",
-        "No Genant grade at {level} (morphometry not assessable); "
-        "review the segmentation or grade it manually.",
+        "No Genant grade at {level} (morphometry not assessable); review the segmentation or grade it manually.",
         _img("genant_grade"),
         bounds=Bounds(0, 3),
     ),
@@ -271,8 +270,7 @@ _SPECS: tuple[InputSpec, ...] = (
         _P,
         _C,
         "cause of the fracture",
-        "What caused the fracture(s): osteoporosis, myeloma, metastasis, haemangioma, "
-        "osteonecrosis or trauma?",
+        "What caused the fracture(s): osteoporosis, myeloma, metastasis, haemangioma, osteonecrosis or trauma?",
         choices=AETIOLOGIES,
     ),
     _spec(

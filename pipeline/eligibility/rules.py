@@ -237,9 +237,7 @@ def load_rules(path: Path | None = None) -> RuleSet:
     path = Path(path) if path is not None else default_config_dir() / RULES_FILE
     data = load_yaml(path)
     ruleset = parse_rules(data, where=_display(path))
-    ruleset = RuleSet(
-        ruleset.version, ruleset.rules, ruleset.definitions, ruleset.settings, path, file_sha256(path)
-    )
+    ruleset = RuleSet(ruleset.version, ruleset.rules, ruleset.definitions, ruleset.settings, path, file_sha256(path))
     logger.debug("eligibility rules loaded: %d rules from %s", len(ruleset.rules), path)
     return ruleset
 
@@ -294,9 +292,7 @@ def _keys(raw: Any, allowed: set[str], where: str, required: frozenset[str] | se
         raise ConfigError(f"{where}: must be a mapping, got {type(raw).__name__}")
     unknown = sorted(set(map(str, raw)) - allowed)
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown field {unknown[0]!r}; allowed fields: {', '.join(sorted(allowed))}"
-        )
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r}; allowed fields: {', '.join(sorted(allowed))}")
     missing = sorted(required - set(raw))
     if missing:
         raise ConfigError(f"{where}: missing field {missing[0]!r}")
@@ -357,9 +353,7 @@ def _definition(raw: Any, defs: Mapping[str, Definition], where: str) -> Definit
     w = f"{where.rsplit(': ', 1)[0]}: definition {did!r}"
     cond = _condition(raw["when"], defs, w, "when")
     sources = _sources(raw["source"], f"{w}: source") if "source" in raw else ()
-    return Definition(
-        did, _text(raw["text"], f"{w}: text"), cond, tuple(sorted(_inputs_of(cond, defs))), sources
-    )
+    return Definition(did, _text(raw["text"], f"{w}: text"), cond, tuple(sorted(_inputs_of(cond, defs))), sources)
 
 
 def _rule(raw: Any, defs: Mapping[str, Definition], where: str, index: int) -> Rule:
@@ -368,8 +362,7 @@ def _rule(raw: Any, defs: Mapping[str, Definition], where: str, index: int) -> R
     rid = raw.get("id")
     if not isinstance(rid, str) or not _ID_RE.match(rid):
         raise ConfigError(
-            f"{where}: rules[{index}]: id must look like 'relative.some_name' "
-            f"(kind prefix, lower_case), got {rid!r}"
+            f"{where}: rules[{index}]: id must look like 'relative.some_name' (kind prefix, lower_case), got {rid!r}"
         )
     w = f"{where}: rule {rid!r}"
     _keys(
@@ -381,9 +374,7 @@ def _rule(raw: Any, defs: Mapping[str, Definition], where: str, index: int) -> R
     try:
         kind = Kind(raw["kind"])
     except ValueError:
-        raise ConfigError(
-            f"{w}: kind must be one of {', '.join(k.value for k in Kind)}, got {raw['kind']!r}"
-        ) from None
+        raise ConfigError(f"{w}: kind must be one of {', '.join(k.value for k in Kind)}, got {raw['kind']!r}") from None
     if not rid.startswith(kind.value + "."):
         raise ConfigError(f"{w}: id prefix does not match kind {kind.value!r}")
     if rid in REQUIRED_RULES and REQUIRED_RULES[rid] is not kind:
@@ -412,9 +403,7 @@ def _rule(raw: Any, defs: Mapping[str, Definition], where: str, index: int) -> R
         raise ConfigError(f"{w}: inputs must be a list of input names")
     for name in declared:
         if name not in INPUTS:
-            raise ConfigError(
-                f"{w}: inputs: unknown input {name!r}; known inputs: {', '.join(sorted(INPUTS))}"
-            )
+            raise ConfigError(f"{w}: inputs: unknown input {name!r}; known inputs: {', '.join(sorted(INPUTS))}")
     if set(declared) != read:
         extra, lacking = sorted(set(declared) - read), sorted(read - set(declared))
         fix = "; ".join(
@@ -426,8 +415,7 @@ def _rule(raw: Any, defs: Mapping[str, Definition], where: str, index: int) -> R
         per_level = sorted(n for n in _inputs_of(cond, defs) if INPUTS[n].scope is Scope.LEVEL)
         if per_level:
             raise ConfigError(
-                f"{w}: scope is 'patient' but it reads per-level input(s) {', '.join(per_level)}; "
-                "use scope: level"
+                f"{w}: scope is 'patient' but it reads per-level input(s) {', '.join(per_level)}; use scope: level"
             )
 
     if cond is not None and "when_missing" not in raw:
@@ -514,21 +502,15 @@ def _condition(raw: Any, defs: Mapping[str, Definition], where: str, at: str) ->
         )
     name = raw["input"]
     if name not in INPUTS:
-        raise ConfigError(
-            f"{where}: {at}.input: unknown input {name!r}; known inputs: {', '.join(sorted(INPUTS))}"
-        )
+        raise ConfigError(f"{where}: {at}.input: unknown input {name!r}; known inputs: {', '.join(sorted(INPUTS))}")
     spec = INPUTS[name]
     rest = keys - {"input"}
     if rest == {"op", "value"}:
         op = raw["op"]
         if op not in COMPARE_OPS:
-            raise ConfigError(
-                f"{where}: {at}.op: unknown operator {op!r}; use one of {', '.join(COMPARE_OPS)}"
-            )
+            raise ConfigError(f"{where}: {at}.op: unknown operator {op!r}; use one of {', '.join(COMPARE_OPS)}")
         if spec.type is not InputType.NUMBER:
-            raise ConfigError(
-                f"{where}: {at}: {name} is a {spec.type.value}; compare (op/value) needs a number input"
-            )
+            raise ConfigError(f"{where}: {at}: {name} is a {spec.type.value}; compare (op/value) needs a number input")
         value = raw["value"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"{where}: {at}.value: threshold must be a number, got {value!r}")

@@ -22,10 +22,14 @@ def canal_diameter(
 ) -> float | str:
     """Sagittal canal diameter (mm) behind the body, along the body's AP axis, on a fluid-sensitive image.
 
-    The canal runs from the posterior wall of the body to the first dark structure behind the CSF (ligamentum
-    flavum, lamina cortex: darker than ``canal_dark_fraction`` of the body's marrow for ``canal_dark_min_mm``);
-    cord, roots and epidural fat inside it are tolerated. CSF must be present (peak at least
-    ``csf_min_contrast_ratio`` times the marrow) and begin within ``canal_start_tolerance_mm`` of the wall.
+    The canal runs from the posterior wall of the body through the CSF to the first dark structure behind it
+    (ligamentum flavum, lamina cortex) for ``canal_dark_min_mm``: darker than ``canal_dark_marrow_fraction`` of
+    the body's marrow (on T2 the marrow is bright and the ligament only a little darker than the cord) and than
+    ``canal_dark_csf_fraction`` of the CSF peak (on STIR the suppressed marrow is darker than the ligament);
+    cord and roots inside are tolerated. On T2 the epidural fat is bright and counts as canal (the bony canal is
+    measured); on STIR it is dark, so the thecal sac is measured (2-3 mm smaller).
+    CSF must be present (peak at least ``csf_min_contrast_ratio`` times the body's marrow) and begin within
+    ``canal_start_tolerance_mm`` of the wall.
     """
     body = ndimage.binary_erosion(lab_slice == label, iterations=2)
     if body.sum() < 10:
@@ -54,7 +58,7 @@ def canal_diameter(
     first = int(np.argmax(bright))
     if t[first] > cfg.canal_start_tolerance_mm:
         return f"the CSF column does not start at the posterior wall (first CSF {t[first]:.1f} mm behind it)"
-    dark = prof < cfg.canal_dark_fraction * marrow
+    dark = prof < max(cfg.canal_dark_marrow_fraction * marrow, cfg.canal_dark_csf_fraction * peak)
     run = max(1, round(cfg.canal_dark_min_mm / step))
     end = None
     for i in range(first + 1, len(prof) - run + 1):
@@ -112,8 +116,10 @@ def expected_canal(
     if not near:
         reasons = sorted({d for d in canal.values() if isinstance(d, str)})
         why = f" ({reasons[0]})" if reasons else ""
-        return f"expected canal diameter not measurable behind any normal body within " \
-               f"{cfg.max_reference_gap_levels} levels{why}"
+        return (
+            f"expected canal diameter not measurable behind any normal body within "
+            f"{cfg.max_reference_gap_levels} levels{why}"
+        )
     above = sorted((j for j in near if pos[j] < p), key=lambda j: p - pos[j])
     below = sorted((j for j in near if pos[j] > p), key=lambda j: pos[j] - p)
     if above and below:

@@ -12,7 +12,6 @@ SECTION = "morphometry"
 CONFIG_FILE = "morphometry.yaml"
 
 
-
 def _clinical(default: float, lo: float, hi: float) -> Any:
     return field(default=default, metadata={"clinical": True, "range": (lo, hi)})
 
@@ -45,11 +44,11 @@ class MorphometryConfig:
     endplate_fit_margin_fraction: float = _method(0.20, 0.05, 0.45)  # endplate / wall lines fitted inside this margin
     max_wall_lean_deg: float = _method(30.0, 0.0, 60.0)  # walls leaning more than this are clipped to it
     max_wall_disagreement_deg: float = _method(15.0, 0.0, 90.0)  # walls less parallel: chords not sheared
-    contour_smoothing_mm: float = _method(0.0, 0.0, 3.0)  # Gaussian sigma applied to the mask before tracing
-    slice_search_mm: float = _method(6.0, 0.0, 50.0)  # look for the largest section within this of mid_slice
+    contour_smoothing_mm: float = _method(1.0, 0.0, 3.0)  # Gaussian sigma applied to the mask before tracing
+    slice_search_mm: float = _method(6.0, 0.0, 50.0)  # the mid section is sought within this of mid_slice
     neighbour_slice_mm: float = _method(3.0, 0.0, 20.0)  # robustness check on slices within this (>= 1 slice)
     neighbour_min_area_fraction: float = _method(0.6, 0.0, 1.0)  # neighbour sections smaller than this are skipped
-    height_slab_mm: float = _method(0.0, 0.0, 20.0)  # heights averaged over measured slices within this (0: mid only)
+    height_slab_mm: float = _method(2.0, 0.0, 20.0)  # heights averaged over measured slices within this (0: mid only)
     min_section_area_mm2: float = _method(100.0, 0.0, None)
     spread_low_confidence_pct: float = _method(10.0, 0.0, 100.0)  # slice spread of height loss -> lower confidence
     spread_not_assessable_pct: float = _method(25.0, 0.0, 100.0)  # slice spread -> not assessable
@@ -61,11 +60,26 @@ class MorphometryConfig:
     reference_at_least_own_hp: bool = True  # an intact posterior wall taller than predicted is the reference
     max_growth_per_level_pct: float = _method(3.0, 0.0, 50.0)  # bound of the one-sided level-to-level trend
 
+    # Plausibility of the segmentation (a bad mask gives "not assessable" or low confidence, not a false grade).
+    min_segmentation_quality: float = _method(0.5, 0.0, 1.0)  # below: low confidence, not a reference body
+    # A body's tallest height against the mean distance from its centre to its neighbours' centres along the column
+    # (half its height + disc + half the neighbour's): at or beyond 1 there is no room for a disc, so the mask spans
+    # one (leak, merge) and the body is not assessable; beyond the reference limit it is no reference body.
+    max_height_to_spacing_ratio: float = _method(1.0, 0.5, 2.0)
+    reference_max_height_to_spacing_ratio: float = _method(0.9, 0.5, 2.0)
+    # Both endplates tilted more than this from the perpendicular to the local column (neighbours' centres): the
+    # section is not a vertebral body seen along its axis (a wedge keeps one endplate square to the column).
+    max_endplate_deviation_deg: float = _method(20.0, 0.0, 90.0)
+
     # Posterior wall and canal.
     wall_corner_inset_fraction: float = _method(0.10, 0.0, 0.4)
     canal_search_mm: float = _method(30.0, 5.0, 100.0)
     canal_start_tolerance_mm: float = _method(4.0, 0.0, 20.0)  # CSF must start this close behind the wall
-    canal_dark_fraction: float = _method(0.6, 0.0, 1.0)  # canal ends where darker than this share of marrow
+    # The canal ends where darker than both of these (for canal_dark_min_mm): a share of the body's marrow (T2,
+    # where marrow is bright and the ligamentum flavum is not much darker than the cord) and a share of the CSF
+    # peak (STIR / water images, where suppressed marrow is darker than the ligament).
+    canal_dark_marrow_fraction: float = _method(0.6, 0.0, 1.0)
+    canal_dark_csf_fraction: float = _method(0.2, 0.0, 1.0)
     canal_dark_min_mm: float = _method(0.25, 0.0, 10.0)  # ... for at least this long
     canal_min_mm: float = _method(4.0, 0.0, 50.0)  # shorter CSF columns are not trusted
     csf_min_contrast_ratio: float = _method(1.3, 1.0, 100.0)  # CSF peak / body marrow on the canal image

@@ -21,10 +21,12 @@ from pipeline.model import (
 from pipeline.morphometry.canal import canal_diameters, expected_canal
 from pipeline.morphometry.config import MorphometryConfig
 from pipeline.morphometry.reference import Reference, classify, genant_grade, height_loss, references
+from pipeline.morphometry.reliability import Plausibility, check_body
 from pipeline.morphometry.section import Body, Plane, Section, measure_posterior_wall, measure_section, sagittal_plane
 from pipeline.volume import Volume
 
 logger = logging.getLogger(__name__)
+
 
 # --------------------------------------------------------------------------- public entry point
 def measure_vertebrae(
@@ -75,7 +77,7 @@ def measure_vertebrae(
     bodies: list[Body] = []
     lab_arr = np.asarray(labels.array)
     objects = ndimage.find_objects(lab_arr.astype(np.int64, copy=False)) if lab_arr.size else []
-    up_dirs = _column_directions(segmentation, lab_arr, objects, plane) if plane is not None else []
+    up_dirs, spacings = _column_directions(segmentation, lab_arr, objects, plane) if plane is not None else ([], [])
     for i, vs in enumerate(segmentation.vertebrae):
         if vs.is_sacrum:
             results[i] = _not_assessable(vs, "sacrum: not a morphometry target")
@@ -87,24 +89,50 @@ def measure_vertebrae(
         if sl is None:
             results[i] = _not_assessable(vs, f"label {vs.label} is not present in the label map")
             continue
+        edges = _fov_edges(sl, lab_arr.shape)
+        if edges:
+            results[i] = _not_assessable(
+                vs, f"cut by the field of view: the body touches the image edge ({', '.join(edges)})"
+            )
+            continue
         body = _measure_body(i, vs, lab_arr, sl, plane, up_dirs[i], cfg)
         if isinstance(body, str):
             results[i] = _not_assessable(vs, body)
         else:
             bodies.append(body)
 
-    refs, normal = references(bodies, cfg)
+    checks = {b.index: check_body(b, up_dirs[b.index], spacings[b.index], cfg) for b in bodies}
+    for b in bodies:
+        if checks[b.index].not_assessable:
+            results[b.index] = _not_assessable(b.seg, checks[b.index].not_assessable)
+            logger.info("label %d: %s", b.seg.label, checks[b.index].not_assessable)
+    bodies = [b for b in bodies if not checks[b.index].not_assessable]
+    refs, ref_set, normal = references(bodies, cfg, exclude={j for j, c in checks.items() if c.not_reference})
     canal = canal_diameters(bodies, normal, lab_arr, canal_image, plane, cfg) if plane is not None else {}
     for b in bodies:
         assert plane is not None
-        results[b.index] = _assemble(b, refs[b.index], normal, bodies, canal, image, plane, cfg, canal_image)
+        results[b.index] = _assemble(
+            b, refs[b.index], ref_set, bodies, canal, image, plane, cfg, canal_image, checks[b.index]
+        )
     return tuple(results[i] for i in range(len(segmentation.vertebrae)))
+
+
+def _fov_edges(sl: tuple[slice, ...], shape: tuple[int, ...]) -> list[str]:
+    """Image borders (rows, columns) that a body's bounding box reaches on any slice."""
+    edges = []
+    for axis, (first, last) in ((1, ("first row", "last row")), (2, ("first column", "last column"))):
+        if sl[axis].start == 0:
+            edges.append(first)
+        if sl[axis].stop == shape[axis]:
+            edges.append(last)
+    return edges
 
 
 def _column_directions(
     segmentation: SegmentationResult, lab_arr: np.ndarray, objects: list, plane: Plane
-) -> list[np.ndarray]:
-    """Per vertebra, the local direction of the column towards the head in (row_mm, col_mm).
+) -> tuple[list[np.ndarray], list[list[float]]]:
+    """Per vertebra, the local direction of the column towards the head in (row_mm, col_mm), and the in-plane
+    distances (mm) from its centroid to those of the bodies listed just before and after it.
 
     From the in-plane centroids of the bodies listed before and after it (the sacrum included), so that bodies
     tilted by the curve of the spine (even 45 degrees at L5) get the right height axis; the patient's superior
@@ -119,10 +147,12 @@ def _column_directions(
         _, rr, cc = np.nonzero(lab_arr[sl] == lab)
         centre[lab] = np.array([rr.mean() + sl[1].start, cc.mean() + sl[2].start]) * plane.spacing_rc
     out = []
+    spacings: list[list[float]] = []
     for i, lab in enumerate(labels):
         prev = centre.get(labels[i - 1]) if i > 0 else None
         nxt = centre.get(labels[i + 1]) if i + 1 < len(labels) else None
         own = centre.get(lab)
+        spacings.append([float(np.linalg.norm(o - own)) for o in (prev, nxt) if o is not None and own is not None])
         d = None
         if prev is not None and nxt is not None:
             d = prev - nxt
@@ -134,7 +164,7 @@ def _column_directions(
             out.append(plane.superior)
         else:
             out.append(d / np.linalg.norm(d))
-    return out
+    return out, spacings
 
 
 def _measure_section_at(
@@ -163,7 +193,7 @@ def _measure_section_at(
     if isinstance(sec, str):
         return f"{sec} (slice {s})"
     offset = np.array([r0, c0], dtype=float) * plane.spacing_rc
-    return replace(sec, contour=sec.contour + offset, centre=sec.centre + offset)
+    return replace(sec, contour=sec.contour + offset, raw_contour=sec.raw_contour + offset, centre=sec.centre + offset)
 
 
 def _measure_body(
@@ -222,7 +252,11 @@ def _measure_body(
         posterior_mm=float(np.mean([x.heights.posterior_mm for x in slab])),
     )
     return Body(
-        index=index, seg=vs, mid=sec, neighbours=tuple(neigh), heights=heights,
+        index=index,
+        seg=vs,
+        mid=sec,
+        neighbours=tuple(neigh),
+        heights=heights,
         slab=tuple(sorted(x.slice_index for x in slab)),
     )
 
@@ -247,13 +281,14 @@ def _to_lps(p: np.ndarray, s: int, plane: Plane, image: Volume) -> Vec3:
 def _assemble(
     b: Body,
     ref: Reference,
-    normal: set[int],
+    ref_set: set[int],
     bodies: list[Body],
     canal: dict[int, float | str],
     image: Volume,
     plane: Plane,
     cfg: MorphometryConfig,
     canal_image: Volume | None,
+    check: Plausibility,
 ) -> VertebraMorphometry:
     vs, sec = b.seg, b.mid
     h = b.heights
@@ -266,7 +301,7 @@ def _assemble(
             f"neighbouring sagittal slices disagree: height loss {min(losses):.0f}-{max(losses):.0f} % on slices "
             f"{slices[0]}-{slices[-1]} (spread {spread:.0f} points >= {cfg.spread_not_assessable_pct:g})",
         )
-    loss = height_loss(h, ref.height_mm)
+    loss = round(height_loss(h, ref.height_mm), 1)  # graded as reported
     grade = genant_grade(loss, cfg)
     morph, ratios = classify(h, ref.predicted_mm, grade, cfg)
 
@@ -281,12 +316,15 @@ def _assemble(
     if ref.own:
         notes.append("reference is the body's own posterior height")
         confidence *= 0.8
-    elif len(ref.labels) and not ref.method.startswith("interpolated"):
-        notes.append("reference from normal bodies on one side only")
+    elif ref.one_sided:
+        notes.append("reference from bodies on one side only")
         confidence *= 0.9
     if sec.n_components > 1:
         notes.append("the body's section has several large parts; the largest was measured")
         confidence *= 0.8
+    notes.extend(check.notes)
+    if check.low_confidence:
+        confidence *= 0.5
 
     landmarks: dict[str, Vec3] = {}
     for name, (u0, v_lo, v_hi) in sec.chords.items():
@@ -309,14 +347,15 @@ def _assemble(
         else:
             exp = expected_canal(b, canal, bodies, cfg)
             if isinstance(exp, str):
-                pw = PosteriorWall(False, f"canal compromise not assessable: {exp} (bulge {bulge:.1f} mm)",
-                                   bulge_mm=bulge)
+                pw = PosteriorWall(
+                    False, f"canal compromise not assessable: {exp} (bulge {bulge:.1f} mm)", bulge_mm=bulge
+                )
             else:
                 exp_mm, where = exp
                 pw = PosteriorWall(
                     True,
-                    f"bulge beyond the line through the posterior corners; expected canal = AP extent of the CSF "
-                    f"column behind {', '.join(where)}",
+                    "bulge of the posterior wall beyond its unbroken line; expected canal = sagittal diameter "
+                    f"(posterior wall through the CSF to the ligamentum flavum) behind {', '.join(where)}",
                     bulge_mm=bulge,
                     canal_compromise_pct=round(100.0 * wall_result.bulge_mm / exp_mm, 1),
                     expected_canal_mm=round(exp_mm, 2),
@@ -326,6 +365,7 @@ def _assemble(
     reason = (
         f"six-point morphometry on slice {sec.slice_index} (body axis tilted {tilt:+.1f} deg)"
         + (f", checked on slices {', '.join(str(s.slice_index) for s in b.neighbours)}" if b.neighbours else "")
+        + (f", heights averaged over slices {', '.join(map(str, b.slab))}" if len(b.slab) > 1 else "")
         + ("; " + "; ".join(notes) if notes else "")
     )
     return VertebraMorphometry(
@@ -337,7 +377,7 @@ def _assemble(
         reference_height_mm=round(ref.height_mm, 2),
         reference_method=ref.method,
         reference_labels=ref.labels,
-        height_loss_pct=round(loss, 1),
+        height_loss_pct=loss,
         genant_grade=grade,
         morphology=morph,
         wedge_angle_deg=round(sec.wedge_angle_deg, 1),
@@ -348,5 +388,7 @@ def _assemble(
         confidence=round(confidence, 2),
         measured_slice=sec.slice_index,
         ap_depth_mm=round(sec.depth_mm, 2),
-        used_as_reference=b.index in normal,
+        used_as_reference=b.index in ref_set,
+        low_confidence=check.low_confidence,
+        reliability_notes=check.notes,
     )

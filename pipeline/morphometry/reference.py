@@ -19,7 +19,8 @@ class Reference:
     method: str
     labels: tuple[int, ...]  # normal bodies used
     own: bool  # fallback to the body's own Hp (no normal neighbour)
-    predicted_mm: float = 0.0  # posterior height predicted from the normal neighbours (own Hp when ``own``)
+    predicted_mm: float = 0.0  # posterior height predicted from the reference neighbours (own Hp when ``own``)
+    one_sided: bool = False  # predicted from reference bodies on one side only (extrapolated)
 
 
 def column_positions(bodies: list[Body]) -> dict[int, float]:
@@ -51,7 +52,7 @@ def reference_from(
         ref = (1.0 - w) * hp[a] + w * hp[c]
         return Reference(
             ref,
-            f"interpolated between the posterior heights of the nearest normal bodies {body_name(by_index[a])} and "
+            f"interpolated between the posterior heights of the nearest reference bodies {body_name(by_index[a])} and "
             f"{body_name(by_index[c])}",
             (by_index[a].seg.label, by_index[c].seg.label),
             False,
@@ -59,31 +60,40 @@ def reference_from(
     side = above or below
     if side:
         near = side[0]
-        used = side[: cfg.trend_neighbours]
+        # The level trend may use normal bodies further along the same side than the gap allows.
+        upward = bool(above)
+        same_side = (j for j in normal if j != b.index and (pos[j] < p if upward else pos[j] > p))
+        far = sorted(same_side, key=lambda j: abs(pos[j] - p))
+        used = far[: cfg.trend_neighbours]
+        hp.update({j: by_index[j].heights.posterior_mm for j in used})
         if len(used) >= 2:
             x = np.array([pos[j] for j in used])
             y = np.log([hp[j] for j in used])
             slope = float(np.polyfit(x, y, 1)[0])
             bound = math.log1p(cfg.max_growth_per_level_pct / 100.0)
             slope = min(bound, max(-bound, slope))
-            ref = hp[near] * math.exp(slope * (p - pos[near]))
+            # Never taller than the nearest reference body: bodies shrink cranially from L3 and L4-L5 are lower
+            # than L3, so a growth trend is not extrapolated (it would invent height loss at the column's ends).
+            ref = hp[near] * min(1.0, math.exp(slope * (p - pos[near])))
             names = ", ".join(body_name(by_index[j]) for j in used)
             return Reference(
                 ref,
-                f"extrapolated from the posterior heights of the nearest normal bodies {names} "
-                f"(trend {100.0 * math.expm1(slope):+.1f} % per level)",
+                f"extrapolated from the posterior height of the nearest reference body {body_name(by_index[near])} "
+                f"with the level trend of {names} ({100.0 * math.expm1(slope):+.1f} % per level)",
                 tuple(by_index[j].seg.label for j in used),
                 False,
+                one_sided=True,
             )
         return Reference(
             hp[near],
-            f"posterior height of the only nearby normal body {body_name(by_index[near])} (no level scaling)",
+            f"posterior height of the only nearby reference body {body_name(by_index[near])} (no level scaling)",
             (by_index[near].seg.label,),
             False,
+            one_sided=True,
         )
     return Reference(
         b.heights.posterior_mm,
-        f"own posterior height: no normal body within {cfg.max_reference_gap_levels} levels "
+        f"own posterior height: no reference body within {cfg.max_reference_gap_levels} levels "
         "(uniform collapse cannot be detected)",
         (),
         True,
@@ -98,31 +108,66 @@ def own_ratios_normal(b: Body, cfg: MorphometryConfig) -> bool:
     )
 
 
-def references(bodies: list[Body], cfg: MorphometryConfig) -> tuple[dict[int, Reference], set[int]]:
-    """Expected height of every body and the final set of normal bodies (indices)."""
+def references(
+    bodies: list[Body], cfg: MorphometryConfig, exclude: set[int] | None = None
+) -> tuple[dict[int, Reference], set[int], set[int]]:
+    """Expected height of every body, the bodies whose posterior heights serve as references and the normal ones.
+
+    A body's posterior height is a reference for its neighbours unless it is crushed: a wedge or a biconcave
+    body (Ha or Hm low against its own Hp) keeps its posterior wall, so its Hp still shows the height of the
+    column there (Eastell 1991: the crush pattern is the one that lowers Hp against the neighbours). Starting
+    from all bodies, the most deviant one leaves the set while any has Hp below ``crush_ratio_max`` of its
+    prediction or, if its shape is normal, its lowest height below the grade-1 limit. Bodies in ``exclude``
+    (implausible masks) are never references.
+
+    Returns
+    -------
+    refs : dict
+        Body index -> :class:`Reference`.
+    reference_set : set of int
+        Indices of the bodies whose Hp are used for their neighbours' references.
+    normal : set of int
+        The reference bodies whose own ratios are also normal (used for the expected canal diameter).
+    """
     by_index = {b.index: b for b in bodies}
     pos = column_positions(bodies)
-    normal = {b.index for b in bodies if own_ratios_normal(b, cfg)}
+    shape_normal = {b.index for b in bodies if own_ratios_normal(b, cfg)}
+    ref_set = {b.index for b in bodies} - (exclude or set())
     mild = 1.0 - cfg.genant_mild_pct / 100.0
     while True:
         worst, worst_ratio = None, math.inf
-        for j in normal:
-            r = reference_from(by_index[j], normal, by_index, pos, cfg)
+        for j in ref_set:
+            r = reference_from(by_index[j], ref_set, by_index, pos, cfg)
             if r.own:
                 continue
             h = by_index[j].heights
-            ratio = min(min_height(h) / r.height_mm / mild, h.posterior_mm / r.height_mm / cfg.crush_ratio_max)
+            ratio = h.posterior_mm / r.height_mm / cfg.crush_ratio_max
+            if j in shape_normal:
+                ratio = min(ratio, min_height(h) / r.height_mm / mild)
             if ratio < 1.0 and ratio < worst_ratio:
                 worst, worst_ratio = j, ratio
         if worst is None:
             break
-        normal.discard(worst)
+        ref_set.discard(worst)
     refs = {}
     for b in bodies:
-        r = reference_from(b, normal, by_index, pos, cfg)
+        r = reference_from(b, ref_set, by_index, pos, cfg)
         hp = b.heights.posterior_mm
         if r.own:
             r = replace(r, predicted_mm=hp)
+        elif r.one_sided and b.index in shape_normal and hp >= cfg.crush_ratio_max * r.height_mm:
+            # An extrapolated prediction is no measure of a body of normal shape unless it shows a crush: the
+            # heights of the bodies at the ends of the column do not follow their neighbours' trend (L5 is lower
+            # posteriorly than L4), and the prediction would invent height loss there.
+            r = Reference(
+                hp,
+                f"own posterior height (normal shape; Hp is {100.0 * hp / r.height_mm:.0f} % of the "
+                f"{r.height_mm:.1f} mm {r.method[0].lower()}{r.method[1:]}, no crush)",
+                r.labels,
+                False,
+                r.height_mm,
+                one_sided=True,
+            )
         elif cfg.reference_at_least_own_hp and hp > r.height_mm:
             # An intact posterior wall taller than the neighbours predict: the body was at least that tall.
             r = Reference(
@@ -131,11 +176,12 @@ def references(bodies: list[Body], cfg: MorphometryConfig) -> tuple[dict[int, Re
                 r.labels,
                 False,
                 r.height_mm,
+                one_sided=r.one_sided,
             )
         else:
             r = replace(r, predicted_mm=r.height_mm)
         refs[b.index] = r
-    return refs, normal
+    return refs, ref_set, ref_set & shape_normal
 
 
 def genant_grade(loss_pct: float, cfg: MorphometryConfig) -> int:

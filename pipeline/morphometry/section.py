@@ -27,6 +27,7 @@ SUPERIOR_LPS = np.array([0.0, 0.0, 1.0])
 ANTERIOR_LPS = np.array([0.0, -1.0, 0.0])
 LEFT_LPS = np.array([1.0, 0.0, 0.0])
 
+
 # --------------------------------------------------------------------------- internal results
 @dataclass(frozen=True)
 class Plane:
@@ -50,7 +51,8 @@ class Section:
     slice_index: int
     area_mm2: float
     n_components: int
-    contour: np.ndarray  # (N, 2) mm, closed
+    contour: np.ndarray  # (N, 2) mm, closed (smoothed by ``contour_smoothing_mm``)
+    raw_contour: np.ndarray  # (M, 2) mm, closed, as drawn (posterior wall)
     centre: np.ndarray  # (2,)
     u: np.ndarray  # (2,) unit, anterior along the endplates
     v: np.ndarray  # (2,) unit, superior, perpendicular to u
@@ -164,8 +166,12 @@ def _min_area_rectangle_axes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return best, np.array([-best[1], best[0]])
 
 
-def _section_contour(mask: np.ndarray, spacing_rc: np.ndarray, smoothing_mm: float) -> tuple[np.ndarray, int]:
-    """Outer 0.5 iso-contour (N, 2) in mm of the largest component of ``mask`` and the number of components."""
+def _section_contour(
+    mask: np.ndarray, spacing_rc: np.ndarray, smoothing_mm: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Outer 0.5 iso-contours (N, 2) in mm of the largest component of ``mask``: after a Gaussian of
+    ``smoothing_mm`` (for the heights) and as drawn (for the posterior wall, where smoothing would blunt a
+    fragment's apex); and the number of large components."""
     lab, n = ndimage.label(mask)
     if n > 1:
         sizes = ndimage.sum_labels(mask, lab, index=np.arange(1, n + 1))
@@ -175,16 +181,19 @@ def _section_contour(mask: np.ndarray, spacing_rc: np.ndarray, smoothing_mm: flo
         keep = lab == 1
         n_big = n
     keep = ndimage.binary_fill_holes(keep)
-    field_ = np.pad(keep, 2).astype(float)
-    if smoothing_mm > 0:
-        field_ = ndimage.gaussian_filter(field_, sigma=smoothing_mm / spacing_rc)
-    contours = measure.find_contours(field_, 0.5)
-    if not contours:
-        return np.empty((0, 2)), n_big
-    c = max(contours, key=lambda p: abs(_polygon_area(p)))
-    if not np.allclose(c[0], c[-1]):
-        c = np.vstack([c, c[:1]])
-    return (c - 2.0) * spacing_rc, n_big
+    sigma = smoothing_mm / spacing_rc
+    pad = 2 + int(np.ceil(4 * sigma.max()))
+    raw = np.pad(keep, pad).astype(float)
+    out = []
+    for field_ in (ndimage.gaussian_filter(raw, sigma=sigma, mode="constant") if smoothing_mm > 0 else raw, raw):
+        contours = measure.find_contours(field_, 0.5)
+        if not contours:
+            return np.empty((0, 2)), np.empty((0, 2)), n_big
+        c = max(contours, key=lambda p: abs(_polygon_area(p)))
+        if not np.allclose(c[0], c[-1]):
+            c = np.vstack([c, c[:1]])
+        out.append((c - pad) * spacing_rc)
+    return out[0], out[1], n_big
 
 
 def _polygon_area(p: np.ndarray) -> float:
@@ -238,7 +247,7 @@ def measure_section(
     ``up`` is a unit (row_mm, col_mm) vector roughly along the local column towards the head; it only picks
     which side of the bounding rectangle is the height axis.
     """
-    contour, n_comp = _section_contour(mask, plane.spacing_rc, cfg.contour_smoothing_mm)
+    contour, raw_contour, n_comp = _section_contour(mask, plane.spacing_rc, cfg.contour_smoothing_mm)
     if len(contour) < 8:
         return "no body contour on the section"
     area = abs(_polygon_area(contour))
@@ -347,6 +356,7 @@ def measure_section(
         area_mm2=area,
         n_components=n_comp,
         contour=contour,
+        raw_contour=raw_contour,
         centre=centre,
         u=u,
         v=v,
@@ -365,7 +375,7 @@ def measure_posterior_wall(sec: Section, cfg: MorphometryConfig) -> Wall | str:
     The posterior edge is traced between the endplates (``wall_corner_inset_fraction`` of Hp inside each); the
     unbroken wall is the line along the walls' direction through the more anterior of its two ends.
     """
-    pts = sec.contour - sec.centre
+    pts = sec.raw_contour - sec.centre
     puv = np.column_stack([pts @ sec.u, pts @ sec.v])
     _, v_bot, v_top = sec.chords["posterior"]
     hp = v_top - v_bot

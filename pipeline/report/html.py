@@ -99,10 +99,20 @@ def _morph_cells(v: Mapping[str, Any]) -> list[Cell]:
         Cell(heights, f"confidence {confidence}" if confidence else "", css="num"),
         _value_cell(v.get("reference_height_mm"), missing="n/a"),
         loss,
-        Cell(str(grade), css=f"grade grade{grade}") if isinstance(grade, int) else Cell("n/a", css="na"),
+        _grade_cell(grade, morph),
         Cell(str(v.get("morphology") or "n/a").replace("_", " ")),
         _value_cell(v.get("wedge_angle_deg"), unit="\u00b0", missing="n/a"),
     ]
+
+
+def _grade_cell(grade: Any, morph: Mapping[str, Any]) -> Cell:
+    """The Genant grade; one measured on a doubtful mask says so (the rules then treat it as unknown)."""
+    if not isinstance(grade, int):
+        return Cell("n/a", css="na")
+    if morph.get("low_confidence"):
+        notes = "; ".join(str(n) for n in morph.get("reliability_notes") or ()) or "plausibility checks failed"
+        return Cell(f"{grade}?", f"low confidence: {notes}", css=f"grade grade{grade}")
+    return Cell(str(grade), css=f"grade grade{grade}")
 
 
 def _stir_cells(v: Mapping[str, Any], stir_section: Mapping[str, Any] | None) -> list[Cell]:

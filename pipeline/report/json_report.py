@@ -19,6 +19,7 @@ from typing import Any
 
 import jsonschema
 import numpy as np
+from referencing import Registry, Resource
 
 from pipeline import __version__
 from pipeline.errors import PipelineError
@@ -332,9 +333,25 @@ def load_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+ELIGIBILITY_SCHEMA_FILE = "eligibility_result.schema.json"  # in configs/: the rules stage publishes its own
+
+
+def load_eligibility_schema() -> dict[str, Any]:
+    from pipeline.config import default_config_dir
+
+    return json.loads((default_config_dir() / ELIGIBILITY_SCHEMA_FILE).read_text(encoding="utf-8"))
+
+
+def report_validator() -> jsonschema.Draft202012Validator:
+    """Validator of report.json; ``eligibility`` is checked against the rules stage's result schema (by $id)."""
+    elig = load_eligibility_schema()
+    registry: Registry = Registry().with_resource(elig["$id"], Resource.from_contents(elig))
+    return jsonschema.Draft202012Validator(load_schema(), registry=registry)
+
+
 def validate_report(report: Mapping[str, Any]) -> None:
     """Raise :class:`PipelineError` listing the first schema violations (a bug in the pipeline, not the input)."""
-    validator = jsonschema.Draft202012Validator(load_schema())
+    validator = report_validator()
     errors = sorted(validator.iter_errors(report), key=lambda e: list(e.absolute_path))
     if errors:
         lines = [f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in errors[:5]]

@@ -103,7 +103,7 @@ def body_slots(profile: ColumnProfile, cfg: SegmentationConfig, step_mm: float) 
     segs = list(profile.segments)
     straight = profile.straight
     d = profile.d_mm
-    raw: list[tuple[int, Segment, float, float, float, float, float]] = []
+    raw: list[tuple[int, Segment, float, float, float, float, float, float, tuple[int, int] | None]] = []
     bodies = [i for i, s in enumerate(segs) if s.kind == "body"]
     for n, i in enumerate(bodies):
         s = segs[i]
@@ -160,8 +160,9 @@ def _marrow_run(profile: ColumnProfile, seg: Segment) -> tuple[int, int] | None:
     return best_run
 
 
-def _anterior_wall(rows: np.ndarray, d: np.ndarray, wall: float, level: float, sigma: float,
-                   cfg: SegmentationConfig) -> float:
+def _anterior_wall(
+    rows: np.ndarray, d: np.ndarray, wall: float, level: float, sigma: float, cfg: SegmentationConfig
+) -> float:
     """Median over rows of the first 3-mm run of non-marrow pixels in front of the posterior wall (NaN if the
     rows never leave marrow within ``body_depth_mm``)."""
     lo, hi = cfg.body_depth_mm
@@ -190,6 +191,44 @@ def _marrow_likelihood(values: np.ndarray, level: float, sigma: float, cfg: Segm
     bright = max(cfg.marrow_bright_k_sigma * sigma, cfg.marrow_dark_rel * abs(level))
     z = np.where(values < level, (level - values) / dark, (values - level) / bright)
     return 1.0 / (1.0 + z**4)
+
+
+def _inside_likelihood(
+    values: np.ndarray,
+    valley: np.ndarray,
+    level: float,
+    sigma: float,
+    cfg: SegmentationConfig,
+    reach: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per ray sample ``(K, J)``: likelihood of being inside the body, bounded by its cortex.
+
+    Marrow-like values count as inside (:func:`_marrow_likelihood`). Values brighter than marrow (oedema
+    under a fractured endplate, a basivertebral vein, a haemangioma) also count as inside as long as the ray
+    has not yet crossed a dark cortical line on its way out from the body centre: the body is what its
+    cortex encloses, whatever its marrow signal. Beyond the first cortex line, bright means disc, fat or
+    fluid. ``inclusion_bright_rel`` sets how much brighter than marrow an inclusion may be (half-likelihood
+    at ``level * (1 + inclusion_bright_rel)``). The cortex line counts as crossed by the running maximum of
+    the dark-line strength ``valley`` (soft, ``[0, 1]``, lines at least ``inclusion_line_mm`` long), and an
+    inclusion is only accepted where a clear cortex line (``>= inclusion_valley``) lies further out on the
+    same ray, or within ``reach`` (shape ``(K, J)`` bool: inside the neighbouring slice's contour, so that a
+    band found on the mid-sagittal slice is followed laterally where partial volume blurs the endplate).
+    """
+    p = _marrow_likelihood(values, level, sigma, cfg)
+    if cfg.inclusion_bright_rel <= 0:
+        return p
+    wide = max(cfg.inclusion_bright_rel * abs(level), 1e-6)
+    z = np.clip(values - level, 0.0, None) / wide
+    incl = np.where(values > level, 1.0 / (1.0 + z**4), 0.0)
+    # a cortical line spans ``inclusion_line_mm`` along the ray; a noise dip does not
+    n = max(1, int(round(cfg.inclusion_line_mm / cfg.contour_step_mm)))
+    line = ndi.minimum_filter1d(valley, n, axis=-1, mode="nearest", origin=(n - 1) // 2) if n > 1 else valley
+    crossed = np.clip(np.maximum.accumulate(line, axis=-1) / max(cfg.inclusion_valley, 1e-6), 0.0, 1.0)
+    strong = line >= cfg.inclusion_valley
+    ahead = np.flip(np.maximum.accumulate(np.flip(strong, axis=-1), axis=-1), axis=-1)
+    if reach is not None:
+        ahead = ahead | reach
+    return np.maximum(p, np.where(ahead, (1.0 - crossed) * incl, 0.0))
 
 
 def _circular_dp(cost: np.ndarray, max_jump: int, penalty: float) -> np.ndarray:
@@ -234,10 +273,18 @@ class _Track:
     footprint: dict[int, tuple[float, float]] | None = None  # slice -> allowed (d_lo, d_hi) mm, axial section
     d_bounds: tuple[float, float] | None = None  # of the slice being solved
     depth_mm: float | None = None  # antero-posterior depth of the mid-sagittal section at mid-height
+    inclusion: bool = False  # the mid-sagittal section holds a bright inclusion (oedema band): follow it
 
 
-def _ray_geometry(track: _Track, axis: ColumnAxis, profile: ColumnProfile, shape: tuple[int, int],
-                  theta: np.ndarray, radii: np.ndarray, cfg: SegmentationConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ray_geometry(
+    track: _Track,
+    axis: ColumnAxis,
+    profile: ColumnProfile,
+    shape: tuple[int, int],
+    theta: np.ndarray,
+    radii: np.ndarray,
+    cfg: SegmentationConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ray sample positions (rows, cols), shape ``(K, J)``, and where the slot allows the body to be."""
     pr, pc = axis.pitch_mm
     slot = track.slot
@@ -255,8 +302,11 @@ def _ray_geometry(track: _Track, axis: ColumnAxis, profile: ColumnProfile, shape
         (t_loc >= slot.t_top)
         & (t_loc <= slot.t_bottom)
         & (d_loc >= wall_here - 1.0)
-        & (d_loc <= slot.wall_d_mm + cfg.body_depth_mm[1])
-        & (rows >= 0) & (rows <= shape[0] - 1) & (cols >= 0) & (cols <= shape[1] - 1)
+        & (d_loc <= min(slot.wall_d_mm + cfg.body_depth_mm[1], slot.anterior_d_mm + cfg.anterior_margin_mm))
+        & (rows >= 0)
+        & (rows <= shape[0] - 1)
+        & (cols >= 0)
+        & (cols <= shape[1] - 1)
     )
     return rows, cols, allowed
 
@@ -265,7 +315,8 @@ def _cortex_valley(vals: np.ndarray, level: float, sigma: float, step: float, cf
     """Normalised dark-line strength along each ray (the cortex is a thin line darker than both sides).
 
     ``min(I(r - h), I(r + h)) - I(r)`` over ``h`` up to ``cortex_halfwidth_mm``, divided by
-    ``max(marrow_dark_rel * level, marrow_k_sigma * sigma)`` (texture is not cortex) and clipped to ``[0, 1]``; shape as ``vals`` ``(K, J)``.
+    ``max(marrow_dark_rel * level, marrow_k_sigma * sigma)`` (texture is not cortex) and clipped to
+    ``[0, 1]``; shape as ``vals`` ``(K, J)``.
     """
     K, J = vals.shape
     hmax = max(1, int(round(cfg.cortex_halfwidth_mm / step)))
@@ -279,8 +330,9 @@ def _cortex_valley(vals: np.ndarray, level: float, sigma: float, step: float, cf
     return np.clip(best / scale, 0.0, 1.0)
 
 
-def _contour_costs(p: np.ndarray, valley: np.ndarray, allowed: np.ndarray, step: float,
-                   cfg: SegmentationConfig) -> np.ndarray:
+def _contour_costs(
+    p: np.ndarray, valley: np.ndarray, allowed: np.ndarray, step: float, cfg: SegmentationConfig
+) -> np.ndarray:
     """Cost of putting the (inner cortex) boundary at each radius, shape ``(K, J)``.
 
     Marrow just inside, no marrow or a cortex line just outside, and a charge for every non-marrow
@@ -307,8 +359,15 @@ def _contour_costs(p: np.ndarray, valley: np.ndarray, allowed: np.ndarray, step:
     return np.where(allowed, cost, 2.0 + crossed)
 
 
-def _solve_slice(img: np.ndarray, tracks: list[_Track], axis: ColumnAxis, profile: ColumnProfile,
-                 theta: np.ndarray, radii: np.ndarray, cfg: SegmentationConfig) -> list[dict]:
+def _solve_slice(
+    img: np.ndarray,
+    tracks: list[_Track],
+    axis: ColumnAxis,
+    profile: ColumnProfile,
+    theta: np.ndarray,
+    radii: np.ndarray,
+    cfg: SegmentationConfig,
+) -> list[dict]:
     """Contours of all ``tracks`` on one sagittal slice image (batched circular DP)."""
     step = cfg.contour_step_mm
     costs, ps, geo = [], [], []
@@ -317,12 +376,17 @@ def _solve_slice(img: np.ndarray, tracks: list[_Track], axis: ColumnAxis, profil
         if tr.container is not None:
             allowed &= ndi.map_coordinates(tr.container, [rows, cols], order=0, mode="constant", cval=0).astype(bool)
         vals = ndi.map_coordinates(img, [rows, cols], order=1, mode="nearest")
-        p = np.where(allowed, _marrow_likelihood(vals, tr.level, tr.sigma, cfg), 0.0)
-        c = _contour_costs(p, _cortex_valley(vals, tr.level, tr.sigma, step, cfg), allowed, step, cfg)
+        valley = _cortex_valley(vals, tr.level, tr.sigma, step, cfg)
+        reach = None
+        if tr.prev_r is not None and tr.inclusion:
+            reach = radii[None, :] <= tr.prev_r[:, None] + cfg.contour_step_mm
+        p = np.where(allowed, _inside_likelihood(vals, valley, tr.level, tr.sigma, cfg, reach), 0.0)
+        pm = np.where(allowed, _marrow_likelihood(vals, tr.level, tr.sigma, cfg), 0.0)
+        c = _contour_costs(p, valley, allowed, step, cfg)
         if tr.prev_r is not None:
             c = c + cfg.contour_prior_per_mm * np.abs(radii[None, :] - tr.prev_r[:, None])
         costs.append(c)
-        ps.append(p)
+        ps.append((p, pm))
         geo.append(vals)
     max_jump = max(1, int(round(cfg.contour_max_jump_mm / step)))
     path = _circular_dp(np.stack(costs), max_jump, cfg.contour_jump_penalty)
@@ -331,23 +395,61 @@ def _solve_slice(img: np.ndarray, tracks: list[_Track], axis: ColumnAxis, profil
         j = path[i]
         r = radii[j]
         inside = radii[None, :] <= r[:, None]
-        p = ps[i]
+        p, pm = ps[i]
         interior_vals = geo[i][inside & (p > 0.5)]
-        out.append({
-            "r": r,
-            "cost": float(np.mean(costs[i][np.arange(theta.size), j])),
-            "inside_p": float(np.mean(p[inside])),
-            "area": float(0.5 * np.sum((r + cfg.rim_mm) ** 2) * (2 * np.pi / theta.size)),
-            "level": float(np.median(interior_vals)) if interior_vals.size > 20 else tr.level,
-        })
+        r_out = r + _cortex_thickness(geo[i], j, tr.level, tr.sigma, step, cfg) + cfg.rim_mm
+        out.append(
+            {
+                "r": r,
+                "r_out": r_out,
+                "cost": float(np.mean(costs[i][np.arange(theta.size), j])),
+                "inside_p": float(np.mean(p[inside])),
+                "inclusion_fraction": float(np.mean((p - pm)[inside] > 0.5)),
+                "area": float(0.5 * np.sum(r_out**2) * (2 * np.pi / theta.size)),
+                "level": float(np.median(interior_vals)) if interior_vals.size > 20 else tr.level,
+            }
+        )
     return out
 
 
-def _container(contour: dict, theta: np.ndarray, pitch: tuple[float, float], shape: tuple[int, int],
-               cfg: SegmentationConfig) -> np.ndarray:
+def _cortex_thickness(
+    vals: np.ndarray, j: np.ndarray, level: float, sigma: float, step: float, cfg: SegmentationConfig
+) -> np.ndarray:
+    """Per ray, the thickness (mm) of the dark cortical band just outside the marrow boundary ``j``.
+
+    The manual convention includes the cortex: from the marrow edge, the darkest sample within
+    ``cortex_max_mm`` is the cortex; its outer edge is where the signal recovers half-way to marrow, or, when
+    the outside is dark too (muscle, ligament), just beyond the darkest sample. ``cortex_fraction`` of that
+    thickness is added (1 = the whole cortex). Smoothed over neighbouring rays.
+    """
+    K, J = vals.shape
+    n = max(1, int(round(cfg.cortex_max_mm / step)))
+    dark = max(cfg.marrow_k_sigma * sigma, cfg.marrow_dark_rel * abs(level))
+    out = np.zeros(K)
+    for k in range(K):
+        a = int(j[k])
+        seg = vals[k, a : min(J, a + n + 1)]
+        if seg.size < 2:
+            continue
+        m = int(np.argmin(seg))
+        if seg[m] > level - 0.5 * dark:
+            continue  # no cortex visible on this ray
+        half = 0.5 * (seg[m] + level)
+        after = np.nonzero(seg[m:] >= half)[0]
+        edge = m + int(after[0]) if after.size else min(seg.size - 1, m + 1)
+        out[k] = cfg.cortex_fraction * edge * step
+    # circular median over 7 rays
+    pad = np.r_[out[-3:], out, out[:3]]
+    win = np.lib.stride_tricks.sliding_window_view(pad, 7)
+    return np.median(win, axis=1)
+
+
+def _container(
+    contour: dict, theta: np.ndarray, pitch: tuple[float, float], shape: tuple[int, int], cfg: SegmentationConfig
+) -> np.ndarray:
     """The mid-sagittal section dilated by ``lateral_growth_mm``: lateral sections stay inside it (a body is
     widest at its mid-sagittal plane; the margin allows for rotation and scoliosis)."""
-    r = contour["r"] + cfg.rim_mm + cfg.lateral_growth_mm
+    r = contour["r_out"] + cfg.lateral_growth_mm
     yy = contour["centre"][0] + np.cos(theta) * r / pitch[0]
     xx = contour["centre"][1] + np.sin(theta) * r / pitch[1]
     out = np.zeros(shape, dtype=np.uint8)
@@ -356,8 +458,9 @@ def _container(contour: dict, theta: np.ndarray, pitch: tuple[float, float], sha
     return out
 
 
-def _axial_footprints(smooth: np.ndarray, axis: ColumnAxis, tracks: list[_Track], mid: int, slice_mm: float,
-                      cfg: SegmentationConfig) -> list[dict[int, tuple[float, float]] | None]:
+def _axial_footprints(
+    smooth: np.ndarray, axis: ColumnAxis, tracks: list[_Track], mid: int, slice_mm: float, cfg: SegmentationConfig
+) -> list[dict[int, tuple[float, float]] | None]:
     """Each body's axial section at mid-height (slices x anterior distance), segmented like a sagittal one.
 
     Returns per track a mapping ``slice -> (d_lo, d_hi)`` mm: the antero-posterior chord of the section on
@@ -374,31 +477,43 @@ def _axial_footprints(smooth: np.ndarray, axis: ColumnAxis, tracks: list[_Track]
     costs, geoms = [], []
     for tr in tracks:
         slot = tr.slot
-        t_c, d_c = axis.to_local(np.array(tr.centre[0]), np.array(tr.centre[1]), slot.t_centre)
-        t_c, d_c = float(t_c), float(d_c)
+        t_loc, d_loc = axis.to_local(np.array(tr.centre[0]), np.array(tr.centre[1]), slot.t_centre)
+        t_c, d_c = float(t_loc), float(d_loc)
         d = np.arange(slot.wall_d_mm - 15.0, slot.wall_d_mm + cfg.body_depth_mm[1] + 5.0, 1.0)
         ts = t_c + np.arange(-half, half + 1e-9, axis.step_mm) / axis.step_mm
         tt, dd = np.meshgrid(ts, d, indexing="ij")
         rr, cc = axis.index_of(tt, dd)
-        A = np.stack([ndi.map_coordinates(smooth[k], [rr, cc], order=1, mode="nearest").mean(axis=0)
-                      for k in range(ns)])  # (ns, nd)
+        A = np.stack(
+            [ndi.map_coordinates(smooth[k], [rr, cc], order=1, mode="nearest").mean(axis=0) for k in range(ns)]
+        )  # (ns, nd)
         x = np.sin(theta)[:, None] * radii[None, :]  # mm, left-right
         y = d_c + np.cos(theta)[:, None] * radii[None, :]  # mm, anterior distance
         s_idx = mid + x / slice_mm
         d_idx = y - d[0]
-        allowed = ((y >= slot.wall_d_mm - 1.0) & (y <= slot.wall_d_mm + cfg.body_depth_mm[1])
-                   & (np.abs(x) <= cfg.body_max_width_mm / 2.0) & (s_idx >= -0.5) & (s_idx <= ns - 0.5))
+        allowed = (
+            (y >= slot.wall_d_mm - 1.0)
+            & (y <= slot.wall_d_mm + cfg.body_depth_mm[1])
+            & (np.abs(x) <= cfg.body_max_width_mm / 2.0)
+            & (s_idx >= -0.5)
+            & (s_idx <= ns - 0.5)
+        )
         vals = ndi.map_coordinates(A, [np.clip(s_idx, 0, ns - 1), d_idx], order=1, mode="nearest")
-        p = np.where(allowed, _marrow_likelihood(vals, tr.level, tr.sigma, cfg), 0.0)
-        cost = _contour_costs(p, _cortex_valley(vals, tr.level, tr.sigma, step, cfg), allowed, step, cfg)
-        if tr.depth_mm is not None and cfg.footprint_shape_weight > 0:
-            # anatomical prior: the axial section is roughly an ellipse, width ~ width_to_depth x depth
+        valley = _cortex_valley(vals, tr.level, tr.sigma, step, cfg)
+        r_ell = None
+        reach = None
+        if tr.depth_mm is not None:
+            # anatomical prior: the axial section is roughly an ellipse, width ~ width_to_depth x depth; a bright
+            # inclusion (oedema band) may fill it even where partial volume across slices blurs the cortex
             b = tr.depth_mm / 2.0
             a = cfg.body_width_to_depth * b
             r_ell = 1.0 / np.sqrt((np.sin(theta) / a) ** 2 + (np.cos(theta) / b) ** 2)
+            reach = radii[None, :] <= r_ell[:, None] if tr.inclusion else None
+        p = np.where(allowed, _inside_likelihood(vals, valley, tr.level, tr.sigma, cfg, reach), 0.0)
+        cost = _contour_costs(p, valley, allowed, step, cfg)
+        if r_ell is not None and cfg.footprint_shape_weight > 0:
             cost = cost + cfg.footprint_shape_weight * np.abs(radii[None, :] - r_ell[:, None]) / r_ell[:, None]
         costs.append(cost)
-        geoms.append((d_c, d[0]))
+        geoms.append((d_c, vals))
     if not tracks:
         return []
     max_jump = max(1, int(round(cfg.contour_max_jump_mm / step)))
@@ -406,16 +521,26 @@ def _axial_footprints(smooth: np.ndarray, axis: ColumnAxis, tracks: list[_Track]
     out: list[dict[int, tuple[float, float]] | None] = []
     res_d = 0.25
     for i, tr in enumerate(tracks):
-        d_c, _ = geoms[i]
-        r = radii[path[i]] + cfg.rim_mm
+        d_c, vals = geoms[i]
+        r = radii[path[i]] + _cortex_thickness(vals, path[i], tr.level, tr.sigma, step, cfg) + cfg.rim_mm
         xs = mid + np.sin(theta) * r / slice_mm  # slice index
         ys = np.cos(theta) * r / res_d  # d offset from centre in res_d units
         off = float(np.ceil(np.abs(ys).max())) + 1
-        rr, cc = draw_polygon(xs, ys + off, shape=(ns, int(2 * off) + 2))
+        # a slice belongs to the body when the section reaches ``footprint_slice_cover`` into its thickness
+        # (partial volume at the lateral ends of thick slices); sub-positions every 0.1 slice
+        sub = 10
+        rr, cc = draw_polygon((xs + 0.5) * sub, ys + off, shape=(ns * sub, int(2 * off) + 2))
         fp: dict[int, tuple[float, float]] = {}
-        for sl in np.unique(rr):
-            cols = cc[rr == sl]
-            fp[int(sl)] = (d_c + (cols.min() - off) * res_d, d_c + (cols.max() - off) * res_d)
+        for sl in range(ns):
+            pick = (rr >= sl * sub) & (rr < (sl + 1) * sub)
+            if not np.any(pick):
+                continue
+            covered = len(np.unique(rr[pick])) / sub
+            centre = rr[pick] == sl * sub + sub // 2
+            if covered < cfg.footprint_slice_cover and not np.any(centre):
+                continue
+            cols = cc[pick] if not np.any(centre) else cc[pick][centre]
+            fp[sl] = (d_c + (cols.min() - off) * res_d, d_c + (cols.max() - off) * res_d)
         out.append(fp if fp else None)
     return out
 
@@ -444,12 +569,23 @@ def _polygon_centroid(tr: _Track, r: np.ndarray, theta: np.ndarray, pitch: tuple
     y = tr.centre[0] + np.cos(theta) * r / pitch[0]
     x = tr.centre[1] + np.sin(theta) * r / pitch[1]
     w = r**2  # area weights of the triangle fan
-    return np.array([np.sum(w * (tr.centre[0] + (y - tr.centre[0]) * 2 / 3)) / np.sum(w),
-                     np.sum(w * (tr.centre[1] + (x - tr.centre[1]) * 2 / 3)) / np.sum(w)])
+    return np.array(
+        [
+            np.sum(w * (tr.centre[0] + (y - tr.centre[0]) * 2 / 3)) / np.sum(w),
+            np.sum(w * (tr.centre[1] + (x - tr.centre[1]) * 2 / 3)) / np.sum(w),
+        ]
+    )
 
 
-def segment_bodies(smooth: np.ndarray, axis: ColumnAxis, profile: ColumnProfile, slots: list[BodySlot],
-                   mid_slice: float, slice_mm: float, cfg: SegmentationConfig) -> list[BodyMask | None]:
+def segment_bodies(
+    smooth: np.ndarray,
+    axis: ColumnAxis,
+    profile: ColumnProfile,
+    slots: list[BodySlot],
+    mid_slice: float,
+    slice_mm: float,
+    cfg: SegmentationConfig,
+) -> list[BodyMask | None]:
     """Segment every body of ``slots`` on the sagittal slices it occupies (see module docstring).
 
     Parameters
@@ -491,6 +627,10 @@ def segment_bodies(smooth: np.ndarray, axis: ColumnAxis, profile: ColumnProfile,
     for i, (tr, r) in enumerate(zip(tracks, res, strict=True)):
         ok = r["inside_p"] >= cfg.lateral_min_marrow_fraction
         tr.alive = ok
+        tr.inclusion = r["inclusion_fraction"] >= cfg.inclusion_min_fraction
+        if tr.inclusion:
+            share = 100 * r["inclusion_fraction"]
+            logger.debug("body %d: bright inclusion %.0f %% of the mid-sagittal section", i, share)
         ref_area.append(r["area"])
         if ok:
             contours[i][mid] = {**r, "centre": tr.centre.copy()}
@@ -500,12 +640,13 @@ def segment_bodies(smooth: np.ndarray, axis: ColumnAxis, profile: ColumnProfile,
             tr.container = _container(contours[i][mid], theta, pitch, (nr, nc), cfg)
     for i, tr in enumerate(tracks):
         if mid in contours[i]:
-            r = contours[i][mid]["r"] + cfg.rim_mm
+            r = contours[i][mid]["r_out"]
             quarter = K // 4
             tr.depth_mm = float(r[quarter] + r[3 * quarter])  # sin(theta) = +-1: along the columns (AP)
     found = [i for i, tr in enumerate(tracks) if mid in contours[i]]
-    for i, fp in zip(found, _axial_footprints(smooth, axis, [tracks[i] for i in found], mid, slice_mm, cfg),
-                     strict=True):
+    for i, fp in zip(
+        found, _axial_footprints(smooth, axis, [tracks[i] for i in found], mid, slice_mm, cfg), strict=True
+    ):
         tracks[i].footprint = fp
     start = [(tr.centre.copy(), tr.level, res[i]["r"]) for i, tr in enumerate(tracks)]
     start_sigma = [tr.sigma for tr in tracks]
@@ -520,22 +661,40 @@ def segment_bodies(smooth: np.ndarray, axis: ColumnAxis, profile: ColumnProfile,
                     tr.d_bounds = tr.footprint.get(s)
                     if tr.d_bounds is None:
                         tr.alive = False  # outside the body's axial section
+                        logger.debug("body %d: slice %d outside the axial footprint", tr.slot.index, s)
             live = [i for i, tr in enumerate(tracks) if tr.alive]
             if not live:
                 break
+            for i in live:
+                # partial volume darkens (or brightens) a lateral section as a whole: follow its own marrow level
+                # when it stays within ``lateral_level_drift`` of the mid-sagittal one
+                tr = tracks[i]
+                saved = (tr.level, tr.sigma)
+                _core_statistics(smooth[s], tr, pitch, cfg)
+                if abs(tr.level - start[i][1]) > cfg.lateral_level_drift * abs(start[i][1]):
+                    tr.level, tr.sigma = saved
+                tr.sigma = max(tr.sigma, start_sigma[i])
             res_s = _solve_slice(smooth[s], [tracks[i] for i in live], axis, profile, theta, radii, cfg)
             for i, r in zip(live, res_s, strict=True):
                 tr = tracks[i]
-                ok = (r["area"] >= cfg.lateral_min_area_ratio * ref_area[i]
-                      and r["inside_p"] >= cfg.lateral_min_marrow_fraction)
+                ok = (
+                    r["area"] >= cfg.lateral_min_area_ratio * ref_area[i]
+                    and r["inside_p"] >= cfg.lateral_min_marrow_fraction
+                )
                 if not ok:
+                    logger.debug(
+                        "body %d: stop at slice %d (area %.0f vs %.0f, marrow %.2f)",
+                        tr.slot.index,
+                        s,
+                        r["area"],
+                        ref_area[i],
+                        r["inside_p"],
+                    )
                     tr.alive = False
                     continue
                 contours[i][s] = {**r, "centre": tr.centre.copy()}
                 tr.prev_r = r["r"]
                 tr.centre = _polygon_centroid(tr, r["r"], theta, pitch)
-                drift = cfg.marrow_k_sigma * start_sigma[i]
-                tr.level = float(np.clip(r["level"], start[i][1] - drift, start[i][1] + drift))
             s += direction
     out: list[BodyMask | None] = []
     for i, tr in enumerate(tracks):
@@ -565,13 +724,21 @@ def _tilt_deg(y_mm: np.ndarray, x_mm: np.ndarray) -> float:
     return float(np.degrees(np.arctan2(side[1], side[0])))
 
 
-def _rasterise(slot: BodySlot, contours: dict[int, dict], theta: np.ndarray, pitch: tuple[float, float],
-               shape: tuple[int, int, int], mid: int, slice_mm: float, cfg: SegmentationConfig) -> BodyMask:
+def _rasterise(
+    slot: BodySlot,
+    contours: dict[int, dict],
+    theta: np.ndarray,
+    pitch: tuple[float, float],
+    shape: tuple[int, int, int],
+    mid: int,
+    slice_mm: float,
+    cfg: SegmentationConfig,
+) -> BodyMask:
     slices = sorted(contours)
     polys = {}
     for s in slices:
         c = contours[s]
-        r = np.maximum(c["r"] + cfg.rim_mm, cfg.contour_step_mm)
+        r = np.maximum(c["r_out"], cfg.contour_step_mm)
         polys[s] = (c["centre"][0] + np.cos(theta) * r / pitch[0], c["centre"][1] + np.sin(theta) * r / pitch[1])
     r0 = max(0, int(np.floor(min(p[0].min() for p in polys.values()))))
     r1 = min(shape[1], int(np.ceil(max(p[0].max() for p in polys.values()))) + 1)
@@ -587,12 +754,23 @@ def _rasterise(slot: BodySlot, contours: dict[int, dict], theta: np.ndarray, pit
     cost = float(np.mean([contours[s]["cost"] for s in central]))
     # the body's own mid-sagittal slice: centre of its left-right extent (scoliosis moves it off the canal's)
     own_mid = int(round(0.5 * (slices[0] + slices[-1])))
-    rm = np.maximum(contours[mid]["r"] + cfg.rim_mm, cfg.contour_step_mm)
+    rm = np.maximum(contours[mid]["r_out"], cfg.contour_step_mm)
     K = theta.size
     q = K // 4
     height = float(rm[0] + rm[2 * q])
     depth = float(rm[q] + rm[3 * q])
     yy, xx = polys[mid]
     angle = _tilt_deg(yy * pitch[0], xx * pitch[1])
-    return BodyMask(slot, crop, (slices[0], r0, c0, slices[-1] + 1, r1, c1), own_mid, areas, cost,
-                    height, depth, len(slices) * slice_mm, np.stack([yy, xx], axis=1), angle)
+    return BodyMask(
+        slot,
+        crop,
+        (slices[0], r0, c0, slices[-1] + 1, r1, c1),
+        own_mid,
+        areas,
+        cost,
+        height,
+        depth,
+        len(slices) * slice_mm,
+        np.stack([yy, xx], axis=1),
+        angle,
+    )

@@ -163,7 +163,7 @@ def candidate_paths(ridge: np.ndarray, pitch_mm: tuple[float, float], cfg: Segme
     """Up to ``canal_candidates`` tube paths (column index per row), strongest first, >= 12 mm apart."""
     pr, pc = pitch_mm
     max_step = max(1, int(np.ceil(cfg.canal_max_slope * pr / pc)))
-    penalty = 0.02 * float(np.percentile(ridge, 99) + 1e-6)
+    penalty = cfg.canal_step_penalty * float(np.percentile(ridge, 99) + 1e-6) * pc
     work = ridge.copy()
     excl = max(1, int(round(12.0 / pc)))
     out: list[np.ndarray] = []
@@ -177,8 +177,44 @@ def candidate_paths(ridge: np.ndarray, pitch_mm: tuple[float, float], cfg: Segme
     return out
 
 
-def axis_from_path(path_cols: np.ndarray, pitch_mm: tuple[float, float], cfg: SegmentationConfig,
-                   step_mm: float = 1.0) -> ColumnAxis:
+def corridor_path(
+    ridge: np.ndarray, path_cols: np.ndarray, pitch_mm: tuple[float, float], cfg: SegmentationConfig
+) -> np.ndarray:
+    """Re-trace a canal path inside a corridor around a robust smooth fit of ``path_cols``.
+
+    A Viterbi path may follow the canal for most of its length and jump to another tube (a vessel, a fat
+    plane) for the rest. A degree-4 polynomial fitted with Tukey weights (and the ridge strength as prior
+    weight) follows the majority; the path is then traced again within ``corridor_mm`` of it.
+    """
+    pr, pc = pitch_mm
+    rows = np.arange(path_cols.size, dtype=float)
+    strength = ridge[rows.astype(int), np.clip(path_cols, 0, ridge.shape[1] - 1)]
+    w0 = strength / (float(strength.max()) + 1e-12)
+    x = rows / max(rows[-1], 1.0)
+    w = w0.copy()
+    coef = np.polyfit(x, path_cols.astype(float), 4, w=np.sqrt(w + 1e-6))
+    for _ in range(5):
+        resid = (path_cols - np.polyval(coef, x)) * pc
+        c = 4.685 * max(float(np.median(np.abs(resid))) * 1.4826, 3.0)
+        tukey = np.where(np.abs(resid) < c, (1 - (resid / c) ** 2) ** 2, 0.0)
+        w = w0 * tukey
+        if w.sum() < 1e-6:
+            return path_cols
+        coef = np.polyfit(x, path_cols.astype(float), 4, w=np.sqrt(w + 1e-6))
+    centre = np.polyval(coef, x)
+    half = cfg.corridor_mm / pc
+    cols = np.arange(ridge.shape[1])[None, :]
+    inside = np.abs(cols - centre[:, None]) <= half
+    masked = np.where(inside, ridge, -1.0 * float(ridge.max() + 1.0))
+    max_step = max(1, int(np.ceil(cfg.canal_max_slope * pr / pc)))
+    penalty = cfg.canal_step_penalty * float(np.percentile(ridge, 99) + 1e-6) * pc
+    new, _ = best_path(masked, max_step, penalty)
+    return new
+
+
+def axis_from_path(
+    path_cols: np.ndarray, pitch_mm: tuple[float, float], cfg: SegmentationConfig, step_mm: float = 1.0
+) -> ColumnAxis:
     """Smooth a per-row column path and resample it by arc length into a :class:`ColumnAxis`."""
     pr, pc = pitch_mm
     rows = np.arange(path_cols.size, dtype=float)
@@ -201,8 +237,9 @@ def axis_from_path(path_cols: np.ndarray, pitch_mm: tuple[float, float], cfg: Se
     return ColumnAxis(np.stack([py, px], 1), np.stack([ty, tx], 1), np.stack([ny, nx], 1), (pr, pc), step_mm)
 
 
-def canal_strength_per_slice(arr: np.ndarray, path_cols: np.ndarray, pitch_mm: tuple[float, float],
-                             cfg: SegmentationConfig, bright: bool) -> np.ndarray:
+def canal_strength_per_slice(
+    arr: np.ndarray, path_cols: np.ndarray, pitch_mm: tuple[float, float], cfg: SegmentationConfig, bright: bool
+) -> np.ndarray:
     """Mean tube-likeness near ``path_cols`` (+-4 mm) on every sagittal slice; shape ``(n_slices,)``.
 
     The canal (dural sac) is widest and brightest (darkest on T1) at the midline, so the profile of this
@@ -227,12 +264,13 @@ def canal_strength_per_slice(arr: np.ndarray, path_cols: np.ndarray, pitch_mm: t
 
 def midline_from_strength(strength: np.ndarray, slice_mm: float) -> float:
     """Slice index of the canal's centre: strength-weighted centroid of the contiguous run of slices
-    (around the strongest) whose strength is at least half the maximum."""
+    (around the strongest) whose strength is at least half-way between the baseline and the maximum."""
     if strength.size == 0 or not np.any(strength > 0):
         return (strength.size - 1) / 2.0
     sm = ndi.gaussian_filter1d(strength, max(0.5, 2.0 / slice_mm), mode="nearest")
     k = int(np.argmax(sm))
-    half = 0.5 * sm[k]
+    base = float(np.percentile(sm, 20))  # tube-likeness of other structures along the path
+    half = base + 0.5 * (sm[k] - base)
     lo = k
     while lo > 0 and sm[lo - 1] >= half:
         lo -= 1

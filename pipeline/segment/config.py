@@ -35,6 +35,8 @@ class SegmentationConfig:
     canal_halfwidth_mm: tuple[float, float] = field(default=(3.0, 12.0), metadata={"range": (0.5, 40.0)})
     canal_smoothing_mm: float = field(default=4.0, metadata={"range": (0.0, 20.0)})
     canal_max_slope: float = field(default=1.5, metadata={"range": (0.1, 5.0)})
+    canal_step_penalty: float = field(default=0.1, metadata={"range": (0.0, 10.0)})
+    corridor_mm: float = field(default=15.0, metadata={"range": (2.0, 100.0)})
     canal_candidates: int = field(default=4, metadata={"range": (1, 10)})
     canal_min_support: float = field(default=0.25, metadata={"range": (0.0, 1.0)})
     slab_halfwidth_mm: float = field(default=3.0, metadata={"range": (0.0, 20.0)})
@@ -73,29 +75,43 @@ class SegmentationConfig:
     contour_outside_mm: float = field(default=2.0, metadata={"range": (0.5, 20.0)})
     marrow_dark_rel: float = field(default=0.2, metadata={"range": (0.0, 1.0)})
     marrow_bright_k_sigma: float = field(default=5.0, metadata={"range": (0.5, 100.0)})
+    inclusion_bright_rel: float = field(default=1.0, metadata={"range": (0.0, 10.0)})
+    inclusion_valley: float = field(default=0.5, metadata={"range": (0.05, 1.0)})
+    inclusion_line_mm: float = field(default=1.0, metadata={"range": (0.0, 5.0)})
+    inclusion_min_fraction: float = field(default=0.05, metadata={"range": (0.0, 1.0)})
     cortex_halfwidth_mm: float = field(default=1.5, metadata={"range": (0.2, 10.0)})
     contour_valley_crossing_per_mm: float = field(default=0.3, metadata={"range": (0.0, 10.0)})
     core_radius_mm: float = field(default=7.0, metadata={"range": (1.0, 30.0)})
     marrow_min_rel_sigma: float = field(default=0.04, metadata={"range": (0.0, 1.0)})
     contour_crossing_per_mm: float = field(default=0.15, metadata={"range": (0.0, 10.0)})
     contour_prior_per_mm: float = field(default=0.02, metadata={"range": (0.0, 10.0)})
-    rim_mm: float = field(default=0.5, metadata={"range": (-3.0, 5.0)})
+    cortex_max_mm: float = field(default=3.0, metadata={"range": (0.0, 10.0)})
+    cortex_fraction: float = field(default=0.75, metadata={"range": (0.0, 1.0)})
+    rim_mm: float = field(default=0.0, metadata={"range": (-3.0, 5.0)})
     body_depth_mm: tuple[float, float] = field(default=(12.0, 60.0), metadata={"range": (1.0, 150.0)})
+    anterior_margin_mm: float = field(default=10.0, metadata={"range": (0.0, 100.0)})
     body_max_width_mm: float = field(default=65.0, metadata={"range": (10.0, 150.0)})
     footprint_band_mm: float = field(default=3.0, metadata={"range": (0.0, 20.0)})
     footprint_shape_weight: float = field(default=0.5, metadata={"range": (0.0, 10.0)})
     body_width_to_depth: float = field(default=1.4, metadata={"range": (0.5, 3.0)})
+    footprint_slice_cover: float = field(default=0.35, metadata={"range": (0.0, 1.0)})
     footprint_tolerance_mm: float = field(default=2.0, metadata={"range": (0.0, 20.0)})
     lateral_growth_mm: float = field(default=3.0, metadata={"range": (0.0, 30.0)})
+    lateral_level_drift: float = field(default=0.35, metadata={"range": (0.0, 1.0)})
     lateral_min_area_ratio: float = field(default=0.3, metadata={"range": (0.0, 1.0)})
     lateral_min_marrow_fraction: float = field(default=0.55, metadata={"range": (0.0, 1.0)})
     min_volume_mm3: float = field(default=1500.0, metadata={"range": (0.0, 1e6)})
 
     # ---- level labelling (see pipeline.segment.labelling)
-    sacrum_min_turn_deg: float = field(default=25.0, metadata={"range": (0.0, 90.0)})
-    sacrum_turn_scale_deg: float = field(default=15.0, metadata={"range": (1.0, 90.0)})
-    sacrum_s2_depth_ratio: float = field(default=0.85, metadata={"range": (0.1, 2.0)})
-    sacrum_min_score: float = field(default=0.0, metadata={"range": (-2.0, 2.0)})
+    sacrum_min_tilt_deg: float = field(default=25.0, metadata={"range": (0.0, 90.0)})
+    sacrum_min_turn_deg: float = field(default=30.0, metadata={"range": (0.0, 90.0)})
+    sacrum_tilt_scale_deg: float = field(default=10.0, metadata={"range": (1.0, 90.0)})
+    mobile_gap_ratio: float = field(default=0.5, metadata={"range": (0.0, 5.0)})
+    fused_gap_ratio: float = field(default=0.4, metadata={"range": (0.0, 5.0)})
+    min_reference_gap_mm: float = field(default=4.0, metadata={"range": (0.0, 50.0)})
+    sacrum_min_score: float = field(default=1.0, metadata={"range": (-3.0, 3.0)})
+    sacrum_last_body_fused: float = field(default=-0.5, metadata={"range": (-1.0, 1.0)})
+    sacrum_clear_score: float = field(default=1.5, metadata={"range": (-3.0, 3.0)})
     lumbarised_disc_ratio: float = field(default=0.8, metadata={"range": (0.0, 5.0)})
     sacralised_disc_ratio: float = field(default=0.25, metadata={"range": (0.0, 1.0)})
     # ---- plausibility of a segmented body (anything else is rejected as non-vertebral)
@@ -107,8 +123,14 @@ class SegmentationConfig:
     def __post_init__(self) -> None:
         if self.contour_rays % 4:
             raise ValueError(f"contour_rays must be a multiple of 4, got {self.contour_rays}")
-        for name in ("canal_halfwidth_mm", "wall_search_mm", "band_mm", "body_height_mm", "disc_height_mm",
-                     "body_depth_mm"):
+        for name in (
+            "canal_halfwidth_mm",
+            "wall_search_mm",
+            "band_mm",
+            "body_height_mm",
+            "disc_height_mm",
+            "body_depth_mm",
+        ):
             lo, hi = getattr(self, name)
             if lo >= hi:
                 raise ValueError(f"{name} must be [low, high] with low < high, got {[lo, hi]}")

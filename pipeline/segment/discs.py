@@ -86,6 +86,7 @@ class ColumnProfile:
     raw_fraction: np.ndarray | None = None
     step_mm: float = 1.0
     band_profile: np.ndarray | None = None  # (T,) median band intensity (smoothed along d only)
+    raw_wall_d_mm: np.ndarray | None = None  # (T,) posterior wall per row before median filtering
 
     def disc_energy_mm(self, seg: Segment) -> float:
         """Disc signal integrated over the disc space: sum over its rows (+-2 mm) of the band's median
@@ -114,9 +115,16 @@ class ColumnProfile:
         return int(np.clip(round(d - self.d_mm[0]), 0, self.d_mm.size - 1))
 
 
-def posterior_wall(straight: np.ndarray, d_mm: np.ndarray, cfg: SegmentationConfig, bright_canal: bool,
-                   step_mm: float) -> np.ndarray:
-    """Anterior distance (mm) of the canal -> bone edge per row (median-filtered along the column)."""
+def posterior_wall(
+    straight: np.ndarray,
+    d_mm: np.ndarray,
+    cfg: SegmentationConfig,
+    bright_canal: bool,
+    step_mm: float,
+    filtered: bool = True,
+) -> np.ndarray:
+    """Anterior distance (mm) of the canal -> bone edge per row (median-filtered along the column unless
+    ``filtered`` is false)."""
     img = np.nan_to_num(straight, nan=0.0)
     sm = ndi.gaussian_filter(img, (1.0 / step_mm, 1.0))
     grad = np.gradient(sm, axis=1)
@@ -126,6 +134,8 @@ def posterior_wall(straight: np.ndarray, d_mm: np.ndarray, cfg: SegmentationConf
     hi = int(np.searchsorted(d_mm, cfg.wall_search_mm[1]))
     sub = grad[:, lo:hi]
     wall = d_mm[lo + np.argmin(sub, axis=1)]  # strongest bright -> dark step going anteriorly
+    if not filtered:
+        return wall
     size = max(3, int(round(15.0 / step_mm)) | 1)
     return ndi.median_filter(wall, size=size, mode="nearest")
 
@@ -227,12 +237,12 @@ def partition(f: np.ndarray, cfg: SegmentationConfig, step_mm: float) -> tuple[t
     segs: list[Segment] = []
     t = t_end
     while t > 0:
-        s = int(back[kind][t])
-        segs.append(Segment("body" if kind == "B" else "disc", s, t))
+        start = int(back[kind][t])
+        segs.append(Segment("body" if kind == "B" else "disc", start, t))
         if prev_kind[kind][t] == 0:
             break
         kind = "G" if kind == "B" else "B"
-        t = s
+        t = start
     segs.reverse()
     return tuple(segs), total_cost / max(T, 1)
 
@@ -309,10 +319,10 @@ def regularise(profile: ColumnProfile, cfg: SegmentationConfig) -> tuple[Segment
         while merged:
             merged = False
             for i in range(1, len(segs) - 1):
-                b, up, down = segs[i], segs[i - 1], segs[i + 1]
-                if b.kind != "body" or up.kind != "disc" or down.kind != "disc":
+                mid_seg, up, down = segs[i], segs[i - 1], segs[i + 1]
+                if mid_seg.kind != "body" or up.kind != "disc" or down.kind != "disc":
                     continue
-                if b.length >= cfg.short_body_ratio * med:
+                if mid_seg.length >= cfg.short_body_ratio * med:
                     continue
                 if up.length + down.length <= cfg.disc_space_ratio * med_disc:
                     segs[i - 1 : i + 2] = [Segment("disc", up.t0, down.t1)]
@@ -327,16 +337,20 @@ def regularise(profile: ColumnProfile, cfg: SegmentationConfig) -> tuple[Segment
                 g, up, down = segs[i], segs[i - 1], segs[i + 1]
                 if g.kind != "disc" or up.kind != "body" or down.kind != "body":
                     continue
-                if (g.length <= cfg.thin_disc_ratio * med_disc and max(up.length, down.length) < cfg.half_body_ratio * med
-                        and down.t1 - up.t0 <= cfg.long_body_ratio * med):
+                if (
+                    g.length <= cfg.thin_disc_ratio * med_disc
+                    and max(up.length, down.length) < cfg.half_body_ratio * med
+                    and down.t1 - up.t0 <= cfg.long_body_ratio * med
+                ):
                     segs[i - 1 : i + 2] = [Segment("body", up.t0, down.t1)]
                     merged = True
                     break
     return tuple(segs)
 
 
-def column_profile(mid: np.ndarray, ridge: np.ndarray, axis: ColumnAxis, cfg: SegmentationConfig,
-                   bright_canal: bool) -> ColumnProfile:
+def column_profile(
+    mid: np.ndarray, ridge: np.ndarray, axis: ColumnAxis, cfg: SegmentationConfig, bright_canal: bool
+) -> ColumnProfile:
     """Straighten the mid-slab image along ``axis`` and partition it into bodies and discs.
 
     Rows where the canal fades (below the thecal sac, outside the spine) carry no evidence (``f`` NaN).
@@ -344,7 +358,9 @@ def column_profile(mid: np.ndarray, ridge: np.ndarray, axis: ColumnAxis, cfg: Se
     d_mm = np.arange(D_MIN_MM, D_MAX_MM + 0.5, 1.0)
     straight = axis.straighten(mid, d_mm)
     support = canal_support(ridge, axis, cfg)
-    wall = posterior_wall(straight, d_mm, cfg, bright_canal, axis.step_mm)
+    raw_wall = posterior_wall(straight, d_mm, cfg, bright_canal, axis.step_mm, filtered=False)
+    size = max(3, int(round(15.0 / axis.step_mm)) | 1)
+    wall = ndi.median_filter(raw_wall, size=size, mode="nearest")
     # smooth along d only: discs and endplates run across the column and keep their contrast
     smooth = ndi.gaussian_filter1d(np.nan_to_num(straight, nan=0.0), cfg.band_smoothing_mm, axis=1)
     smooth[~np.isfinite(straight)] = np.nan
@@ -361,8 +377,10 @@ def column_profile(mid: np.ndarray, ridge: np.ndarray, axis: ColumnAxis, cfg: Se
     raw = f.copy()
     raw[~support] = np.nan
     # endplates and disc boundaries: intensity changes along the column (bodies are flat along t)
-    grad_t = np.abs(np.gradient(ndi.gaussian_filter1d(np.nan_to_num(smooth, nan=0.0), 0.7 / axis.step_mm, axis=0),
-                                axis=0)) / axis.step_mm
+    grad_t = (
+        np.abs(np.gradient(ndi.gaussian_filter1d(np.nan_to_num(smooth, nan=0.0), 0.7 / axis.step_mm, axis=0), axis=0))
+        / axis.step_mm
+    )
     edge = np.nanmedian(band_samples(grad_t, d_mm, wall, cfg.band_mm), axis=1) / (sigma * cfg.edge_scale_per_mm)
     not_marrow = np.maximum(1.0 - np.nan_to_num(f, nan=0.5), np.clip(edge, 0.0, 1.0))
     # a disc is endplate + disc + endplate: close the gap between its two edges
@@ -375,13 +393,16 @@ def column_profile(mid: np.ndarray, ridge: np.ndarray, axis: ColumnAxis, cfg: Se
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         band_profile = np.nanmedian(band, axis=1)
-    prof = ColumnProfile(straight, d_mm, wall, level, sigma, local, f, segs, cost, raw, axis.step_mm, band_profile)
+    prof = ColumnProfile(
+        straight, d_mm, wall, level, sigma, local, f, segs, cost, raw, axis.step_mm, band_profile, raw_wall
+    )
     segs = regularise(prof, cfg)
-    return ColumnProfile(straight, d_mm, wall, level, sigma, local, f, segs, cost, raw, axis.step_mm, band_profile)
+    return ColumnProfile(
+        straight, d_mm, wall, level, sigma, local, f, segs, cost, raw, axis.step_mm, band_profile, raw_wall
+    )
 
 
-def column_evidence(profile: ColumnProfile, cfg: SegmentationConfig, step_mm: float,
-                    background: float = 0.0) -> float:
+def column_evidence(profile: ColumnProfile, cfg: SegmentationConfig, step_mm: float, background: float = 0.0) -> float:
     """How much this looks like a vertebral column: sum over plausible bodies of (body f - disc f) contrast.
 
     Used to choose between canal candidates; a fat plane gives few, poorly separated "bodies". A "marrow"

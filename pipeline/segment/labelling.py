@@ -104,6 +104,9 @@ class BodyFacts:
     centroid_z_mm: float  # LPS z of the centroid (head is +z)
     disc_below_mm: float | None = None  # length of the disc space below (None: no disc found below)
     disc_below_energy: float | None = None  # its integrated signal (see ColumnProfile.disc_energy_mm)
+    gap_below_mm: float | None = None  # width of the non-marrow gap to the next body on the mid-sagittal slab
+    cut_by_fov: bool = False  # the body reaches the lower edge of the image (what lies below is not seen)
+    bone_continues_below: bool = False  # marrow continues below the body's contour without any disc space
 
 
 @dataclass(frozen=True)
@@ -120,21 +123,42 @@ def _levels_from(anchor_index: int, anchor_level: Level, n: int) -> list[Level |
 
 
 def sacrum_scores(facts: list[BodyFacts], cfg: SegmentationConfig) -> np.ndarray:
-    """Score of "body j is S1" for every body (``-inf`` where impossible); see the module docstring."""
+    """Score of "body j is S1" for every body (``-inf`` where impossible); see the module docstring.
+
+    Three cues, each clipped to [-1, 1]: the body is tilted backwards like the sacrum (posterior wall at least
+    ``sacrum_min_tilt_deg`` from the patient's head-feet axis, or ``sacrum_min_turn_deg`` more than the
+    mid-lumbar bodies two to four levels up); the junction above it is a mobile disc (gap
+    between the contours at least ``mobile_gap_ratio`` of the median junction above); the junction below it is
+    fused (at most ``fused_gap_ratio`` of that median), or it is the last body found.
+    """
     n = len(facts)
     scores = np.full(n, -np.inf)
-    angles = np.array([f.angle_deg for f in facts])
-    depths = np.array([f.depth_mm for f in facts])
-    for j in range(1, n):
-        ref = angles[max(0, j - 4) : max(1, j - 1)]  # bodies two to four above: mid-lumbar direction
-        turn = angles[j] - float(np.median(ref))
-        s_turn = float(np.clip((turn - cfg.sacrum_min_turn_deg) / cfg.sacrum_turn_scale_deg, -1.0, 1.0))
-        if j + 1 < n:
-            ratio = depths[j + 1] / max(depths[j], 1e-6)
-            s_shrink = float(np.clip((cfg.sacrum_s2_depth_ratio - ratio) / 0.15, -1.0, 1.0))
+    for j in range(2, n):
+        above = [f.gap_below_mm for f in facts[max(0, j - 6) : j - 1] if f.gap_below_mm is not None]
+        # reference: an upper quartile of the junctions above (a spurious split inside a body has no gap and
+        # must not make every real junction look mobile)
+        ref = max(float(np.percentile(above, 75)), cfg.min_reference_gap_mm) if above else None
+        tilt = facts[j].angle_deg
+        s_tilt = float(np.clip((tilt - cfg.sacrum_min_tilt_deg) / cfg.sacrum_tilt_scale_deg, -1, 1))
+        ref_angles = [f.angle_deg for f in facts[max(0, j - 4) : j - 1]]
+        if len(ref_angles) >= 2:  # relative to the mid-lumbar bodies: robust to how the patient lies
+            turn = tilt - float(np.median(ref_angles))
+            s_turn = float(np.clip((turn - cfg.sacrum_min_turn_deg) / cfg.sacrum_tilt_scale_deg, -1, 1))
+            s_tilt = max(s_tilt, s_turn)
+        g_above = facts[j - 1].gap_below_mm
+        g_below = facts[j].gap_below_mm
+        if ref is None or g_above is None:
+            s_mobile = 0.0
         else:
-            s_shrink = 0.0  # nothing below: neutral
-        scores[j] = s_turn + s_shrink
+            s_mobile = float(np.clip((g_above / ref - cfg.mobile_gap_ratio) / 0.3, -1, 1))
+        if facts[j].bone_continues_below:
+            s_fused = 1.0  # bone continues below without a disc space: fused (sacrum)
+        elif j == n - 1 or g_below is None or ref is None:
+            # nothing seen below: no evidence of fusion; neutral when the image simply ends there
+            s_fused = 0.0 if facts[j].cut_by_fov else cfg.sacrum_last_body_fused
+        else:
+            s_fused = float(np.clip((cfg.fused_gap_ratio - g_below / ref) / 0.2, -1, 1))
+        scores[j] = s_tilt + s_mobile + s_fused
     return scores
 
 
@@ -152,15 +176,19 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
     if n == 0:
         return Labelling((), (), None, "no bodies", ("no vertebral bodies found",))
     scores = sacrum_scores(facts, cfg)
-    order = np.argsort(scores)[::-1]
-    best = int(order[0]) if np.isfinite(scores[order[0]]) else None
+    # S1 is the first (most cranial) body that looks sacral: the segments below it (S2, S3, coccyx, pelvic
+    # structures) can look sacral too, but they never have the mobile disc above them
     auto_s1: int | None = None
     auto_conf = 0.0
-    if best is not None and scores[best] > cfg.sacrum_min_score:
-        auto_s1 = best
-        runner = float(scores[order[1]]) if n > 1 and np.isfinite(scores[order[1]]) else -2.0
-        margin = float(scores[best] - runner)
-        auto_conf = float(np.clip(0.5 + 0.25 * margin, 0.5, 0.95))
+    clear = [j for j in range(n) if scores[j] >= cfg.sacrum_clear_score]
+    if clear:
+        auto_s1 = clear[0]
+    elif np.isfinite(scores).any() and float(np.max(scores)) >= cfg.sacrum_min_score:
+        auto_s1 = int(np.argmax(scores))
+    if auto_s1 is not None:
+        others = [float(scores[j]) for j in range(max(0, auto_s1 - 3), auto_s1) if np.isfinite(scores[j])]
+        margin = float(scores[auto_s1]) - (max(others) if others else -1.0)
+        auto_conf = float(np.clip(0.35 + 0.15 * scores[auto_s1] + 0.1 * margin, 0.3, 0.95))
 
     if anchor is not None:
         idx, why = _anchor_index(anchor, facts)
@@ -183,7 +211,7 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
         )
         return Labelling(tuple([None] * n), tuple([0.0] * n), None, "no anchor", tuple(warnings))
 
-    conf = auto_conf
+    conf_s1 = auto_conf
     # transitional anatomy: judged on the disc spaces next to S1 against the lumbar ones above (integrated disc
     # signal: thickness x contrast, see ColumnProfile.disc_energy_mm)
     lumbar = [f.disc_below_energy for f in facts[max(0, auto_s1 - 5) : auto_s1 - 1] if f.disc_below_energy]
@@ -196,18 +224,19 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
                 "possible transitional anatomy (lumbarised S1): the disc space below the body labelled S1 looks "
                 f"mobile ({below / ref:.0%} of the median lumbar disc signal); check the level count"
             )
-            conf *= 0.7
+            conf_s1 *= 0.7
         if above is not None and above <= cfg.sacralised_disc_ratio * ref:
             warnings.append(
                 "possible transitional anatomy (sacralised L5): the L5/S1 disc space looks rudimentary "
                 f"({above / ref:.0%} of the median lumbar disc signal); check the level count"
             )
-            conf *= 0.7
-    if conf < 0.6:
-        warnings.append(f"sacrum identification is uncertain (confidence {conf:.2f}); check the level count")
+            conf_s1 *= 0.7
+    if conf_s1 < 0.6:
+        warnings.append(f"sacrum identification is uncertain (confidence {conf_s1:.2f}); check the level count")
     levels = _levels_from(auto_s1, Level.S1, n)
-    confidence = tuple(float(conf * (0.99 ** abs(i - auto_s1))) if lv is not None else 0.0
-                       for i, lv in enumerate(levels))
+    confidence = tuple(
+        float(conf_s1 * (0.99 ** abs(i - auto_s1))) if lv is not None else 0.0 for i, lv in enumerate(levels)
+    )
     return Labelling(tuple(levels), confidence, auto_s1, "sacrum anchor", tuple(warnings))
 
 

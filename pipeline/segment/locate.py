@@ -40,18 +40,21 @@ class ColumnFit:
     canal_strength: np.ndarray
 
 
-def _best_candidate(arr: np.ndarray, centre: float, pitch: tuple[float, float], slice_mm: float,
-                    cfg: SegmentationConfig, bright: bool) -> tuple[float, np.ndarray, col.ColumnAxis, ColumnProfile]:
+def _best_candidate(
+    arr: np.ndarray, centre: float, pitch: tuple[float, float], slice_mm: float, cfg: SegmentationConfig, bright: bool
+) -> tuple[float, np.ndarray, col.ColumnAxis, ColumnProfile]:
     mid = col.slab_image(arr, centre, cfg.slab_halfwidth_mm, slice_mm)
     background = float(np.percentile(mid, 5))
     ridge = col.canal_ridge(mid, pitch, cfg, bright)
     best: tuple[float, np.ndarray, col.ColumnAxis, ColumnProfile] | None = None
     for path in col.candidate_paths(ridge, pitch, cfg):
+        path = col.corridor_path(ridge, path, pitch, cfg)
         axis = col.axis_from_path(path, pitch, cfg)
         prof = column_profile(mid, ridge, axis, cfg, bright)
         ev = column_evidence(prof, cfg, axis.step_mm, background)
-        logger.debug("canal candidate at median column %.0f: evidence %.2f, %d bodies", np.median(path), ev,
-                     len(prof.bodies))
+        logger.debug(
+            "canal candidate at median column %.0f: evidence %.2f, %d bodies", np.median(path), ev, len(prof.bodies)
+        )
         if best is None or ev > best[0]:
             best = (ev, path, axis, prof)
     if best is None:
@@ -59,8 +62,9 @@ def _best_candidate(arr: np.ndarray, centre: float, pitch: tuple[float, float], 
     return best
 
 
-def locate_column(arr: np.ndarray, spacing_mm: tuple[float, float, float], cfg: SegmentationConfig,
-                  bright_canal: bool) -> ColumnFit:
+def locate_column(
+    arr: np.ndarray, spacing_mm: tuple[float, float, float], cfg: SegmentationConfig, bright_canal: bool
+) -> ColumnFit:
     """Locate the canal, the mid-sagittal plane and the body / disc partition along the column.
 
     Parameters
@@ -92,6 +96,8 @@ def locate_column(arr: np.ndarray, spacing_mm: tuple[float, float, float], cfg: 
         else:  # the slab moved onto another structure: keep the first fit
             new_centre = centre
     if ev <= 0 or not prof.bodies:
-        raise AnalysisError("no vertebral column found: no canal with a regular series of bodies and discs in "
-                            "front of it (is this a sagittal spine series?)")
+        raise AnalysisError(
+            "no vertebral column found: no canal with a regular series of bodies and discs in "
+            "front of it (is this a sagittal spine series?)"
+        )
     return ColumnFit(axis, prof, float(new_centre), float(ev), strength)

@@ -117,7 +117,7 @@ def make_working_grid(image: Volume, cfg: SegmentationConfig) -> WorkingGrid:
         origin = origin + (n[2] - 1) * spacing[2] * ax[2]
         ax[2] = -ax[2]
     arr = np.ascontiguousarray(arr, dtype=np.float32)
-    work = Volume(arr, tuple(spacing), tuple(origin), ax)
+    work = Volume(arr, (spacing[0], spacing[1], spacing[2]), (origin[0], origin[1], origin[2]), ax)
     resampled = False
     pitch = cfg.working_pitch_mm
     if min(spacing[1], spacing[2]) < 0.75 * pitch:
@@ -139,7 +139,8 @@ def _resample_in_plane(vol: Volume, new_spacing: tuple[float, float, float]) -> 
     rr, cc = np.meshgrid(grids[1], grids[2], indexing="ij")
     for s in range(shape[0]):
         out[s] = ndi.map_coordinates(arr[s], [rr, cc], order=1, mode="nearest")
-    return Volume(out, tuple(float(x) for x in new_spacing), vol.origin_lps, vol.axes_lps)
+    pitch = (float(new_spacing[0]), float(new_spacing[1]), float(new_spacing[2]))
+    return Volume(out, pitch, vol.origin_lps, vol.axes_lps)
 
 
 def correct_bias(vol: Volume, cfg: SegmentationConfig) -> np.ndarray:

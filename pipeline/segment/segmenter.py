@@ -27,8 +27,14 @@ from pipeline.volume import Volume
 logger = logging.getLogger(__name__)
 
 
-def segment_vertebrae(image: Volume, *, cfg: SegmentationConfig, series_uid: str = "", contrast: Role = Role.T2,
-                      anchor: Anchor | None = None) -> SegmentationResult:
+def segment_vertebrae(
+    image: Volume,
+    *,
+    cfg: SegmentationConfig,
+    series_uid: str = "",
+    contrast: Role = Role.T2,
+    anchor: Anchor | None = None,
+) -> SegmentationResult:
     """Segment and label the vertebral bodies of a sagittal spine series.
 
     Parameters
@@ -76,7 +82,9 @@ def segment_vertebrae(image: Volume, *, cfg: SegmentationConfig, series_uid: str
     if not kept:
         return _empty(image, series_uid, fit, grid, ["no plausible vertebral body found along the column"])
 
-    facts = [_facts(b, fit, grid) for b in kept]
+    gaps = [_junction_gap_mm(kept[i], kept[i + 1], fit) for i in range(len(kept) - 1)] + [None]
+    med_h = float(np.median([b.height_mm for b in kept]))
+    facts = [_facts(b, fit, grid, g, med_h) for b, g in zip(kept, gaps, strict=True)]
     lab = label_bodies(facts, cfg, anchor)
     warnings.extend(lab.warnings)
     last = lab.sacrum_index if lab.sacrum_index is not None else len(kept) - 1
@@ -88,11 +96,24 @@ def segment_vertebrae(image: Volume, *, cfg: SegmentationConfig, series_uid: str
     for n, i in enumerate(keep_idx, start=1):
         kept[i].paste(work_labels, n)
     labels = grid.labels_to_input(work_labels)
-    vertebrae = _describe(labels, image, [kept[i] for i in keep_idx], [lab.levels[i] for i in keep_idx],
-                          [lab.confidence[i] for i in keep_idx], lab.sacrum_index, grid, warnings)
+    vertebrae = _describe(
+        labels,
+        image,
+        [kept[i] for i in keep_idx],
+        [lab.levels[i] for i in keep_idx],
+        [lab.confidence[i] for i in keep_idx],
+        lab.sacrum_index,
+        grid,
+        warnings,
+    )
     axis_lps = _axis_lps(fit, grid)
-    logger.info("series %s: %d vertebral bodies (%s) in %.2f s", series_uid or "?", len(vertebrae),
-                lab.method, time.perf_counter() - t_start)
+    logger.info(
+        "series %s: %d vertebral bodies (%s) in %.2f s",
+        series_uid or "?",
+        len(vertebrae),
+        lab.method,
+        time.perf_counter() - t_start,
+    )
     return SegmentationResult(
         labels=image.with_array(labels),
         vertebrae=tuple(vertebrae),
@@ -116,21 +137,65 @@ def _plausible(masks: list[BodyMask | None], cfg: SegmentationConfig) -> tuple[l
         if vox is None:
             vox = 1.0
         volume = float(m.area_mm2.sum()) * (m.width_mm / max(len(m.area_mm2), 1))
-        ok = (cfg.body_min_height_mm <= m.height_mm <= cfg.body_max_height_mm
-              and cfg.body_depth_mm[0] <= m.depth_mm <= cfg.body_depth_mm[1]
-              and m.width_mm >= cfg.body_min_width_mm
-              and volume >= cfg.min_volume_mm3)
+        ok = (
+            cfg.body_min_height_mm <= m.height_mm <= cfg.body_max_height_mm
+            and cfg.body_depth_mm[0] <= m.depth_mm <= cfg.body_depth_mm[1]
+            and m.width_mm >= cfg.body_min_width_mm
+            and volume >= cfg.min_volume_mm3
+        )
         if not ok:
-            logger.debug("rejected body candidate at t=%.0f: height %.0f depth %.0f width %.0f volume %.0f mm3",
-                         m.slot.t_centre, m.height_mm, m.depth_mm, m.width_mm, volume)
+            logger.debug(
+                "rejected body candidate at t=%.0f: height %.0f depth %.0f width %.0f volume %.0f mm3",
+                m.slot.t_centre,
+                m.height_mm,
+                m.depth_mm,
+                m.width_mm,
+                volume,
+            )
             rejected += 1
             continue
         kept.append(m)
     return kept, rejected
 
 
-def _facts(b: BodyMask, fit: ColumnFit, grid: WorkingGrid) -> BodyFacts:
-    angle = b.axis_angle_deg  # the body's own posterior wall: 0 = head->feet, + = leaning backwards
+def _junction_gap_mm(upper: BodyMask, lower: BodyMask, fit: ColumnFit) -> float | None:
+    """Distance (mm) between two consecutive bodies' mid-sagittal contours along the line joining their centres.
+
+    The contours stop at the marrow/cortex boundary, so this is the disc space: several mm for a mobile disc,
+    about the cortex thickness for a fused (sacral) junction.
+    """
+    if upper.contour_rc is None or lower.contour_rc is None:
+        return None
+    pitch = np.asarray(fit.axis.pitch_mm)
+    pa, pb = upper.contour_rc * pitch, lower.contour_rc * pitch
+    a, b = pa.mean(axis=0), pb.mean(axis=0)
+    length = float(np.hypot(*(b - a)))
+    if length < 4.0:
+        return None
+    u = (b - a) / length
+    ra = _ray_exit(pa - a, u)
+    rb = _ray_exit(pb - b, -u)
+    if ra is None or rb is None:
+        return None
+    return float(max(0.0, length - ra - rb))
+
+
+def _ray_exit(poly: np.ndarray, u: np.ndarray) -> float | None:
+    """Distance from the origin to where the ray along ``u`` leaves the closed polygon ``poly`` (N, 2)."""
+    q = np.roll(poly, -1, axis=0)
+    e = q - poly
+    denom = u[0] * e[:, 1] - u[1] * e[:, 0]
+    ok = np.abs(denom) > 1e-12
+    t = np.where(ok, (poly[:, 0] * e[:, 1] - poly[:, 1] * e[:, 0]) / np.where(ok, denom, 1.0), -1.0)
+    s = np.where(ok, (poly[:, 0] * u[1] - poly[:, 1] * u[0]) / np.where(ok, denom, 1.0), -1.0)
+    hit = ok & (t >= 0) & (s >= 0) & (s <= 1)
+    return float(t[hit].max()) if np.any(hit) else None
+
+
+def _facts(
+    b: BodyMask, fit: ColumnFit, grid: WorkingGrid, gap_below: float | None = None, median_height_mm: float = 0.0
+) -> BodyFacts:
+    angle = _wall_angle(b, fit) + _row_axis_tilt_deg(grid)
     s0, r0, c0, _, _, _ = b.bbox
     com = np.array(ndi.center_of_mass(b.mask)) + np.array([s0, r0, c0])
     z = float(grid.image.index_to_lps(com)[2])
@@ -141,12 +206,70 @@ def _facts(b: BodyMask, fit: ColumnFit, grid: WorkingGrid) -> BodyFacts:
     if 0 <= k < len(segs) - 1 and segs[k + 1].kind == "disc":
         below = segs[k + 1].length * fit.axis.step_mm
         below_energy = fit.profile.disc_energy_mm(segs[k + 1])
-    return BodyFacts(angle, b.depth_mm, b.height_mm, z, below, below_energy)
+    cut = b.bbox[4] >= grid.image.shape[1] - 1
+    # a body half as tall again as the others has swallowed the next segment without a disc between: fused
+    merged = median_height_mm > 0 and b.height_mm >= 1.5 * median_height_mm
+    return BodyFacts(
+        angle, b.depth_mm, b.height_mm, z, below, below_energy, gap_below, cut, merged or _bone_continues_below(b, fit)
+    )
 
 
-def _describe(labels: np.ndarray, image: Volume, bodies: list[BodyMask], levels: list[Level | None],
-              confidence: list[float], sacrum_index: int | None, grid: WorkingGrid,
-              warnings: list[str]) -> list[VertebraSeg]:
+def _row_axis_tilt_deg(grid: WorkingGrid) -> float:
+    """Angle (degrees) of the working rows from the patient's head->feet axis, + towards posterior: the
+    image-space wall angle plus this is the tilt relative to the patient (oblique sagittal planning)."""
+    row = grid.image.axes_lps[1]
+    return float(np.degrees(np.arctan2(row[1], -row[2])))
+
+
+def _bone_continues_below(b: BodyMask, fit: ColumnFit) -> bool:
+    """The column partition ran on past the bottom of this body's contour with marrow-like rows and no disc:
+    the bone continues (fused sacral segments), as below S1."""
+    if b.contour_rc is None or fit.profile.raw_fraction is None:
+        return False
+    t_c, _ = fit.axis.to_local(b.contour_rc[:, 0], b.contour_rc[:, 1], b.slot.t_centre)
+    t_end = float(np.max(t_c))
+    seg = b.slot.segment
+    extra = (seg.t1 - t_end) * fit.axis.step_mm
+    if extra < 0.4 * b.height_mm:
+        return False
+    rows = fit.profile.raw_fraction[int(np.ceil(t_end)) : seg.t1]
+    rows = rows[np.isfinite(rows)]
+    return bool(rows.size and float(np.mean(rows >= 0.5)) >= 0.8)
+
+
+def _wall_angle(b: BodyMask, fit: ColumnFit) -> float:
+    """Direction of the body's posterior wall on the mid-sagittal slab, degrees from head->feet (+ = leaning
+    backwards going down): a robust (Theil-Sen) line through the canal->bone edge points found on the body's
+    central rows. The wall is the straightest, best-contrasted side of a vertebral body on every sequence."""
+    prof = fit.profile
+    raw = prof.raw_wall_d_mm if prof.raw_wall_d_mm is not None else prof.wall_d_mm
+    c0, c1 = b.slot.core_t if b.slot.core_t is not None else (b.slot.segment.t0, b.slot.segment.t1)
+    n = c1 - c0
+    t = np.arange(int(c0 + 0.2 * n), max(int(c0 + 0.2 * n) + 2, int(c1 - 0.2 * n)))
+    t = t[(t >= 0) & (t < raw.size)]
+    if t.size < 3:
+        return b.axis_angle_deg
+    r, c = fit.axis.index_of(t.astype(float), raw[t])
+    y, x = r * fit.axis.pitch_mm[0], c * fit.axis.pitch_mm[1]
+    i, j = np.triu_indices(t.size, k=1)
+    dy = y[j] - y[i]
+    ok = np.abs(dy) > 1e-6
+    if not np.any(ok):
+        return b.axis_angle_deg
+    slope = float(np.median((x[j] - x[i])[ok] / dy[ok]))
+    return float(np.degrees(np.arctan(slope)))
+
+
+def _describe(
+    labels: np.ndarray,
+    image: Volume,
+    bodies: list[BodyMask],
+    levels: list[Level | None],
+    confidence: list[float],
+    sacrum_index: int | None,
+    grid: WorkingGrid,
+    warnings: list[str],
+) -> list[VertebraSeg]:
     out: list[VertebraSeg] = []
     objects = ndi.find_objects(labels)
     heights = np.array([b.height_mm for b in bodies])
@@ -158,29 +281,36 @@ def _describe(labels: np.ndarray, image: Volume, bodies: list[BodyMask], levels:
         sub = labels[sl] == n
         count = int(sub.sum())
         com = np.array(ndi.center_of_mass(sub)) + np.array([s.start for s in sl])
-        centroid = tuple(float(v) for v in image.index_to_lps(com))
+        c3 = image.index_to_lps(com)
+        centroid = (float(c3[0]), float(c3[1]), float(c3[2]))
         bbox = (sl[0].start, sl[1].start, sl[2].start, sl[0].stop, sl[1].stop, sl[2].stop)
         quality = float(np.clip(1.0 - b.boundary_cost / 1.5, 0.0, 1.0))
         s0, r0, c0, s1, r1, c1 = b.bbox
-        cut = r0 <= 0 or r1 >= grid.image.shape[1] or s0 <= 0 or s1 >= grid.image.shape[0]
+        cut = r0 <= 0 or r1 >= grid.image.shape[1]  # head-feet: a left-right cut is normal for thick slabs
         if cut:
             quality *= 0.5
-            warnings.append(f"body {n} ({lv.value if lv else 'level unknown'}) touches the edge of the field of "
-                            "view; it may be incomplete")
+            warnings.append(
+                f"body {n} ({lv.value if lv else 'level unknown'}) touches the edge of the field of "
+                "view; it may be incomplete"
+            )
         if med_h > 0 and b.height_mm < 0.6 * med_h:
-            warnings.append(f"body {n} ({lv.value if lv else 'level unknown'}) is much lower than its neighbours "
-                            f"({b.height_mm:.0f} mm vs {med_h:.0f} mm): collapsed or partly segmented")
-        out.append(VertebraSeg(
-            label=n,
-            level=lv,
-            level_confidence=float(conf),
-            centroid_lps_mm=centroid,  # type: ignore[arg-type]
-            mid_slice=int(np.clip(b.mid_slice, 0, image.shape[0] - 1)),
-            bbox=bbox,  # type: ignore[arg-type]
-            quality=quality,
-            volume_mm3=count * image.voxel_volume_mm3,
-            is_sacrum=(sacrum_index is not None and n - 1 == sacrum_index and lv is Level.S1),
-        ))
+            warnings.append(
+                f"body {n} ({lv.value if lv else 'level unknown'}) is much lower than its neighbours "
+                f"({b.height_mm:.0f} mm vs {med_h:.0f} mm): collapsed or partly segmented"
+            )
+        out.append(
+            VertebraSeg(
+                label=n,
+                level=lv,
+                level_confidence=float(conf),
+                centroid_lps_mm=centroid,
+                mid_slice=int(np.clip(b.mid_slice, 0, image.shape[0] - 1)),
+                bbox=bbox,
+                quality=quality,
+                volume_mm3=count * image.voxel_volume_mm3,
+                is_sacrum=(sacrum_index is not None and n - 1 == sacrum_index and lv is Level.S1),
+            )
+        )
     return out
 
 
@@ -195,7 +325,9 @@ def _axis_lps(fit: ColumnFit, grid: WorkingGrid, step_mm: float = 5.0) -> tuple[
     return tuple((float(p[0]), float(p[1]), float(p[2])) for p in lps)
 
 
-def _empty(image: Volume, series_uid: str, fit: ColumnFit, grid: WorkingGrid, warnings: list[str]) -> SegmentationResult:
+def _empty(
+    image: Volume, series_uid: str, fit: ColumnFit, grid: WorkingGrid, warnings: list[str]
+) -> SegmentationResult:
     return SegmentationResult(
         labels=image.with_array(np.zeros(image.shape, dtype=np.uint16)),
         vertebrae=(),

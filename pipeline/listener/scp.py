@@ -1,0 +1,413 @@
+"""The DICOM side of the listener: a pynetdicom Storage SCP (C-ECHO, C-STORE) with access control.
+
+Handlers are thin and never let an exception escape: every failure becomes a DICOM status. Success
+(0x0000) is returned only after the instance is durably in the spool (:meth:`Spool.store`) and recorded in the
+state database. Statuses used:
+
+- ``0xA700`` refused, out of resources: the spool or the database could not be written (disk full, I/O error).
+- ``0xA900`` data set does not match SOP class: the dataset's SOP Class UID is not the presentation context's.
+- ``0xC210`` cannot understand: the dataset cannot be decoded, or its Study / Series / SOP Instance UIDs are
+  missing or are not UIDs, or its SOP Instance UID differs from the request's.
+- ``0xC211`` an unexpected error in the handler (a bug; logged with a traceback).
+
+An instance that decodes but cannot be an image the pipeline can use (no pixel data, pixel data shorter than its
+Rows x Columns x frames) is kept in the spool's ``quarantine/`` folder with the reason, logged, answered with
+Success (we do hold it) and left out of processing, so the rest of the study goes on.
+
+Association requests are checked before negotiation (``EVT_REQUESTED``); refusals are A-ASSOCIATE-RJ with the
+standard reasons: permanent / service user / "calling AE title not recognised" (caller not in the allow-list,
+or from another host than configured), "called AE title not recognised", and transient / service provider
+(presentation) / "temporary congestion" when the spool's disk is below ``storage.min_free_mb``.
+Logs name AE titles, hosts and UIDs, never patient attributes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pydicom.uid
+from pydicom.dataset import Dataset
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.listener.config import AccessConfig, ListenerConfig, TlsConfig, uid_for_keyword
+from pipeline.listener.spool import InstanceKey, Spool, clean_uid
+from pipeline.listener.state import StateDB, now_s
+
+logger = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+SOP_CLASS_MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC210
+HANDLER_FAILURE = 0xC211
+
+# A-ASSOCIATE-RJ (result, source, reason)
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+REJECT_CALLED_AE = (0x01, 0x01, 0x07)
+REJECT_CONGESTION = (0x02, 0x03, 0x01)
+
+
+def access_decision(
+    access: AccessConfig,
+    *,
+    our_ae_title: str,
+    calling_ae_title: str,
+    called_ae_title: str,
+    peer_host: str,
+    free_mb: float,
+    min_free_mb: float,
+    resolve: Callable[[str], set[str]] | None = None,
+) -> tuple[tuple[int, int, int], str] | None:
+    """Whether to refuse an association: ``((result, source, reason), why)`` or None to accept.
+
+    ``resolve`` maps a configured host name to its addresses (default: the system resolver).
+    """
+    calling = calling_ae_title.strip()
+    called = called_ae_title.strip()
+    if access.require_called_ae_title and called != our_ae_title.strip():
+        return REJECT_CALLED_AE, f"called AE title {called!r} is not ours ({our_ae_title!r})"
+    if not access.allow_any_caller:
+        entries = [a for a in access.allowed_callers if a.ae_title.strip() == calling]
+        if not entries:
+            return REJECT_CALLING_AE, f"calling AE title {calling!r} is not in access.allowed_callers"
+        if not any(not a.host or _host_matches(a.host, peer_host, resolve or _resolve) for a in entries):
+            return REJECT_CALLING_AE, f"calling AE title {calling!r} is not allowed from host {peer_host}"
+    if free_mb < min_free_mb:
+        return REJECT_CONGESTION, f"spool has {free_mb:.0f} MiB free, below storage.min_free_mb={min_free_mb:.0f}"
+    return None
+
+
+def _host_matches(configured: str, peer: str, resolve: Callable[[str], set[str]]) -> bool:
+    if configured == peer:
+        return True
+    try:
+        return peer in resolve(configured)
+    except OSError:
+        return False
+
+
+def _resolve(host: str) -> set[str]:
+    return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+
+
+def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+    """TLS context of the listener: our certificate; with ``ca``, callers must present one signed by it."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(certfile=tls.cert, keyfile=tls.key)
+    if tls.ca:
+        ctx.load_verify_locations(cafile=tls.ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    return ctx
+
+
+def client_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+    """TLS context to reach a destination: trust ``ca`` (else the system store); our cert if given."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca or None)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert and tls.key:
+        ctx.load_cert_chain(certfile=tls.cert, keyfile=tls.key)
+    return ctx
+
+
+def unusable_reason(ds: Dataset, transfer_syntax: str) -> str | None:
+    """Why a decoded instance cannot be an image for the pipeline (quarantine), or None.
+
+    Only cheap, certain checks: pixel data present, Rows / Columns present, and for native (uncompressed)
+    encodings at least Rows x Columns x Samples x Frames x BitsAllocated / 8 bytes of pixel data.
+    """
+    if "PixelData" not in ds:
+        return "no Pixel Data (7FE0,0010)"
+    rows, cols = ds.get("Rows"), ds.get("Columns")
+    if not rows or not cols:
+        return "Rows or Columns missing or zero"
+    ts = pydicom.uid.UID(transfer_syntax)
+    if ts.is_encapsulated:
+        return None
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+        bits = int(ds.get("BitsAllocated") or 0)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+    except (TypeError, ValueError):
+        return "NumberOfFrames / BitsAllocated / SamplesPerPixel are not integers"
+    if bits not in (1, 8, 16, 32, 64):
+        return f"BitsAllocated {bits} is not 1, 8, 16, 32 or 64"
+    expected = (int(rows) * int(cols) * samples * frames * bits + 7) // 8
+    actual = len(ds.PixelData or b"")
+    if actual < expected:
+        shape = f"{rows} x {cols} x {samples} x {frames} at {bits} bits"
+        return f"Pixel Data holds {actual} bytes, {expected} expected for {shape}"
+    return None
+
+
+@dataclass
+class _AssocStats:
+    calling_ae: str
+    host: str
+    stored: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+    failed: int = 0
+
+
+class Receiver:
+    """Event handlers of the Storage SCP (bound with :meth:`handlers`)."""
+
+    def __init__(self, cfg: ListenerConfig, spool: Spool, state: StateDB) -> None:
+        self.cfg = cfg
+        self.spool = spool
+        self.state = state
+        self._stats: dict[int, _AssocStats] = {}
+        self._lock = threading.Lock()
+
+    def handlers(self) -> list[Any]:
+        return [
+            (evt.EVT_REQUESTED, self.on_requested),
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_RELEASED, self.on_closed),
+            (evt.EVT_ABORTED, self.on_closed),
+        ]
+
+    # ------------------------------------------------------------------ association
+    def on_requested(self, event: Any) -> None:
+        assoc = event.assoc
+        rq = assoc.requestor.primitive
+        calling = _ae_text(rq.calling_ae_title)
+        called = _ae_text(rq.called_ae_title)
+        host = str(assoc.requestor.address)
+        try:
+            free_mb = self.spool.free_mb()
+        except OSError as exc:
+            logger.error("spool %s: cannot read free space (%s)", self.spool.root, exc.strerror)
+            free_mb = 0.0
+        refusal = access_decision(
+            self.cfg.access,
+            our_ae_title=self.cfg.network.ae_title,
+            calling_ae_title=calling,
+            called_ae_title=called,
+            peer_host=host,
+            free_mb=free_mb,
+            min_free_mb=self.cfg.storage.min_free_mb,
+        )
+        if refusal is not None:
+            (result, source, reason), why = refusal
+            logger.warning("association from %s@%s refused: %s", calling, host, why)
+            assoc.acse.send_reject(result, source, reason)
+            assoc.kill()  # as pynetdicom's own rejections do: the DUL sends the A-ASSOCIATE-RJ before the socket closes
+            return
+        with self._lock:
+            self._stats[id(assoc)] = _AssocStats(calling, host)
+        logger.info("association from %s@%s accepted", calling, host)
+
+    def on_closed(self, event: Any) -> None:
+        with self._lock:
+            st = self._stats.pop(id(event.assoc), None)
+        if st is None:
+            return
+        how = "released" if event.event is evt.EVT_RELEASED else "aborted"
+        logger.info(
+            "association from %s@%s %s: %d stored, %d duplicates, %d quarantined, %d failed",
+            st.calling_ae,
+            st.host,
+            how,
+            st.stored,
+            st.duplicates,
+            st.quarantined,
+            st.failed,
+        )
+
+    def _stat(self, event: Any) -> _AssocStats:
+        with self._lock:
+            st = self._stats.get(id(event.assoc))
+            if st is None:  # cannot happen after on_requested, but never fail a store on bookkeeping
+                st = self._stats[id(event.assoc)] = _AssocStats("?", str(event.assoc.requestor.address))
+            return st
+
+    # ------------------------------------------------------------------ services
+    def on_echo(self, event: Any) -> int:
+        return SUCCESS
+
+    def on_store(self, event: Any) -> int:
+        st = self._stat(event)
+        try:
+            status = self._store(event, st)
+        except Exception:  # a bug: say so, never Success, never a crashed association
+            logger.exception("C-STORE from %s@%s: unexpected error", st.calling_ae, st.host)
+            status = HANDLER_FAILURE
+        if status != SUCCESS:
+            st.failed += 1
+        return status
+
+    def _store(self, event: Any, st: _AssocStats) -> int:
+        try:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            for _elem in ds:  # convert every top-level element now: a broken encoding fails here, not later
+                pass
+        except Exception as exc:
+            logger.warning(
+                "C-STORE from %s@%s: instance %s cannot be decoded (%s): status 0xC210",
+                st.calling_ae,
+                st.host,
+                _request_uid(event),
+                type(exc).__name__,
+            )
+            return CANNOT_UNDERSTAND
+        try:
+            key = InstanceKey(
+                study_uid=clean_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID"),
+                series_uid=clean_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID"),
+                sop_uid=clean_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID"),
+                sop_class_uid=clean_uid(ds.get("SOPClassUID"), "SOPClassUID"),
+            )
+        except InputError as exc:
+            logger.warning(
+                "C-STORE from %s@%s: instance %s refused: %s: status 0xC210",
+                st.calling_ae,
+                st.host,
+                _request_uid(event),
+                exc,
+            )
+            return CANNOT_UNDERSTAND
+        if key.sop_uid != _request_uid(event):
+            logger.warning(
+                "C-STORE from %s@%s: dataset SOP Instance UID %s differs from the request's %s: status 0xC210",
+                st.calling_ae,
+                st.host,
+                key.sop_uid,
+                _request_uid(event),
+            )
+            return CANNOT_UNDERSTAND
+        if key.sop_class_uid != str(event.context.abstract_syntax):
+            logger.warning(
+                "C-STORE from %s@%s: instance %s has SOP class %s on a %s presentation context: status 0xA900",
+                st.calling_ae,
+                st.host,
+                key.sop_uid,
+                key.sop_class_uid,
+                event.context.abstract_syntax,
+            )
+            return SOP_CLASS_MISMATCH
+        reason = unusable_reason(ds, str(event.context.transfer_syntax))
+        now = now_s()
+        try:
+            stored = self.spool.store(key, event.encoded_dataset(include_meta=True), quarantine_reason=reason)
+        except OSError as exc:
+            logger.error(
+                "C-STORE: instance %s of study %s not stored: %s: status 0xA700",
+                key.sop_uid,
+                key.study_uid,
+                exc.strerror or exc,
+            )
+            return OUT_OF_RESOURCES
+        changed = False
+        try:
+            if reason is not None:
+                self.state.record_quarantine(
+                    study_uid=key.study_uid, sop_uid=key.sop_uid, path=str(stored.path), reason=reason, now=now
+                )
+            else:
+                changed = self.state.record_instance(
+                    study_uid=key.study_uid,
+                    series_uid=key.series_uid,
+                    sop_uid=key.sop_uid,
+                    sop_class_uid=key.sop_class_uid,
+                    path=str(stored.path),
+                    sha256=stored.sha256,
+                    size_bytes=stored.size_bytes,
+                    calling_ae=st.calling_ae,
+                    now=now,
+                )
+        except Exception as exc:  # sqlite3.Error and anything else: the file is on disk, the record is not
+            logger.error(
+                "C-STORE: instance %s of study %s stored but not recorded (%s): status 0xA700",
+                key.sop_uid,
+                key.study_uid,
+                exc,
+            )
+            return OUT_OF_RESOURCES
+        if reason is not None:
+            st.quarantined += 1
+            logger.warning(
+                "study %s: instance %s quarantined (%s): %s", key.study_uid, key.sop_uid, reason, stored.path
+            )
+        elif not changed:
+            st.duplicates += 1
+            logger.debug("study %s: duplicate of %s (same content, counted once)", key.study_uid, key.sop_uid)
+        else:
+            st.stored += 1
+            logger.debug("study %s series %s: stored %s", key.study_uid, key.series_uid, key.sop_uid)
+        return SUCCESS
+
+
+def _request_uid(event: Any) -> str:
+    try:
+        return str(event.request.AffectedSOPInstanceUID)
+    except AttributeError:
+        return "?"
+
+
+def _ae_text(value: object) -> str:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return str(value).strip()
+
+
+def build_ae(cfg: ListenerConfig) -> AE:
+    """The Application Entity of the listener: Verification plus the configured storage SOP classes."""
+    net = cfg.network
+    ae = AE(ae_title=net.ae_title)
+    ae.maximum_associations = net.max_associations
+    ae.maximum_pdu_size = net.max_pdu_bytes
+    ae.acse_timeout = net.acse_timeout_s
+    ae.dimse_timeout = net.dimse_timeout_s
+    ae.network_timeout = net.network_timeout_s
+    ae.require_called_aet = False  # checked in Receiver.on_requested with the rest of the access rules
+    ae.require_calling_aet = []
+    syntaxes = [str(uid_for_keyword(kw, "Transfer Syntax")) for kw in net.transfer_syntaxes]  # checked by config
+    ae.add_supported_context(Verification, syntaxes)
+    for kw in net.sop_classes:
+        ae.add_supported_context(str(uid_for_keyword(kw, "SOP Class")), syntaxes)
+    return ae
+
+
+def start_server(cfg: ListenerConfig, receiver: Receiver) -> Any:
+    """Start the SCP in background threads; returns the pynetdicom server (call ``.shutdown()`` to stop)."""
+    ae = build_ae(cfg)
+    try:
+        ctx = server_ssl_context(cfg.tls) if cfg.tls.enabled else None
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"{cfg.source or 'listener config'}: tls: cannot load certificate / key / CA ({exc}); check the paths "
+            "and that the key matches the certificate"
+        ) from None
+    try:
+        server = ae.start_server(
+            (cfg.network.bind_address, cfg.network.port),
+            block=False,
+            ssl_context=ctx,
+            evt_handlers=receiver.handlers(),
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {cfg.network.bind_address}:{cfg.network.port} ({exc.strerror or exc}); is another "
+            "listener running, or is the port below 1024 without privileges?"
+        ) from None
+    assert server is not None  # block=False returns the server
+    logger.info(
+        "listening as %s on %s:%d%s",
+        cfg.network.ae_title,
+        cfg.network.bind_address,
+        server.server_address[1],
+        " (TLS)" if ctx else "",
+    )
+    return server

@@ -1,0 +1,405 @@
+"""The listener service: SCP threads + one scheduler thread + the batch executor + export threads.
+
+Threads and processes of a running listener::
+
+    pynetdicom server     one thread per association: C-ECHO, C-STORE -> spool (fsync) -> state DB -> status
+    scheduler (1 thread)  every trigger.poll_seconds:
+                            1. collects finished jobs -> DONE (+ outbox rows) / RETRY_WAIT / DEAD / RECEIVING
+                            2. starts due studies (quiet for stable_seconds, queued, due retries) on the executor,
+                               at most processing.workers at a time
+                            3. collects finished exports -> outbox rows DELIVERED / retry later / DEAD
+                            4. starts due exports on the export thread pool (one association / request per
+                               study x destination)
+    batch executor        pipeline.batch local worker processes (or a Dask cluster) running run_task
+    export pool           export.threads threads running send_files (C-STORE or STOW-RS)
+
+Everything that must survive a crash is in the spool and the state database before it is acknowledged or
+acted upon, so :meth:`Listener.start` after a kill -9 resumes where it left off: temporary files are
+removed, instances on disk but not in the database are recorded (:func:`reconcile`), runs that were
+interrupted are queued again and the outbox sends what it had not sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
+
+from pipeline.errors import InputError
+from pipeline.listener import jobs
+from pipeline.listener.config import ListenerConfig
+from pipeline.listener.export import send_files
+from pipeline.listener.scp import Receiver, start_server
+from pipeline.listener.spool import InstanceKey, Spool, clean_uid
+from pipeline.listener.state import ExportItem, OutboxRow, StateDB, StudyStatus, now_s
+
+logger = logging.getLogger(__name__)
+
+
+def reconcile(spool: Spool, state: StateDB, now: float | None = None) -> dict[str, int]:
+    """Bring the database in line with the spool after a restart (see the module docstring).
+
+    Returns counts: ``temp_removed``, ``recorded`` (files found on disk that the database did not know),
+    ``forgotten`` (database rows whose file is gone), ``quarantined`` (unreadable files found on disk),
+    ``requeued`` (interrupted runs) and ``receiving``.
+    """
+    now = now_s() if now is None else now
+    counts = {"temp_removed": spool.remove_temp_files(), "recorded": 0, "forgotten": 0, "quarantined": 0}
+    known = state.known_paths()
+    seen: set[str] = set()
+    for study_uid, series_uid, sop_uid, path in spool.scan():
+        seen.add(str(path))
+        if str(path) in known:
+            continue
+        data = path.read_bytes()
+        try:
+            ds = dcmread(path, stop_before_pixels=True)
+            uids = tuple(clean_uid(ds.get(k), k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
+            if uids != (study_uid, series_uid, sop_uid):
+                raise InputError(f"its UIDs {uids} do not match its place in the spool")
+            sop_class = str(ds.get("SOPClassUID", ""))
+        except Exception as exc:
+            reason = f"found in the spool at start-up but unreadable: {type(exc).__name__}: {exc}"
+            stored = spool.store(InstanceKey(study_uid, series_uid, sop_uid), data, quarantine_reason=reason)
+            path.unlink()
+            state.record_quarantine(study_uid=study_uid, sop_uid=sop_uid, path=str(stored.path), reason=reason, now=now)
+            logger.warning("study %s: instance %s quarantined at start-up: %s", study_uid, sop_uid, reason)
+            counts["quarantined"] += 1
+            continue
+        state.record_instance(
+            study_uid=study_uid,
+            series_uid=series_uid,
+            sop_uid=sop_uid,
+            sop_class_uid=sop_class,
+            path=str(path),
+            sha256=hashlib.sha256(data).hexdigest(),
+            size_bytes=len(data),
+            calling_ae="(recovered)",
+            now=now,
+        )
+        counts["recorded"] += 1
+    missing = known - seen
+    if missing:
+        counts["forgotten"] = state.forget_missing(missing, now)
+    counts.update(state.recover(now))
+    return counts
+
+
+class Listener:
+    """A running listener (see the module docstring). ``start()``, then ``stop()``; or use as a context manager.
+
+    Parameters
+    ----------
+    cfg : ListenerConfig
+        Validated settings (:func:`pipeline.listener.config.load_listener_config`).
+    executor : optional
+        A :mod:`pipeline.batch` executor; default :func:`pipeline.listener.jobs.make_job_executor`.
+    """
+
+    def __init__(self, cfg: ListenerConfig, *, executor: Any = None) -> None:
+        self.cfg = cfg
+        self.spool = Spool(cfg.spool_dir)
+        self.state = StateDB(self.spool.db_path)
+        self.receiver = Receiver(cfg, self.spool, self.state)
+        self._executor = executor
+        self._own_executor = executor is None
+        self._server: Any = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._jobs: dict[str, Future[Any]] = {}
+        self._exports: dict[Future[dict[Path, str | None]], list[OutboxRow]] = {}
+        self._export_pool: ThreadPoolExecutor | None = None
+        self._destinations = {d.name: d for d in cfg.export.destinations}
+        self._config_sha256: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def port(self) -> int:
+        """The TCP port the SCP listens on (the one chosen by the system with ``network.port: 0``)."""
+        return int(self._server.server_address[1]) if self._server else self.cfg.network.port
+
+    def start(self) -> Listener:
+        from pipeline.run import load_pipeline_config
+
+        self.spool.lock()  # one listener per spool: two would process the same studies
+        pcfg = load_pipeline_config(Path(self.cfg.processing.config_dir) if self.cfg.processing.config_dir else None)
+        self._config_sha256 = pcfg.sha256
+        counts = reconcile(self.spool, self.state)
+        logger.info(
+            "spool %s: %d temporary files removed, %d instances recovered, %d quarantined, %d runs re-queued",
+            self.spool.root,
+            counts["temp_removed"],
+            counts["recorded"],
+            counts["quarantined"],
+            counts["requeued"],
+        )
+        if self._executor is None:
+            self._executor = jobs.make_job_executor(self.cfg.processing)
+        self._export_pool = ThreadPoolExecutor(self.cfg.export.threads, thread_name_prefix="spine-assess-export")
+        try:
+            self._server = start_server(self.cfg, self.receiver)
+        except BaseException:
+            self.stop()
+            raise
+        self._thread = threading.Thread(target=self._loop, name="spine-assess-scheduler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, *, wait_for_jobs: bool = False) -> None:
+        """Stop accepting associations, stop scheduling; running jobs are interrupted unless ``wait_for_jobs``.
+
+        A study whose run is interrupted is queued again (without using up an attempt) for the next start.
+        """
+        self._stop.set()
+        self._wake.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._export_pool is not None:
+            self._export_pool.shutdown(wait=True, cancel_futures=True)
+            self._collect_exports(block=True)
+            self._export_pool = None
+        if self._executor is not None:
+            if wait_for_jobs:
+                self._collect_jobs(block=True)
+            if self._own_executor:
+                # Running studies are stopped (their futures resolve "interrupted") and queued again below.
+                self._executor.shutdown(wait=True, cancel_pending=True, kill_running=True)
+            self._collect_jobs()  # a run that finished meanwhile is recorded as finished
+            self._requeue_interrupted()
+        self.state.close()
+        self.spool.unlock()
+
+    def __enter__(self) -> Listener:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wake(self) -> None:
+        """Run the scheduler now instead of at the next poll (tests, operator commands)."""
+        self._wake.set()
+
+    # ------------------------------------------------------------------ scheduler
+    def _loop(self) -> None:
+        poll = self.cfg.trigger.poll_seconds
+        while not self._stop.is_set():
+            try:
+                self.tick()
+            except Exception:
+                logger.exception("scheduler: unexpected error (continuing)")
+            self._wake.wait(poll)
+            self._wake.clear()
+
+    def tick(self) -> None:
+        """One scheduler pass (see the module docstring)."""
+        self._collect_jobs()
+        if not self._stop.is_set():
+            self._start_jobs()
+        self._collect_exports()
+        if not self._stop.is_set():
+            self._start_exports()
+
+    def _start_jobs(self) -> None:
+        proc = self.cfg.processing
+        free = proc.workers - len(self._jobs)
+        if free <= 0:
+            return
+        now = now_s()
+        for row in self.state.due_studies(now, self.cfg.trigger.stable_seconds, limit=free + len(self._jobs)):
+            if free <= 0:
+                break
+            if row.study_uid in self._jobs:
+                continue
+            started = self.state.start_run(row.study_uid, now)
+            if started is None:
+                continue
+            task = jobs.study_task(
+                study_uid=row.study_uid,
+                study_dir=self.spool.study_dir(row.study_uid),
+                out_dir=self.spool.results_dir(row.study_uid),
+                cfg=proc,
+                config_sha256=self._config_sha256,
+            )
+            logger.info(
+                "study %s: processing (%d instances, attempt %d of %d)",
+                row.study_uid,
+                started.n_instances,
+                started.attempts,
+                proc.max_attempts,
+            )
+            try:
+                fut = self._executor.submit(task)
+            except Exception as exc:
+                fut = Future()
+                fut.set_exception(exc)
+            fut.add_done_callback(lambda _f: self._wake.set())
+            self._jobs[row.study_uid] = fut
+            free -= 1
+
+    def _collect_jobs(self, *, block: bool = False) -> None:
+        for uid, fut in list(self._jobs.items()):
+            if not fut.done() and not block:
+                continue
+            try:
+                outcome = fut.result()
+                status, error, runtime = str(outcome.status), outcome.error, float(outcome.runtime_s)
+            except Exception as exc:  # the executor itself failed (e.g. lost Dask scheduler): retryable
+                status, error, runtime = "crashed", f"executor error: {type(exc).__name__}: {exc}", None
+            del self._jobs[uid]
+            self._finish(uid, status, error, runtime)
+
+    def _finish(self, study_uid: str, status: str, error: str | None, runtime_s: float | None) -> None:
+        proc = self.cfg.processing
+        ok = status == jobs.OK
+        out_dir = self.spool.results_dir(study_uid)
+        if status == jobs.INTERRUPTED:
+            self.state.requeue(study_uid, now_s())
+            logger.info("study %s: run interrupted; queued again", study_uid)
+            return
+        # A study the pipeline refused ("failed": bad or unusable data, invalid configuration) gives the same
+        # answer when run again on the same data: it is dead at once. Timeouts and crashes are retried.
+        max_attempts = 1 if status == jobs.FAILED else proc.max_attempts
+        new = self.state.finish_run(
+            study_uid,
+            ok=ok,
+            error=None if ok else f"{status}: {error or 'no error text'}",
+            out_dir=str(out_dir) if ok else None,
+            runtime_s=runtime_s,
+            now=now_s(),
+            max_attempts=max_attempts,
+            retry_backoff_s=proc.retry_backoff_s,
+            retry_backoff_max_s=proc.retry_backoff_max_s,
+            exports=self._export_items(out_dir) if ok else (),
+        )
+        row = self.state.get_study(study_uid)
+        if new is StudyStatus.DONE:
+            n = len(self.state.outbox_for(study_uid))
+            logger.info("study %s: done in %.1f s; %d exports queued", study_uid, runtime_s or 0.0, n)
+        elif new is StudyStatus.RECEIVING:
+            logger.info("study %s: new instances arrived during the run; it will run again once stable", study_uid)
+        elif new is StudyStatus.RETRY_WAIT and row is not None:
+            logger.warning(
+                "study %s: attempt %d %s (%s); retry in %.0f s",
+                study_uid,
+                row.attempts,
+                status,
+                error,
+                (row.next_attempt_at or 0) - now_s(),
+            )
+        elif new is StudyStatus.DEAD and row is not None:
+            logger.error(
+                "study %s: %s after %d attempt(s) (%s); dead letter - see 'spine-assess queue show %s'",
+                study_uid,
+                status,
+                row.attempts,
+                error,
+                study_uid,
+            )
+
+    def _export_items(self, out_dir: Path) -> list[ExportItem]:
+        """Result files x destinations, from the outputs listed in the run's report.json."""
+        try:
+            outputs = json.loads((out_dir / "report.json").read_text(encoding="utf-8")).get("outputs") or {}
+        except (OSError, ValueError) as exc:
+            logger.error("%s: report.json unreadable (%s); nothing to export", out_dir, exc)
+            return []
+        files: dict[str, list[str]] = {}
+        for kind in ("sr", "seg", "sc"):
+            value = outputs.get(kind)
+            rels = value if isinstance(value, list) else ([value] if value else [])
+            files[kind] = [str(out_dir / r) for r in rels]
+        return [
+            ExportItem(dest.name, path, kind)
+            for dest in self.cfg.export.destinations
+            for kind in dest.send
+            for path in files.get(kind, [])
+        ]
+
+    def _requeue_interrupted(self) -> None:
+        now = now_s()
+        for uid in list(self._jobs):
+            self.state.requeue(uid, now)
+            logger.info("study %s: run interrupted by the shutdown; it will run at the next start", uid)
+        self._jobs.clear()
+
+    # ------------------------------------------------------------------ export
+    def _start_exports(self) -> None:
+        pool = self._export_pool
+        if pool is None:
+            return
+        busy = {r.id for rows in self._exports.values() for r in rows}
+        groups: dict[tuple[str, str], list[OutboxRow]] = defaultdict(list)
+        for row in self.state.due_exports(now_s()):
+            if row.id not in busy:
+                groups[(row.destination, row.study_uid)].append(row)
+        for (dest_name, _study), rows in groups.items():
+            if len(self._exports) >= self.cfg.export.threads * 2:
+                break
+            dest = self._destinations.get(dest_name)
+            fut: Future[dict[Path, str | None]]
+            if dest is None:
+                fut = Future()
+                fut.set_result({Path(r.path): f"destination {dest_name!r} is no longer configured" for r in rows})
+            else:
+                paths = [Path(r.path) for r in rows]
+                fut = pool.submit(send_files, dest, paths, calling_ae_title=self.cfg.network.ae_title)
+                fut.add_done_callback(lambda _f: self._wake.set())
+            self._exports[fut] = rows
+
+    def _collect_exports(self, *, block: bool = False) -> None:
+        exp = self.cfg.export
+        for fut, rows in list(self._exports.items()):
+            if not fut.done() and not block:
+                continue
+            try:
+                by_path = fut.result()
+            except Exception as exc:  # cancelled at shutdown, or a bug: retried later
+                by_path = {Path(r.path): f"not sent: {type(exc).__name__}: {exc}" for r in rows}
+            del self._exports[fut]
+            results = {r.id: by_path.get(Path(r.path), "no result") for r in rows}
+            self.state.export_done(
+                results,
+                now=now_s(),
+                max_attempts=exp.max_attempts,
+                retry_backoff_s=exp.retry_backoff_s,
+                retry_backoff_max_s=exp.retry_backoff_max_s,
+            )
+            ok = sum(1 for e in results.values() if e is None)
+            study = rows[0].study_uid
+            if ok == len(rows):
+                logger.info("study %s: %d result file(s) delivered to %s", study, ok, rows[0].destination)
+            else:
+                first = next(e for e in results.values() if e is not None)
+                logger.warning(
+                    "study %s: %d of %d result file(s) not delivered to %s (%s); will retry",
+                    study,
+                    len(rows) - ok,
+                    len(rows),
+                    rows[0].destination,
+                    first,
+                )
+
+
+def serve(cfg: ListenerConfig, stop: threading.Event) -> None:
+    """Run a listener until ``stop`` is set (the CLI sets it on SIGINT / SIGTERM)."""
+    listener = Listener(cfg).start()
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        listener.stop()
+
+
+__all__ = ["Listener", "reconcile", "serve"]
