@@ -23,7 +23,7 @@ from pydicom.uid import (
 )
 
 from pipeline.errors import DicomReadError, SeriesError
-from pipeline.ingest import discover_study, load_series, read_source_datasets, slice_sources
+from pipeline.ingest import discover_study, load_series, pixels, read_source_datasets, slice_sources
 from pipeline.ingest.pixels import transfer_syntax_problem
 from pipeline.volume import Volume
 from tests.dicom_factory import SeriesSpec, rotated_iop, write_enhanced, write_series
@@ -230,6 +230,16 @@ def test_transfer_syntax_problem():
         "1.2.840.10008.1.2.4.100"
     )
     assert "not a known transfer syntax" in transfer_syntax_problem("1.2.3.4")
+
+
+def test_preferred_decoder_failure_falls_back_to_the_default_order(tmp_path: Path, monkeypatch):
+    assert pixels._preferred_plugin(JPEGLSLossless) == "pyjpegls"  # CharLS first for JPEG-LS (speed)
+    spec = SeriesSpec(transfer_syntax=RLELossless, rows=40, cols=36)
+    write_series(tmp_path, spec)
+    # pyjpegls is no RLE decoder: pydicom refuses it, and the default plugins must then decode the file
+    monkeypatch.setattr(pixels, "_preferred_plugin", lambda ts: "pyjpegls")
+    _, vol = _load_only(tmp_path)
+    np.testing.assert_array_equal(vol.array, spec.expected_array())
 
 
 def test_two_series_same_frame_of_reference_share_the_grid(tmp_path: Path):

@@ -52,7 +52,11 @@ def test_report_has_the_contract_and_validates(result):
     assert report["outputs"]["labels"] == "labels.nii.gz"
     for name in ("labels", "html", "seg", "sr"):
         assert (result.out_dir / report["outputs"][name]).is_file(), name
-    assert report["timings_ms"]["total"] > 0
+    timings = report["timings_ms"]
+    stages = ("ingest", "load", "segment", "morphometry", "stir", "eligibility", "outputs")
+    assert all(timings[k] >= 0 for k in stages) and timings["outputs"] > 0  # writing SEG/SR/HTML takes time
+    assert timings["total"] >= sum(timings[k] for k in stages) - 1.0  # total covers every stage (rounding)
+    assert timings["total"] <= result.runtime_s * 1000.0
 
 
 def test_labels_are_on_the_anatomy_grid_and_map_to_levels(result, study_dir):

@@ -280,11 +280,15 @@ def _decode(header: InstanceHeader, frame_numbers: Sequence[int | None]) -> list
     try:
         with _quiet():
             ds = _dataset_with_pixels(header)
-            if n == 1:
-                decoded[0] = _as_2d(pydicom.pixels.pixel_array(ds, allow_excess_frames=False), path)
-            else:
-                for i, arr in zip(wanted, iter_pixels(ds, indices=wanted, allow_excess_frames=False), strict=True):
-                    decoded[i] = _as_2d(arr, path)
+            preferred = _preferred_plugin(header.transfer_syntax)
+            try:
+                decoded = _decode_frames(ds, n, wanted, path, preferred)
+            except (DicomReadError, KeyboardInterrupt, SystemExit, GeneratorExit):
+                raise
+            except BaseException:  # noqa: BLE001 - the preferred plugin failed: let pydicom try all of them
+                if not preferred:
+                    raise
+                decoded = _decode_frames(ds, n, wanted, path, "")
     except (DicomReadError, KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # noqa: BLE001 - the boundary: any decoder failure is this file's problem.
@@ -293,6 +297,34 @@ def _decode(header: InstanceHeader, frame_numbers: Sequence[int | None]) -> list
         ts = UID(header.transfer_syntax)
         raise DicomReadError(f"{path}: cannot decode pixel data ({ts.name}): {describe_exception(exc)}") from None
     return [decoded[i] for i in indices]
+
+
+def _decode_frames(ds: Dataset, n: int, wanted: list[int], path: Path, plugin: str) -> dict[int, np.ndarray]:
+    if n == 1:
+        return {0: _as_2d(pydicom.pixels.pixel_array(ds, decoding_plugin=plugin, allow_excess_frames=False), path)}
+    frames = iter_pixels(ds, indices=wanted, decoding_plugin=plugin, allow_excess_frames=False)
+    return {i: _as_2d(arr, path) for i, arr in zip(wanted, frames, strict=True)}
+
+
+# Decoding plugin to try first, by transfer syntax ("" = pydicom's own order, which tries pylibjpeg's libjpeg
+# first for JPEG-LS). CharLS (pyjpegls) decodes the sample studies' 384x384 JPEG-LS frames in ~3.5 ms instead of
+# ~14 ms; JPEG-LS decoding is exactly specified, so the pixels are the same. If it fails on a file, pydicom's
+# default order is tried before the file is declared undecodable.
+_PREFERRED_PLUGINS = {
+    "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81": "pyjpegls",  # JPEG-LS Near-Lossless
+}
+
+
+@lru_cache(maxsize=32)
+def _preferred_plugin(transfer_syntax: str) -> str:
+    plugin = _PREFERRED_PLUGINS.get(transfer_syntax, "")
+    if not plugin:
+        return ""
+    try:
+        return plugin if plugin in get_decoder(UID(transfer_syntax)).available_plugins else ""
+    except (NotImplementedError, ValueError):
+        return ""
 
 
 def _dataset_with_pixels(header: InstanceHeader) -> Dataset:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -112,7 +113,10 @@ def write_outputs(
         The report as written to ``report.json``: ``outputs`` lists the files (relative paths) and
         ``warnings`` says why a requested output could not be written. A DICOM output that fails is a
         warning, not an exception, so that the JSON and HTML are always there to explain the run.
+        The time spent here before rendering the HTML and JSON (overlays, DICOM objects) is added to
+        ``timings_ms["outputs"]`` and, when the report has one, to ``timings_ms["total"]``.
     """
+    t_start = time.perf_counter()
     kinds = set(outputs) | {OutputKind.JSON}
     if OutputKind.SR in kinds:
         kinds.add(OutputKind.SEG)
@@ -165,6 +169,11 @@ def write_outputs(
     if OutputKind.HTML in kinds:
         files["html"] = FILE_NAMES[OutputKind.HTML]
     final["outputs"] = files
+    timings = final["timings_ms"] = dict(final.get("timings_ms") or {})
+    spent_ms = (time.perf_counter() - t_start) * 1000.0
+    timings["outputs"] = round(float(timings.get("outputs", 0.0)) + spent_ms, 1)
+    if "total" in timings:
+        timings["total"] = round(float(timings["total"]) + spent_ms, 1)
     final["warnings"] = list(dict.fromkeys(warnings))
     if OutputKind.HTML in kinds:
         (out_dir / FILE_NAMES[OutputKind.HTML]).write_text(render_html(final, overlays), encoding="utf-8")

@@ -392,9 +392,15 @@ def _compose(
     return canvas
 
 
+# zlib level of the PNG files. Lossless at any level (the pixels are the same); measured on the sample studies'
+# overlays: level 3 is ~10x faster to encode than ``optimize=True`` (level 9, ~0.35 s per picture) for files
+# ~4 % larger, and the HTML report embeds them, so this is most of the report-writing time.
+_PNG_COMPRESS_LEVEL = 3
+
+
 def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
+    img.save(buf, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
     return buf.getvalue()
 
 
