@@ -92,11 +92,18 @@ def test_seg_pixels_round_trip_to_the_label_map(case, seg_file):
     assert seg.NumberOfFrames == 12
 
 
+def _all_uids(ds) -> list[str]:
+    found: list[str] = []
+    ds.walk(lambda _ds, elem: found.append(str(elem.value)) if elem.VR == "UI" else None)
+    return found
+
+
 def test_seg_uids_are_deterministic_and_change_with_the_configuration(case):
     a = build_seg(case.segmentation, case.datasets, case.report)
     b = build_seg(case.segmentation, case.datasets, case.report)
     assert (a.SeriesInstanceUID, a.SOPInstanceUID) == (b.SeriesInstanceUID, b.SOPInstanceUID)
     assert [s.TrackingUID for s in a.SegmentSequence] == [s.TrackingUID for s in b.SegmentSequence]
+    assert _all_uids(a) == _all_uids(b)  # every UID, including highdicom's dimension organization
     other = {**case.report, "pipeline": {**case.report["pipeline"], "config_sha256": "cd" * 32}}
     c = build_seg(case.segmentation, case.datasets, other)
     assert c.SOPInstanceUID != a.SOPInstanceUID and c.SeriesInstanceUID != a.SeriesInstanceUID

@@ -177,6 +177,7 @@ def build_seg(
             f"cannot build a DICOM Segmentation of series {segmentation.series_uid}: {exc}; the label map "
             "must lie on the grid of the source series"
         ) from exc
+    _fix_dimension_organization_uid(seg, identity.uid("SEG-dimension-organization", prefix=config.uid_prefix))
     logger.info(
         "SEG of series %s: %d segments, %d frames",
         segmentation.series_uid,
@@ -184,3 +185,12 @@ def build_seg(
         int(seg.NumberOfFrames),
     )
     return seg
+
+
+def _fix_dimension_organization_uid(seg: hd.seg.Segmentation, uid: str) -> None:
+    """Replace highdicom's random DimensionOrganizationUID by a derived one: a re-run writes the same bytes."""
+    old = seg.DimensionOrganizationSequence[0].DimensionOrganizationUID
+    seg.DimensionOrganizationSequence[0].DimensionOrganizationUID = uid
+    for item in seg.DimensionIndexSequence:
+        if item.get("DimensionOrganizationUID") == old:
+            item.DimensionOrganizationUID = uid
