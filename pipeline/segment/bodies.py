@@ -364,8 +364,9 @@ def _max_jump(slot: BodySlot, step_mm: float, cfg: SegmentationConfig) -> int:
 
     ``contour_max_jump_mm`` suits a body about as tall as deep. On a flat (collapsed) body the radius along rays
     near the antero-posterior direction grows like ``half_height / sin(angle)``: the allowed jump grows with
-    the square of ``body_typical_min_mm`` / segment height (at most 4x), so that the contour can reach the
-    anterior and posterior walls instead of cutting a thin body short.
+    the square of ``body_typical_min_mm`` / segment height (at most 4x), and the jump penalty per step shrinks
+    by the same factor, so that the contour can reach the anterior and posterior walls instead of cutting a
+    thin body short.
     """
     height_mm = max(slot.segment.length * step_mm, 1e-6)
     scale = float(np.clip((cfg.body_typical_min_mm / height_mm) ** 2, 1.0, 4.0))
@@ -402,11 +403,14 @@ def _solve_slice(
         ps.append((p, pm))
         geo.append(vals)
     jumps = [_max_jump(tr.slot, profile.step_mm, cfg) for tr in tracks]
+    base_jump = max(1, int(round(cfg.contour_max_jump_mm / step)))
     cost_arr = np.stack(costs)
     path = np.zeros(cost_arr.shape[:2], dtype=int)
     for jump in sorted(set(jumps)):
         pick = [i for i, v in enumerate(jumps) if v == jump]
-        path[pick] = _circular_dp(cost_arr[pick], jump, cfg.contour_jump_penalty)
+        # the same flatness also makes the steep radius changes normal: the penalty per step shrinks alike
+        penalty = cfg.contour_jump_penalty * base_jump / jump
+        path[pick] = _circular_dp(cost_arr[pick], jump, penalty)
     out = []
     for i, tr in enumerate(tracks):
         j = path[i]
