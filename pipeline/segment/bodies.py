@@ -359,6 +359,20 @@ def _contour_costs(
     return np.where(allowed, cost, 2.0 + crossed)
 
 
+def _max_jump(slot: BodySlot, step_mm: float, cfg: SegmentationConfig) -> int:
+    """Largest radius change between neighbouring rays, in contour steps.
+
+    ``contour_max_jump_mm`` suits a body about as tall as deep. On a flat (collapsed) body the radius along rays
+    near the antero-posterior direction grows like ``half_height / sin(angle)``: the allowed jump grows with
+    the square of ``body_typical_min_mm`` / segment height (at most 4x), and the jump penalty per step shrinks
+    by the same factor, so that the contour can reach the anterior and posterior walls instead of cutting a
+    thin body short.
+    """
+    height_mm = max(slot.segment.length * step_mm, 1e-6)
+    scale = float(np.clip((cfg.body_typical_min_mm / height_mm) ** 2, 1.0, 4.0))
+    return max(1, int(round(scale * cfg.contour_max_jump_mm / cfg.contour_step_mm)))
+
+
 def _solve_slice(
     img: np.ndarray,
     tracks: list[_Track],
@@ -388,8 +402,15 @@ def _solve_slice(
         costs.append(c)
         ps.append((p, pm))
         geo.append(vals)
-    max_jump = max(1, int(round(cfg.contour_max_jump_mm / step)))
-    path = _circular_dp(np.stack(costs), max_jump, cfg.contour_jump_penalty)
+    jumps = [_max_jump(tr.slot, profile.step_mm, cfg) for tr in tracks]
+    base_jump = max(1, int(round(cfg.contour_max_jump_mm / step)))
+    cost_arr = np.stack(costs)
+    path = np.zeros(cost_arr.shape[:2], dtype=int)
+    for jump in sorted(set(jumps)):
+        pick = [i for i, v in enumerate(jumps) if v == jump]
+        # the same flatness also makes the steep radius changes normal: the penalty per step shrinks alike
+        penalty = cfg.contour_jump_penalty * base_jump / jump
+        path[pick] = _circular_dp(cost_arr[pick], jump, penalty)
     out = []
     for i, tr in enumerate(tracks):
         j = path[i]

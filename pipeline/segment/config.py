@@ -63,6 +63,9 @@ class SegmentationConfig:
     half_body_ratio: float = field(default=0.8, metadata={"range": (0.0, 1.0)})
     disc_space_ratio: float = field(default=1.4, metadata={"range": (1.0, 5.0)})
     split_min_dip: float = field(default=0.15, metadata={"range": (0.0, 1.0)})
+    nucleus_min_contrast: float = field(default=0.15, metadata={"range": (0.0, 5.0)})
+    nucleus_min_mm: float = field(default=2.0, metadata={"range": (0.5, 20.0)})
+    thin_body_min_mm: float = field(default=3.0, metadata={"range": (1.0, 30.0)})
     outside_cost: float = field(default=0.45, metadata={"range": (0.0, 1.0)})
     segment_cost: float = field(default=0.5, metadata={"range": (0.0, 50.0)})
 

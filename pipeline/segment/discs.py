@@ -345,7 +345,96 @@ def regularise(profile: ColumnProfile, cfg: SegmentationConfig) -> tuple[Segment
                     segs[i - 1 : i + 2] = [Segment("body", up.t0, down.t1)]
                     merged = True
                     break
+        segs = _relocate_thin_bodies(segs, profile, cfg, med_disc)
     return tuple(segs)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[t0, t1)`` runs of true values of a 1-D boolean array."""
+    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    return list(zip(np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist(), strict=True))
+
+
+def _relocate_thin_bodies(
+    segs: list[Segment], profile: ColumnProfile, cfg: SegmentationConfig, med_disc: float
+) -> list[Segment]:
+    """Re-partition disc spaces that hold a collapsed body the marrow evidence could not show.
+
+    A collapsed body 4-8 mm tall is mostly endplate: after the disc-edge closing its rows look like disc, and
+    the duration priors then place a "body" anywhere in the long disc space, often on a disc. Disc *nuclei* are
+    the robust cue: rows whose band signal deviates from marrow the way this column's discs do (brighter on
+    T2 / STIR, darker on T1), by at least half their typical contrast. Between two bodies that are not mostly
+    nucleus, a disc space longer than ``disc_space_ratio`` x the median disc that holds ``n + 1`` separate
+    nuclei (each at least ``nucleus_min_mm``) separated by non-nucleus gaps of at least ``thin_body_min_mm``
+    (an intranuclear cleft is thinner) holds ``n`` bodies: one per gap, a disc around each nucleus. The number
+    of bodies in the span may grow by one at most (the long disc space is the evidence for it), never shrink.
+    A body counts as a bound of such a span unless it is mostly nucleus rows without any marrow run of
+    ``thin_body_min_mm``. Nothing changes when the column's discs show no consistent nucleus contrast
+    (``nucleus_min_contrast``).
+    """
+    band = profile.band_profile
+    if band is None:
+        return segs
+    step_mm = profile.step_mm
+    T = band.size
+    dev = (band - profile.local_level) / max(abs(profile.marrow_level), 1e-6)
+    dev = np.nan_to_num(dev, nan=0.0)
+    centres = []
+    for g in segs:
+        if g.kind != "disc" or g.t0 == 0 or g.t1 >= T or g.length < 2:
+            continue
+        q = max(1, g.length // 4)
+        centres.append(float(np.median(dev[g.t0 + q : g.t1 - q])) if g.length > 2 * q else float(dev[g.t0]))
+    if len(centres) < 3:
+        return segs
+    typical = float(np.median(centres))
+    if abs(typical) < cfg.nucleus_min_contrast:
+        return segs
+    nucleus = np.sign(typical) * dev >= 0.5 * abs(typical)
+    min_nuc = max(1, int(round(cfg.nucleus_min_mm / step_mm)))
+    min_gap = max(1, int(round(cfg.thin_body_min_mm / step_mm)))
+
+    raw = profile.raw_fraction if profile.raw_fraction is not None else profile.fraction
+    marrow = np.nan_to_num(raw, nan=0.0) >= 0.5
+
+    def anchor(s: Segment) -> bool:
+        """A body with its own signal: mostly not nucleus, or holding a marrow run (an oedema band under an
+        endplate is as bright as a nucleus, but the rest of its body is marrow)."""
+        if s.kind != "body":
+            return False
+        if float(np.mean(nucleus[s.t0 : s.t1])) < 0.5:
+            return True
+        return any(r1 - r0 >= min_gap for r0, r1 in _runs(marrow[s.t0 : s.t1]))
+
+    anchors = [i for i, s in enumerate(segs) if anchor(s)]
+    out = list(segs)
+    for a, b in reversed(list(zip(anchors[:-1], anchors[1:], strict=True))):
+        t0, t1 = out[a].t1, out[b].t0
+        if (t1 - t0) <= cfg.disc_space_ratio * med_disc:
+            continue
+        n_bodies = sum(1 for s in out[a + 1 : b] if s.kind == "body")
+        runs = [r for r in _runs(nucleus[t0:t1]) if r[1] - r[0] >= min_nuc]
+        # gaps between consecutive nuclei that are thick enough to be a body (thin clefts join their disc)
+        merged: list[list[int]] = []
+        for r0, r1 in runs:
+            if merged and r0 - merged[-1][1] < min_gap:
+                merged[-1][1] = r1
+            else:
+                merged.append([r0, r1])
+        n_new = len(merged) - 1
+        if n_new < 1 or not (n_bodies <= n_new <= n_bodies + 1):
+            continue
+        new: list[Segment] = []
+        start = t0
+        for k in range(n_new):
+            g0, g1 = t0 + merged[k][1], t0 + merged[k + 1][0]
+            new += [Segment("disc", start, g0), Segment("body", g0, g1)]
+            start = g1
+        new.append(Segment("disc", start, t1))
+        old = [(s.kind, s.t0, s.t1) for s in out[a + 1 : b]]
+        logger.debug("disc space [%d, %d): %s -> %s (collapsed body between disc nuclei)", t0, t1, old, new)
+        out[a + 1 : b] = new
+    return out
 
 
 def column_profile(
