@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from pipeline.segment import load_segmentation_config
 from pipeline.segment.bodies import BodySlot, _max_jump
 from pipeline.segment.discs import Segment
@@ -18,3 +20,20 @@ def test_flat_body_contour_may_jump_further_between_rays():
     assert _max_jump(slot(int(CFG.body_typical_min_mm)), 1.0, CFG) == base
     assert _max_jump(slot(7), 1.0, CFG) == 4 * base  # (14 / 7)^2 = 4: the cap
     assert base < _max_jump(slot(10), 1.0, CFG) < 4 * base
+
+
+def test_oedema_band_against_a_dark_disc_is_inside_the_body():
+    """A ray from the centre: marrow, a bright oedema band under the endplate, then a dark (desiccated) disc with no
+    cortex line of its own. In the disc zone the dark disc bounds the band like a cortex line; elsewhere (in
+    front of the body: fat then muscle) it does not."""
+    from pipeline.segment.bodies import _cortex_valley, _inside_likelihood
+
+    level, sigma = 0.44, 0.02
+    vals = np.array([[level] * 8 + [0.62] * 12 + [0.30] * 20])  # 0.5-mm samples: 4 mm, 6 mm, 10 mm
+    valley = _cortex_valley(vals, level, sigma, CFG.contour_step_mm, CFG)
+    band = slice(8, 20)
+    outside_zone = _inside_likelihood(vals, valley, level, sigma, CFG, dark_zone=np.zeros(vals.shape, bool))
+    in_zone = _inside_likelihood(vals, valley, level, sigma, CFG, dark_zone=np.ones(vals.shape, bool))
+    assert np.all(outside_zone[0, band] < 0.5)
+    assert np.all(in_zone[0, band] > 0.5)
+    assert np.all(in_zone[0, 22:] < 0.5)  # the disc itself stays outside

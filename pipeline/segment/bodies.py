@@ -200,6 +200,7 @@ def _inside_likelihood(
     sigma: float,
     cfg: SegmentationConfig,
     reach: np.ndarray | None = None,
+    dark_zone: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per ray sample ``(K, J)``: likelihood of being inside the body, bounded by its cortex.
 
@@ -211,8 +212,12 @@ def _inside_likelihood(
     at ``level * (1 + inclusion_bright_rel)``). The cortex line counts as crossed by the running maximum of
     the dark-line strength ``valley`` (soft, ``[0, 1]``, lines at least ``inclusion_line_mm`` long), and an
     inclusion is only accepted where a clear cortex line (``>= inclusion_valley``) lies further out on the
-    same ray, or within ``reach`` (shape ``(K, J)`` bool: inside the neighbouring slice's contour, so that a
-    band found on the mid-sagittal slice is followed laterally where partial volume blurs the endplate).
+    same ray, or, within ``dark_zone`` (shape ``(K, J)`` bool: above or below the body, between its posterior
+    and anterior walls, where the discs are), a run of tissue darker than marrow (by the cortex threshold of
+    :func:`_marrow_likelihood`) at least ``inclusion_line_mm`` long (an endplate against a desiccated disc
+    shows no line of its own), or within ``reach`` (shape ``(K, J)`` bool: inside the neighbouring slice's
+    contour, so that a band found on the mid-sagittal slice is followed laterally where partial volume blurs
+    the endplate).
     """
     p = _marrow_likelihood(values, level, sigma, cfg)
     if cfg.inclusion_bright_rel <= 0:
@@ -224,7 +229,14 @@ def _inside_likelihood(
     n = max(1, int(round(cfg.inclusion_line_mm / cfg.contour_step_mm)))
     line = ndi.minimum_filter1d(valley, n, axis=-1, mode="nearest", origin=(n - 1) // 2) if n > 1 else valley
     crossed = np.clip(np.maximum.accumulate(line, axis=-1) / max(cfg.inclusion_valley, 1e-6), 0.0, 1.0)
+    # what bounds an inclusion further out: a clear cortex line, or, in the disc zone, tissue darker than
+    # marrow for as long as a line (an endplate against a dark desiccated disc shows no line of its own)
+    dark = max(cfg.marrow_k_sigma * sigma, cfg.marrow_dark_rel * abs(level))
+    darkness = (level - values) / dark
+    dark_run = ndi.minimum_filter1d(darkness, n, axis=-1, mode="nearest", origin=(n - 1) // 2) if n > 1 else darkness
     strong = line >= cfg.inclusion_valley
+    if dark_zone is not None:
+        strong = strong | ((dark_run >= 1.0) & dark_zone)
     ahead = np.flip(np.maximum.accumulate(np.flip(strong, axis=-1), axis=-1), axis=-1)
     if reach is not None:
         ahead = ahead | reach
@@ -394,7 +406,9 @@ def _solve_slice(
         reach = None
         if tr.prev_r is not None and tr.inclusion:
             reach = radii[None, :] <= tr.prev_r[:, None] + cfg.contour_step_mm
-        p = np.where(allowed, _inside_likelihood(vals, valley, tr.level, tr.sigma, cfg, reach), 0.0)
+        _, d_loc = axis.to_local(rows, cols, tr.slot.t_centre)
+        dark_zone = (d_loc >= tr.slot.wall_d_mm) & (d_loc <= tr.slot.anterior_d_mm)  # discs, not ligament / muscle
+        p = np.where(allowed, _inside_likelihood(vals, valley, tr.level, tr.sigma, cfg, reach, dark_zone), 0.0)
         pm = np.where(allowed, _marrow_likelihood(vals, tr.level, tr.sigma, cfg), 0.0)
         c = _contour_costs(p, valley, allowed, step, cfg)
         if tr.prev_r is not None:
