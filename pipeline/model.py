@@ -214,6 +214,7 @@ class VertebraMorphometry:
     ap_depth_mm: float | None = None  # AP depth of the body along its own axis
     used_as_reference: bool = False  # its Hp is used for its neighbours' reference heights (not crushed)
     low_confidence: bool = False  # graded on a mask whose plausibility checks raised doubts (``reliability_notes``)
+    grade_uncertain: bool = False  # height loss within the measurement uncertainty of the fracture threshold
     reliability_notes: tuple[str, ...] = ()  # plausibility findings: why low confidence / not a reference body
 
 

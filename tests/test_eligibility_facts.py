@@ -101,6 +101,15 @@ def test_low_confidence_grade_does_not_decide_the_level():
     assert f.posterior_wall_bulge_mm == 1.5  # the wall is measured on its own
 
 
+def test_grade_at_the_fracture_threshold_is_unknown_but_the_loss_is_kept():
+    from dataclasses import replace
+
+    borderline = replace(morph(1, Level.L4, grade=0, loss=19.0, shape=Morphology.NORMAL), grade_uncertain=True)
+    f = imaging_facts([borderline], None)[0]
+    assert f.genant_grade is None and f.morphology is None and f.height_loss_pct == 19.0
+    assert any("within the measurement uncertainty of the fracture threshold" in n for n in f.notes)
+
+
 def test_missing_grade_is_unknown_not_zero():
     f = imaging_facts([morph(1, Level.L2, grade=None)], None)[0]
     assert f.genant_grade is None

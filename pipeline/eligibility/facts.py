@@ -103,6 +103,13 @@ def imaging_facts(morphometry: Sequence[VertebraMorphometry], stir: StirAssessme
             morph = None if m.morphology is Morphology.NOT_ASSESSABLE else m.morphology
             if grade is None:
                 notes.append("no Genant grade: fracture status unknown")
+            elif m.grade_uncertain:
+                # keep the measured loss (other rules read it) but do not decide fractured-or-not on it
+                grade, morph = None, None
+                notes.append(
+                    f"height loss {m.height_loss_pct} % is within the measurement uncertainty of the fracture "
+                    "threshold: fracture status unknown; grade it on the images"
+                )
         else:
             notes.append(f"morphometry not assessable: {m.reason}")
         wall = m.posterior_wall

@@ -52,6 +52,8 @@ class MorphometryConfig:
     min_section_area_mm2: float = _method(100.0, 0.0, None)
     spread_low_confidence_pct: float = _method(10.0, 0.0, 100.0)  # slice spread of height loss -> lower confidence
     spread_not_assessable_pct: float = _method(25.0, 0.0, 100.0)  # slice spread -> not assessable
+    # |height loss - genant_mild_pct| below this: fracture or not is within the measurement uncertainty
+    fracture_margin_pp: float = _method(3.0, 0.0, 20.0)
     max_slice_obliquity_deg: float = _method(35.0, 0.0, 90.0)  # slice normal vs left-right axis
 
     # Reference height.

@@ -325,6 +325,13 @@ def _assemble(
     notes.extend(check.notes)
     if check.low_confidence:
         confidence *= 0.5
+    # A loss this close to the fracture threshold is fracture-or-not within the measurement's own uncertainty.
+    uncertain = abs(loss - cfg.genant_mild_pct) < cfg.fracture_margin_pp
+    if uncertain:
+        notes.append(
+            f"height loss {loss:.1f} % is within {cfg.fracture_margin_pp:g} points of the fracture threshold "
+            f"({cfg.genant_mild_pct:g} %): fracture or not is uncertain"
+        )
 
     landmarks: dict[str, Vec3] = {}
     for name, (u0, v_lo, v_hi) in sec.chords.items():
@@ -391,4 +398,5 @@ def _assemble(
         used_as_reference=b.index in ref_set,
         low_confidence=check.low_confidence,
         reliability_notes=check.notes,
+        grade_uncertain=uncertain,
     )

@@ -112,6 +112,10 @@ def _grade_cell(grade: Any, morph: Mapping[str, Any]) -> Cell:
     if morph.get("low_confidence"):
         notes = "; ".join(str(n) for n in morph.get("reliability_notes") or ()) or "plausibility checks failed"
         return Cell(f"{grade}?", f"low confidence: {notes}", css=f"grade grade{grade}")
+    if morph.get("grade_uncertain"):
+        return Cell(
+            f"{grade}?", "at the fracture threshold, within the measurement uncertainty", css=f"grade grade{grade}"
+        )
     return Cell(str(grade), css=f"grade grade{grade}")
 
 
