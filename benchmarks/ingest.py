@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5, help="rounds; the median of each pass is reported")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--realdata", type=Path, default=Path("/work/shared/realdata"))
+    ap.add_argument("--realdata", type=Path, default=REPO.parent / "shared" / "realdata")  # ../shared beside the repo
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="spine-assess-bench-ingest-", dir=args.workdir))

@@ -50,7 +50,11 @@ from pipeline.segment import SegmentationConfig, load_segmentation_config, segme
 from pipeline.volume import Volume  # noqa: E402
 
 sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-DEFAULT_REALDATA = REPO.parent.parent / "shared" / "realdata"
+# ../shared/realdata beside the repository (CI layout); a git worktree one level deeper also works
+DEFAULT_REALDATA = next(
+    (p for p in (REPO.parent / "shared" / "realdata", REPO.parent.parent / "shared" / "realdata") if p.is_dir()),
+    REPO.parent / "shared" / "realdata",
+)
 
 
 @dataclass

@@ -47,7 +47,11 @@ from pipeline.stir.labelmap import segmentation_from_label_map  # noqa: E402
 from pipeline.stir.measure import erosion_radii_mm, sample_bodies  # noqa: E402
 from pipeline.volume import Volume  # noqa: E402
 
-REALDATA = REPO.parent.parent / "shared" / "realdata"
+# ../shared/realdata beside the repository (CI layout); a git worktree one level deeper also works
+REALDATA = next(
+    (p for p in (REPO.parent / "shared" / "realdata", REPO.parent.parent / "shared" / "realdata") if p.is_dir()),
+    REPO.parent / "shared" / "realdata",
+)
 UID_A, UID_B = "1.2.826.0.1.3680043.2.1", "1.2.826.0.1.3680043.2.2"
 TARGET_FRACTION = 0.20
 LARGE_FRACTION = 0.50  # whole-body truth fraction above which a band covers most of the marrow
