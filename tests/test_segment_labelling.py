@@ -131,3 +131,13 @@ def test_segment_leaning_forwards_below_is_no_evidence_of_fusion():
     if lab.sacrum_index is not None:
         assert max(lab.confidence) <= CFG.sacrum_unconfirmed_confidence
         assert any("could be L5" in w for w in lab.warnings)
+
+
+def test_a_short_sacrum_candidate_gives_no_levels():
+    # the body taken for S1 is 14 mm tall where the bodies above are 25 mm: a partly seen L5 looks like this
+    heights = [25.0] * 8 + [14.0, 20.0]
+    lab = label_bodies(column(ANGLES, GAPS, heights), CFG)
+    assert lab.sacrum_index is None and all(lv is None for lv in lab.levels)
+    assert any("may be a partly seen L5" in w for w in lab.warnings)
+    # the same column with a full-height S1 is named
+    assert names(label_bodies(column(ANGLES, GAPS, [25.0] * 8 + [24.0, 20.0]), CFG))[:9] == NAMES[:9]

@@ -121,6 +121,8 @@ class SegmentationConfig:
     sacrum_clear_score: float = field(default=1.5, metadata={"range": (-3.0, 3.0)})
     sacrum_min_margin: float = field(default=0.5, metadata={"range": (0.0, 6.0)})
     sacrum_unconfirmed_confidence: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
+    # an S1 candidate shorter than this share of the median body above it is a partly seen body, not an anchor
+    sacrum_min_height_ratio: float = field(default=0.7, metadata={"range": (0.0, 2.0)})
     count_missing_gap_ratio: float = field(default=0.75, metadata={"range": (0.1, 5.0)})
     count_missing_disc_ratio: float = field(default=2.5, metadata={"range": (1.0, 10.0)})
     count_merged_height_ratio: float = field(default=1.6, metadata={"range": (1.0, 5.0)})

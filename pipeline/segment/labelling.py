@@ -226,6 +226,15 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
             )
             conf_s1 *= 0.7
     s1_facts = facts[auto_s1]
+    med = _median_height_mm(facts, auto_s1)
+    if med > 0 and 0 < s1_facts.height_mm < cfg.sacrum_min_height_ratio * med:
+        # S1 is as tall as the lumbar bodies; a short 'sacrum' is a partly segmented or partly seen body (often L5)
+        warnings.append(
+            f"the body taken for S1 is only {s1_facts.height_mm:.0f} mm tall ({s1_facts.height_mm / med:.0%} of the "
+            "median body above it): it may be a partly seen L5, so vertebral levels are not assigned (give an "
+            "anchor such as --anchor L5=lowest to name them)"
+        )
+        return Labelling(tuple([None] * n), tuple([0.0] * n), None, "no anchor", tuple(warnings))
     unconfirmed = auto_s1 == n - 1 or not _sacral_below(facts, auto_s1, cfg)
     if unconfirmed and not s1_facts.bone_continues_below and _tilt_score(facts, auto_s1, cfg) < 1.0:
         # nothing below it was seen (image edge or no segment found) and it is not tilted beyond a lordotic L5:
