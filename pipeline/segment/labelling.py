@@ -203,7 +203,7 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
             or "sacrum not identified in the field of view: vertebral levels are not assigned (give an anchor "
             "such as --anchor L5=lowest to name them)"
         )
-        return Labelling(tuple([None] * n), tuple([0.0] * n), None, "no anchor", tuple(warnings))
+        return _no_levels(n, warnings)
 
     conf_s1 = auto_conf
     # transitional anatomy: judged on the disc spaces next to S1 against the lumbar ones above (integrated disc
@@ -234,7 +234,7 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
             "median body above it): it may be a partly seen L5, so vertebral levels are not assigned (give an "
             "anchor such as --anchor L5=lowest to name them)"
         )
-        return Labelling(tuple([None] * n), tuple([0.0] * n), None, "no anchor", tuple(warnings))
+        return _no_levels(n, warnings)
     unconfirmed = auto_s1 == n - 1 or not _sacral_below(facts, auto_s1, cfg)
     if unconfirmed and not s1_facts.bone_continues_below and _tilt_score(facts, auto_s1, cfg) < 1.0:
         # nothing below it was seen (image edge or no segment found) and it is not tilted beyond a lordotic L5:
@@ -258,6 +258,11 @@ def label_bodies(facts: list[BodyFacts], cfg: SegmentationConfig, anchor: Anchor
         float(conf_s1 * (0.99 ** abs(i - auto_s1))) if lv is not None else 0.0 for i, lv in enumerate(levels)
     )
     return Labelling(tuple(levels), confidence, auto_s1, "sacrum anchor", tuple(warnings))
+
+
+def _no_levels(n: int, warnings: list[str]) -> Labelling:
+    """No level names for the ``n`` bodies (no trustworthy anchor); ``warnings`` say why."""
+    return Labelling(tuple([None] * n), tuple([0.0] * n), None, "no anchor", tuple(warnings))
 
 
 def _tilt_score(facts: list[BodyFacts], j: int, cfg: SegmentationConfig) -> float:
