@@ -68,6 +68,12 @@ class CaseResult:
     dice: list[float] = field(default_factory=list)
     level_ok: int = 0
     level_known: int = 0
+    level_wrong: int = 0  # named, but not the truth's level (unnamed bodies are neither right nor wrong)
+    # per found body: predicted / true volume, share of the predicted voxels on sagittal slices where the true
+    # body is absent (lateral over-reach), Dice with the prediction clipped to the true body's slices
+    volume_ratio: list[float] = field(default_factory=list)
+    off_slice_share: list[float] = field(default_factory=list)
+    dice_in_span: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
     error: str = ""
     warnings: tuple[str, ...] = ()
@@ -158,8 +164,20 @@ def evaluate(
             if t in levels:
                 cr.level_known += 1
                 cr.level_ok += int(v.level is levels[t])
+                cr.level_wrong += int(v.level is not None and v.level is not levels[t])
+            _error_breakdown(cr, truth == t, pred == p_ids[j])
     cr.matched_in_span = sum(1 for v in in_span if v.label in matched_pred)
     return cr
+
+
+def _error_breakdown(cr: CaseResult, t_mask: np.ndarray, p_mask: np.ndarray) -> None:
+    """Where a found body's error lies: its volume, its sagittal slices beyond the true body, the rest."""
+    on = np.asarray(t_mask.any(axis=(1, 2)), dtype=bool)
+    clipped = p_mask & on[:, None, None]
+    n_t, n_p = int(t_mask.sum()), int(p_mask.sum())
+    cr.volume_ratio.append(n_p / max(n_t, 1))
+    cr.off_slice_share.append(1.0 - int(clipped.sum()) / max(n_p, 1))
+    cr.dice_in_span.append(2.0 * int((clipped & t_mask).sum()) / max(n_t + int(clipped.sum()), 1))
 
 
 def overlay(path: Path, image: Volume, truth: np.ndarray | None, res: SegmentationResult, title: str) -> None:
@@ -215,12 +233,23 @@ def summarise(name: str, rows: list[CaseResult]) -> str:
     dice = [d for r in rows for d in r.dice]
     lk = sum(r.level_known for r in rows)
     lo = sum(r.level_ok for r in rows)
+    lw = sum(r.level_wrong for r in rows)
     cpu = [r.cpu_s for r in rows]
-    return (
+    vr = [x for r in rows for x in r.volume_ratio]
+    off = [x for r in rows for x in r.off_slice_share]
+    din = [x for r in rows for x in r.dice_in_span]
+    line = (
         f"{name:10s} cases {len(rows):3d}  recall {found / n_truth:.3f}  precision {matched / max(span, 1):.3f}  "
-        f"Dice {np.mean(dice) if dice else float('nan'):.3f}  level acc {lo / max(lk, 1):.3f} ({lo}/{lk})  "
-        f"CPU s/series median {np.median(cpu):.2f} max {np.max(cpu):.2f}"
+        f"Dice {np.mean(dice) if dice else float('nan'):.3f}  level acc {lo / max(lk, 1):.3f} ({lo}/{lk}, "
+        f"{lw} wrong)  CPU s/series median {np.median(cpu):.2f} max {np.max(cpu):.2f}"
     )
+    if vr:
+        line += (
+            f"\n{'':10s} found bodies: volume predicted/true median {np.median(vr):.2f}; predicted voxels on sagittal "
+            f"slices without the true body {100 * np.mean(off):.1f} %; Dice within the true body's slices "
+            f"{np.mean(din):.3f}"
+        )
+    return line
 
 
 def run_realdata(
