@@ -525,13 +525,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 def _cmd_run(args: argparse.Namespace) -> int:
     from pipeline.report.outputs import parse_outputs
     from pipeline.run import RunOptions, load_pipeline_config, run_study
-    from pipeline.segment import parse_anchor
+    from pipeline.segment import parse_anchor_option
 
     outputs = parse_outputs(args.outputs)
-    try:
-        anchor = parse_anchor(args.anchor) if args.anchor else None
-    except ValueError as exc:
-        raise ConfigError(f"--anchor: {exc}") from None
+    anchor = parse_anchor_option(args.anchor, "--anchor")
     config = load_pipeline_config(args.config_dir)
     result = run_study(
         args.study_dir,
@@ -679,7 +676,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     from pipeline.batch.summary import format_end_screen
     from pipeline.report.outputs import parse_outputs
     from pipeline.run import load_pipeline_config
-    from pipeline.segment import parse_anchor
+    from pipeline.segment import parse_anchor_option
 
     t0 = time.monotonic()
     if args.jobs < 1:
@@ -689,11 +686,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     if args.retry_failed and not args.resume:
         raise ConfigError("--retry-failed goes with --resume")
     outputs = frozenset(o.value for o in parse_outputs(args.outputs))
-    if args.anchor:
-        try:
-            parse_anchor(args.anchor)
-        except ValueError as exc:
-            raise ConfigError(f"--anchor: {exc}") from None
+    parse_anchor_option(args.anchor, "--anchor")  # refuse a bad anchor before any study starts
     root: Path = args.root
     if not root.is_dir():
         raise ConfigError(f"{root}: no such folder; give the folder that holds the studies")

@@ -170,7 +170,7 @@ def run_task(task: StudyTask) -> TaskOutcome:
         from pipeline.errors import ConfigError
         from pipeline.report.outputs import OutputKind
         from pipeline.run import RunOptions, run_study
-        from pipeline.segment import parse_anchor
+        from pipeline.segment import parse_anchor_option
 
         config = _config(task.config_dir)
         t0 = time.perf_counter()  # the study's own time: not the worker's one-off imports and config loading
@@ -179,10 +179,7 @@ def run_task(task: StudyTask) -> TaskOutcome:
                 f"{config.config_dir}: this worker's configuration (sha256 {config.sha256[:12]}) differs from the "
                 f"one the batch checked ({task.config_sha256[:12]}); give every worker the same config files"
             )
-        try:
-            anchor = parse_anchor(task.anchor) if task.anchor else None
-        except ValueError as exc:
-            raise ConfigError(f"anchor {task.anchor!r}: {exc}") from None
+        anchor = parse_anchor_option(task.anchor, f"anchor {task.anchor!r}")
         job = {
             "key": task.key,
             "fingerprint": task.fingerprint,

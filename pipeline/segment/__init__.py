@@ -8,7 +8,14 @@ Public API::
 """
 
 from pipeline.segment.config import SegmentationConfig, load_segmentation_config
-from pipeline.segment.labelling import Anchor, parse_anchor
+from pipeline.segment.labelling import Anchor, parse_anchor, parse_anchor_option
 from pipeline.segment.segmenter import segment_vertebrae
 
-__all__ = ["Anchor", "SegmentationConfig", "load_segmentation_config", "parse_anchor", "segment_vertebrae"]
+__all__ = [
+    "Anchor",
+    "SegmentationConfig",
+    "load_segmentation_config",
+    "parse_anchor",
+    "parse_anchor_option",
+    "segment_vertebrae",
+]

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.errors import ConfigError
 from pipeline.levels import Level
 from pipeline.segment.config import SegmentationConfig
 
@@ -98,6 +99,17 @@ def parse_anchor(text: str) -> Anchor:
             raise ValueError(f"invalid level anchor {text!r}: bodies are counted from 1; {forms}")
         return Anchor(level, n)
     raise ValueError(f"invalid level anchor {text!r}; {forms}")
+
+
+def parse_anchor_option(text: str | None, where: str) -> Anchor | None:
+    """:func:`parse_anchor` for a user-supplied option: ``None`` when no anchor was given; an invalid one raises
+    :class:`~pipeline.errors.ConfigError` prefixed with ``where`` (the option or field that held it)."""
+    if not text:
+        return None
+    try:
+        return parse_anchor(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 @dataclass(frozen=True)
