@@ -47,6 +47,9 @@ from scipy import ndimage
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+# the benchmark scripts' folder is sys.path[0] when one runs as a script: share the manual-mask adapter
+from morphometry import seg_from_labels  # noqa: E402
+
 from pipeline.eligibility import evaluate, find_clinical_file, imaging_facts, load_clinical  # noqa: E402
 from pipeline.ingest import choose_series, discover_study, load_series  # noqa: E402
 from pipeline.levels import Level  # noqa: E402
@@ -56,11 +59,9 @@ from pipeline.model import (  # noqa: E402
     Morphology,
     PosteriorWall,
     Role,
-    SegmentationResult,
     StirAssessment,
     StirFinding,
     VertebraMorphometry,
-    VertebraSeg,
 )
 from pipeline.morphometry import measure_vertebrae  # noqa: E402
 from pipeline.report.outputs import OutputKind  # noqa: E402
@@ -107,31 +108,6 @@ def anatomy_of(study: Path, config: PipelineConfig) -> tuple[Volume, Role]:
     choice = choose_series(st, cfg=config.ingest)
     assert choice.anatomy is not None
     return load_series(choice.anatomy, cfg=config.ingest), choice.anatomy.role
-
-
-def seg_from_labels(labels: Volume, levels: dict[int, Level | None]) -> SegmentationResult:
-    """A SegmentationResult for a manual label map (mid slice = centroid slice, quality 1, levels known)."""
-    arr = np.asarray(labels.array)
-    objects = ndimage.find_objects(arr.astype(np.int64))
-    verts = []
-    for lab in sorted(int(x) for x in np.unique(arr) if x):
-        m = arr == lab
-        com = ndimage.center_of_mass(m)
-        sl = objects[lab - 1]
-        assert sl is not None
-        verts.append(
-            VertebraSeg(
-                label=lab,
-                level=levels.get(lab),
-                level_confidence=1.0,
-                centroid_lps_mm=tuple(float(x) for x in labels.index_to_lps(com)),  # type: ignore[arg-type]
-                mid_slice=int(round(com[0])),
-                bbox=(sl[0].start, sl[1].start, sl[2].start, sl[0].stop, sl[1].stop, sl[2].stop),
-                quality=1.0,
-                volume_mm3=float(m.sum() * labels.voxel_volume_mm3),
-            )
-        )
-    return SegmentationResult(labels, tuple(verts), "manual", False, "manual levels")
 
 
 def read_labels(path: Path, like: Volume) -> Volume:
