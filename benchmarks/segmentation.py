@@ -14,6 +14,10 @@ body), mean Dice of the found bodies, level accuracy, CPU seconds per series. Pr
 *labelled span* only (predicted bodies whose centroid lies between the top of the most cranial and the bottom
 of the most caudal truth body): the research masks leave T10 and above, and S1, unlabelled.
 
+For the found bodies it also says where the error lies: predicted / true volume, voxels on sagittal slices the
+true body does not reach, Dice within the true body's slices, predicted / true left-right extent, and extra and
+missed voxels by lateral position (core, flank, edge of the true body, beyond it).
+
 Overlays (mid-sagittal, truth green, prediction red, level names) and a contact sheet go to ``--out``.
 
 Usage::
@@ -57,6 +61,9 @@ DEFAULT_REALDATA = next(
 )
 
 
+LATERAL_BANDS = ((0.0, 0.6), (0.6, 0.8), (0.8, 1.0), (1.0, np.inf))  # |u|: core, flank, edge, beyond the body
+
+
 @dataclass
 class CaseResult:
     set_name: str
@@ -74,6 +81,10 @@ class CaseResult:
     volume_ratio: list[float] = field(default_factory=list)
     off_slice_share: list[float] = field(default_factory=list)
     dice_in_span: list[float] = field(default_factory=list)
+    # predicted / true left-right extent (sagittal slices), and (true, predicted, overlap) voxels per band of
+    # lateral position u = distance from the true body's middle slice / its half-width (LATERAL_BANDS)
+    width_ratio: list[float] = field(default_factory=list)
+    lateral: np.ndarray = field(default_factory=lambda: np.zeros((len(LATERAL_BANDS), 3), dtype=np.int64))
     cpu_s: float = 0.0
     error: str = ""
     warnings: tuple[str, ...] = ()
@@ -178,6 +189,17 @@ def _error_breakdown(cr: CaseResult, t_mask: np.ndarray, p_mask: np.ndarray) -> 
     cr.volume_ratio.append(n_p / max(n_t, 1))
     cr.off_slice_share.append(1.0 - int(clipped.sum()) / max(n_p, 1))
     cr.dice_in_span.append(2.0 * int((clipped & t_mask).sum()) / max(n_t + int(clipped.sum()), 1))
+    t_sl = np.flatnonzero(on)
+    p_sl = np.flatnonzero(p_mask.any(axis=(1, 2)))
+    cr.width_ratio.append(len(p_sl) / max(len(t_sl), 1))
+    centre, half = 0.5 * (t_sl[0] + t_sl[-1]), 0.5 * len(t_sl)
+    u = np.abs(np.arange(t_mask.shape[0]) - centre) / half
+    n_t_sl = t_mask.sum(axis=(1, 2))
+    n_p_sl = p_mask.sum(axis=(1, 2))
+    n_tp_sl = (t_mask & p_mask).sum(axis=(1, 2))
+    for b, (lo, hi) in enumerate(LATERAL_BANDS):
+        pick = (u >= lo) & (u < hi)
+        cr.lateral[b] += (int(n_t_sl[pick].sum()), int(n_p_sl[pick].sum()), int(n_tp_sl[pick].sum()))
 
 
 def overlay(path: Path, image: Volume, truth: np.ndarray | None, res: SegmentationResult, title: str) -> None:
@@ -248,6 +270,20 @@ def summarise(name: str, rows: list[CaseResult]) -> str:
             f"\n{'':10s} found bodies: volume predicted/true median {np.median(vr):.2f}; predicted voxels on sagittal "
             f"slices without the true body {100 * np.mean(off):.1f} %; Dice within the true body's slices "
             f"{np.mean(din):.3f}"
+        )
+        lat = np.sum([r.lateral for r in rows], axis=0)
+        n_t = max(int(lat[:, 0].sum()), 1)
+        bands = "; ".join(
+            f"{lo:.1f}-{hi:.1f}: Dice {2 * tp / max(t + p, 1):.2f} extra {100 * (p - tp) / n_t:.1f} % "
+            f"missed {100 * (t - tp) / n_t:.1f} %"
+            for (lo, hi), (t, p, tp) in zip(LATERAL_BANDS, lat, strict=True)
+        )
+        wr = [x for r in rows for x in r.width_ratio]
+        line += (
+            f"\n{'':10s} left-right extent predicted/true median {np.median(wr):.2f} "
+            f"(10-90 % {np.percentile(wr, 10):.2f}-{np.percentile(wr, 90):.2f}); by lateral position |u| "
+            f"(of the true half-width), extra and missed "
+            f"voxels as % of the true volume: {bands.replace('-inf', '+')}"
         )
     return line
 
