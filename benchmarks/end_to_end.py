@@ -31,7 +31,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -48,7 +47,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # the benchmark scripts' folder is sys.path[0] when one runs as a script: share the manual-mask adapter
-from morphometry import seg_from_labels  # noqa: E402
+from morphometry import find_realdata, seg_from_labels  # noqa: E402
 
 from pipeline.eligibility import evaluate, find_clinical_file, imaging_facts, load_clinical  # noqa: E402
 from pipeline.ingest import choose_series, discover_study, load_series  # noqa: E402
@@ -76,14 +75,6 @@ LOG_DOMINANT = 0.05  # ln-ratio below which a height / reference difference is n
 
 
 # --------------------------------------------------------------------------- helpers
-def find_realdata(arg: str | None) -> Path | None:
-    candidates = [Path(arg)] if arg else []
-    if os.environ.get("SPINE_ASSESS_REALDATA"):
-        candidates.append(Path(os.environ["SPINE_ASSESS_REALDATA"]))
-    candidates += [REPO.parent / "shared" / "realdata", REPO.parent.parent / "shared" / "realdata"]
-    return next((c for c in candidates if (c / "vb2").is_dir() or (c / "vb3").is_dir()), None)
-
-
 def fmt(x: float | None, nd: int = 1) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{nd}f}"
 
