@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline import __version__
-from pipeline.errors import ConfigError, InputError, PipelineError
+from pipeline.errors import ConfigError, InputError, PipelineError, UsageError
 
 logger = logging.getLogger("pipeline.cli")
 
@@ -57,6 +57,12 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _require_input(path: Path, what: str) -> None:
+    """A missing input path is a usage error (exit 2), the same for every command."""
+    if not path.exists():
+        raise UsageError(f"{what} {path}: no such file or folder; give the folder (or NIfTI file) of the study")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -64,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
+    except UsageError as exc:
+        print(f"spine-assess: usage error: {exc}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"spine-assess: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -107,6 +116,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from pipeline.ingest import choose_series, discover, load_ingest_config
     from pipeline.ingest.summary import format_skipped, format_study, patient_identity, study_json
 
+    _require_input(args.study_dir, "STUDY_DIR")
     cfg = load_ingest_config(args.config)
     ingest_log = logging.getLogger("pipeline.ingest")
     level = ingest_log.level
@@ -415,7 +425,11 @@ def _cmd_stir(args: argparse.Namespace) -> int:
     from pipeline.stir.overlay import overlay_rgb
     from pipeline.volume import Volume
 
+    from pipeline.outdir import check_output_folder
+
     cfg = load_stir_config(args.config)
+    # only its own three files are ever overwritten; a folder holding anything else is refused
+    check_output_folder(args.out, names={"stir.json", "edema_map.nii.gz", "stir_overlay.png"})
 
     def read(path: Path) -> Volume:
         try:
@@ -495,7 +509,15 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         required=True,
         type=Path,
         metavar="DIR",
-        help="output folder for this study (replaced as a whole when the run finishes)",
+        help="output folder for this study: new, empty, or an earlier spine-assess output of the same study "
+        "(replaced as a whole when the run finishes). A folder holding anything else is refused, and so is a "
+        "folder inside the input",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an earlier spine-assess output of ANOTHER study in --out (files spine-assess did not write "
+        "are never removed)",
     )
     p.add_argument("--outputs", default="json,html,seg,sr", metavar="LIST", help=OUTPUTS_HELP)
     p.add_argument(
@@ -523,18 +545,22 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from pipeline.outdir import check_not_overlapping, check_output_folder
     from pipeline.report.outputs import parse_outputs
     from pipeline.run import RunOptions, load_pipeline_config, run_study
     from pipeline.segment import parse_anchor_option
 
     outputs = parse_outputs(args.outputs)
     anchor = parse_anchor_option(args.anchor, "--anchor")
+    _require_input(args.study_dir, "STUDY_DIR")
+    check_not_overlapping(args.study_dir, args.out)
+    check_output_folder(args.out, force=args.force)  # refuse before the long work; run_study checks again
     config = load_pipeline_config(args.config_dir)
     result = run_study(
         args.study_dir,
         args.out,
         config=config,
-        options=RunOptions(outputs=outputs, clinical_path=args.clinical, anchor=anchor),
+        options=RunOptions(outputs=outputs, clinical_path=args.clinical, anchor=anchor, force=args.force),
     )
     print(format_study_summary(result.report, result.out_dir))
     return 0

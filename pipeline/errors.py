@@ -4,6 +4,7 @@ Callers handle these differently:
 
 - :class:`InputError`: the data given to us is unusable (file, study, series). Batch records it and moves on.
 - :class:`ConfigError`: a configuration or clinical-input file is invalid. The CLI exits with status 2.
+  :class:`UsageError` (a ConfigError): the command line asks for something unsafe or impossible (status 2).
 - :class:`AnalysisError`: a stage could not produce a trustworthy result from valid input
   (e.g. no vertebral column found, registration failed).
 
@@ -36,6 +37,11 @@ class StudyError(InputError):
 
 class ConfigError(PipelineError):
     """A configuration file or clinical-input file is invalid."""
+
+
+class UsageError(ConfigError):
+    """The command asks for something that cannot be done as given (a missing input path, an output folder that
+    would lose files). Exit status 2 like a configuration error; the CLI says "usage error"."""
 
 
 class AnalysisError(PipelineError):

@@ -41,6 +41,7 @@ from pipeline.ingest import (
 )
 from pipeline.model import Role, SegmentationResult, SeriesRecord, StirAssessment, VertebraMorphometry
 from pipeline.morphometry import MorphometryConfig, load_morphometry_config, measure_vertebrae
+from pipeline.outdir import check_not_overlapping, check_output_folder
 from pipeline.report.dicom_common import DEFAULT_DICOM_CONFIG, DicomOutputConfig
 from pipeline.report.json_report import build_report
 from pipeline.report.outputs import DEFAULT_OUTPUTS, FILE_NAMES, OutputKind, write_outputs
@@ -101,6 +102,9 @@ class RunOptions:
     write_labels: bool = True
     study_uid: str | None = None
     job: Mapping[str, Any] | None = field(default=None, hash=False)
+    # replace a previous spine-assess output of ANOTHER study in out_dir (one of the same study is always
+    # replaced; a folder holding anything spine-assess did not write never is: see pipeline.outdir)
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,10 +141,16 @@ def run_study(
     config: PipelineConfig,
     options: RunOptions = RunOptions(),
 ) -> RunResult:
-    """Assess one study folder and write its outputs into ``out_dir`` (replaced atomically if it exists).
+    """Assess one study folder and write its outputs into ``out_dir``.
+
+    ``out_dir`` must be new, empty, or a previous spine-assess output (of this study, or of another one with
+    ``options.force``); it is then replaced atomically. Anything else is refused before any work (see
+    :mod:`pipeline.outdir`): nothing the program did not write is ever removed.
 
     Raises
     ------
+    OutputFolderError
+        ``out_dir`` overlaps the input, or holds files spine-assess did not write (a ConfigError).
     InputError
         The folder holds no usable study (no DICOM/NIfTI, several studies or patients, no sagittal series).
     ConfigError
@@ -150,9 +160,13 @@ def run_study(
     timer = _Timer()
     warnings: list[str] = []
     study_dir = Path(study_dir)
+    out_dir = Path(out_dir)
+    check_not_overlapping(study_dir, out_dir)
+    check_output_folder(out_dir, force=options.force)  # before the long work; the study is compared below
 
     with timer.stage("ingest"):
         study = discover_study(study_dir, cfg=config.ingest, study_uid=options.study_uid)
+        check_output_folder(out_dir, study_uid=study.study_uid, force=options.force)
         choice = choose_series(study, cfg=config.ingest)
         warnings += choice.warnings
     logger.info(
@@ -212,7 +226,7 @@ def run_study(
         clinical_inputs={"file": clinical_path.name if clinical_path else None, "provided": clinical is not None},
     )
 
-    with _atomic_dir(Path(out_dir)) as tmp:
+    with _atomic_dir(out_dir, study_uid=study.study_uid, force=options.force) as tmp:
         t_outputs = time.perf_counter()
         if options.job is not None:
             (tmp / JOB_FILE).write_text(
@@ -319,8 +333,12 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 
 
 @contextmanager
-def _atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``final``; on success it replaces ``final`` in one rename."""
+def _atomic_dir(final: Path, *, study_uid: str | None = None, force: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``final``; on success it replaces ``final`` in one rename.
+
+    ``final`` is checked again just before it is replaced (:func:`pipeline.outdir.check_output_folder`):
+    something written into it during the run is not lost either.
+    """
     final = final.resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{time.monotonic_ns()}"
@@ -328,6 +346,7 @@ def _atomic_dir(final: Path) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_tree(tmp)
+        check_output_folder(final, study_uid=study_uid, force=force)
         if final.exists():
             old = final.parent / f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}"
             os.replace(final, old)

@@ -14,6 +14,7 @@ from pipeline.errors import ConfigError, StudyError
 from pipeline.ingest import discover_study, load_series
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
+from pipeline.outdir import OutputFolderError
 from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom, write_study
 from pipeline.report.json_report import validate_report
 from pipeline.run import RunOptions, load_pipeline_config, run_study
@@ -81,19 +82,30 @@ def test_the_collapsed_body_is_found_and_measured(result):
 
 def test_rerun_replaces_the_folder_atomically(study_dir, config, tmp_path):
     out = tmp_path / "s"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an earlier run")
+    opts = RunOptions(outputs=frozenset({"json", "html"}))  # type: ignore[arg-type]
+    run_study(study_dir, out, config=config, options=opts)
+    assert (out / "report.html").is_file()
     run_study(study_dir, out, config=config, options=RunOptions(outputs=frozenset({"json"})))  # type: ignore[arg-type]
-    assert not (out / "stale.txt").exists()
+    assert not (out / "report.html").exists(), "the previous output is replaced as a whole"
     assert (out / "report.json").is_file()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+
+
+def test_rerun_never_removes_a_file_it_did_not_write(study_dir, config, tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "stale.txt").write_text("not ours")
+    with pytest.raises(OutputFolderError, match="stale.txt"):
+        run_study(study_dir, out, config=config, options=RunOptions(outputs=frozenset({"json"})))  # type: ignore[arg-type]
+    assert (out / "stale.txt").read_text() == "not ours"
+    assert not (out / "report.json").exists()
 
 
 def test_folder_without_a_study_is_a_clear_error(tmp_path, config):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(StudyError, match="no DICOM|no study|no image"):
-        run_study(tmp_path, tmp_path / "out", config=config)
-    assert not (tmp_path / "out").exists()
+        run_study(tmp_path, tmp_path.parent / f"{tmp_path.name}-out", config=config)
+    assert not (tmp_path.parent / f"{tmp_path.name}-out").exists()
 
 
 def test_invalid_clinical_file_stops_before_the_analysis(study_dir, config, tmp_path):
@@ -108,5 +120,5 @@ def test_cli_run_prints_a_summary_and_exit_codes(study_dir, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "report:" in out and "L1" in out
     assert main(["run", str(study_dir), "--out", str(tmp_path / "o"), "--outputs", "pdf"]) == 2
-    assert main(["run", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 1
+    assert main(["run", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 2  # usage error, as batch
     assert main(["run", str(study_dir), "--out", str(tmp_path / "o3"), "--anchor", "X9=lowest"]) == 2

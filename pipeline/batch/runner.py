@@ -43,6 +43,8 @@ from pipeline.errors import ConfigError
 logger = logging.getLogger("pipeline.batch")
 
 SUMMARY_INTERVAL_S = 2.0
+# Files the batch writes at the top of DIR (besides the ledger and the lock): never over someone else's.
+BATCH_ROOT_FILES = frozenset({SUMMARY_CSV, SUMMARY_JSON})
 
 
 class Mode(StrEnum):
@@ -117,7 +119,14 @@ def prepare_out_dir(out_root: Path, mode: Mode) -> None:
         if entries and not is_batch and mode is not Mode.FORCE:
             raise ConfigError(
                 f"{out_root} is not empty and was not made by spine-assess batch; choose a new or empty folder, or add "
-                "--force to write into it anyway (study folders with the same names would be replaced)"
+                "--force to write into it anyway (earlier spine-assess outputs in study folders with the same names "
+                "are replaced; files spine-assess did not write are never removed)"
+            )
+        clash = sorted(p.name for p in entries if p.name in BATCH_ROOT_FILES)
+        if clash and not is_batch:
+            raise ConfigError(
+                f"{out_root} holds {', '.join(clash)}, which spine-assess batch did not write and would overwrite; "
+                "choose a new or empty folder"
             )
     out_root.mkdir(parents=True, exist_ok=True)
 

@@ -196,6 +196,7 @@ def run_task(task: StudyTask) -> TaskOutcome:
             anchor=anchor,
             study_uid=task.study_uid,
             job=job,
+            force=True,  # the batch owns DIR (pipeline.batch.runner.prepare_out_dir); foreign files stay refused
         )
         result = run_study(task.study_dir, task.out_dir, config=config, options=options)
         return TaskOutcome(
