@@ -16,13 +16,19 @@ Quick start (a fast, coarse phantom for unit tests: ``PhantomSpec.small(...)``):
 Modules: ``spec`` (what to make), ``column`` (body shape, fractures, stacking), ``posterior``, ``canal``,
 ``soft`` (soft tissue and organs), ``anatomy`` (assembly, field of view), ``tissues`` (signal tables),
 ``render`` (partial volume, bias, noise), ``truth`` (definitions and truth.json), ``vendors``,
-``dicom_writer``, ``uids``, ``samples``, ``verify`` (measuring a phantom back, for tests and benchmarks).
+``dicom_writer``, ``uids``, ``samples``, ``verify`` (measuring a phantom back, for tests and benchmarks),
+``variety`` (``random_spec(seed)`` / ``PhantomSpec.random_training(seed)``: a varied training study per seed).
+
+Opt-in clinical anatomy (defaults off, classic output unchanged): desiccated discs, spondylolisthesis
+(``SlipSpec``), a field of view down to the pelvis (``fov_below_s1_mm``) with the unlabelled sacrum S2-S5,
+coccyx and pelvic anatomy; see :class:`PhantomSpec`.
 """
 
 from pipeline.phantom.dicom_writer import TRANSFER_SYNTAXES, write_study
 from pipeline.phantom.render import Phantom, PlaneImage, render_phantom
 from pipeline.phantom.samples import SAMPLE_STUDIES, write_samples
-from pipeline.phantom.spec import FractureSpec, PhantomSpec, Vendor, parse_fracture
+from pipeline.phantom.spec import FractureSpec, PhantomSpec, SlipSpec, Vendor, parse_fracture
+from pipeline.phantom.variety import random_spec
 
 __all__ = [
     "FractureSpec",
@@ -34,6 +40,8 @@ __all__ = [
     "parse_fracture",
     "render_phantom",
     "SAMPLE_STUDIES",
+    "SlipSpec",
+    "random_spec",
     "write_samples",
     "write_study",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -27,14 +28,17 @@ from pipeline.phantom.column import (
     PlacedBody,
     PlacedDisc,
     place_by_superior_rim,
+    rim_world,
     solve_deformation,
     stack_down,
     stack_up,
+    unit,
 )
 from pipeline.phantom.posterior import posterior_elements, sacral_posterior
 from pipeline.phantom.primitives import Painter, smooth_noise_3d
-from pipeline.phantom.soft import ColumnProfile, build_soft_tissue
+from pipeline.phantom.soft import ColumnProfile, build_soft_tissue, pelvic_anatomy
 from pipeline.phantom.spec import FractureSpec, PhantomSpec
+from pipeline.phantom.tissues import Tissue
 
 # Mean adult dimensions (mm): posterior rim height, Ha/Hp ratio, AP depth, width.
 # Thoracic bodies are slightly wedged (kyphosis), L5 is taller anteriorly (lordosis).
@@ -114,10 +118,13 @@ class Anatomy:
     canal_ap_mm: dict[str, float]  # expected bony canal AP diameter per level
     profile: ColumnProfile
     partial_levels: list[str] = field(default_factory=list)  # visible but unlabelled bodies
+    slips: list[dict[str, Any]] = field(default_factory=list)  # spondylolisthesis truth
 
 
 def _rngs(seed: int) -> dict[str, np.random.Generator]:
-    names = ("column", "soft", "bowel", "texture", "noise", "fov", "lesions")
+    # streams are appended, never inserted: SeedSequence children keep their keys, so the classic anatomy
+    # draws the same numbers whatever is added for the opt-in features
+    names = ("column", "soft", "bowel", "texture", "noise", "fov", "lesions", "discs", "pelvis")
     children = np.random.SeedSequence([seed, 0x5B1E]).spawn(len(names))
     return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
 
@@ -207,6 +214,24 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
             k *= kd
         ant = post + (ant - post) * spec.lordosis_scale
         discs[name] = (post * k, ant * k, bool(degen))
+    # desiccated discs (opt-in): draws happen for every level so the choice of discs changes nothing else
+    rd = rng["discs"]
+    disc_look: dict[str, tuple[Tissue, bool]] = {}
+    for name in chain:
+        f_h, dark, vacuum = rd.uniform(0.5, 0.8), rd.uniform(), rd.uniform() < 0.2
+        if Level(name) not in spec.desiccated_discs:
+            continue
+        post, ant, degen = discs[name]
+        if not degen:  # already lowered when the classic draw made it degenerated
+            post, ant = post * f_h, ant * f_h
+        discs[name] = (post, ant, True)
+        disc_look[name] = (Tissue.NUCLEUS_DESICCATED if dark < 0.7 else Tissue.NUCLEUS_DEGENERATED, bool(vacuum))
+    missing = [lv.value for lv in spec.desiccated_discs if lv.value not in discs]
+    if missing:
+        raise ConfigError(
+            f"desiccated_discs: {', '.join(missing)} is above the built column ({chain[0]}..L5); "
+            f"choose discs from {chain[0]} down"
+        )
     hemangioma_level = chain[int(rc.integers(len(chain)))] if rc.uniform() < 0.35 else None
     hem_pos = rc.uniform(-0.5, 0.5, size=3)
     conus_offset = rc.uniform(-1.0, 1.3)
@@ -246,6 +271,7 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
     shift = mid_target - 0.5 * (frames[top_name].centre + frames["S1"].centre)
     for f in frames.values():
         f.centre = f.centre + shift
+    slips = _apply_slips(spec, frames, shapes, chain, x0)
 
     # ---- placed bodies
     rt = rng["texture"]
@@ -303,6 +329,8 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
                 x0=x0,
                 degenerated=discs[upper][2],
                 cleft=not upper.startswith("T"),
+                nucleus=disc_look[upper][0] if upper in disc_look else None,
+                vacuum=disc_look[upper][1] if upper in disc_look else False,
             )
         )
     sac_order = ["S1", *_SACRAL]
@@ -329,6 +357,8 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
     # ---- soft tissue
     profile = _column_profile(bodies, order + list(_SACRAL), disc_list, tips, x0)
     soft = build_soft_tissue(rng["soft"], rng["bowel"], profile, spec)
+    if spec.pelvic_anatomy:
+        soft.extend(pelvic_anatomy(rng["pelvis"], profile))
 
     grid, partial = _field_of_view(spec, bodies, labelled_names, profile, rng["fov"])
 
@@ -355,7 +385,48 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         canal_ap_mm=canal_ap,
         profile=profile,
         partial_levels=partial,
+        slips=slips,
     )
+
+
+# --------------------------------------------------------------------------- spondylolisthesis
+def _apply_slips(
+    spec: PhantomSpec, frames: dict[str, Frame2D], shapes: dict[str, BodyShape], chain: list[str], x0: float
+) -> list[dict[str, Any]]:
+    """Translate each slipping body and everything above it anteriorly along the lower body's superior rim.
+
+    Done after the global orientation, so the rest of the column (and its random placement) is unchanged.
+    Caudal slips first; returns the truth records (slip measured back from the placed frames).
+    """
+    order = chain + ["S1"]
+    out: list[dict[str, Any]] = []
+    for sl in sorted(spec.slips, key=lambda s: -s.level.ordinal):
+        name = sl.level.value
+        below = order[order.index(name) + 1]
+        a, p = rim_world(frames[below], shapes[below].sup_rim())
+        e = unit(a - p)
+        for n in order[: order.index(name) + 1]:
+            frames[n].centre = frames[n].centre + sl.slip_mm * e
+    for sl in sorted(spec.slips, key=lambda s: s.level.ordinal):
+        name = sl.level.value
+        below = order[order.index(name) + 1]
+        a, p = rim_world(frames[below], shapes[below].sup_rim())
+        e = unit(a - p)
+        _, p_up = rim_world(frames[name], shapes[name].inf_rim())
+        slip = float(np.dot(p_up - p, e))
+        pct = 100.0 * slip / shapes[below].D
+        out.append(
+            {
+                "level": name,
+                "over": below,
+                "slip_mm": round(slip, 4),
+                "slip_pct_of_depth": round(pct, 3),
+                "meyerding_grade": int(min(pct // 25.0, 4.0)) + 1,
+                "posterior_inferior_corner_lps_mm": [round(x0, 4), round(float(p_up[0]), 4), round(float(p_up[1]), 4)],
+                "posterior_superior_corner_below_lps_mm": [round(x0, 4), round(float(p[0]), 4), round(float(p[1]), 4)],
+            }
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- canal
@@ -481,6 +552,15 @@ def _field_of_view(
         assert below is not None
         z_bottom = float(bodies[below.value].frame.centre[1])
         rows = int(math.ceil((z_top - z_bottom) / sp))
+    elif spec.fov_below_s1_mm > 0:
+        z_bottom = float(bodies["S1"].lo[2]) + 2.0 - spec.fov_below_s1_mm
+        rows = int(math.ceil((z_top - z_bottom) / sp))
+        if rows > 1024:
+            raise ConfigError(
+                f"phantom field of view {spec.top_level.value} to {spec.fov_below_s1_mm:g} mm below S1 needs "
+                f"{rows} rows of {sp:g} mm (at most 1024); use a larger pixel_spacing_mm, a lower top_level "
+                f"or a smaller fov_below_s1_mm"
+            )
     fov_h = rows * sp
     if spec.include_sacrum:
         need = z_top - (float(bodies["S1"].lo[2]) + 2.0 - 8.0)

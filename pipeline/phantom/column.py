@@ -500,6 +500,8 @@ class PlacedDisc(Painter):
     cleft: bool = True
     bulge: float = 0.06
     remnant: float = 0.3  # AP half-size of a fused junction's vestigial disc, as a fraction of the depth
+    nucleus: Tissue | None = None  # overrides the nucleus tissue (desiccated disc)
+    vacuum: bool = False  # gas (vacuum phenomenon) in a thin horizontal cleft of a desiccated disc
 
     def __post_init__(self) -> None:
         lo = np.minimum(self.below.lo, self.above.lo)
@@ -561,6 +563,11 @@ class PlacedDisc(Painter):
         uc = -0.05 * self.depth
         vq = np.clip(np.abs(vn) - (0.35 if self.degenerated else 0.62), 0.0, None) / 0.32
         nuc = disc & (((ud - uc) / an) ** 2 + (w / bn) ** 2 + vq * vq <= 1.0)
+        if self.nucleus is not None:
+            fill(canvas, nuc, self.nucleus)
+            if self.vacuum:
+                fill(canvas, nuc & (np.abs(vn) < 0.12) & (np.abs(ud - uc) < 0.6 * an), Tissue.GAS)
+            return
         fill(canvas, nuc, Tissue.NUCLEUS_DEGENERATED if self.degenerated else Tissue.NUCLEUS)
         if self.cleft and not self.degenerated:
             fill(canvas, nuc & (np.abs(vn) < 0.07) & (np.abs(ud - uc) < 0.75 * an), Tissue.ANNULUS)

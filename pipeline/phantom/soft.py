@@ -459,3 +459,89 @@ def _bowel(rng: np.random.Generator, prof: ColumnProfile, z_lo: float, z_hi: flo
         wall = rng.uniform(1.2, 2.2)
         out.append(Tube(a, b, r, wall, Tissue.BOWEL_WALL, None if content is Tissue.BOWEL_WALL else content))
     return out
+
+
+def pelvic_anatomy(rng: np.random.Generator, prof: ColumnProfile) -> list[Painter]:
+    """Lower pelvis (opt-in, :attr:`PhantomSpec.pelvic_anatomy`): what a wide field of view shows below S1.
+
+    Iliac bones from the sacroiliac joints (lateral to the sacral ala, behind the sacrum's front) down to
+    the acetabular roof and the ischium, the pubic bodies at the symphysis (bone in front of the bladder,
+    near the midline), gluteus maximus behind the sacrum, piriformis from the front of S2-S4 outwards, and
+    a few sigmoid loops in front of the sacrum. Everything is unlabelled; call after
+    :func:`build_soft_tissue` (it uses the habitus) and paint before the column.
+    """
+    x0 = prof.x0
+    zg = prof.z_grid
+
+    def at(name: str, z: float) -> float:
+        src = getattr(prof, name) if name in ("y_ant", "y_post", "y_tip") else prof.habitus[name]
+        return float(np.interp(z, zg, src))
+
+    z1, z2, z3, z4 = (prof.zc(n) for n in ("S1", "S2", "S3", "S4"))
+    z_co = prof.zc("Co1")
+    wh = prof.level_half_width["S1"]
+    k = rng.uniform(0.92, 1.08)
+    out: list[Painter] = []
+    up = np.array([0.0, 0.0, 1.0])
+    for sgn in (-1.0, 1.0):
+        xs = x0 + sgn * (wh + 34.0 * k)  # sacroiliac joint, just lateral to the ala
+        p_si_top = np.array([xs, at("y_post", z1) + 10.0, z1 + 8.0])
+        p_si_low = np.array([xs + sgn * 6.0, at("y_post", z3) + 6.0, z3])
+        p_ace = np.array([x0 + sgn * 82.0 * k, at("y_ant", z1) + 8.0, z1 - 78.0 * k])
+        p_isch = np.array([x0 + sgn * 62.0 * k, at("y_post", z4) - 6.0, z_co - 45.0 * k])
+        out.append(
+            BoneGroup(
+                [
+                    Capsule(p_si_top, p_si_low, 22.0, 9.0, up, Tissue.CORTEX),  # posterior ilium at the joint
+                    Capsule(p_si_low, p_ace, 16.0, 9.0, np.array([1.0, 0.0, 0.0]), Tissue.CORTEX),  # iliac body
+                    Capsule(p_ace, p_isch, 11.0, 9.0, np.array([1.0, 0.0, 0.0]), Tissue.CORTEX),  # ischium
+                ],
+                cortex_mm=1.6,
+            )
+        )
+        # pubic body next to the symphysis, behind the lower abdominal wall
+        z_pub = z_co - rng.uniform(25.0, 45.0)
+        y_pub = at("skin_ant", z_pub) + at("fat_ant", z_pub) + 14.0
+        out.append(
+            BoneGroup(
+                [
+                    Capsule(
+                        np.array([x0 + sgn * 3.0, y_pub, z_pub]),
+                        np.array([x0 + sgn * 45.0, y_pub + 20.0, z_pub + 8.0]),
+                        15.0,
+                        8.0,
+                        up,
+                        Tissue.CORTEX,
+                    )
+                ],
+                cortex_mm=1.5,
+            )
+        )
+        # gluteus maximus behind the sacrum and ilium (the natal cleft fat stays at the midline)
+        yg = at("skin_post", z3) - at("fat_post", z3) - 22.0
+        out.append(
+            Ellipsoid(
+                np.array([x0 + sgn * 62.0, yg, z3 - 15.0]), np.eye(3), np.array([52.0, 24.0, 70.0]), Tissue.MUSCLE
+            )
+        )
+        out.append(
+            Capsule(
+                np.array([x0 + sgn * 14.0, at("y_ant", z3) - 4.0, z3]),
+                np.array([x0 + sgn * 95.0, at("y_post", z4) + 10.0, z4 - 25.0]),
+                8.0,
+                11.0,
+                up,
+                Tissue.MUSCLE,
+            )
+        )  # piriformis
+    contents = (Tissue.BOWEL_FECES, Tissue.GAS, Tissue.BOWEL_FLUID, Tissue.BOWEL_FECES)
+    for _ in range(6):  # sigmoid loops in front of the upper sacrum
+        z = rng.uniform(z3, z1 + 25.0)
+        y = at("y_ant", z) - rng.uniform(30.0, 70.0)
+        c = np.array([x0 + rng.uniform(-40.0, 40.0), y, z])
+        d = rng.normal(size=3)
+        d /= np.linalg.norm(d)
+        half, r = rng.uniform(10.0, 25.0), rng.uniform(8.0, 16.0)
+        content = contents[int(rng.integers(len(contents)))]
+        out.append(Tube(c - half * d, c + half * d, r, rng.uniform(1.5, 2.5), Tissue.BOWEL_WALL, content))
+    return out

@@ -125,6 +125,40 @@ class FractureSpec:
         return self.edema
 
 
+#: Largest anterior slip (spondylolisthesis) the generator builds, mm (about Meyerding grade II).
+MAX_SLIP_MM = 16.0
+
+_SLIPPABLE = tuple(lv for lv in Level if lv.region in ("thoracic", "lumbar"))
+
+
+@dataclass(frozen=True)
+class SlipSpec:
+    """Spondylolisthesis: anterior translation of one body (and the column above it) over the body below.
+
+    Parameters
+    ----------
+    level : Level
+        The slipping body (T1..L5), e.g. ``L4`` for an L4-on-L5 slip, ``L5`` for L5 on S1.
+    slip_mm : float
+        Translation (mm) along the superior endplate rim line of the body below, anterior positive, 0.5..16.
+        The posterior-inferior corner of ``level`` then lies ``slip_mm`` in front of the posterior-superior
+        corner of the body below (they are flush without a slip). Meyerding grade in the truth:
+        ``slip_mm / depth of the body below`` in quarters (I < 25 %, II 25-50 %).
+    """
+
+    level: Level
+    slip_mm: float
+
+    def __post_init__(self) -> None:
+        level = _level(self.level, "slip level")
+        object.__setattr__(self, "level", level)
+        object.__setattr__(self, "slip_mm", float(self.slip_mm))
+        if level not in _SLIPPABLE:
+            raise ConfigError(f"slip at {level.value}: only thoracic and lumbar bodies can slip (T1..L5)")
+        if not 0.5 <= self.slip_mm <= MAX_SLIP_MM:
+            raise ConfigError(f"slip at {level.value}: slip_mm must be in 0.5..{MAX_SLIP_MM:g}, got {self.slip_mm:g}")
+
+
 @dataclass(frozen=True)
 class PhantomSpec:
     """Everything that determines a synthetic study.
@@ -175,6 +209,23 @@ class PhantomSpec:
         Synthetic identifiers; defaults ``PHANTOM^SEED<seed>`` and ``PH-<seed>``.
     patient_sex, patient_age_years : str, int
     study_description : str
+
+    Opt-in anatomy for training and stress tests (the defaults reproduce the classic phantom exactly, and
+    :meth:`to_json` leaves them out while they are at their defaults, so UIDs and truth.json do not change):
+
+    desiccated_discs : tuple of Level
+        Discs (named by the body above them, ``L4`` = the L4/L5 disc) that are desiccated: the nucleus is
+        dark on T2 and STIR (as dark as the annulus or a little brighter, varying per disc, sometimes with a
+        vacuum cleft) and the disc is 20-50 % lower (seed-dependent per disc).
+    slips : tuple of SlipSpec
+        Spondylolisthesis (at most one per level); reported in ``truth["column"]["spondylolisthesis"]``.
+    fov_below_s1_mm : float
+        ``0``: the field of view is ``rows`` high (default). ``> 0`` (needs ``include_sacrum``): ``rows`` is
+        derived so that the image reaches this far (mm) below the lowest point of S1: the rest of the
+        sacrum (S2-S5, fused, with vestigial discs), the coccyx and the pelvis come into view, unlabelled.
+    pelvic_anatomy : bool
+        Add the lower pelvis: iliac bones from the sacroiliac joints down to the acetabula, gluteal muscles
+        behind the sacrum, piriformis, sigmoid loops in front of the sacrum.
     """
 
     seed: int = 0
@@ -203,6 +254,10 @@ class PhantomSpec:
     patient_sex: str = "O"
     patient_age_years: int = 67
     study_description: str = ""
+    desiccated_discs: tuple[Level, ...] = ()
+    slips: tuple[SlipSpec, ...] = ()
+    fov_below_s1_mm: float = 0.0
+    pelvic_anatomy: bool = False
 
     def __post_init__(self) -> None:
         top = _level(self.top_level, "top_level")
@@ -255,6 +310,7 @@ class PhantomSpec:
             raise ConfigError(f"patient_sex must be F, M or O, got {self.patient_sex!r}")
         if not 18 <= self.patient_age_years <= 110:
             raise ConfigError(f"patient_age_years must be 18..110, got {self.patient_age_years}")
+        self._check_realism(top, last)
         if not self.patient_name:
             object.__setattr__(self, "patient_name", f"PHANTOM^SEED{self.seed}")
         if not self.patient_id:
@@ -262,7 +318,49 @@ class PhantomSpec:
         if not self.study_description:
             object.__setattr__(self, "study_description", "MR SPINE THORACOLUMBAR (SYNTHETIC PHANTOM)")
 
+    def _check_realism(self, top: Level, last: Level) -> None:
+        """Validate and normalise the opt-in anatomy fields."""
+        discs = tuple(_level(lv, "desiccated_discs") for lv in self.desiccated_discs)
+        object.__setattr__(self, "desiccated_discs", discs)
+        for lv in discs:
+            if lv.region not in ("thoracic", "lumbar"):
+                raise ConfigError(
+                    f"desiccated_discs: {lv.value} has no mobile disc below it; name discs by the body above "
+                    f"them, T1..L5 (L5 = the L5/S1 disc)"
+                )
+        if len(set(discs)) != len(discs):
+            raise ConfigError("desiccated_discs: a disc is listed twice")
+        slips = tuple(self.slips)
+        object.__setattr__(self, "slips", slips)
+        seen: set[Level] = set()
+        for sl in slips:
+            if not isinstance(sl, SlipSpec):
+                raise ConfigError(f"slips must be SlipSpec objects, got {type(sl).__name__}")
+            if sl.level in seen:
+                raise ConfigError(f"two slip entries for {sl.level.value}; give one per level")
+            seen.add(sl.level)
+            if not top.ordinal <= sl.level.ordinal < last.ordinal:
+                raise ConfigError(
+                    f"slip at {sl.level.value} is outside the labelled range {top.value}..{last.value} (the "
+                    f"slipping body and the one below it must be labelled); change the slip level or top_level"
+                )
+        object.__setattr__(self, "fov_below_s1_mm", float(self.fov_below_s1_mm))
+        if self.fov_below_s1_mm != 0.0:
+            if not self.include_sacrum:
+                raise ConfigError("fov_below_s1_mm needs include_sacrum=True (it extends the image below S1)")
+            if not 10.0 <= self.fov_below_s1_mm <= 250.0:
+                raise ConfigError(f"fov_below_s1_mm must be 0 or 10..250, got {self.fov_below_s1_mm:g}")
+        if not isinstance(self.pelvic_anatomy, bool):
+            raise ConfigError(f"pelvic_anatomy must be true or false, got {self.pelvic_anatomy!r}")
+
     # ------------------------------------------------------------------ presets
+    @classmethod
+    def random_training(cls, seed: int, **overrides: Any) -> PhantomSpec:
+        """A varied random training phantom (see :func:`pipeline.phantom.variety.random_spec`)."""
+        from pipeline.phantom.variety import random_spec  # local import: variety builds PhantomSpecs
+
+        return random_spec(seed, **overrides)
+
     @classmethod
     def small(cls, **overrides: Any) -> PhantomSpec:
         """A coarse, fast phantom for unit tests (same anatomy and truth definitions, ~1/5 of the voxels).
@@ -292,13 +390,32 @@ class PhantomSpec:
                 return fx
         return None
 
+    def slip_at(self, level: Level) -> SlipSpec | None:
+        for sl in self.slips:
+            if sl.level is level:
+                return sl
+        return None
+
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready description (enums as their values); :func:`spec_from_json` inverts it."""
-        return _jsonable(dataclasses.asdict(self))
+        """JSON-ready description (enums as their values); :func:`spec_from_json` inverts it.
+
+        Opt-in fields (:data:`OPT_IN_FIELDS`) are left out while at their defaults, so a classic spec has the
+        same JSON (and therefore the same UIDs and truth.json) as before they existed.
+        """
+        d = dataclasses.asdict(self)
+        for name in OPT_IN_FIELDS:
+            if getattr(self, name) == _DEFAULTS[name]:
+                del d[name]
+        return _jsonable(d)
 
     def canonical(self) -> str:
         """Stable text form used to derive deterministic UIDs."""
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+
+
+#: Fields added for training realism; omitted from :meth:`PhantomSpec.to_json` while at their defaults.
+OPT_IN_FIELDS = ("desiccated_discs", "slips", "fov_below_s1_mm", "pelvic_anatomy")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PhantomSpec)}
 
 
 def _level(value: object, what: str) -> Level:
@@ -334,6 +451,7 @@ def spec_from_json(data: dict[str, Any]) -> PhantomSpec:
     """Inverse of :meth:`PhantomSpec.to_json` (e.g. to re-render the spec recorded in a truth.json)."""
     d = dict(data)
     d["fractures"] = tuple(FractureSpec(**fx) for fx in d.get("fractures", ()))
+    d["slips"] = tuple(SlipSpec(**sl) for sl in d.get("slips", ()))
     return PhantomSpec(**d)
 
 

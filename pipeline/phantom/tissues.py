@@ -63,6 +63,7 @@ class Tissue(IntEnum):
     DISC_REMNANT = 32  # vestigial sacral disc
     SPLEEN = 33
     BLOOD_POOL = 34  # heart chambers (flow void on spin echo)
+    NUCLEUS_DESICCATED = 35  # dehydrated nucleus of a degenerated disc: as dark as the annulus
 
 
 #: Sequence names used as keys, in the column order of :data:`CONTRAST`.
@@ -105,6 +106,7 @@ CONTRAST: dict[Tissue, tuple[float, float, float, float]] = {
     Tissue.DISC_REMNANT: (0.28, 0.45, 0.40, 0.35),
     Tissue.SPLEEN: (0.45, 0.45, 0.40, 0.45),
     Tissue.BLOOD_POOL: (0.05, 0.05, 0.06, 0.90),
+    Tissue.NUCLEUS_DESICCATED: (0.25, 0.16, 0.15, 0.30),
 }
 
 #: Stored-value scale per sequence (signal 1.0 -> this many DICOM units) and the relative noise factor

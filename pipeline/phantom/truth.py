@@ -221,6 +221,9 @@ def build_truth(
             "midline_x_lps_mm": round(anatomy.x0, 4),
             "visible_unlabelled_levels": anatomy.partial_levels,
             "sacrum_labelled": spec.include_sacrum,
+            # opt-in keys only when present, so classic phantoms keep their truth.json byte for byte
+            **({"spondylolisthesis": anatomy.slips} if anatomy.slips else {}),
+            **({"desiccated_discs": [lv.value for lv in spec.desiccated_discs]} if spec.desiccated_discs else {}),
         },
         "vertebrae": verts,
         "definitions": {
