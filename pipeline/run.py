@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +30,24 @@ from pipeline.eligibility import (
     load_clinical,
     load_rules,
 )
-from pipeline.errors import PipelineError, StudyError
+from pipeline.errors import InputError, PipelineError, StudyError
 from pipeline.ingest import (
     IngestConfig,
     choose_series,
     discover_study,
     load_ingest_config,
-    load_series,
+    load_usable_series,
     read_source_datasets,
 )
-from pipeline.model import Role, SegmentationResult, SeriesRecord, StirAssessment, VertebraMorphometry
+from pipeline.model import (
+    Role,
+    SegmentationResult,
+    SeriesChoice,
+    SeriesRecord,
+    StirAssessment,
+    StudyRecord,
+    VertebraMorphometry,
+)
 from pipeline.morphometry import MorphometryConfig, load_morphometry_config, measure_vertebrae
 from pipeline.outdir import check_not_overlapping, check_output_folder
 from pipeline.report.dicom_common import DEFAULT_DICOM_CONFIG, DicomOutputConfig
@@ -168,7 +176,6 @@ def run_study(
         study = discover_study(study_dir, cfg=config.ingest, study_uid=options.study_uid)
         check_output_folder(out_dir, study_uid=study.study_uid, force=options.force)
         choice = choose_series(study, cfg=config.ingest)
-        warnings += choice.warnings
     logger.info(
         "study %s: %d series, anatomy=%s stir=%s t1=%s",
         study.study_uid,
@@ -185,9 +192,15 @@ def run_study(
     clinical = load_clinical(clinical_path) if clinical_path else None  # validated before the long work
 
     with timer.stage("load"):
-        anatomy = load_series(choice.anatomy, cfg=config.ingest)
-        stir_vol = _load_other(choice.stir, choice.anatomy, anatomy, config)
-        t1_vol = _load_other(choice.t1, choice.anatomy, anatomy, config)
+        study, choice, loaded, load_warnings = _load_choice(study, choice, config)
+        warnings += choice.warnings
+        warnings += load_warnings
+        if choice.anatomy is None:
+            reasons = "; ".join(f"{d.series_uid}: {d.reason}" for d in choice.decisions)
+            raise StudyError(f"{study_dir}: study {study.study_uid} has no usable sagittal series ({reasons})")
+        anatomy = loaded[choice.anatomy.key]
+        stir_vol = loaded[choice.stir.key] if choice.stir is not None else None
+        t1_vol = loaded[choice.t1.key] if choice.t1 is not None else None
     if choice.anatomy.role is Role.STIR:
         warnings.append("no sagittal T1/T2: vertebral bodies were segmented on the STIR series (less reliable)")
 
@@ -265,14 +278,56 @@ def _wants_dicom(options: RunOptions) -> bool:
     return bool(set(options.outputs) & {OutputKind.SEG, OutputKind.SR, OutputKind.SC})
 
 
-def _load_other(
-    series: SeriesRecord | None, anatomy_series: SeriesRecord, anatomy: Volume, config: PipelineConfig
-) -> Volume | None:
-    if series is None:
-        return None
-    if series.series_uid == anatomy_series.series_uid:
-        return anatomy
-    return load_series(series, cfg=config.ingest)
+def _load_choice(
+    study: StudyRecord, choice: SeriesChoice, config: PipelineConfig
+) -> tuple[StudyRecord, SeriesChoice, dict[str, Volume], list[str]]:
+    """Load the chosen anatomy, STIR and T1 series; a series that turns out not to load is marked unusable
+    and the choice is made again, so its role falls back to the next best series (as if it had never been
+    there). Undecodable slices at the edge of a slab are dropped by :func:`load_usable_series` (warning).
+
+    Returns the study (with the records as loaded: dropped files removed, failed series carrying the
+    problem), the final choice, the volumes by series key and the warnings.
+    """
+    loaded: dict[str, Volume] = {}
+    warnings: list[str] = []
+    for _ in range(len(study.series) + 1):
+        failed: tuple[SeriesRecord, str] | None = None
+        replaced: dict[str, SeriesRecord] = {}
+        for series in (choice.anatomy, choice.stir, choice.t1):
+            if series is None or series.key in loaded:
+                continue
+            try:
+                usable = load_usable_series(series, cfg=config.ingest)
+            except InputError as exc:
+                failed = (series, str(exc))
+                break
+            loaded[series.key] = usable.volume
+            warnings += usable.warnings
+            if usable.series is not series:
+                replaced[series.key] = usable.series
+        if replaced:
+            study = _replace_series(study, replaced)
+            choice = _replace_in_choice(choice, replaced)
+        if failed is None:
+            return study, choice, loaded, warnings
+        bad, why = failed
+        text = f"series {bad.key} could not be loaded ({why}); using the next best series instead"
+        logger.warning("study %s: %s", study.study_uid, text)
+        warnings.append(text)
+        study = _replace_series(study, {bad.key: replace(bad, problems=(why, *bad.problems))})
+        choice = choose_series(study, cfg=config.ingest)
+    return study, choice, loaded, warnings  # not reached: each pass marks one more series unusable
+
+
+def _replace_series(study: StudyRecord, new: Mapping[str, SeriesRecord]) -> StudyRecord:
+    return replace(study, series=tuple(new.get(s.key, s) for s in study.series))
+
+
+def _replace_in_choice(choice: SeriesChoice, new: Mapping[str, SeriesRecord]) -> SeriesChoice:
+    def swap(s: SeriesRecord | None) -> SeriesRecord | None:
+        return new.get(s.key, s) if s is not None else None
+
+    return replace(choice, anatomy=swap(choice.anatomy), stir=swap(choice.stir), t1=swap(choice.t1))
 
 
 def _assess_stir(

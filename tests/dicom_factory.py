@@ -458,3 +458,72 @@ def set_attributes(**attrs: Any) -> Callable[[Dataset, int], None]:
                 setattr(ds, key, value)
 
     return mutate
+
+
+def corrupt_compressed_pixels(path: Path, seed: int = 0) -> Path:
+    """Overwrite every fragment of an encapsulated (compressed) file's pixel data with random bytes of the same
+    length: the file stays valid DICOM (headers, fragment lengths) but its frames cannot be decoded."""
+    from pydicom.encaps import encapsulate, generate_fragments
+
+    ds = pydicom.dcmread(path)
+    assert ds.file_meta.TransferSyntaxUID.is_encapsulated, f"{path}: pixel data is not compressed"
+    rng = random.Random(seed)
+    fragments = [bytes(rng.getrandbits(8) for _ in range(len(f))) for f in generate_fragments(ds.PixelData)]
+    ds.PixelData = encapsulate(fragments)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def slices_by_position(folder: Path) -> list[Path]:
+    """The DICOM files of one series folder, sorted by position along the slice normal."""
+
+    def along(p: Path) -> float:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        iop = np.asarray(ds.ImageOrientationPatient, float)
+        return float(np.dot(np.asarray(ds.ImagePositionPatient, float), np.cross(iop[:3], iop[3:])))
+
+    return sorted((p for p in Path(folder).iterdir() if p.is_file()), key=along)
+
+
+def reuid_study(folder: Path, seed: int) -> Path:
+    """Give every DICOM file under ``folder`` new Study / Series / SOP Instance UIDs (deterministic from ``seed``,
+    FrameOfReferenceUID kept), so copies of one study are distinct studies. Pixel data is not touched."""
+    from pydicom.uid import generate_uid
+
+    mapping: dict[str, str] = {}
+
+    def new(old: str) -> str:
+        return mapping.setdefault(old, generate_uid(entropy_srcs=[str(seed), old]))
+
+    for p in sorted(Path(folder).rglob("*")):
+        if not p.is_file() or p.suffix in (".yaml", ".json", ".txt"):
+            continue
+        ds = pydicom.dcmread(p)
+        for kw in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+            setattr(ds, kw, new(str(getattr(ds, kw))))
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.save_as(p, enforce_file_format=True)
+    return folder
+
+
+def add_duplicate(
+    source: Path,
+    dest: Path,
+    *,
+    pixel_offset: int = 0,
+    acquisition_time: str | None = None,
+    mutate: Callable[[Dataset], None] | None = None,
+) -> Path:
+    """A second instance (new SOP Instance UID) at the same slice position as ``source`` (uncompressed): its
+    pixels plus ``pixel_offset`` (0: identical pixel data), and AcquisitionTime if given."""
+    ds = pydicom.dcmread(source)
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if pixel_offset:
+        ds.PixelData = (ds.pixel_array.astype(np.int64) + pixel_offset).astype(ds.pixel_array.dtype).tobytes()
+    if acquisition_time is not None:
+        ds.AcquisitionTime = acquisition_time
+    if mutate is not None:
+        mutate(ds)
+    ds.save_as(dest, enforce_file_format=True)
+    return dest

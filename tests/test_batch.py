@@ -279,3 +279,25 @@ def test_timeout_and_killed_worker_are_recorded_and_rerun_on_resume(tmp_path, ti
     assert {r["study"]: r["status"] for r in second.rows} == {"ok": "ok", "x-slow": "ok", "y-doomed": "ok"}
     assert second.exit_code == 0
     assert sorted(_ok_records(out)) == ["ok", "x-slow", "y-doomed"]
+
+
+@pytest.mark.slow
+def test_a_corrupt_compressed_slice_does_not_sink_a_batch_study(tmp_path, repo_root):
+    """Issue 19 item 3 in `batch`: the RLE sample with one undecodable slice at the edge (dropped) and another
+    copy with one in the middle (the T2 is left out, T1 used): both studies are ok."""
+    from tests.dicom_factory import corrupt_compressed_pixels, reuid_study, slices_by_position
+
+    sample = repo_root / "sample_dicom" / "02_acute_osteoporotic_wedge"
+    root = tmp_path / "root"
+    for name, pick in (("edge", 0), ("middle", 7)):
+        reuid_study(shutil.copytree(sample, root / name), seed=pick)
+        corrupt_compressed_pixels(slices_by_position(root / name / "002_SAG_T2_FSE")[pick])
+    out = tmp_path / "out"
+    assert main(["batch", str(root), "--out", str(out), "--outputs", "json"]) == 0
+    rows = _rows(out)
+    assert {k: r["status"] for k, r in rows.items()} == {"edge": "ok", "middle": "ok"}
+    anatomy = {}
+    for key in ("edge", "middle"):
+        report = json.loads((out / key / "report.json").read_text())
+        anatomy[key] = next((s["description"], s["n_images"]) for s in report["series"] if s["used_as"] == "anatomy")
+    assert anatomy == {"edge": ("SAG T2 FSE", 14), "middle": ("SAG T1 FSE", 15)}

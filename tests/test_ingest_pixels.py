@@ -281,3 +281,46 @@ def test_decoder_panic_is_a_decode_error(tmp_path: Path):
     )
     with pytest.raises(DicomReadError, match=r"cannot decode pixel data \(RLE Lossless\)"):
         read_frames(path)
+
+
+@pytest.mark.parametrize("ts", [RLELossless, JPEGLSLossless, JPEG2000Lossless])
+def test_undecodable_edge_slice_is_dropped_with_a_warning(tmp_path: Path, ts: str):
+    """Issue 19 item 3: one corrupt compressed slice at the edge of the slab no longer sinks the series."""
+    from pipeline.ingest import load_usable_series, slice_sources
+    from tests.dicom_factory import corrupt_compressed_pixels
+
+    spec = SeriesSpec(transfer_syntax=ts, n_slices=6, rows=40, cols=36)
+    paths = write_series(tmp_path, spec)
+    corrupt_compressed_pixels(paths[-1])
+    (series,) = discover_study(tmp_path).series
+    with pytest.raises(DicomReadError, match="cannot decode pixel data"):
+        load_series(series)  # the strict loader still refuses it
+    usable = load_usable_series(series)
+    np.testing.assert_array_equal(usable.volume.array, spec.expected_array()[:-1])
+    assert usable.series.n_images == 5 and paths[-1] not in usable.series.files
+    assert len(slice_sources(usable.series)) == 5  # SEG / SR references describe the same volume
+    (warning,) = usable.warnings
+    assert "1 slice(s) dropped" in warning and paths[-1].name in warning
+
+
+def test_undecodable_middle_slice_leaves_a_gap_and_fails_the_series(tmp_path: Path):
+    from pipeline.ingest import load_usable_series
+    from tests.dicom_factory import corrupt_compressed_pixels
+
+    paths = write_series(tmp_path, SeriesSpec(transfer_syntax=RLELossless, n_slices=6))
+    corrupt_compressed_pixels(paths[2])
+    (series,) = discover_study(tmp_path).series
+    with pytest.raises(SeriesError, match=r"cannot be decoded .*missing slice"):
+        load_usable_series(series)
+
+
+def test_decode_problem_of_a_received_dataset(tmp_path: Path):
+    import pydicom
+
+    from pipeline.ingest import decode_problem
+    from tests.dicom_factory import corrupt_compressed_pixels
+
+    good, bad = write_series(tmp_path, SeriesSpec(transfer_syntax=JPEGLSLossless, n_slices=2))
+    corrupt_compressed_pixels(bad)
+    assert decode_problem(pydicom.dcmread(good)) is None
+    assert "cannot decode pixel data (JPEG-LS Lossless" in decode_problem(pydicom.dcmread(bad))

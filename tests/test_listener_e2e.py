@@ -410,3 +410,31 @@ def test_listener_process_access_corrupt_instance_and_log_canary(
             assert identifier not in log, f"patient identifier {identifier!r} found in the listener log"
     finally:
         proc.stop()
+
+
+def test_corrupt_compressed_slice_is_quarantined_and_the_study_still_assessed(
+    tmp_path: Path, listeners: list[Listener]
+) -> None:
+    """Issue 19 item 3 through the listener: the sample study (RLE) with one corrupt T2 slice in the middle of
+    the slab. The slice is quarantined at reception; the run uses the next best series instead of dying."""
+    import shutil
+
+    from tests.dicom_factory import corrupt_compressed_pixels, slices_by_position
+
+    study = Path(shutil.copytree(SAMPLE, tmp_path / "study"))
+    t2 = slices_by_position(study / "002_SAG_T2_FSE")
+    corrupt_compressed_pixels(t2[len(t2) // 2])
+    cfg = listener_config(tmp_path / "spool", processing=FAST)
+    listeners.append(Listener(cfg).start())
+    files = dicom_files(study)
+    assert set(store_files(listeners[0].port, files)) == {0}
+    uid = _uid(study)
+    row = wait_for(
+        lambda: (r := study_row(cfg.spool_dir, uid)) and r.status in (StudyStatus.DONE, StudyStatus.DEAD) and r,
+        240,
+        "the run",
+    )
+    assert (row.status, row.n_instances, row.n_quarantined) == (StudyStatus.DONE, len(files) - 1, 1), row.last_error
+    report = json.loads((cfg.spool_dir / "results" / uid / "report.json").read_text())
+    used = {s["used_as"]: s["description"] for s in report["series"] if s["used_as"]}
+    assert used["anatomy"] == "SAG T1 FSE"

@@ -323,3 +323,19 @@ def test_mutual_tls_requires_a_client_certificate(make_server, certs: Path) -> N
 
 def test_pydicom_is_pydicom3() -> None:  # the deflate test above relies on pydicom 3 writing deflated files
     assert int(pydicom.__version__.split(".")[0]) >= 3
+
+
+def test_corrupt_compressed_instance_is_test_decoded_and_quarantined(make_server, tmp_path: Path) -> None:
+    """Issue 19 item 3: a compressed (RLE) instance whose frame cannot be decoded was acknowledged and stored, and
+    sank the run. It is now decoded before Success and quarantined; an intact compressed one is stored."""
+    from tests.dicom_factory import corrupt_compressed_pixels
+
+    src = Path(__file__).resolve().parent.parent / "sample_dicom" / "02_acute_osteoporotic_wedge" / "004_SAG_STIR"
+    good, bad = (shutil.copy(p, tmp_path / p.name) for p in sorted(src.iterdir())[:2])
+    corrupt_compressed_pixels(Path(bad))
+    srv = make_server()
+    assert store_files(srv.port, [Path(good), Path(bad)]) == [0, 0]
+    ds = dcmread(bad, stop_before_pixels=True)
+    assert [sop for _, _, sop, _ in srv.spool.scan()] == [dcmread(good, stop_before_pixels=True).SOPInstanceUID]
+    ((sop, path, reason),) = srv.state.quarantined(ds.StudyInstanceUID)
+    assert sop == ds.SOPInstanceUID and "cannot decode pixel data (RLE Lossless)" in reason and Path(path).is_file()

@@ -122,3 +122,46 @@ def test_cli_run_prints_a_summary_and_exit_codes(study_dir, tmp_path, capsys):
     assert main(["run", str(study_dir), "--out", str(tmp_path / "o"), "--outputs", "pdf"]) == 2
     assert main(["run", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]) == 2  # usage error, as batch
     assert main(["run", str(study_dir), "--out", str(tmp_path / "o3"), "--anchor", "X9=lowest"]) == 2
+
+
+@pytest.fixture(scope="module")
+def wedge_sample(repo_root) -> Path:
+    return repo_root / "sample_dicom" / "02_acute_osteoporotic_wedge"  # RLE Lossless, T2 + T1 + STIR
+
+
+@pytest.mark.slow
+def test_corrupt_edge_slice_is_dropped_and_the_series_kept(wedge_sample, config, tmp_path):
+    """Issue 19 item 3: one undecodable compressed slice at the side of the slab: the T2 is assessed on the
+    other 14 slices (warning), the study is not lost."""
+    import shutil
+
+    from tests.dicom_factory import corrupt_compressed_pixels, slices_by_position
+
+    study = shutil.copytree(wedge_sample, tmp_path / "study")
+    edge = corrupt_compressed_pixels(slices_by_position(study / "002_SAG_T2_FSE")[0])
+    result = run_study(study, tmp_path / "out", config=config)
+    (anatomy,) = [s for s in result.report["series"] if s["used_as"] == "anatomy"]
+    assert anatomy["description"] == "SAG T2 FSE" and anatomy["n_images"] == 14
+    assert any("1 slice(s) dropped" in w and edge.name in w for w in result.report["warnings"])
+    assert sitk.ReadImage(str(result.out_dir / "labels.nii.gz")).GetSize()[2] == 14  # (col, row, slice)
+    assert (result.out_dir / "seg.dcm").is_file() and (result.out_dir / "sr.dcm").is_file()
+
+
+@pytest.mark.slow
+def test_corrupt_middle_slice_falls_back_to_the_next_series(wedge_sample, tmp_path, capsys):
+    """A corrupt slice in the middle leaves a gap: the T2 is not used, the T1 is the anatomy instead, and
+    `spine-assess run` exits 0 (it exited 1 with no results before)."""
+    import shutil
+
+    from tests.dicom_factory import corrupt_compressed_pixels, slices_by_position
+
+    study = shutil.copytree(wedge_sample, tmp_path / "study")
+    slices = slices_by_position(study / "002_SAG_T2_FSE")
+    corrupt_compressed_pixels(slices[len(slices) // 2])
+    assert main(["run", str(study), "--out", str(tmp_path / "out"), "--outputs", "json"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    used = {s["used_as"]: s for s in report["series"] if s["used_as"]}
+    assert used["anatomy"]["description"] == "SAG T1 FSE"
+    (t2,) = [s for s in report["series"] if s["description"] == "SAG T2 FSE"]
+    assert not t2["used"] and "cannot be decoded" in t2["reason"] and "missing slice" in t2["reason"]
+    assert any("using the next best series" in w for w in report["warnings"])

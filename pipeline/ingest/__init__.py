@@ -23,7 +23,16 @@ from pipeline.ingest.config import IngestConfig, default_ingest_config, load_ing
 from pipeline.ingest.discovery import Discovery, discover, discover_studies, discover_study
 from pipeline.ingest.geometry import classify_orientation
 from pipeline.ingest.headers import AcquisitionInfo, InstanceHeader, read_header
-from pipeline.ingest.pixels import SliceSource, load_series, read_frames, read_source_datasets, slice_sources
+from pipeline.ingest.pixels import (
+    SliceSource,
+    UsableSeries,
+    decode_problem,
+    load_series,
+    load_usable_series,
+    read_frames,
+    read_source_datasets,
+    slice_sources,
+)
 from pipeline.ingest.roles import RoleDecision, classify_role
 from pipeline.ingest.selection import choose_series
 
@@ -34,15 +43,18 @@ __all__ = [
     "InstanceHeader",
     "RoleDecision",
     "SliceSource",
+    "UsableSeries",
     "choose_series",
     "classify_orientation",
     "classify_role",
     "default_ingest_config",
+    "decode_problem",
     "discover",
     "discover_studies",
     "discover_study",
     "load_ingest_config",
     "load_series",
+    "load_usable_series",
     "read_frames",
     "read_header",
     "read_source_datasets",

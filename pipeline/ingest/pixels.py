@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO, cast
@@ -197,6 +197,131 @@ def load_series(series: SeriesRecord, *, cfg: IngestConfig | None = None) -> Vol
         raise SeriesError(f"series {series.key}: pixel values are not finite after rescaling (check RescaleSlope)")
     logger.debug("loaded series %s: %s voxels, spacing %s mm", series.key, out.shape, stack.spacing_mm)
     return Volume(out, stack.spacing_mm, stack.origin_lps, stack.axes_lps)
+
+
+@dataclass(frozen=True)
+class UsableSeries:
+    """A series loaded by :func:`load_usable_series`: the volume, the record it was loaded from (without the
+    files that could not be decoded) and what was dropped, as warnings for the report."""
+
+    volume: Volume
+    series: SeriesRecord
+    warnings: tuple[str, ...] = ()
+
+
+def load_usable_series(series: SeriesRecord, *, cfg: IngestConfig | None = None) -> UsableSeries:
+    """Like :func:`load_series`, but a slice whose pixel data cannot be decoded is dropped instead of sinking
+    the series, as long as what is left is still one regular stack (no gap: an undecodable first or last
+    slice of the slab can go, one in the middle cannot).
+
+    The returned ``series`` lists only the files that were used, so :func:`slice_sources` and
+    :func:`read_source_datasets` on it describe exactly the returned volume.
+
+    Raises
+    ------
+    DicomReadError
+        A multi-frame file cannot be decoded (one file is the whole series), or no slice decodes.
+    SeriesError
+        The slices left after dropping the undecodable ones do not form a regular stack (a gap where the
+        slice was); the message names the dropped files. The caller falls back to another series.
+    """
+    cfg = cfg or default_ingest_config()
+    if series.source == "nifti":
+        return UsableSeries(load_nifti(series, cfg=cfg), series)
+    headers, stack = plan_series(series, cfg=cfg)
+    by_path = {h.path: h for h in headers}
+    decoded: dict[tuple[Path, int | None], np.ndarray] = {}
+    bad: dict[Path, str] = {}
+    positions: dict[Path, list[SliceRef]] = defaultdict(list)
+    for s in stack.slices:
+        positions[s.path].append(s)
+    for path, items in positions.items():
+        header = by_path[path]
+        try:
+            frames = _decode(header, [s.frame_number for s in items])
+            for s, arr in zip(items, frames, strict=True):
+                if arr.shape != (stack.rows, stack.cols):
+                    raise DicomReadError(
+                        f"{path}: decoded frame has shape {arr.shape}, expected {(stack.rows, stack.cols)}"
+                    )
+                decoded[(path, s.frame_number)] = arr
+        except DicomReadError as exc:
+            if header.n_frames > 1:
+                raise
+            bad[path] = str(exc)
+    if not bad:
+        kept_stack = stack
+    else:
+        names = ", ".join(sorted(p.name for p in bad))
+        left = [s for s in stack.slices if s.path not in bad]
+        first_reason = next(iter(bad.values()))
+        if not left:
+            raise DicomReadError(f"series {series.key}: no slice can be decoded (e.g. {first_reason})")
+        try:
+            kept_stack = assess_stack(left, cfg.geometry, where=f"series {series.key}")
+        except SeriesError as exc:
+            raise SeriesError(
+                f"series {series.key}: {len(bad)} slice(s) cannot be decoded ({names}; e.g. {first_reason}) and "
+                f"without them the series is not a regular stack ({exc})"
+            ) from None
+        files = tuple(f for f in series.files if f not in bad)
+        series = replace(series, files=files, n_images=kept_stack.n_slices)
+    out = np.empty((kept_stack.n_slices, kept_stack.rows, kept_stack.cols), dtype=np.float32)
+    for k, s in enumerate(kept_stack.slices):
+        g = s.geometry
+        out[k] = decoded[(s.path, s.frame_number)].astype(np.float32) * np.float32(g.rescale_slope) + np.float32(
+            g.rescale_intercept
+        )
+    if not np.isfinite(out).all():
+        raise SeriesError(f"series {series.key}: pixel values are not finite after rescaling (check RescaleSlope)")
+    warnings: tuple[str, ...] = ()
+    if bad:
+        text = (
+            f"series {series.key}: {len(bad)} slice(s) dropped because their pixel data cannot be decoded "
+            f"({', '.join(sorted(str(p) for p in bad))}); assessed on the remaining {kept_stack.n_slices} slices"
+        )
+        for reason in bad.values():
+            logger.warning("%s", reason)
+        logger.warning("%s", text)
+        warnings = (text,)
+    return UsableSeries(
+        Volume(out, kept_stack.spacing_mm, kept_stack.origin_lps, kept_stack.axes_lps), series, warnings
+    )
+
+
+def decode_problem(ds: Dataset) -> str | None:
+    """Why the pixel data of an in-memory data set (with ``file_meta``) cannot be decoded, or None.
+
+    The same decoders and plugin order as :func:`load_series`; every frame is decoded. Used by the listener
+    to test compressed instances before acknowledging them.
+    """
+    try:
+        n = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return "NumberOfFrames is not an integer"
+    ts = str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else ""
+    problem = transfer_syntax_problem(ts) if ts else "no transfer syntax"
+    if problem:
+        return problem
+    preferred = _preferred_plugin(ts)
+    where = Path("<received>")
+    try:
+        with _quiet():
+            try:
+                _decode_frames(ds, n, list(range(n)), where, preferred)
+            except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                raise
+            except BaseException:  # noqa: BLE001 - as in _decode: let pydicom try every plugin
+                if not preferred:
+                    raise
+                _decode_frames(ds, n, list(range(n)), where, "")
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except DicomReadError as exc:
+        return str(exc).removeprefix(f"{where}: ")
+    except BaseException as exc:  # noqa: BLE001 - boundary: any decoder failure (incl. pyo3 panics)
+        return f"cannot decode pixel data ({UID(ts).name}): {describe_exception(exc)}"
+    return None
 
 
 def read_frames(path: Path, *, cfg: IngestConfig | None = None) -> np.ndarray:

@@ -32,11 +32,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydicom.uid
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.ingest.pixels import decode_problem
 from pipeline.listener.config import AccessConfig, ListenerConfig, TlsConfig, uid_for_keyword
 from pipeline.listener.spool import InstanceKey, Spool, clean_uid
 from pipeline.listener.state import StateDB, now_s
@@ -121,8 +122,10 @@ def client_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
 def unusable_reason(ds: Dataset, transfer_syntax: str) -> str | None:
     """Why a decoded instance cannot be an image for the pipeline (quarantine), or None.
 
-    Only cheap, certain checks: pixel data present, Rows / Columns present, and for native (uncompressed)
-    encodings at least Rows x Columns x Samples x Frames x BitsAllocated / 8 bytes of pixel data.
+    Pixel data present, Rows / Columns present; for native (uncompressed) encodings at least
+    Rows x Columns x Samples x Frames x BitsAllocated / 8 bytes of pixel data; compressed (encapsulated)
+    pixel data is test-decoded with the pipeline's own decoders (:func:`pipeline.ingest.decode_problem`), so a
+    corrupt JPEG / JPEG-LS / JPEG 2000 / RLE frame is quarantined at reception instead of failing the run.
     """
     if "PixelData" not in ds:
         return "no Pixel Data (7FE0,0010)"
@@ -131,7 +134,10 @@ def unusable_reason(ds: Dataset, transfer_syntax: str) -> str | None:
         return "Rows or Columns missing or zero"
     ts = pydicom.uid.UID(transfer_syntax)
     if ts.is_encapsulated:
-        return None
+        if not hasattr(ds, "file_meta") or "TransferSyntaxUID" not in ds.file_meta:
+            ds.file_meta = getattr(ds, "file_meta", FileMetaDataset())
+            ds.file_meta.TransferSyntaxUID = ts
+        return decode_problem(ds)
     try:
         frames = int(ds.get("NumberOfFrames") or 1)
         bits = int(ds.get("BitsAllocated") or 0)
