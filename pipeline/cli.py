@@ -419,13 +419,12 @@ def _cmd_stir(args: argparse.Namespace) -> int:
 
     from pipeline.levels import Level
     from pipeline.model import Substitute
+    from pipeline.outdir import check_output_folder
     from pipeline.report.json_report import jsonable, stir_sections
     from pipeline.stir import assess_stir, load_stir_config
     from pipeline.stir.labelmap import segmentation_from_label_map
     from pipeline.stir.overlay import overlay_rgb
     from pipeline.volume import Volume
-
-    from pipeline.outdir import check_output_folder
 
     cfg = load_stir_config(args.config)
     # only its own three files are ever overwritten; a folder holding anything else is refused
@@ -479,10 +478,6 @@ def _cmd_stir(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.append(_add_stir)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
 
 
 # --------------------------------------------------------------------------- run (one study)
@@ -568,18 +563,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def format_study_summary(report: dict, out_dir: Path) -> str:
     """A few lines for the terminal: levels, fractures, oedema, decisions, where the files are."""
+    from pipeline.model import GradeState
+    from pipeline.report.views import vertebra_grade
+
     lines = [f"study {report['study']['study_instance_uid']}"]
     verts = [v for v in report.get("vertebrae", []) if not v.get("is_sacrum")]
     if verts:
         lines.append(f"  vertebral bodies: {len(verts)} ({verts[0]['level'] or '?'}..{verts[-1]['level'] or '?'})")
     for v in verts:
-        grade = v.get("genant_grade")
+        g = vertebra_grade(v)
         edema = (v.get("stir") or {}).get("edema")
-        if (grade or 0) >= 1 or edema:
+        if (g.grade or 0) >= 1 or edema or g.state is GradeState.UNCERTAIN:
             loss = v.get("height_loss_pct")
+            shape = f", {v.get('morphology')}" if g.state is GradeState.DEFINITE else ""
             lines.append(
-                f"  {v['level'] or '?':>4}: height loss {loss if loss is not None else '?'} %, Genant {grade}, "
-                f"{v.get('morphology')}, STIR oedema {'yes' if edema else ('no' if edema is False else 'unknown')}"
+                f"  {v['level'] or '?':>4}: height loss {loss if loss is not None else '?'} %, {g.text}{shape}, "
+                f"STIR oedema {'yes' if edema else ('no' if edema is False else 'unknown')}"
+                + (f"\n        ({g.note})" if g.note else "")
             )
     summary = (report.get("eligibility") or {}).get("summary")
     if summary:
@@ -932,3 +932,8 @@ def _cmd_queue(args: argparse.Namespace) -> int:
 
 
 _SUBCOMMANDS.append(_add_queue)
+
+
+# Last, after every subcommand above has registered itself in _SUBCOMMANDS.
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
