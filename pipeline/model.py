@@ -217,6 +217,92 @@ class VertebraMorphometry:
     grade_uncertain: bool = False  # height loss within the measurement uncertainty of the fracture threshold
     reliability_notes: tuple[str, ...] = ()  # plausibility findings: why low confidence / not a reference body
 
+    @property
+    def grade_display(self) -> GradeDisplay:
+        """How the grade is shown everywhere (:func:`grade_display`)."""
+        return grade_display(
+            assessable=self.assessable,
+            genant_grade=self.genant_grade,
+            low_confidence=self.low_confidence,
+            grade_uncertain=self.grade_uncertain,
+            height_loss_pct=self.height_loss_pct,
+            reason=self.reason,
+            reliability_notes=self.reliability_notes,
+        )
+
+
+class GradeState(StrEnum):
+    """How far a vertebra's Genant grade can be relied on; every output shows it (see :func:`grade_display`)."""
+
+    DEFINITE = "definite"
+    UNCERTAIN = "uncertain"  # measured, but at the fracture threshold or on a doubtful mask: fracture status unknown
+    NOT_ASSESSABLE = "not_assessable"  # no grade could be measured
+
+
+@dataclass(frozen=True)
+class GradeDisplay:
+    """The displayed state of one vertebra's grade: the measured value plus how far it can be trusted, and why."""
+
+    state: GradeState
+    grade: int | None  # the measured Genant grade (None when not measured)
+    note: str  # why uncertain / not assessable; "" when definite
+
+    @property
+    def fractured(self) -> bool | None:
+        """Genant >= 1, or ``None`` (unknown) unless the grade is definite."""
+        return self.grade >= 1 if self.state is GradeState.DEFINITE and self.grade is not None else None
+
+    @property
+    def short(self) -> str:
+        """``"2"``, ``"0?"`` (uncertain), ``"n/a"`` (not assessable)."""
+        if self.grade is None or self.state is GradeState.NOT_ASSESSABLE:
+            return "n/a"
+        return f"{self.grade}?" if self.state is GradeState.UNCERTAIN else str(self.grade)
+
+    @property
+    def text(self) -> str:
+        """``"Genant 2"``, ``"Genant 0? uncertain"``, ``"not assessable"`` (the note says why)."""
+        if self.grade is None or self.state is GradeState.NOT_ASSESSABLE:
+            return "not assessable"
+        return f"Genant {self.short}" + (" uncertain" if self.state is GradeState.UNCERTAIN else "")
+
+
+def grade_display(
+    *,
+    assessable: bool,
+    genant_grade: int | None,
+    low_confidence: bool = False,
+    grade_uncertain: bool = False,
+    height_loss_pct: float | None = None,
+    reason: str = "",
+    reliability_notes: tuple[str, ...] | list[str] = (),
+) -> GradeDisplay:
+    """The one decision of how a vertebra's grade is shown (report.json, HTML, terminal, overlay, SR, rules).
+
+    A grade measured on a low-confidence mask, or a height loss within the measurement uncertainty of the
+    fracture threshold, is *uncertain*: the measured grade is kept but the fracture status is unknown. No grade
+    is *not assessable*, with the reason.
+    """
+    if not assessable or genant_grade is None:
+        why = reason if not assessable and reason else "no Genant grade could be measured"
+        return GradeDisplay(GradeState.NOT_ASSESSABLE, None, why)
+    if low_confidence:
+        why = "; ".join(reliability_notes) or "plausibility checks failed"
+        return GradeDisplay(
+            GradeState.UNCERTAIN,
+            genant_grade,
+            f"measured on a low-confidence mask ({why}): fracture status unknown; check the images",
+        )
+    if grade_uncertain:
+        loss = f"height loss {height_loss_pct:.1f} %" if height_loss_pct is not None else "the height loss"
+        return GradeDisplay(
+            GradeState.UNCERTAIN,
+            genant_grade,
+            f"{loss} is within the measurement uncertainty of the fracture threshold: fracture status unknown; "
+            "grade it on the images",
+        )
+    return GradeDisplay(GradeState.DEFINITE, genant_grade, "")
+
 
 # --------------------------------------------------------------------------- STIR
 @dataclass(frozen=True)

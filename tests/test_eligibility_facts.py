@@ -97,7 +97,7 @@ def test_low_confidence_grade_does_not_decide_the_level():
     doubtful = replace(morph(1, Level.L2), low_confidence=True, reliability_notes=("Hp 31 mm > 0.9 x spacing",))
     f = imaging_facts([doubtful], None)[0]
     assert f.genant_grade is None and f.height_loss_pct is None and f.morphology is None
-    assert any("low confidence (Hp 31 mm > 0.9 x spacing)" in n for n in f.notes)
+    assert any("uncertain" in n and "low-confidence mask (Hp 31 mm > 0.9 x spacing)" in n for n in f.notes)
     assert f.posterior_wall_bulge_mm == 1.5  # the wall is measured on its own
 
 

@@ -223,6 +223,6 @@ def test_low_confidence_grade_is_marked_with_its_reason():
         "morphometry": {"assessable": True, "low_confidence": True, "reliability_notes": ["Hp too tall for spacing"]},
     }
     grade = _morph_cells(v)[3]
-    assert grade.text == "2?" and "low confidence: Hp too tall for spacing" in grade.note
+    assert grade.text == "2? uncertain" and "low-confidence mask (Hp too tall for spacing)" in grade.note
     v["morphometry"]["low_confidence"] = False
     assert _morph_cells(v)[3].text == "2"

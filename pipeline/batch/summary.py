@@ -10,7 +10,7 @@ report                 ``<study>/report.json`` when the status is ok, else empty
 study_uid              StudyInstanceUID (empty for a folder without a usable study)
 status                 ok, failed, timeout, crashed, interrupted, or pending (not run: the batch stopped)
 levels                 labelled vertebral bodies, cranial to caudal ("?" = level unknown)
-fractures              bodies with Genant grade >= 1, CSV as ``L1:G2``
+fractures              bodies with Genant grade >= 1, CSV as ``L1:G2`` (``L1:G1?`` when the grade is uncertain)
 oedema_levels          bodies with STIR oedema
 candidate_levels       eligibility decision candidate / candidate with cautions
 indeterminate_levels   eligibility cannot be decided without more (clinical) information
@@ -92,7 +92,10 @@ def make_row(
 
 def _csv_cell(key: str, value: Any) -> str:
     if key == "fractures":
-        return " ".join(f"{f['level']}:G{f.get('genant_grade')}" for f in value)
+        return " ".join(
+            f"{f['level']}:G{f.get('genant_grade')}" + ("?" if f.get("grade_state") == "uncertain" else "")
+            for f in value
+        )
     if isinstance(value, list):
         return " ".join(str(v) for v in value)
     if isinstance(value, bool):

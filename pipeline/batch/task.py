@@ -243,11 +243,14 @@ def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
     """The headline of a report.json for batch summaries (JSON-able; no patient identifiers).
 
     Keys: ``study_uid``, ``levels`` (labelled bodies cranial to caudal, ``"?"`` when the level is unknown),
-    ``fractures`` (``[{"level", "genant_grade", "height_loss_pct", "morphology"}]`` for Genant >= 1),
+    ``fractures`` (``[{"level", "genant_grade", "height_loss_pct", "morphology", "grade_state"}]`` for Genant >= 1;
+    ``grade_state`` "uncertain" when the fracture status is unknown, see :func:`pipeline.model.grade_display`),
     ``edema_levels``, ``edema_unknown_levels`` (not assessable), ``candidate_levels``,
     ``indeterminate_levels``, ``contraindicated_levels``, ``decision`` (the eligibility summary sentence),
     ``n_warnings``, ``timings_ms``.
     """
+    from pipeline.report.views import vertebra_grade
+
     verts = report.get("vertebrae") or []
 
     def name(v: dict[str, Any]) -> str:
@@ -259,6 +262,7 @@ def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
             "genant_grade": v.get("genant_grade"),
             "height_loss_pct": v.get("height_loss_pct"),
             "morphology": v.get("morphology"),
+            "grade_state": vertebra_grade(v).state.value,
         }
         for v in verts
         if (v.get("genant_grade") or 0) >= 1

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.levels import Level
-from pipeline.model import Morphology, StirAssessment, StirFinding, VertebraMorphometry
+from pipeline.model import GradeState, Morphology, StirAssessment, StirFinding, VertebraMorphometry
 
 logger = logging.getLogger(__name__)
 
@@ -93,23 +93,20 @@ def imaging_facts(morphometry: Sequence[VertebraMorphometry], stir: StirAssessme
         notes: list[str] = []
         grade = height = bulge = canal = None
         morph: Morphology | None = None
+        shown = m.grade_display  # the same decision every output shows (pipeline.model.grade_display)
         if m.assessable and m.low_confidence:
             # A grade measured on a doubtful mask must not decide a level either way: fracture status unknown.
-            why = "; ".join(m.reliability_notes) or "plausibility checks failed"
-            notes.append(f"height measurement of low confidence ({why}): fracture status unknown; check the images")
+            notes.append(f"Genant {shown.short} uncertain: {shown.note}")
         elif m.assessable:
             grade = m.genant_grade
             height = m.height_loss_pct
             morph = None if m.morphology is Morphology.NOT_ASSESSABLE else m.morphology
             if grade is None:
                 notes.append("no Genant grade: fracture status unknown")
-            elif m.grade_uncertain:
+            elif shown.state is GradeState.UNCERTAIN:
                 # keep the measured loss (other rules read it) but do not decide fractured-or-not on it
                 grade, morph = None, None
-                notes.append(
-                    f"height loss {m.height_loss_pct} % is within the measurement uncertainty of the fracture "
-                    "threshold: fracture status unknown; grade it on the images"
-                )
+                notes.append(f"Genant {shown.short} uncertain: {shown.note}")
         else:
             notes.append(f"morphometry not assessable: {m.reason}")
         wall = m.posterior_wall

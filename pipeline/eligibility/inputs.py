@@ -194,7 +194,8 @@ _SPECS: tuple[InputSpec, ...] = (
         _L,
         _I,
         "Genant grade",
-        "No Genant grade at {level} (morphometry not assessable); review the segmentation or grade it manually.",
+        "No definite Genant grade at {level} (the level's note says why: uncertain at the fracture threshold or "
+        "on a low-confidence mask, or not assessable); grade it on the images.",
         _img("genant_grade"),
         bounds=Bounds(0, 3),
     ),

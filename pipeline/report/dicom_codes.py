@@ -89,6 +89,7 @@ PROCEDURE_REPORTED = codes.LN.MRIUnspecifiedBodyRegion
 VOLUME = codes.SCT.Volume
 YES = codes.SCT.Yes
 NO = codes.SCT.No
+INDETERMINATE = codes.SCT.Indeterminate  # a finding that cannot be decided (e.g. fracture at the threshold)
 DEVICE = codes.DCM.Device
 
 MM = codes.UCUM.Millimeter

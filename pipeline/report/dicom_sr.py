@@ -20,6 +20,7 @@ from pydicom.sr.coding import Code
 
 from pipeline.errors import InputError
 from pipeline.levels import Level
+from pipeline.model import GradeState
 from pipeline.report import dicom_codes as dc
 from pipeline.report.dicom_common import (
     DEFAULT_DICOM_CONFIG,
@@ -29,7 +30,7 @@ from pipeline.report.dicom_common import (
     check_source_datasets,
 )
 from pipeline.report.dicom_seg import tracking_uid
-from pipeline.report.views import decisions_by_label, level_name
+from pipeline.report.views import decisions_by_label, level_name, vertebra_grade
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +74,26 @@ def vertebra_measurements(v: Mapping[str, Any]) -> list[hd.sr.Measurement]:
 
 
 def vertebra_evaluations(v: Mapping[str, Any], decision_code: Code | None) -> list[hd.sr.QualitativeEvaluation]:
-    """Coded findings of one vertebra; unknown findings are left out (never encoded as "No")."""
-    grade = v.get("genant_grade")
+    """Coded findings of one vertebra; unknown findings are never encoded as "No".
+
+    The grade follows :func:`pipeline.report.views.vertebra_grade`: a definite grade gives its Genant grade, shape
+    and "fracture present" Yes/No; an uncertain one (at the fracture threshold, low-confidence mask) gives
+    "fracture present: Indeterminate" and no grade or shape (the measured height loss is still a measurement);
+    a grade that is not assessable gives no grade or fracture item at all.
+    """
+    g = vertebra_grade(v)
     stir = v.get("stir") or {}
     edema = stir.get("edema")
     pattern = stir.get("pattern") if edema is not None else None
+    definite = g.state is GradeState.DEFINITE and g.grade is not None
+    if g.state is GradeState.UNCERTAIN and not v.get("is_sacrum"):
+        fracture: Code | None = dc.INDETERMINATE  # measured, but it cannot say fractured or not
+    else:
+        fracture = _yes_no(g.fractured) if definite else None  # not assessable: left out, as every unknown
     items = [
-        _qual(dc.GENANT, dc.GENANT_GRADES.get(grade) if isinstance(grade, int) else None),
-        _qual(dc.FRACTURE, _yes_no(grade >= 1) if isinstance(grade, int) else None),
-        _qual(dc.SHAPE, dc.SHAPES.get(v.get("morphology") or "")),
+        _qual(dc.GENANT, dc.GENANT_GRADES.get(g.grade) if definite and g.grade is not None else None),
+        _qual(dc.FRACTURE, fracture),
+        _qual(dc.SHAPE, dc.SHAPES.get(v.get("morphology") or "") if definite else None),
         _qual(dc.MARROW_EDEMA, _yes_no(edema)),
         _qual(dc.EDEMA_PATTERN, dc.EDEMA_PATTERNS.get(pattern) if isinstance(pattern, str) else None),
         _qual(dc.ELIGIBILITY, decision_code),

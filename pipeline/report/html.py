@@ -19,10 +19,11 @@ from typing import Any
 import jinja2
 
 from pipeline.errors import PipelineError
+from pipeline.model import GradeState
 from pipeline.report.eligibility_view import eligibility_view
 from pipeline.report.eligibility_view import text as _text
 from pipeline.report.overlay import ordered
-from pipeline.report.views import Decision, decisions_by_label, level_name
+from pipeline.report.views import Decision, decisions_by_label, level_name, vertebra_grade
 
 DISCLAIMER = (
     "This report supports a clinician's decision; it does not replace it. The measurements and the "
@@ -89,7 +90,6 @@ def _morph_cells(v: Mapping[str, Any]) -> list[Cell]:
         return [Cell("not assessable", str(morph.get("reason") or "no reason given"), css="na", span=6)]
     h = v["heights_mm"]
     heights = " / ".join(_num(h.get(k)) or "n/a" for k in ("anterior", "middle", "posterior"))
-    grade = v.get("genant_grade")
     confidence = _num(morph.get("confidence"), 2)
     spread = _num(morph.get("slice_spread_pct"), 1)
     loss = _value_cell(v.get("height_loss_pct"), unit=" %", missing="n/a")
@@ -99,24 +99,20 @@ def _morph_cells(v: Mapping[str, Any]) -> list[Cell]:
         Cell(heights, f"confidence {confidence}" if confidence else "", css="num"),
         _value_cell(v.get("reference_height_mm"), missing="n/a"),
         loss,
-        _grade_cell(grade, morph),
+        _grade_cell(v),
         Cell(str(v.get("morphology") or "n/a").replace("_", " ")),
         _value_cell(v.get("wedge_angle_deg"), unit="\u00b0", missing="n/a"),
     ]
 
 
-def _grade_cell(grade: Any, morph: Mapping[str, Any]) -> Cell:
-    """The Genant grade; one measured on a doubtful mask says so (the rules then treat it as unknown)."""
-    if not isinstance(grade, int):
-        return Cell("n/a", css="na")
-    if morph.get("low_confidence"):
-        notes = "; ".join(str(n) for n in morph.get("reliability_notes") or ()) or "plausibility checks failed"
-        return Cell(f"{grade}?", f"low confidence: {notes}", css=f"grade grade{grade}")
-    if morph.get("grade_uncertain"):
-        return Cell(
-            f"{grade}?", "at the fracture threshold, within the measurement uncertainty", css=f"grade grade{grade}"
-        )
-    return Cell(str(grade), css=f"grade grade{grade}")
+def _grade_cell(v: Mapping[str, Any]) -> Cell:
+    """The Genant grade as :func:`pipeline.report.views.vertebra_grade` decides it (``2``, ``0?``, ``n/a``)."""
+    g = vertebra_grade(v)
+    if g.grade is None:
+        return Cell("n/a", g.note, css="na")
+    if g.state is GradeState.UNCERTAIN:
+        return Cell(f"{g.short} uncertain", g.note, css=f"grade grade{g.grade} uncertain")
+    return Cell(g.short, css=f"grade grade{g.grade}")
 
 
 def _stir_cells(v: Mapping[str, Any], stir_section: Mapping[str, Any] | None) -> list[Cell]:

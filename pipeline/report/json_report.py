@@ -32,7 +32,7 @@ from pipeline.model import (
     VertebraSeg,
 )
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"  # 1.1: vertebrae[].grade_state, grade_note
 SCHEMA_FILE = "report.schema.json"
 
 
@@ -152,6 +152,8 @@ def vertebra_entry(
                 "reference_height_mm": _round(morph.reference_height_mm),
                 "height_loss_pct": _round(morph.height_loss_pct, 1),
                 "genant_grade": morph.genant_grade,
+                "grade_state": morph.grade_display.state.value,
+                "grade_note": morph.grade_display.note,
                 "morphology": morph.morphology.value,
                 "wedge_angle_deg": _round(morph.wedge_angle_deg, 1),
                 "morphometry": {

@@ -27,8 +27,8 @@ from PIL import Image, ImageDraw, ImageFont
 from skimage import measure
 
 from pipeline.errors import PipelineError
-from pipeline.model import SegmentationResult, StirAssessment
-from pipeline.report.views import Decision, decisions_by_label, level_name
+from pipeline.model import GradeState, SegmentationResult, StirAssessment
+from pipeline.report.views import Decision, decisions_by_label, level_name, vertebra_grade
 from pipeline.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -244,16 +244,18 @@ def _fmt(value: Any, unit: str = "", nd: int = 1) -> str:
 
 def _morph_lines(v: Mapping[str, Any], decision: Decision | None) -> tuple[str, ...]:
     name = level_name(v)
-    grade = v.get("genant_grade")
+    g = vertebra_grade(v)
     morph = v.get("morphometry")
     if v.get("is_sacrum"):
         head = f"{name}  reference"
     elif morph is None:
         head = f"{name}  not measured"
-    elif grade is None:
+    elif g.state is GradeState.NOT_ASSESSABLE:
         head = f"{name}  not assessable"
+    elif g.state is GradeState.UNCERTAIN:
+        head = f"{name}  {g.text}"
     else:
-        head = f"{name}  Genant {grade}  {v.get('morphology', '')}"
+        head = f"{name}  {g.text}  {v.get('morphology', '')}"
     lines = [head]
     h = v.get("heights_mm")
     if h:
@@ -261,6 +263,8 @@ def _morph_lines(v: Mapping[str, Any], decision: Decision | None) -> tuple[str, 
         lines.append(f"height loss {_fmt(v.get('height_loss_pct'), '%')}")
     elif morph is not None and not v.get("is_sacrum"):
         lines += _wrap(str(morph.get("reason") or "not assessable"))
+    if g.state is GradeState.UNCERTAIN and not v.get("is_sacrum"):
+        lines.append("fracture status unknown")
     if decision is not None:
         lines.append(decision.text)
     return tuple(lines)

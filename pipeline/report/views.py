@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+from pipeline.model import GradeDisplay, GradeState, grade_display
+
 
 class Decision(StrEnum):
     """Per-level eligibility decisions of the rules stage."""
@@ -64,3 +66,29 @@ def level_name(vertebra: Mapping[str, Any]) -> str:
     if level is None:
         return f"body {vertebra.get('label', '?')} (level unknown)"
     return f"{level} (sacrum)" if vertebra.get("is_sacrum") and level != "S1" else str(level)
+
+
+def vertebra_grade(vertebra: Mapping[str, Any]) -> GradeDisplay:
+    """The displayed grade state of one ``report["vertebrae"]`` entry: its ``grade_state`` / ``grade_note``
+    (written by :func:`pipeline.model.grade_display`), or, for a report without them, the same function applied
+    to the morphometry fields. Every writer shows the grade through this."""
+    grade = vertebra.get("genant_grade")
+    grade = grade if isinstance(grade, int) and not isinstance(grade, bool) else None
+    state = vertebra.get("grade_state")
+    if isinstance(state, str) and state in GradeState.__members__.values():
+        st = GradeState(state)
+        return GradeDisplay(
+            st, None if st is GradeState.NOT_ASSESSABLE else grade, str(vertebra.get("grade_note") or "")
+        )
+    morph = vertebra.get("morphometry")
+    morph = morph if isinstance(morph, Mapping) else {}
+    loss = vertebra.get("height_loss_pct")
+    return grade_display(
+        assessable=bool(morph.get("assessable", grade is not None)),
+        genant_grade=grade,
+        low_confidence=bool(morph.get("low_confidence")),
+        grade_uncertain=bool(morph.get("grade_uncertain")),
+        height_loss_pct=float(loss) if isinstance(loss, (int, float)) and not isinstance(loss, bool) else None,
+        reason=str(morph.get("reason") or ""),
+        reliability_notes=[str(n) for n in morph.get("reliability_notes") or ()],
+    )
