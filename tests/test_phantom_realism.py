@@ -10,7 +10,7 @@ from pipeline.levels import Level
 from pipeline.model import Morphology
 from pipeline.phantom import PhantomSpec, render_phantom
 from pipeline.phantom.anatomy import build_anatomy
-from pipeline.phantom.spec import OPT_IN_FIELDS, FractureSpec, SlipSpec, spec_from_json
+from pipeline.phantom.spec import OPT_IN_FIELDS, FractureSpec, ModicSpec, SchmorlSpec, SlipSpec, spec_from_json
 from pipeline.phantom.truth import genant_grade
 from pipeline.phantom.variety import random_spec
 from pipeline.phantom.verify import heights_on_mask, mid_plane_labels, vertebra
@@ -38,6 +38,10 @@ def test_opt_in_fields_round_trip_through_json():
         slips=(SlipSpec("L4", 6.5),),
         fov_below_s1_mm=80.0,
         pelvic_anatomy=True,
+        modic=(ModicSpec("L4", 1),),
+        schmorl_nodes=(SchmorlSpec("L2", "inferior", 2.5, 3.0, 0.7, -2.0),),
+        scoliosis_mm=-12.0,
+        scoliosis_apex="T12",
     )
     d = spec.to_json()
     assert d["desiccated_discs"] == ["L4", "L5"] and d["slips"] == [{"level": "L4", "slip_mm": 6.5}]
@@ -212,6 +216,9 @@ def test_random_spec_is_reproducible_valid_and_varied():
     assert min(s.pixel_spacing_mm for s in specs) < 0.8 and max(s.pixel_spacing_mm for s in specs) > 1.3
     assert any(s.slips for s in specs) and any(s.desiccated_discs for s in specs)
     assert any(s.fov_below_s1_mm >= 60 and s.pelvic_anatomy for s in specs)
+    assert any(s.scoliosis_mm > 0 for s in specs) and any(s.scoliosis_mm < 0 for s in specs)
+    assert any(s.schmorl_nodes for s in specs) and any(s.modic for s in specs)
+    assert {m.modic_type for s in specs for m in s.modic} == {1, 2}
     fx = [f for s in specs for f in s.fractures]
     assert {f.kind for f in fx} == {Morphology.WEDGE, Morphology.BICONCAVE, Morphology.CRUSH}
     assert any(f.edema for f in fx) and any(not f.edema for f in fx)
@@ -228,3 +235,91 @@ def test_random_spec_renders_with_exact_labels():
     assert present == set(range(1, len(spec.labelled_levels) + 1))
     for fx in spec.fractures:
         assert vertebra(ph, fx.level.value)["height_loss_pct"] == pytest.approx(fx.height_loss_pct, abs=1e-3)
+
+
+# --------------------------------------------------------------------------- e. scoliosis
+def test_scoliosis_gives_each_body_its_own_mid_slice_and_keeps_the_truth():
+    kw = dict(seed=2, n_slices=15)
+    straight = render_phantom(PhantomSpec.small(**kw))
+    curved = render_phantom(PhantomSpec.small(**kw, scoliosis_mm=16.0, scoliosis_apex="L1"))
+    mids = {v["level"]: v["mid_slice"] for v in curved.truth["vertebrae"]}
+    assert len({v["mid_slice"] for v in straight.truth["vertebrae"]}) == 1
+    pitch = curved.spec.slice_pitch_mm
+    assert abs(mids["L1"] - mids["S1"]) >= round(16.0 / pitch) - 1 and mids["L1"] != mids["T10"]
+    assert mids["L1"] < mids["S1"]  # shifted to the patient's left = lower slice index
+    shifts = curved.truth["column"]["scoliosis"]["lateral_shift_mm"]
+    assert shifts["L1"] == pytest.approx(16.0) and "S1" not in shifts
+    for a, b in zip(straight.truth["vertebrae"], curved.truth["vertebrae"], strict=True):
+        assert a["heights_mm"] == b["heights_mm"] and a["volume_mm3"] == b["volume_mm3"]
+        dx = b["centroid_lps_mm"][0] - a["centroid_lps_mm"][0]
+        assert dx == pytest.approx(shifts.get(a["level"], 0.0), abs=1e-3)
+        # the label map agrees: the slice holding most of the body is (next to) the truth's mid slice
+        mask = curved.labels.array == b["label"]
+        busiest = int(np.argmax(mask.sum(axis=(1, 2))))
+        assert abs(busiest - b["mid_slice"]) <= 1
+    # the cord/canal follows the column: CSF lies behind the apex body on its own mid slice
+    apex = vertebra(curved, "L1")
+    c = np.round(curved.t2.lps_to_index(np.array(apex["centroid_lps_mm"]))).astype(int)
+    row = curved.t2.array[apex["mid_slice"], c[1], c[2] :]
+    assert row.max() > 0.8 * 650 * 0.85  # bright CSF behind the body on T2
+
+
+# --------------------------------------------------------------------------- g. Schmorl nodes
+def test_schmorl_node_is_a_disc_signal_pit_outside_the_label():
+    kw = dict(seed=4, pixel_spacing_mm=1.2, rows=256, cols=256)
+    node = SchmorlSpec("L2", "superior", radius_mm=4.0, depth_mm=6.0, ap_fraction=0.3)
+    plain = render_phantom(PhantomSpec.small(**kw))
+    pitted = render_phantom(PhantomSpec.small(**kw, schmorl_nodes=(node,)))
+    a, b = vertebra(plain, "L2"), vertebra(pitted, "L2")
+    assert a["heights_mm"] == b["heights_mm"] and a["height_loss_pct"] == b["height_loss_pct"]
+    expected = 2.0 / 3.0 * np.pi * 4.0**2 * 6.0  # half-ellipsoid pit
+    assert a["volume_mm3"] - b["volume_mm3"] == pytest.approx(expected, rel=0.15)
+    body = build_anatomy(pitted.spec).bodies["L2"]
+    (notch,) = body.shape.notches
+    v_top = float(body.shape.v_sup(np.array(notch.u), np.array(notch.w)))
+    centre = body.to_lps([notch.u, v_top - 2.5, notch.w])
+    idx = tuple(np.round(pitted.t2.lps_to_index(centre)).astype(int))
+    assert pitted.labels.array[idx] == 0 and plain.labels.array[idx] == b["label"]
+    assert pitted.t2.array[idx] > 1.3 * _marrow_t2(pitted, "L2")  # bright nucleus signal in the pit
+    assert pitted.truth["column"]["schmorl_nodes"][0]["level"] == "L2"
+
+
+def test_schmorl_node_may_not_cross_a_height_line():
+    with pytest.raises(ConfigError, match="height line"):
+        build_anatomy(PhantomSpec.small(schmorl_nodes=(SchmorlSpec("L3", ap_fraction=0.45, radius_mm=3.0),)))
+
+
+# --------------------------------------------------------------------------- b. Modic changes
+def _band_signal(ph, level: str, superior: bool, vol) -> float:
+    """Mean signal of a short AP row of voxels 1.2 mm inside the given endplate's cortex (central part)."""
+    body = build_anatomy(ph.spec).bodies[level]
+    s = body.shape
+    vals = []
+    for u in np.linspace(-0.2 * s.D, 0.2 * s.D, 7):
+        if superior:
+            v = float(s.v_sup(np.array(u), np.array(0.0))) - s.dims.cortex_mm - 1.2
+        else:
+            v = float(s.v_inf(np.array(u), np.array(0.0))) + s.dims.cortex_mm + 1.2
+        idx = tuple(np.round(vol.lps_to_index(body.to_lps([u, v, 0.0]))).astype(int))
+        vals.append(vol.array[idx])
+    return float(np.mean(vals))
+
+
+def test_modic_changes_show_their_signal_and_are_not_oedema():
+    kw = dict(seed=12, pixel_spacing_mm=1.0, rows=320, cols=256, noise_pct=1.0)
+    plain = render_phantom(PhantomSpec.small(**kw))
+    modic = render_phantom(PhantomSpec.small(**kw, modic=(ModicSpec("L3", 1, 7.0), ModicSpec("L1", 2, 7.0))))
+    # type 1 at L3/L4: STIR and T2 bright, T1 dark, on both sides of the disc
+    for level, sup in (("L3", False), ("L4", True)):
+        assert _band_signal(modic, level, sup, modic.stir) > 2.5 * _band_signal(plain, level, sup, plain.stir)
+        assert _band_signal(modic, level, sup, modic.t1) < 0.75 * _band_signal(plain, level, sup, plain.t1)
+        assert _band_signal(modic, level, sup, modic.t2) > 1.2 * _band_signal(plain, level, sup, plain.t2)
+    # type 2 at L1/L2: T1 brighter, STIR not brighter
+    for level, sup in (("L1", False), ("L2", True)):
+        assert _band_signal(modic, level, sup, modic.t1) > 1.1 * _band_signal(plain, level, sup, plain.t1)
+        assert _band_signal(modic, level, sup, modic.stir) < 1.2 * _band_signal(plain, level, sup, plain.stir)
+    # never oedema: the oedema map is empty and the truth says no oedema, labels unchanged
+    assert not modic.edema.array.any()
+    assert all(not v["edema"]["present"] and v["edema"]["fraction"] == 0 for v in modic.truth["vertebrae"])
+    assert np.array_equal(plain.labels.array, modic.labels.array)
+    assert all(not m["counted_as_edema"] for m in modic.truth["column"]["modic"])

@@ -20,11 +20,13 @@ from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
 from pipeline.phantom.canal import CanalPainter
 from pipeline.phantom.column import (
+    HEIGHT_FRACTIONS,
     BodyDims,
     BodyShape,
     Deformation,
     EdemaModel,
     Frame2D,
+    Notch,
     PlacedBody,
     PlacedDisc,
     place_by_superior_rim,
@@ -35,7 +37,7 @@ from pipeline.phantom.column import (
     unit,
 )
 from pipeline.phantom.posterior import posterior_elements, sacral_posterior
-from pipeline.phantom.primitives import Painter, smooth_noise_3d
+from pipeline.phantom.primitives import Array, Canvas, Painter, fill, smooth_noise_3d
 from pipeline.phantom.soft import ColumnProfile, build_soft_tissue, pelvic_anatomy
 from pipeline.phantom.spec import FractureSpec, PhantomSpec
 from pipeline.phantom.tissues import Tissue
@@ -124,7 +126,7 @@ class Anatomy:
 def _rngs(seed: int) -> dict[str, np.random.Generator]:
     # streams are appended, never inserted: SeedSequence children keep their keys, so the classic anatomy
     # draws the same numbers whatever is added for the opt-in features
-    names = ("column", "soft", "bowel", "texture", "noise", "fov", "lesions", "discs", "pelvis")
+    names = ("column", "soft", "bowel", "texture", "noise", "fov", "lesions", "discs", "pelvis", "modic")
     children = np.random.SeedSequence([seed, 0x5B1E]).spawn(len(names))
     return {n: np.random.default_rng(c) for n, c in zip(names, children, strict=True)}
 
@@ -243,7 +245,14 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         deform[name] = solve_deformation(
             dims[name], fxs.kind, fxs.height_loss_pct, fxs.retropulsion_mm, where=f"fracture at {name}"
         )
-    shapes = {name: BodyShape(d, deform.get(name, Deformation())) for name, d in dims.items()}
+    notches = _schmorl_notches(spec, dims)
+    shapes = {
+        name: BodyShape(d, deform.get(name, Deformation()), notches[name])
+        if name in notches
+        # classic path untouched when there are no Schmorl nodes
+        else BodyShape(d, deform.get(name, Deformation()))
+        for name, d in dims.items()
+    }
 
     # ---- chain in the sagittal plane, (y, z) with anterior = -y
     frames: dict[str, Frame2D] = {}
@@ -272,6 +281,8 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
     for f in frames.values():
         f.centre = f.centre + shift
     slips = _apply_slips(spec, frames, shapes, chain, x0)
+    lateral = scoliosis_shift(spec, list(frames))
+    modic = _modic_bands(spec, rng["modic"])
 
     # ---- placed bodies
     rt = rng["texture"]
@@ -305,7 +316,7 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
             name=name,
             shape=shapes[name],
             frame=frame,
-            x0=x0,
+            x0=x0 + lateral.get(name, 0.0),  # scoliosis (x0 + 0.0 is x0: the classic column is unchanged)
             label=label,
             edema=edema,
             fat_noise=fat_noise,
@@ -313,7 +324,9 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
             sclerosis_mm=sclerosis,
             hemangioma=hem,
             vein=name in Level.__members__,
+            modic=tuple(modic.get(name, ())),
         )
+
     from pipeline.phantom.truth import solve_edema_thresholds  # local import: truth uses anatomy types
 
     solve_edema_thresholds(bodies, spec)
@@ -348,6 +361,8 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
 
     # ---- canal
     canal, canal_ap, conus_name = _build_canal(bodies, order, discs, x0, k_canal, conus_offset, rc)
+    disc_tissue = {n: disc_look[n][0] for n in disc_look}
+    pits = _schmorl_painters(spec, bodies, order, disc_tissue)
 
     # ---- posterior elements
     post_painters, ligament_painters, tips = posterior_elements(bodies, order, discs, _CANAL_TABLE, k_canal)
@@ -369,6 +384,7 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         *sacral_painters,
         canal,
         *disc_list,
+        *pits,
         *[bodies[n] for n in _SACRAL],
         *[bodies[n] for n in reversed(order)],
     ]
@@ -429,6 +445,92 @@ def _apply_slips(
     return out
 
 
+# --------------------------------------------------------------------------- scoliosis, Modic, Schmorl
+def scoliosis_shift(spec: PhantomSpec, names: list[str]) -> dict[str, float]:
+    """Lateral shift (mm, + = patient's left) of each shifted body: cos^2 taper from the apex, 4 levels up
+    and down to S1 (which, with the sacrum, stays put). Empty without scoliosis."""
+    if spec.scoliosis_mm == 0.0:
+        return {}
+    ia = spec.scoliosis_apex.ordinal
+    below = Level.S1.ordinal - ia
+    out = {}
+    for name in names:
+        if name not in Level.__members__ or name == "S1":
+            continue
+        i = Level(name).ordinal
+        t = (ia - i) / 4.0 if i <= ia else (i - ia) / below
+        if t < 1.0:
+            out[name] = float(spec.scoliosis_mm * math.cos(0.5 * math.pi * t) ** 2)
+    return out
+
+
+def _modic_bands(spec: PhantomSpec, rng: np.random.Generator) -> dict[str, list[tuple[Tissue, bool, float]]]:
+    """Per body: (tissue, superior endplate?, band depth) for every Modic change touching it."""
+    order = [lv.value for lv in Level]
+    out: dict[str, list[tuple[Tissue, bool, float]]] = {}
+    for m in spec.modic:
+        tissue = Tissue.MODIC_1 if m.modic_type == 1 else Tissue.MODIC_2
+        above, below = m.level.value, order[order.index(m.level.value) + 1]
+        k = rng.uniform(0.6, 1.15, size=2)
+        out.setdefault(above, []).append((tissue, False, float(m.depth_mm * k[0])))
+        out.setdefault(below, []).append((tissue, True, float(m.depth_mm * k[1])))
+    return out
+
+
+def _schmorl_notches(spec: PhantomSpec, dims: dict[str, BodyDims]) -> dict[str, tuple[Notch, ...]]:
+    out: dict[str, tuple[Notch, ...]] = {}
+    for n in spec.schmorl_nodes:
+        d = dims[n.level.value]
+        u = d.depth_mm / 2.0 - n.ap_fraction * d.depth_mm
+        where = f"Schmorl node at {n.level.value}"
+        for line, f in HEIGHT_FRACTIONS.items():
+            u_line = d.depth_mm / 2.0 - f * d.depth_mm
+            if abs(u - u_line) < n.radius_mm + 0.3 and abs(n.lateral_mm) < n.radius_mm + 0.3:
+                raise ConfigError(
+                    f"{where}: the pit (radius {n.radius_mm:g} mm at {n.ap_fraction:g} of the depth) crosses the "
+                    f"{line} height line; move ap_fraction or lateral_mm, or make it smaller"
+                )
+        if abs(n.lateral_mm) + n.radius_mm > 0.7 * d.width_mm / 2.0:
+            raise ConfigError(f"{where}: lateral_mm + radius_mm must stay within 70 % of the half-width")
+        notch = Notch(u, n.lateral_mm, n.endplate == "superior", n.radius_mm, n.depth_mm)
+        out[n.level.value] = out.get(n.level.value, ()) + (notch,)
+    return out
+
+
+@dataclass(eq=False)
+class _SchmorlPit(Painter):
+    """Disc material filling a Schmorl node's pit (painted before the body, which leaves the pit empty)."""
+
+    body: PlacedBody
+    notch: Notch
+    tissue: Tissue
+
+    def __post_init__(self) -> None:
+        self.lo, self.hi = self.body.lo, self.body.hi
+
+    def paint(self, canvas: Canvas, x: Array, y: Array, z: Array) -> None:
+        u, v, w = self.body.local(x, y, z)
+        s = self.body.shape
+        inside_fp, _ = s.footprint(u, w)
+        d = s.v_sup(u, w) - v if self.notch.superior else v - s.v_inf(u, w)
+        fill(canvas, inside_fp & (d >= -0.2) & (self.notch.q(u, w, d) <= 1.0), self.tissue)
+
+
+def _schmorl_painters(
+    spec: PhantomSpec, bodies: dict[str, PlacedBody], order: list[str], disc_tissue: dict[str, Tissue]
+) -> list[Painter]:
+    out: list[Painter] = []
+    for n in spec.schmorl_nodes:
+        name = n.level.value
+        i = order.index(name)
+        disc = order[i - 1] if n.endplate == "superior" else name  # discs are named by the body above
+        tissue = disc_tissue.get(disc, Tissue.NUCLEUS) if i > 0 or n.endplate == "inferior" else Tissue.NUCLEUS
+        for notch in bodies[name].shape.notches:
+            if notch.superior == (n.endplate == "superior"):
+                out.append(_SchmorlPit(bodies[name], notch, tissue))
+    return out
+
+
 # --------------------------------------------------------------------------- canal
 def _build_canal(
     bodies: dict[str, PlacedBody],
@@ -447,8 +549,14 @@ def _build_canal(
     names = order + ["S2", "S3", "S4", "S5"]
     canal_ap: dict[str, float] = {}
 
+    shifted = any(bodies[n].x0 != x0 for n in names)
+    if shifted:
+        prof["x_shift"] = []
+
     def add(point: np.ndarray, ac: float, bc: float, name: str) -> None:
         pts.append(point)
+        if shifted:
+            prof["x_shift"].append(bodies[name].x0 - x0)
         thoracic = name.startswith("T")
         sacral = name.startswith("S")
         sac_ap = ac - (0.8 if thoracic else 1.8 if not sacral else 2.2)

@@ -90,6 +90,10 @@ class CanalPainter(Painter):
         self.s_grid = s_grid.reshape(ny, nz).astype(np.float32)
         self.d_grid = d_grid.reshape(ny, nz).astype(np.float32)
         half_w = float(np.max(self.prof["bony_lr"])) + 2.0
+        # optional lateral offset of the centreline per control point (scoliosis); absent = straight midline
+        self.x_shift = self.prof.get("x_shift")
+        if self.x_shift is not None:
+            half_w += float(np.max(np.abs(self.x_shift)))
         self.max_ap = float(np.max(self.prof["bony_ap"])) + 0.5
         self.max_lr = half_w
         self.lo = np.array([x0 - half_w, lo[0] + 5, lo[1] + 5])
@@ -128,6 +132,8 @@ class CanalPainter(Painter):
         s = np.broadcast_to(s, shape)[idx]
         d = np.broadcast_to(d, shape)[idx]
         w = np.broadcast_to(w, shape)[idx]
+        if self.x_shift is not None:
+            w = w - self.profile("x_shift", s)
         ac, bc = self.profile("bony_ap", s), self.profile("bony_lr", s)
         t = np.zeros(s.shape, np.uint8)
         bony = (d / ac) ** 2 + (w / bc) ** 2 <= 1.0

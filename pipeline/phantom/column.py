@@ -63,6 +63,27 @@ class BodyDims:
 
 
 @dataclass(frozen=True)
+class Notch:
+    """Schmorl node: disc material herniated into a body through one endplate (a pit under its surface).
+
+    Local body coordinates: centred at ``(u, w)`` on the ``superior`` (else inferior) endplate, ``radius_mm``
+    across, ``depth_mm`` deep measured from the endplate surface into the body.
+    """
+
+    u: float
+    w: float
+    superior: bool
+    radius_mm: float
+    depth_mm: float
+
+    def q(self, u: Array, w: Array, d_from_endplate: Array) -> Array:
+        """Normalised radius (< 1 inside the pit); ``d_from_endplate`` is ``ds`` or ``di`` of the body."""
+        r, h = np.float32(self.radius_mm), np.float32(self.depth_mm)
+        dd = np.maximum(d_from_endplate, 0.0)
+        return ((u - np.float32(self.u)) / r) ** 2 + ((w - np.float32(self.w)) / r) ** 2 + (dd / h) ** 2
+
+
+@dataclass(frozen=True)
 class Deformation:
     kind: Morphology = Morphology.NORMAL
     amp_mm: float = 0.0  # superior endplate collapse amplitude A
@@ -76,9 +97,10 @@ class BodyShape:
     _PA = 2.2  # anterior outline exponent
     _PP = 5.0  # posterior outline exponent (flat back)
 
-    def __init__(self, dims: BodyDims, deform: Deformation = Deformation()) -> None:
+    def __init__(self, dims: BodyDims, deform: Deformation = Deformation(), notches: tuple[Notch, ...] = ()) -> None:
         self.dims = dims
         self.deform = deform
+        self.notches = notches
         d = dims.depth_mm
         self.D = d
         self.Wh = dims.width_mm / 2.0
@@ -194,6 +216,12 @@ class BodyShape:
         rc = r - np.sqrt((r - np.minimum(d_edge, r)) ** 2 + (r - np.minimum(d_cx, r)) ** 2)
         d_in = np.where(corner, rc, np.minimum(d_edge, d_cx))
         inside = inside_fp & (d_ep >= 0) & (d_in >= 0)
+        for notch in self.notches:
+            # Schmorl node: a half-ellipsoid pit under the endplate surface; bone around it keeps a cortical rim
+            q = notch.q(u, w, ds if notch.superior else di)
+            d_notch = (np.sqrt(q) - 1.0) * min(notch.radius_mm, notch.depth_mm)
+            inside = inside & (q > 1.0)
+            d_in = np.minimum(d_in, d_notch)
         return inside, d_in, ds, di
 
     # ---- measurements (mid-sagittal plane, w = 0)
@@ -391,6 +419,7 @@ class PlacedBody(Painter):
     hemangioma: tuple[float, float, float, float] | None = None  # (u, v, w, radius) local
     vein: bool = True
     extra: dict = field(default_factory=dict)
+    modic: tuple[tuple[Tissue, bool, float], ...] = ()  # (tissue, superior endplate?, band depth mm)
 
     def __post_init__(self) -> None:
         s = self.shape
@@ -466,6 +495,15 @@ class PlacedBody(Painter):
         if self.hemangioma is not None and cosmetic:
             hu, hv, hw, hr = self.hemangioma
             t[(pu - hu) ** 2 + (pv - hv) ** 2 + (pw - hw) ** 2 <= hr * hr] = Tissue.HEMANGIOMA
+        if self.modic and cosmetic:
+            # Modic change: marrow band along an endplate next to a degenerated disc, irregular in depth,
+            # sparing the rim (the outer ~15 % of the footprint)
+            central = ((pu / (0.5 * s.D)) ** 2 + (pw / s.Wh) ** 2) < 0.72
+            wobble = self.fat_noise(pu * 0.6, pv * 0.0, pw * 0.6) if self.fat_noise is not None else 0.0  # type: ignore[operator]
+            for tissue_m, superior, depth in self.modic:
+                dist = pds if superior else pdi
+                band = central & (dist < s.dims.cortex_mm + depth * (1.0 + 0.35 * wobble))
+                t[band] = tissue_m
         if self.edema is not None:
             pe = self.edema.metric(s, pu, pv, pw, pds, pdi) < self.edema.threshold
             t[pe] = Tissue.EDEMA
@@ -534,9 +572,14 @@ class PlacedDisc(Painter):
     def paint(self, canvas: Canvas, x: Array, y: Array, z: Array) -> None:
         lb, ub = self.below, self.above
         uL, vL, w = lb.local(x, y, z)
-        uU, vU, _ = ub.local(x, y, z)
-        dl = vL - lb.shape.v_sup(uL, w)
-        du = ub.shape.v_inf(uU, w) - vU
+        uU, vU, wU = ub.local(x, y, z)
+        if lb.x0 != ub.x0:  # scoliosis: each endplate in its own body's frame, the disc midway
+            dl = vL - lb.shape.v_sup(uL, w)
+            du = ub.shape.v_inf(uU, wU) - vU
+            w = 0.5 * (w + wU)
+        else:
+            dl = vL - lb.shape.v_sup(uL, w)
+            du = ub.shape.v_inf(uU, w) - vU
         r = max(lb.shape.dims.corner_mm, ub.shape.dims.corner_mm) + 0.3
         band = (dl >= -r) & (du >= -r)
         if not np.any(band):

@@ -160,6 +160,82 @@ class SlipSpec:
 
 
 @dataclass(frozen=True)
+class ModicSpec:
+    """Modic change at both endplates of one disc (marrow bands in the two adjacent bodies).
+
+    Parameters
+    ----------
+    level : Level
+        The disc, named by the body above it (T1..L5; ``L4`` = L4/L5: the inferior endplate of L4 and the
+        superior endplate of L5).
+    modic_type : int
+        1: fibrovascular (T1 dark, T2 and STIR bright: looks like oedema but is *not* marked as oedema in the
+        truth); 2: fatty (T1 bright, T2 bright, STIR dark).
+    depth_mm : float
+        Typical band depth from the endplate into the marrow, 2..12 (irregular, varies per body).
+    """
+
+    level: Level
+    modic_type: int
+    depth_mm: float = 6.0
+
+    def __post_init__(self) -> None:
+        level = _level(self.level, "Modic level")
+        object.__setattr__(self, "level", level)
+        object.__setattr__(self, "depth_mm", float(self.depth_mm))
+        if level not in _SLIPPABLE:
+            raise ConfigError(f"Modic at {level.value}: name the disc by the body above it, T1..L5")
+        if self.modic_type not in (1, 2) or isinstance(self.modic_type, bool):
+            raise ConfigError(f"Modic at {level.value}: modic_type must be 1 or 2, got {self.modic_type!r}")
+        if not 2.0 <= self.depth_mm <= 12.0:
+            raise ConfigError(f"Modic at {level.value}: depth_mm must be in 2..12, got {self.depth_mm:g}")
+
+
+@dataclass(frozen=True)
+class SchmorlSpec:
+    """Schmorl node: a small pit in one endplate filled with disc material (never part of the body label).
+
+    Parameters
+    ----------
+    level : Level
+        The body (T1..L5 or S1; S1 only on its superior endplate).
+    endplate : str
+        ``"superior"`` or ``"inferior"``.
+    radius_mm, depth_mm : float
+        Half-width of the pit (1.5..5 mm) and its depth into the body from the endplate surface (1.5..8 mm).
+    ap_fraction : float
+        Centre of the pit as a fraction of the depth from the anterior cortex, 0.25..0.75; the pit must stay
+        clear of the 10/50/90 % height lines (checked when the phantom is built) so heights stay exact.
+    lateral_mm : float
+        Offset of the centre towards the patient's left (negative: right) from the body's mid-plane.
+    """
+
+    level: Level
+    endplate: str = "superior"
+    radius_mm: float = 3.0
+    depth_mm: float = 4.0
+    ap_fraction: float = 0.3
+    lateral_mm: float = 0.0
+
+    def __post_init__(self) -> None:
+        level = _level(self.level, "Schmorl node level")
+        object.__setattr__(self, "level", level)
+        for name in ("radius_mm", "depth_mm", "ap_fraction", "lateral_mm"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        where = f"Schmorl node at {level.value}"
+        if level not in _FRACTURABLE:
+            raise ConfigError(f"{where}: only thoracic, lumbar and S1 bodies")
+        if self.endplate not in ("superior", "inferior"):
+            raise ConfigError(f"{where}: endplate must be 'superior' or 'inferior', got {self.endplate!r}")
+        if level is Level.S1 and self.endplate == "inferior":
+            raise ConfigError(f"{where}: S1's inferior end is fused to S2; use its superior endplate")
+        if not 1.5 <= self.radius_mm <= 5.0 or not 1.5 <= self.depth_mm <= 8.0:
+            raise ConfigError(f"{where}: radius_mm must be 1.5..5 and depth_mm 1.5..8")
+        if not 0.25 <= self.ap_fraction <= 0.75 or abs(self.lateral_mm) > 15.0:
+            raise ConfigError(f"{where}: ap_fraction must be 0.25..0.75 and |lateral_mm| <= 15")
+
+
+@dataclass(frozen=True)
 class PhantomSpec:
     """Everything that determines a synthetic study.
 
@@ -226,6 +302,17 @@ class PhantomSpec:
     pelvic_anatomy : bool
         Add the lower pelvis: iliac bones from the sacroiliac joints down to the acetabula, gluteal muscles
         behind the sacrum, piriformis, sigmoid loops in front of the sacrum.
+    modic : tuple of ModicSpec
+        Modic changes (at most one per disc); never counted as oedema in the truth or the oedema map.
+    schmorl_nodes : tuple of SchmorlSpec
+        Schmorl nodes; the pit is outside the body label, volumes and centroids in the truth exclude it.
+    scoliosis_mm : float
+        Lateral curve: the body at ``scoliosis_apex`` is shifted this far towards the patient's left
+        (negative: right), its neighbours less (cos^2 taper over 4 levels above, down to S1 below; S1 and
+        the sacrum stay put), so each body has its own mid-sagittal slice (``mid_slice`` in the truth).
+        Bodies are translated, not tilted or rotated, so their heights and axes stay exact. |value| <= 40.
+    scoliosis_apex : Level
+        Apex of the curve (T4..L4), used when ``scoliosis_mm`` is not 0.
     """
 
     seed: int = 0
@@ -258,6 +345,10 @@ class PhantomSpec:
     slips: tuple[SlipSpec, ...] = ()
     fov_below_s1_mm: float = 0.0
     pelvic_anatomy: bool = False
+    modic: tuple[ModicSpec, ...] = ()
+    schmorl_nodes: tuple[SchmorlSpec, ...] = ()
+    scoliosis_mm: float = 0.0
+    scoliosis_apex: Level = Level.L1
 
     def __post_init__(self) -> None:
         top = _level(self.top_level, "top_level")
@@ -352,6 +443,30 @@ class PhantomSpec:
                 raise ConfigError(f"fov_below_s1_mm must be 0 or 10..250, got {self.fov_below_s1_mm:g}")
         if not isinstance(self.pelvic_anatomy, bool):
             raise ConfigError(f"pelvic_anatomy must be true or false, got {self.pelvic_anatomy!r}")
+        modic = tuple(self.modic)
+        object.__setattr__(self, "modic", modic)
+        if not all(isinstance(m, ModicSpec) for m in modic):
+            raise ConfigError("modic must be ModicSpec objects")
+        if len({m.level for m in modic}) != len(modic):
+            raise ConfigError("modic: give at most one entry per disc")
+        nodes = tuple(self.schmorl_nodes)
+        object.__setattr__(self, "schmorl_nodes", nodes)
+        if not all(isinstance(n, SchmorlSpec) for n in nodes):
+            raise ConfigError("schmorl_nodes must be SchmorlSpec objects")
+        if len({(n.level, n.endplate) for n in nodes}) != len(nodes):
+            raise ConfigError("schmorl_nodes: give at most one node per endplate")
+        for n in nodes:
+            if not top.ordinal <= n.level.ordinal <= last.ordinal:
+                raise ConfigError(
+                    f"Schmorl node at {n.level.value} is outside the labelled range {top.value}..{last.value}"
+                )
+        object.__setattr__(self, "scoliosis_mm", float(self.scoliosis_mm))
+        apex = _level(self.scoliosis_apex, "scoliosis_apex")
+        object.__setattr__(self, "scoliosis_apex", apex)
+        if abs(self.scoliosis_mm) > 40.0:
+            raise ConfigError(f"scoliosis_mm must be within -40..40, got {self.scoliosis_mm:g}")
+        if not Level.T4.ordinal <= apex.ordinal <= Level.L4.ordinal:
+            raise ConfigError(f"scoliosis_apex must be T4..L4, got {apex.value}")
 
     # ------------------------------------------------------------------ presets
     @classmethod
@@ -414,7 +529,16 @@ class PhantomSpec:
 
 
 #: Fields added for training realism; omitted from :meth:`PhantomSpec.to_json` while at their defaults.
-OPT_IN_FIELDS = ("desiccated_discs", "slips", "fov_below_s1_mm", "pelvic_anatomy")
+OPT_IN_FIELDS = (
+    "desiccated_discs",
+    "slips",
+    "fov_below_s1_mm",
+    "pelvic_anatomy",
+    "modic",
+    "schmorl_nodes",
+    "scoliosis_mm",
+    "scoliosis_apex",
+)
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(PhantomSpec)}
 
 
@@ -452,6 +576,8 @@ def spec_from_json(data: dict[str, Any]) -> PhantomSpec:
     d = dict(data)
     d["fractures"] = tuple(FractureSpec(**fx) for fx in d.get("fractures", ()))
     d["slips"] = tuple(SlipSpec(**sl) for sl in d.get("slips", ()))
+    d["modic"] = tuple(ModicSpec(**m) for m in d.get("modic", ()))
+    d["schmorl_nodes"] = tuple(SchmorlSpec(**n) for n in d.get("schmorl_nodes", ()))
     return PhantomSpec(**d)
 
 

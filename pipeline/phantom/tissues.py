@@ -64,6 +64,8 @@ class Tissue(IntEnum):
     SPLEEN = 33
     BLOOD_POOL = 34  # heart chambers (flow void on spin echo)
     NUCLEUS_DESICCATED = 35  # dehydrated nucleus of a degenerated disc: as dark as the annulus
+    MODIC_1 = 36  # endplate marrow, fibrovascular (Modic type 1): oedema-like, but not fracture oedema
+    MODIC_2 = 37  # endplate marrow, fatty (Modic type 2)
 
 
 #: Sequence names used as keys, in the column order of :data:`CONTRAST`.
@@ -107,6 +109,8 @@ CONTRAST: dict[Tissue, tuple[float, float, float, float]] = {
     Tissue.SPLEEN: (0.45, 0.45, 0.40, 0.45),
     Tissue.BLOOD_POOL: (0.05, 0.05, 0.06, 0.90),
     Tissue.NUCLEUS_DESICCATED: (0.25, 0.16, 0.15, 0.30),
+    Tissue.MODIC_1: (0.30, 0.60, 0.62, 0.42),
+    Tissue.MODIC_2: (0.93, 0.62, 0.05, 0.68),
 }
 
 #: Stored-value scale per sequence (signal 1.0 -> this many DICOM units) and the relative noise factor
@@ -133,5 +137,7 @@ BONE_TISSUES = frozenset(
         Tissue.SCLEROSIS,
         Tissue.BASIVERTEBRAL_VEIN,
         Tissue.HEMANGIOMA,
+        Tissue.MODIC_1,
+        Tissue.MODIC_2,
     }
 )

@@ -224,6 +224,21 @@ def build_truth(
             # opt-in keys only when present, so classic phantoms keep their truth.json byte for byte
             **({"spondylolisthesis": anatomy.slips} if anatomy.slips else {}),
             **({"desiccated_discs": [lv.value for lv in spec.desiccated_discs]} if spec.desiccated_discs else {}),
+            **({"modic": [_modic_json(m) for m in spec.modic]} if spec.modic else {}),
+            **({"schmorl_nodes": [_node_json(n) for n in spec.schmorl_nodes]} if spec.schmorl_nodes else {}),
+            **(
+                {
+                    "scoliosis": {
+                        "apex": spec.scoliosis_apex.value,
+                        "apex_shift_mm": spec.scoliosis_mm,
+                        "lateral_shift_mm": {
+                            b.name: round(b.x0 - anatomy.x0, 4) for b in anatomy.labelled if b.x0 != anatomy.x0
+                        },
+                    }
+                }
+                if spec.scoliosis_mm
+                else {}
+            ),
         },
         "vertebrae": verts,
         "definitions": {
@@ -239,6 +254,18 @@ def build_truth(
             "(exact ties: checkerboard)",
         },
     }
+
+
+def _modic_json(m: Any) -> dict[str, Any]:
+    return {
+        "disc": m.level.value,
+        "modic_type": m.modic_type,
+        "counted_as_edema": False,  # Modic 1 looks like oedema on STIR but is degenerative, not a fracture
+    }
+
+
+def _node_json(n: Any) -> dict[str, Any]:
+    return {"level": n.level.value, "endplate": n.endplate, "radius_mm": n.radius_mm, "depth_mm": n.depth_mm}
 
 
 def _r(a: Any, nd: int = 4) -> list[float]:

@@ -2,12 +2,13 @@
 
 :func:`random_spec` combines what broke the classical segmenter on clinical scans: fields of view from the
 mid-thoracic spine down to the pelvis, thin to thick slices, coarse to fine pixels, fractures of every kind
-and grade with or without oedema (up to vertebra plana), desiccated discs, spondylolisthesis, lordosis,
-noise, bias field and vendor. The draws come from the seed alone, so ``random_spec(s)`` is the same spec on
-every machine; render it with :func:`pipeline.phantom.render_phantom`.
+and grade with or without oedema (up to vertebra plana), desiccated discs, Modic changes, Schmorl nodes,
+spondylolisthesis, scoliosis, lordosis, noise, bias field and vendor. The draws come from the seed alone,
+so ``random_spec(s)`` is the same spec on every machine; render it with
+:func:`pipeline.phantom.render_phantom`.
 
-The sampling budget (slices x rows x cols x sub-samples) is capped so that one study renders in about
-1-4 s on one core (measured by ``benchmarks``-style timing in the closing note of issue 15).
+The sampling budget (slices x rows x cols x sub-samples, :data:`SAMPLE_BUDGET`) is capped so that one
+study renders in a few seconds on one core.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
-from pipeline.phantom.spec import FractureSpec, PhantomSpec, SlipSpec, Vendor
+from pipeline.phantom.spec import (
+    DEFAULT_EDEMA_FRACTION,
+    FractureSpec,
+    ModicSpec,
+    PhantomSpec,
+    SchmorlSpec,
+    SlipSpec,
+    Vendor,
+)
 
 #: Candidate most-cranial labelled bodies.
 TOP_LEVELS = (Level.T8, Level.T9, Level.T10, Level.T11, Level.T12, Level.L1)
@@ -87,6 +96,24 @@ def random_spec(seed: int, **overrides: Any) -> PhantomSpec:
         level = (Level.L4, Level.L5, Level.L3)[int(rng.choice(3, p=[0.5, 0.35, 0.15]))]
         if level in labelled and level.offset(1) in labelled:
             slips = (SlipSpec(level, float(np.round(rng.uniform(3.0, 14.0), 1))),)
+    # drawn after the features of the first version, so those stay the same for a given seed
+    scoliosis_mm, apex = 0.0, Level.L1
+    room = n_slices * (thickness + gap) / 2.0 - 15.0  # keep the curve inside the sagittal slab
+    if rng.uniform() < 0.25 and room >= 5.0:
+        apices = [lv for lv in labelled if Level.T8.ordinal <= lv.ordinal <= Level.L3.ordinal]
+        apex = apices[int(rng.integers(len(apices)))]
+        scoliosis_mm = float(np.round(rng.choice([-1.0, 1.0]) * min(rng.uniform(5.0, 25.0), room), 1))
+    nodes = _random_schmorl(rng, labelled) if rng.uniform() < 0.3 else ()
+    modic: tuple[ModicSpec, ...] = ()
+    if rng.uniform() < 0.3:
+        candidates = [lv for lv in Level if lv.value in _DESICCATION_P and lv.ordinal >= top.ordinal]
+        preferred = [lv for lv in candidates if lv in desiccated] or candidates
+        k = min(len(preferred), 1 + int(rng.uniform() < 0.3))
+        picks = rng.choice(len(preferred), size=k, replace=False)
+        modic = tuple(
+            ModicSpec(preferred[int(i)], 1 if rng.uniform() < 0.4 else 2, float(np.round(rng.uniform(3.0, 10.0), 1)))
+            for i in sorted(picks)
+        )
 
     base: dict[str, Any] = dict(
         seed=seed,
@@ -112,6 +139,10 @@ def random_spec(seed: int, **overrides: Any) -> PhantomSpec:
         slips=slips,
         fov_below_s1_mm=fov_below if include_sacrum else 0.0,
         pelvic_anatomy=bool(wide),
+        scoliosis_mm=scoliosis_mm,
+        scoliosis_apex=apex,
+        schmorl_nodes=nodes,
+        modic=modic,
     )
     base.update(overrides)
     return PhantomSpec(**base)
@@ -132,6 +163,10 @@ def _random_fractures(rng: np.random.Generator, labelled: list[Level]) -> tuple[
         edema = bool(rng.uniform() < 0.5)
         pattern = EdemaPattern.BAND if rng.uniform() < 0.65 else EdemaPattern.DIFFUSE
         fraction = float(np.round(rng.uniform(0.15, 0.6), 2)) if edema and rng.uniform() < 0.5 else 0.0
+        # a collapsed body has less marrow (its cortex is a larger share): keep the fraction reachable
+        cap = 0.45 if loss < 50 else (0.3 if loss < 70 else 0.18)
+        if edema and (fraction > cap or (fraction == 0.0 and DEFAULT_EDEMA_FRACTION[pattern] > cap)):
+            fraction = cap
         retro = float(np.round(rng.uniform(0.5, 4.0), 1)) if loss > 40 and rng.uniform() < 0.4 else 0.0
         out.append(
             FractureSpec(
@@ -145,3 +180,20 @@ def _random_fractures(rng: np.random.Generator, labelled: list[Level]) -> tuple[
             )
         )
     return tuple(out)
+
+
+def _random_schmorl(rng: np.random.Generator, labelled: list[Level]) -> tuple[SchmorlSpec, ...]:
+    """1-2 small Schmorl nodes, placed centrally-anterior or -posterior, clear of the height lines."""
+    out: dict[tuple[Level, str], SchmorlSpec] = {}
+    for _ in range(1 + int(rng.uniform() < 0.4)):
+        level = labelled[int(rng.integers(len(labelled)))]
+        endplate = "superior" if level is Level.S1 or rng.uniform() < 0.6 else "inferior"
+        out[(level, endplate)] = SchmorlSpec(
+            level,
+            endplate,
+            radius_mm=float(np.round(rng.uniform(2.0, 3.5), 2)),
+            depth_mm=float(np.round(rng.uniform(2.0, 6.0), 2)),
+            ap_fraction=float(np.round((0.3 if rng.uniform() < 0.5 else 0.7) + rng.uniform(-0.03, 0.03), 3)),
+            lateral_mm=float(np.round(rng.uniform(-5.0, 5.0), 2)),
+        )
+    return tuple(out.values())
