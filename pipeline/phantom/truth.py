@@ -40,6 +40,14 @@ Label map voxels
     (supersample^2 in-plane x slice_subsamples across the slice thickness) lie inside it; exact ties are
     broken by a fixed checkerboard over (slice, row, col), which keeps mask volumes unbiased. The oedema
     map uses the same rule for oedematous sub-samples, so near the cortex it slightly under-counts.
+Opt-in anatomy (``column`` keys present only when used, so classic truth.json files are unchanged)
+    ``spondylolisthesis``: per slip, the posterior-inferior corner of the slipping body in front of the
+    posterior-superior corner of the body below, along that body's superior rim line (``slip_mm``), as a
+    percentage of its depth and as a Meyerding grade (1: < 25 %, 2: 25-50 %, ...). ``scoliosis``: lateral
+    shift of each labelled body (mm, + = patient's left); ``mid_slice`` follows each body. ``modic``: never
+    counted as oedema (``edema`` of the bodies and the oedema map ignore it). ``schmorl_nodes``: the pits are
+    outside the body, so ``volume_mm3`` and the centroid exclude them (heights are unaffected: the pits are
+    kept clear of the height lines). ``desiccated_discs``: discs named by the body above them.
 """
 
 from __future__ import annotations
