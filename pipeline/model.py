@@ -98,6 +98,9 @@ class SeriesRecord:
     field_strength_t: float | None = None
     protocol_name: str = ""
     notes: tuple[str, ...] = ()  # remarks that do not prevent use (e.g. "split from a mixed series")
+    # what was left out to make the series usable (e.g. a duplicate image at one slice position); the report
+    # shows these as warnings when the series is used
+    warnings: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

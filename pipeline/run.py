@@ -7,6 +7,7 @@ interrupted run never leaves a half-written study folder that looks finished.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -246,7 +247,7 @@ def run_study(
                 json.dumps(dict(options.job), indent=2, sort_keys=True) + "\n", encoding="utf-8"
             )
         if options.write_labels:
-            sitk.WriteImage(seg.labels.to_sitk(), str(tmp / LABELS_FILE), True)
+            _write_image(seg.labels.to_sitk(), tmp / LABELS_FILE)
             report["outputs"]["labels"] = LABELS_FILE
         sources = (
             read_source_datasets(choice.anatomy) if _wants_dicom(options) and choice.anatomy.source == "dicom" else []
@@ -268,6 +269,15 @@ def run_study(
     runtime = time.perf_counter() - t_start
     logger.info("study %s: done in %.1f s -> %s", study.study_uid, runtime, out_dir)
     return RunResult(study.study_uid, Path(out_dir), final, runtime)
+
+
+def _write_image(image: sitk.Image, path: Path) -> None:
+    """``sitk.WriteImage`` (compressed); ITK reports a failed write (disk full, I/O error) as a RuntimeError, which
+    is an OSError here so that callers retry it like any other I/O failure instead of treating it as a bug."""
+    try:
+        sitk.WriteImage(image, str(path), True)
+    except RuntimeError as exc:
+        raise OSError(errno.EIO, f"cannot write {path.name} ({' '.join(str(exc).split())[:200]})", str(path)) from exc
 
 
 def _uid(s: SeriesRecord | None) -> str:
@@ -309,6 +319,8 @@ def _load_choice(
             study = _replace_series(study, replaced)
             choice = _replace_in_choice(choice, replaced)
         if failed is None:
+            used = {s.key: s for s in (choice.anatomy, choice.stir, choice.t1) if s is not None}
+            warnings = [w for s in used.values() for w in s.warnings] + warnings
             return study, choice, loaded, warnings
         bad, why = failed
         text = f"series {bad.key} could not be loaded ({why}); using the next best series instead"

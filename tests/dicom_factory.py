@@ -520,6 +520,8 @@ def add_duplicate(
     ds.SOPInstanceUID = generate_uid()
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     if pixel_offset:
+        if ds.file_meta.TransferSyntaxUID.is_compressed:
+            ds.decompress()
         ds.PixelData = (ds.pixel_array.astype(np.int64) + pixel_offset).astype(ds.pixel_array.dtype).tobytes()
     if acquisition_time is not None:
         ds.AcquisitionTime = acquisition_time

@@ -7,6 +7,7 @@ import shutil
 import struct
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
@@ -18,6 +19,7 @@ from pipeline.ingest import discover, discover_studies, discover_study, load_ser
 from pipeline.model import Orientation, Role
 from tests.dicom_factory import (
     SeriesSpec,
+    add_duplicate,
     set_attributes,
     truncate,
     write_deeply_nested,
@@ -353,3 +355,58 @@ def test_file_count_limit(tmp_path: Path):
     with pytest.raises(InputError, match=r"more than discovery.max_files \(3\) files"):
         discover(tmp_path, cfg=small)
     assert discover(tmp_path, cfg=replace(cfg, discovery=replace(cfg.discovery, max_files=4))).n_files == 4
+
+
+# ------------------------------------------------------------ duplicate slice positions (issue 19 item 4)
+def _timed(t: str):
+    return set_attributes(AcquisitionDate="20240102", AcquisitionTime=t)
+
+
+def test_identical_duplicate_at_a_slice_position_is_dropped(tmp_path: Path):
+    spec = SeriesSpec()
+    paths = write_series(tmp_path / "s", spec)
+    extra = add_duplicate(paths[2], tmp_path / "s" / "IM9999")
+    (series,) = discover_study(tmp_path).series
+    assert series.usable and series.n_images == 5, series.problems
+    assert len(series.files) == 5 and (extra in series.files) != (paths[2] in series.files)
+    (warning,) = series.warnings
+    assert "identical pixel data" in warning
+    np.testing.assert_array_equal(load_series(series).array, spec.expected_array())
+
+
+def test_conflicting_duplicate_keeps_the_later_acquisition(tmp_path: Path):
+    spec = SeriesSpec()
+    paths = write_series(tmp_path / "s", spec, mutate=_timed("101000"))
+    later = add_duplicate(paths[2], tmp_path / "s" / "IM9999", pixel_offset=7, acquisition_time="101500")
+    (series,) = discover_study(tmp_path).series
+    assert series.usable and later in series.files and paths[2] not in series.files
+    assert "later acquisition is kept" in series.warnings[0]
+    expected = spec.expected_array()
+    expected[2] += 7
+    np.testing.assert_array_equal(load_series(series).array, expected)
+    # the other way round: a stray earlier image is the one dropped
+    shutil.rmtree(tmp_path / "s")
+    paths = write_series(tmp_path / "s", spec, mutate=_timed("101000"))
+    earlier = add_duplicate(paths[2], tmp_path / "s" / "IM9999", pixel_offset=7, acquisition_time="100500")
+    (series,) = discover_study(tmp_path).series
+    assert paths[2] in series.files and earlier not in series.files
+    np.testing.assert_array_equal(load_series(series).array, spec.expected_array())
+
+
+def test_conflicting_duplicate_at_the_same_time_keeps_the_one_consistent_with_the_series(tmp_path: Path):
+    spec = SeriesSpec()
+    paths = write_series(tmp_path / "s", spec, mutate=_timed("101000"))
+    odd = add_duplicate(paths[2], tmp_path / "s" / "IM9999", pixel_offset=20000)  # far from slices 1 and 3
+    (series,) = discover_study(tmp_path).series
+    assert series.usable and odd not in series.files and paths[2] in series.files
+    assert "consistent with its neighbours" in series.warnings[0]
+    np.testing.assert_array_equal(load_series(series).array, spec.expected_array())
+
+
+def test_every_position_doubled_is_still_refused(tmp_path: Path):
+    """Two interleaved acquisitions (every slice twice) are not guessed apart: the series stays unusable."""
+    paths = write_series(tmp_path / "s", SeriesSpec())
+    for k, p in enumerate(paths):
+        add_duplicate(p, tmp_path / "s" / f"DUP{k}", pixel_offset=3)
+    (series,) = discover_study(tmp_path).series
+    assert not series.usable and "duplicate slice position" in series.problems[0]

@@ -165,3 +165,31 @@ def test_corrupt_middle_slice_falls_back_to_the_next_series(wedge_sample, tmp_pa
     (t2,) = [s for s in report["series"] if s["description"] == "SAG T2 FSE"]
     assert not t2["used"] and "cannot be decoded" in t2["reason"] and "missing slice" in t2["reason"]
     assert any("using the next best series" in w for w in report["warnings"])
+
+
+@pytest.mark.slow
+def test_duplicate_instances_at_a_slice_position_keep_the_t2(wedge_sample, config, tmp_path):
+    """Issue 19 item 4: an identical copy (new SOP Instance UID) and a conflicting, earlier image at existing T2
+    slice positions made the T2 unusable; the study fell back to the T1 (no levels, wrong L1 height loss).
+    Now both are dropped with a warning and the result is that of the clean study."""
+    import shutil
+
+    from tests.dicom_factory import add_duplicate, slices_by_position
+
+    study = shutil.copytree(wedge_sample, tmp_path / "study")
+    t2 = slices_by_position(study / "002_SAG_T2_FSE")
+    add_duplicate(t2[7], t2[7].parent / "COPY0001.dcm")
+    add_duplicate(t2[5], t2[5].parent / "STRAY0001.dcm", pixel_offset=40, acquisition_time="150000")
+    result = run_study(study, tmp_path / "out", config=config)
+    clean = run_study(wedge_sample, tmp_path / "clean", config=config)
+    used = {s["used_as"]: s for s in result.report["series"] if s["used_as"]}
+    assert used["anatomy"]["description"] == "SAG T2 FSE" and used["anatomy"]["n_images"] == 15
+    dropped = [w for w in result.report["warnings"] if "same slice position" in w]
+    assert len(dropped) == 2 and any("identical pixel data" in w for w in dropped)
+    assert any("STRAY0001.dcm" in w and "later acquisition is kept" in w for w in dropped)
+
+    def levels(report):
+        return [(v["level"], v.get("genant_grade"), v.get("height_loss_pct")) for v in report["vertebrae"]]
+
+    assert levels(result.report) == levels(clean.report)
+    assert "L1" in [v["level"] for v in result.report["vertebrae"]]

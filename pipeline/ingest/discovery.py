@@ -27,6 +27,7 @@ import numpy as np
 
 from pipeline.errors import DicomReadError, InputError, SeriesError, StudyError
 from pipeline.ingest.config import IngestConfig, default_ingest_config
+from pipeline.ingest.duplicates import resolve_duplicate_positions
 from pipeline.ingest.geometry import SliceRef, StackGeometry, assess_stack, frame_orientation
 from pipeline.ingest.headers import InstanceHeader, dicomdir_references, read_header
 from pipeline.ingest.nifti import is_nifti, nifti_study, sidecar_path, skip_reason
@@ -318,6 +319,10 @@ def _record(
         if problem:
             problems.append(problem)
             break
+    resolved = resolve_duplicate_positions(
+        members, duplicate_position_mm=cfg.geometry.duplicate_position_mm, where=where
+    )
+    members = list(resolved.kept)
     slices = [ref for _, ref in members]
     stack: StackGeometry | None = None
     try:
@@ -371,6 +376,7 @@ def _record(
         field_strength_t=acq.field_strength_t,
         protocol_name=acq.protocol_name,
         notes=notes,
+        warnings=resolved.warnings,
     )
 
 

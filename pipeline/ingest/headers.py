@@ -198,6 +198,10 @@ class InstanceHeader:
     high_bit: int = 0
     pixel_representation: int = 0
     pixel: PixelElement | None = None
+    # When the image was acquired, as a sortable 'YYYYMMDDHHMMSS.ffffff' (AcquisitionDateTime, else the date and
+    # AcquisitionTime, else ContentDate / ContentTime); '' when unknown. Used to keep the later of two images at
+    # one slice position.
+    acquired: str = ""
 
     def acquisition_of(self, frame: FrameGeometry) -> AcquisitionInfo:
         return frame.acquisition if frame.acquisition is not None else self.acquisition
@@ -587,7 +591,40 @@ def _summarise(ds: Dataset, path: Path, size: int, pixel: PixelElement | None, s
         high_bit=high if high is not None else stored - 1,
         pixel_representation=_int(ds, "PixelRepresentation") or 0,
         pixel=pixel,
+        acquired=acquisition_moment(ds),
     )
+
+
+def acquisition_moment(ds: Dataset) -> str:
+    """When the image was acquired as a sortable ``YYYYMMDDHHMMSS.ffffff`` string, '' when unknown.
+
+    AcquisitionDateTime; else AcquisitionDate (or ContentDate, SeriesDate, StudyDate) with AcquisitionTime;
+    else ContentDate with ContentTime. Values that are not DICOM DA / TM / DT text give ''.
+    """
+    dt = _str(ds, "AcquisitionDateTime")
+    if dt:
+        return _moment(dt[:8], dt[8:].split("+")[0].split("-")[0])
+    date = next((d for k in ("AcquisitionDate", "ContentDate", "SeriesDate", "StudyDate") if (d := _str(ds, k))), "")
+    time = _str(ds, "AcquisitionTime")
+    if time:
+        return _moment(date, time)
+    content = _str(ds, "ContentTime")
+    return _moment(_str(ds, "ContentDate") or date, content) if content else ""
+
+
+def _moment(date: str, time: str) -> str:
+    date = date.replace(".", "").strip() or "00000000"
+    time = time.replace(":", "").strip()
+    whole, _, frac = time.partition(".")
+    if not (
+        date.isdigit()
+        and len(date) == 8
+        and whole.isdigit()
+        and len(whole) in (2, 4, 6)
+        and (frac.isdigit() or not frac)
+    ):
+        return ""
+    return f"{date}{whole.ljust(6, '0')}.{frac[:6].ljust(6, '0')}"
 
 
 # --------------------------------------------------------------------------- value helpers
