@@ -46,3 +46,30 @@ class UsageError(ConfigError):
 
 class AnalysisError(PipelineError):
     """A stage could not produce a trustworthy result from valid input."""
+
+
+# --------------------------------------------------------------------------- classifying failures
+# How a run that raised should be treated by whoever schedules runs (batch, listener). Values are stored in the
+# batch ledger and the listener's error text, so they are plain strings.
+INPUT = "input"  # the data (or the configuration) is the problem: the same input gives the same answer; never retry
+RESOURCE = "resource"  # disk full, I/O error, out of memory, worker crash, timeout: retry later with back-off
+BUG = "bug"  # an exception nobody raises on purpose: retry at least once, and report it as a bug
+
+_RESOURCE_TYPES: tuple[type[BaseException], ...] = (OSError, MemoryError, TimeoutError)
+
+
+def error_kind(exc: BaseException) -> str:
+    """``INPUT``, ``RESOURCE`` or ``BUG`` for an exception raised while assessing a study.
+
+    ``OSError`` (ENOSPC, EIO, EACCES, a vanished file...), ``MemoryError`` and ``TimeoutError`` are RESOURCE, and
+    so is any exception raised *from* one (``raise ... from exc``); a :class:`PipelineError` (bad data, invalid
+    configuration, an analysis that cannot be trusted) is otherwise INPUT; anything else is BUG.
+    """
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, _RESOURCE_TYPES):
+            return RESOURCE
+        e = e.__cause__
+    return INPUT if isinstance(exc, PipelineError) else BUG

@@ -47,3 +47,38 @@ def real_or_fake(task: StudyTask) -> TaskOutcome:
     if task.key.endswith("doomed"):
         os.kill(os.getpid(), signal.SIGKILL)
     return run_task(task)
+
+
+def transient(task: StudyTask) -> TaskOutcome:
+    """Through the real ``run_task`` (so its error classification is what is tested), with ``run_study`` replaced
+    according to the key: ``enospc*`` raises ENOSPC on the first attempt and succeeds after, ``input*`` is refused
+    for its data every time, ``bug*`` raises a KeyError every time. Attempts are counted in ``<out_dir>.attempts``.
+    """
+    import errno
+    from pathlib import Path
+
+    import pipeline.run
+    from pipeline.errors import StudyError
+
+    counter = Path(f"{task.out_dir}.attempts")
+    n = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(n))
+
+    def run_study(study_dir, out_dir, *, config, options):  # noqa: ANN001, ANN202
+        if task.key.startswith("enospc") and n == 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(out_dir))
+        if task.key.startswith("input"):
+            raise StudyError(f"{study_dir}: no usable sagittal series")
+        if task.key.startswith("bug"):
+            raise KeyError("an unexpected key")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        report = {"study": {"study_instance_uid": task.study_uid}, "vertebrae": []}
+        return pipeline.run.RunResult(str(task.study_uid), out, report, 0.0)
+
+    real = pipeline.run.run_study
+    pipeline.run.run_study = run_study
+    try:
+        return run_task(task)
+    finally:
+        pipeline.run.run_study = real

@@ -19,7 +19,7 @@ import pytest
 from pipeline.batch import LocalExecutor
 from pipeline.batch.ledger import LEDGER_FILE, Ledger
 from pipeline.batch.plan import options_salt, plan_batch
-from pipeline.batch.runner import BatchSettings, Mode, prepare_out_dir, run_batch
+from pipeline.batch.runner import BatchSettings, Mode, prepare_out_dir, run_batch, select_work
 from pipeline.cli import main
 from pipeline.run import is_temporary_output, load_pipeline_config
 
@@ -301,3 +301,117 @@ def test_a_corrupt_compressed_slice_does_not_sink_a_batch_study(tmp_path, repo_r
         report = json.loads((out / key / "report.json").read_text())
         anatomy[key] = next((s["description"], s["n_images"]) for s in report["series"] if s["used_as"] == "anatomy")
     assert anatomy == {"edge": ("SAG T2 FSE", 14), "middle": ("SAG T1 FSE", 15)}
+
+
+# --------------------------------------------------------------------------- issue 19 item 2: error classes
+def test_error_kinds():
+    import errno
+
+    from pipeline.errors import BUG, INPUT, RESOURCE, DicomReadError, SeriesError, error_kind
+
+    assert error_kind(OSError(errno.ENOSPC, "No space left on device")) == RESOURCE
+    assert error_kind(OSError(errno.EIO, "Input/output error")) == RESOURCE
+    assert error_kind(MemoryError()) == RESOURCE
+    assert error_kind(DicomReadError("x.dcm: cannot decode pixel data")) == INPUT
+    assert error_kind(KeyError("k")) == BUG
+    try:
+        try:
+            raise OSError(errno.EIO, "Input/output error")
+        except OSError as exc:
+            raise SeriesError("series 1.2: unreadable") from exc
+    except SeriesError as wrapped:
+        assert error_kind(wrapped) == RESOURCE  # an I/O error underneath is still an I/O error
+    try:
+        try:
+            raise OSError(errno.ENOENT, "gone")
+        except OSError:
+            raise DicomReadError("x.dcm: not DICOM") from None
+    except DicomReadError as hidden:
+        assert error_kind(hidden) == INPUT  # "from None": the pipeline decided it is the data
+
+
+def _settings(cfg):
+    return BatchSettings(
+        outputs=frozenset({"json"}),
+        anchor=None,
+        config_dir=cfg.config_dir,
+        config_sha256=cfg.sha256,
+        timeout_s=300.0,
+        memory_limit_mb=None,
+    )
+
+
+@pytest.mark.slow
+def test_resource_errors_and_bugs_are_retried_input_errors_are_not(tmp_path, tiny_study, monkeypatch):
+    """Issue 19 item 2: a disk-full failure used to be a final `failed`. Now: ENOSPC once -> retried after a
+    back-off -> ok; a bug -> retried once, still failed (and --resume tries it again); bad data -> one attempt."""
+    from batch_fakes import transient
+
+    from pipeline.batch.runner import RetryPolicy
+
+    root = tmp_path / "root"
+    for seed, name in ((51, "enospc"), (52, "input"), (53, "bug")):
+        tiny_study(seed, root / name)
+    cfg = load_pipeline_config()
+    settings = _settings(cfg)
+    plan = plan_batch(root, ingest=cfg.ingest, salt="t")
+    out = tmp_path / "out"
+    prepare_out_dir(out, Mode.NEW)
+    retry = RetryPolicy(backoff_s=0.1, min_free_mb=0)
+    result = run_batch(plan, out, executor=LocalExecutor(1, fn=transient), settings=settings, retry=retry)
+    status = {r["study"]: r["status"] for r in result.rows}
+    assert status == {"enospc": "ok", "input": "failed", "bug": "failed"}
+    attempts = {k: int((out / f"{k}.attempts").read_text()) for k in status}
+    assert attempts == {"enospc": 2, "input": 1, "bug": 2}
+    kinds = {r["key"]: r["error_kind"] for r in Ledger(out).read() if r.get("event") == "study"}
+    assert kinds == {"enospc": None, "input": "input", "bug": "bug"}
+    # --resume keeps the data failure (same inputs, same answer) and runs the bug again
+    # (the fake run writes no job.json, so "enospc" would run again too)
+    todo, kept = select_work(plan, out, Mode.RESUME)
+    assert "bug" in [s.key for s in todo] and "input" in kept
+
+
+def test_no_study_starts_while_the_disk_is_full(tmp_path, tiny_study, monkeypatch):
+    """The free-space guard before a run: the batch waits (it does not fail) until space is back."""
+    from batch_fakes import fake
+
+    from pipeline.batch import runner
+
+    tiny_study(54, tmp_path / "root" / "a")
+    cfg = load_pipeline_config()
+    plan = plan_batch(tmp_path / "root", ingest=cfg.ingest, salt="t")
+    out = tmp_path / "out"
+    prepare_out_dir(out, Mode.NEW)
+    calls = []
+
+    def free_mb(self):
+        calls.append(1)
+        return 5.0 if len(calls) <= 3 else 1e6  # full for the first three looks, then freed
+
+    monkeypatch.setattr(runner._SpaceGuard, "free_mb", free_mb)
+    result = run_batch(
+        plan,
+        out,
+        executor=LocalExecutor(1, fn=fake),
+        settings=_settings(cfg),
+        retry=runner.RetryPolicy(min_free_mb=100),
+    )
+    assert [r["status"] for r in result.rows] == ["ok"] and len(calls) >= 4
+
+
+def test_a_folder_of_header_truncated_files_gets_a_failed_row(tmp_path, tiny_study):
+    """Issue 19 item 8: files cut off inside their header were only counted as skipped; docs/batch.md promises
+    every folder that held DICOM images a row of its own."""
+    root = tmp_path / "root"
+    tiny_study(61, root / "good")
+    cut = tiny_study(62, root / "cut")
+    n = 0
+    for p in cut.rglob("*.dcm"):
+        os.truncate(p, 400)  # inside the data set's header, before any pixel data
+        n += 1
+    assert n > 10
+    cfg = load_pipeline_config()
+    plan = plan_batch(root, ingest=cfg.ingest, salt="t")
+    assert [s.key for s in plan.studies] == ["good"]
+    (folder,) = plan.unreadable
+    assert folder.folder == "cut" and "no usable study" in folder.error

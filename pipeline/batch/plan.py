@@ -351,7 +351,16 @@ def _is_image_dicom(path: Path) -> bool:
         ds = pydicom.dcmread(path, defer_size=64, force=True)
     except Exception:  # noqa: BLE001 - a damaged DICOM file is what we are looking for
         return True
-    return any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    if any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        return True
+    # A file cut off inside its header reads "successfully" up to the cut, without pixel data: its SOP class still
+    # says whether it was an image (issue 19: a folder of such files had no summary row).
+    meta = getattr(ds, "file_meta", None)
+    sop = str((meta.get("MediaStorageSOPClassUID") if meta is not None else None) or ds.get("SOPClassUID") or "")
+    try:
+        return "Image Storage" in pydicom.uid.UID(sop).name
+    except Exception:  # noqa: BLE001 - an unreadable SOP class value: not evidence of an image
+        return False
 
 
 def plan_json(plan: BatchPlan) -> Mapping[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import logging
+import shutil
 import signal
 import time
 from collections import deque
@@ -38,7 +39,7 @@ from pipeline.batch.summary import (
     write_summary,
 )
 from pipeline.batch.task import RETRYABLE, Status, StudyTask, TaskOutcome, summarize_report
-from pipeline.errors import ConfigError
+from pipeline.errors import BUG, INPUT, RESOURCE, ConfigError
 
 logger = logging.getLogger("pipeline.batch")
 
@@ -189,7 +190,13 @@ def select_work(
                     todo.append(s)
                     continue
             kept[s.key] = _row(s, Status.OK, summary, runtime, None, from_previous_run=True)
-        elif same and rec is not None and rec.get("status") == Status.FAILED and not retry_failed:
+        elif (
+            same
+            and rec is not None
+            and rec.get("status") == Status.FAILED
+            and rec.get("error_kind", INPUT) == INPUT  # resource errors and bugs are worth another run
+            and not retry_failed
+        ):
             kept[s.key] = _row(s, Status.FAILED, {}, rec.get("runtime_s"), rec.get("error"), from_previous_run=True)
         else:
             todo.append(s)
@@ -247,6 +254,7 @@ def run_batch(
     progress_stream: TextIO | None = None,
     stop: StopRequest | None = None,
     workers_label: str = "",
+    retry: RetryPolicy | None = None,
 ) -> BatchResult:
     """Run the studies of ``plan`` that need running; keep ledger and summaries up to date.
 
@@ -256,6 +264,10 @@ def run_batch(
     stops scheduling and lets the running studies finish, the second (or ``now``) kills them (outcome
     ``interrupted``, not recorded as finished).
     The executor is shut down before returning.
+
+    A study that fails for a resource reason (disk full, I/O error) or with an unexpected exception (a bug) is
+    run again in the same batch after a back-off (``retry``); one whose data is the problem is not. No study is
+    started while the output folder's disk has less than ``retry.min_free_mb`` free: the batch waits.
 
     Returns
     -------
@@ -318,19 +330,29 @@ def run_batch(
 
     capacity = max(1, int(getattr(executor, "capacity", 1)))
     window = 2 * capacity
+    retry = retry or RetryPolicy()
     pending = deque(todo)
+    waiting: list[tuple[float, PlannedStudy]] = []  # (when, study): failed runs to try again after a back-off
+    attempts: dict[str, int] = {}
     in_flight: dict[cf.Future[TaskOutcome], PlannedStudy] = {}
     announced = killed = False
     last_flush = time.monotonic()
+    space = _SpaceGuard(out_root, retry.min_free_mb)
     try:
-        while pending or in_flight:
+        while pending or in_flight or waiting:
+            now = time.monotonic()
+            for item in [w for w in waiting if w[0] <= now]:
+                waiting.remove(item)
+                pending.append(item[1])
             if stop.count == 0:
-                while pending and len(in_flight) < window:
+                while pending and len(in_flight) < window and space.ok():
                     s = pending.popleft()
+                    attempts[s.key] = attempts.get(s.key, 0) + 1
                     in_flight[executor.submit(make_task(s, out_root, settings))] = s
             elif not announced:
                 announced = True
                 pending.clear()
+                waiting.clear()
                 for f in in_flight:
                     f.cancel()  # only those not started yet
                 running = sum(1 for f in in_flight if not f.cancelled())
@@ -343,12 +365,26 @@ def run_batch(
                 killed = True
                 executor.shutdown(wait=False, cancel_pending=True, kill_running=True)  # type: ignore[call-arg]
             progress.running = min(len(in_flight), capacity)
-            done, _ = cf.wait(list(in_flight), timeout=0.25, return_when=cf.FIRST_COMPLETED)
+            if in_flight:
+                done, _ = cf.wait(list(in_flight), timeout=0.25, return_when=cf.FIRST_COMPLETED)
+            else:  # only back-offs or the free-space guard to wait for
+                done = set()
+                time.sleep(0.25)
             for f in done:
                 s = in_flight.pop(f)
                 if f.cancelled():
                     continue
-                _record(f.result(), s, rows, ledger, progress)
+                outcome = f.result()
+                delay = retry.delay_s(outcome, attempts.get(s.key, 1))
+                if delay is not None and stop.count == 0:
+                    progress.line(
+                        f"retry   {s.key} in {delay:.0f} s (attempt {attempts[s.key]} failed, {outcome.kind} "
+                        f"error: {outcome.error})",
+                        warning=True,
+                    )
+                    waiting.append((time.monotonic() + delay, s))
+                    continue
+                _record(outcome, s, rows, ledger, progress)
             if time.monotonic() - last_flush > SUMMARY_INTERVAL_S:
                 flush()
                 last_flush = time.monotonic()
@@ -365,6 +401,68 @@ def run_batch(
     else:
         code = 0 if all(r["status"] == Status.OK for r in all_rows()) else 1
     return BatchResult(all_rows(), interrupted, time.monotonic() - t0, code, c)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retrying failed studies within one batch (issue 19: transient faults are retried, the data's are not).
+
+    ``resource_attempts`` runs in all for a study that failed for a resource reason (ENOSPC, EIO, a file that
+    vanished: :data:`pipeline.errors.RESOURCE`), ``bug_attempts`` for an unexpected exception; a study refused for
+    its data is never retried. Timeouts and crashed workers are not retried within the batch (they would hold a
+    worker for another ``--timeout``); ``--resume`` runs them again. The back-off doubles from ``backoff_s`` up to
+    ``backoff_max_s``. No study starts while the output folder's disk has less than ``min_free_mb`` free.
+    """
+
+    resource_attempts: int = 3
+    bug_attempts: int = 2
+    backoff_s: float = 15.0
+    backoff_max_s: float = 300.0
+    min_free_mb: float = 100.0
+
+    def delay_s(self, outcome: TaskOutcome, attempt: int) -> float | None:
+        """Seconds to wait before running the study again, or None to record the outcome as final."""
+        if outcome.status != Status.FAILED:
+            return None
+        limit = {RESOURCE: self.resource_attempts, BUG: self.bug_attempts}.get(outcome.kind or INPUT, 1)
+        if attempt >= limit:
+            return None
+        return min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1))
+
+
+class _SpaceGuard:
+    """``ok()`` is False while the disk of ``folder`` has less than ``min_free_mb`` free (logged once a minute)."""
+
+    def __init__(self, folder: Path, min_free_mb: float) -> None:
+        self.folder = Path(folder)
+        self.min_free_mb = min_free_mb
+        self._warned_at: float | None = None
+
+    def free_mb(self) -> float:
+        return shutil.disk_usage(self.folder).free / (1024 * 1024)
+
+    def ok(self) -> bool:
+        if self.min_free_mb <= 0:
+            return True
+        try:
+            free = self.free_mb()
+        except OSError:
+            free = 0.0
+        now = time.monotonic()
+        if free < self.min_free_mb:
+            if self._warned_at is None or now - self._warned_at >= 60.0:
+                logger.warning(
+                    "%s: %.0f MiB free, below %.0f MiB: no new study is started until space is freed",
+                    self.folder,
+                    free,
+                    self.min_free_mb,
+                )
+                self._warned_at = now
+            return False
+        if self._warned_at is not None:
+            logger.info("%s: free space is back (%.0f MiB); starting studies again", self.folder, free)
+            self._warned_at = None
+        return True
 
 
 def _record(
@@ -388,6 +486,7 @@ def _record(
                 "runtime_s": round(outcome.runtime_s, 3),
                 "worker": outcome.worker,
                 "worker_peak_rss_mb": outcome.worker_peak_rss_mb,
+                "error_kind": outcome.kind,
                 "summary": outcome.summary,
             }
         )
@@ -404,6 +503,7 @@ __all__ = [
     "BatchResult",
     "BatchSettings",
     "Mode",
+    "RetryPolicy",
     "StopRequest",
     "check_folders",
     "make_task",

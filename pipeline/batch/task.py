@@ -124,10 +124,24 @@ class TaskOutcome:
     study_uid: str | None = None
     worker: str = ""
     worker_peak_rss_mb: float | None = None
+    # For FAILED: pipeline.errors.INPUT (the data; never retried), RESOURCE (disk full, I/O error: retried with
+    # back-off) or BUG (an unexpected exception: retried at least once, reported). TIMEOUT / CRASHED are RESOURCE.
+    error_kind: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == Status.OK
+
+    @property
+    def kind(self) -> str | None:
+        """How to treat a run that did not succeed: ``input``, ``resource`` or ``bug`` (None when ok)."""
+        from pipeline.errors import INPUT, RESOURCE
+
+        if self.status == Status.OK:
+            return None
+        if self.status in (Status.TIMEOUT, Status.CRASHED, Status.INTERRUPTED):
+            return RESOURCE
+        return self.error_kind or INPUT
 
 
 # --------------------------------------------------------------------------- the worker's function
@@ -209,26 +223,35 @@ def run_task(task: StudyTask) -> TaskOutcome:
             worker=worker_name(),
         )
     except MemoryError:
-        return _failure(task, Status.CRASHED, "out of memory (MemoryError) while assessing the study", t0)
+        return _failure(task, Status.CRASHED, "out of memory (MemoryError) while assessing the study", t0, "resource")
     except Exception as exc:  # noqa: BLE001 - the point of a worker: one study's error is its outcome
-        from pipeline.errors import PipelineError
+        from pipeline.errors import BUG, INPUT, PipelineError, error_kind
 
-        if isinstance(exc, PipelineError):
+        kind = error_kind(exc)
+        who = task.key or task.study_dir
+        if kind == INPUT:
             text = str(exc)
-            logger.warning("study %s failed: %s", task.key or task.study_dir, text)
-        else:
+            logger.warning("study %s failed: %s", who, text)
+        elif kind == BUG:
             text = f"{type(exc).__name__}: {exc}"
             logger.error(
-                "study %s: unexpected error (a bug; please report it with this trace)\n%s",
-                task.key or task.study_dir,
-                traceback.format_exc(),
+                "study %s: unexpected error (a bug; please report it with this trace)\n%s", who, traceback.format_exc()
             )
-        return _failure(task, Status.FAILED, text, t0)
+        else:
+            text = str(exc) if isinstance(exc, PipelineError) else f"{type(exc).__name__}: {exc}"
+            logger.warning("study %s: resource error, worth retrying later: %s", who, text)
+        return _failure(task, Status.FAILED, text, t0, kind)
 
 
-def _failure(task: StudyTask, status: Status, text: str, t0: float) -> TaskOutcome:
+def _failure(task: StudyTask, status: Status, text: str, t0: float, kind: str | None = None) -> TaskOutcome:
     return TaskOutcome(
-        task, status, one_line(text), time.perf_counter() - t0, study_uid=task.study_uid, worker=worker_name()
+        task,
+        status,
+        one_line(text),
+        time.perf_counter() - t0,
+        study_uid=task.study_uid,
+        worker=worker_name(),
+        error_kind=kind,
     )
 
 

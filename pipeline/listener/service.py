@@ -32,7 +32,7 @@ from typing import Any
 
 from pydicom import dcmread
 
-from pipeline.errors import InputError
+from pipeline.errors import BUG, INPUT, RESOURCE, InputError
 from pipeline.listener import jobs
 from pipeline.listener.config import ListenerConfig
 from pipeline.listener.export import send_files
@@ -119,6 +119,7 @@ class Listener:
         self._export_pool: ThreadPoolExecutor | None = None
         self._destinations = {d.name: d for d in cfg.export.destinations}
         self._config_sha256: str | None = None
+        self._space_warned_at: float | None = None
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -216,6 +217,8 @@ class Listener:
         free = proc.workers - len(self._jobs)
         if free <= 0:
             return
+        if not self._enough_space():
+            return
         now = now_s()
         for row in self.state.due_studies(now, self.cfg.trigger.stable_seconds, limit=free + len(self._jobs)):
             if free <= 0:
@@ -248,19 +251,43 @@ class Listener:
             self._jobs[row.study_uid] = fut
             free -= 1
 
+    def _enough_space(self) -> bool:
+        """Free-space guard before a run starts: below ``storage.min_free_mb`` no study is started (they wait, they
+        do not fail); logged when it starts and ends, and at most once a minute in between."""
+        try:
+            free_mb = self.spool.free_mb()
+        except OSError as exc:
+            free_mb, why = 0.0, f"cannot read free space ({exc.strerror or exc})"
+        else:
+            why = f"{free_mb:.0f} MiB free, below storage.min_free_mb={self.cfg.storage.min_free_mb:g}"
+        low = free_mb < self.cfg.storage.min_free_mb
+        now = now_s()
+        if low and (self._space_warned_at is None or now - self._space_warned_at >= 60.0):
+            logger.warning("spool %s: %s; no study is started until space is freed", self.spool.root, why)
+            self._space_warned_at = now
+        elif not low and self._space_warned_at is not None:
+            logger.info("spool %s: free space is back (%.0f MiB); starting studies again", self.spool.root, free_mb)
+            self._space_warned_at = None
+        return not low
+
     def _collect_jobs(self, *, block: bool = False) -> None:
         for uid, fut in list(self._jobs.items()):
             if not fut.done() and not block:
                 continue
+            kind: str | None
             try:
                 outcome = fut.result()
                 status, error, runtime = str(outcome.status), outcome.error, float(outcome.runtime_s)
+                kind = outcome.kind
             except Exception as exc:  # the executor itself failed (e.g. lost Dask scheduler): retryable
                 status, error, runtime = "crashed", f"executor error: {type(exc).__name__}: {exc}", None
+                kind = RESOURCE
             del self._jobs[uid]
-            self._finish(uid, status, error, runtime)
+            self._finish(uid, status, error, runtime, kind=kind)
 
-    def _finish(self, study_uid: str, status: str, error: str | None, runtime_s: float | None) -> None:
+    def _finish(
+        self, study_uid: str, status: str, error: str | None, runtime_s: float | None, *, kind: str | None = None
+    ) -> None:
         proc = self.cfg.processing
         ok = status == jobs.OK
         out_dir = self.spool.results_dir(study_uid)
@@ -268,13 +295,27 @@ class Listener:
             self.state.requeue(study_uid, now_s())
             logger.info("study %s: run interrupted; queued again", study_uid)
             return
-        # A study the pipeline refused ("failed": bad or unusable data, invalid configuration) gives the same
-        # answer when run again on the same data: it is dead at once. Timeouts and crashes are retried.
-        max_attempts = 1 if status == jobs.FAILED else proc.max_attempts
+        # How often a failed run is tried (issue 19): a study the pipeline refused (bad or unusable data, invalid
+        # configuration: kind "input") gives the same answer when run again on the same data, so it is dead at
+        # once. Resource errors (disk full, I/O errors, out of memory, crashes, timeouts) are retried with back-off
+        # up to processing.max_attempts; an unexpected exception (a bug) is retried once and logged as one.
+        if kind is None:
+            kind = INPUT if status == jobs.FAILED else RESOURCE
+        max_attempts = {INPUT: 1, BUG: 2}.get(kind, proc.max_attempts)
+        if kind == BUG and not ok:
+            logger.error(
+                "study %s: unexpected error in the pipeline (a bug; please report it, the worker log has the trace): "
+                "%s",
+                study_uid,
+                error,
+            )
+        label = status if kind != BUG else "failed (bug)"
+        if kind == RESOURCE and status == jobs.FAILED:
+            label = "failed (resource)"
         new = self.state.finish_run(
             study_uid,
             ok=ok,
-            error=None if ok else f"{status}: {error or 'no error text'}",
+            error=None if ok else f"{label}: {error or 'no error text'}",
             out_dir=str(out_dir) if ok else None,
             runtime_s=runtime_s,
             now=now_s(),

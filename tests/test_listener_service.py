@@ -1,0 +1,124 @@
+"""The listener's scheduler (pipeline/listener/service.py) under faults: which failed runs are retried, and the
+free-space guard before a run starts (issue 19 item 2).
+
+A real listener (SCP on a free localhost port) with a stand-in executor that answers each study's runs with
+scripted outcomes, so the scheduling rules are tested without running the pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.batch import Status, TaskOutcome
+from pipeline.listener import Listener, StudyStatus
+from tests.dicom_factory import SeriesSpec, write_series
+from tests.listener_helpers import listener_config, store_files
+
+pytestmark = pytest.mark.network
+
+
+class ScriptedExecutor:
+    """``submit(task)`` resolves at once with the next scripted ``(status, error, error_kind)`` of that study."""
+
+    def __init__(self, script: dict[str, list[tuple[str, str | None, str | None]]]) -> None:
+        self.script = {k: list(v) for k, v in script.items()}
+        self.calls: list[str] = []
+
+    def submit(self, task: Any) -> Future[TaskOutcome]:
+        self.calls.append(task.study_uid)
+        status, error, kind = self.script[task.study_uid].pop(0)
+        fut: Future[TaskOutcome] = Future()
+        fut.set_result(TaskOutcome(task, status, error, 0.1, study_uid=task.study_uid, error_kind=kind))
+        return fut
+
+    def shutdown(self, wait: bool = True, **kw: bool) -> None:
+        pass
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[Listener]]:
+    started: list[Listener] = []
+    yield started
+    for lst in started:
+        lst.stop()
+
+
+def _studies(root: Path, names: list[str]) -> dict[str, tuple[str, list[Path]]]:
+    out = {}
+    for i, name in enumerate(names):
+        spec = SeriesSpec(n_slices=3, seed=i)
+        out[name] = (spec.study_uid, write_series(root / name, spec))
+    return out
+
+
+FINAL = (StudyStatus.DONE, StudyStatus.DEAD)
+
+
+def test_failed_runs_are_retried_by_kind(tmp_path: Path, listeners: list[Listener]) -> None:
+    """Before: every `failed` run was dead after one attempt, so a disk-full run stayed dead after space returned.
+    Now: resource errors are retried with back-off, a bug at least once (and logged as one), bad data never."""
+    studies = _studies(tmp_path / "in", ["disk", "data", "bug"])
+    uid = {name: u for name, (u, _) in studies.items()}
+    enospc = "OSError: [Errno 28] No space left on device"
+    executor = ScriptedExecutor(
+        {
+            uid["disk"]: [
+                (Status.FAILED, enospc, "resource"),
+                (Status.FAILED, enospc, "resource"),
+                (Status.OK, None, None),
+            ],
+            uid["data"]: [(Status.FAILED, "no usable sagittal series", "input")],
+            uid["bug"]: [(Status.FAILED, "KeyError: 'x'", "bug"), (Status.FAILED, "KeyError: 'x'", "bug")],
+        }
+    )
+    cfg = listener_config(tmp_path / "spool", processing={"retry_backoff_s": 0.0, "max_attempts": 3})
+    listeners.append(Listener(cfg, executor=executor).start())
+    for _uid, files in studies.values():
+        assert set(store_files(listeners[0].port, files)) == {0}
+    state = listeners[0].state
+    rows = wait_for(
+        lambda: (
+            (r := {n: state.get_study(u) for n, u in uid.items()}) and all(x.status in FINAL for x in r.values()) and r
+        ),
+        30,
+        "all three studies to finish",
+    )
+    assert (rows["disk"].status, rows["disk"].attempts) == (StudyStatus.DONE, 3)
+    assert (rows["data"].status, rows["data"].attempts) == (StudyStatus.DEAD, 1)
+    assert (rows["bug"].status, rows["bug"].attempts) == (StudyStatus.DEAD, 2)
+    assert rows["bug"].last_error.startswith("failed (bug): KeyError")
+    assert sorted(executor.calls.count(u) for u in uid.values()) == [1, 2, 3]
+
+
+def test_no_run_starts_while_the_spool_is_short_of_space(
+    tmp_path: Path, listeners: list[Listener], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The free-space guard before a run: a complete study waits (it does not fail) until space is back."""
+    ((study_uid, files),) = _studies(tmp_path / "in", ["a"]).values()
+    executor = ScriptedExecutor({study_uid: [(Status.OK, None, None)]})
+    cfg = listener_config(tmp_path / "spool", storage={"min_free_mb": 10})
+    lst = Listener(cfg, executor=executor).start()
+    listeners.append(lst)
+    assert set(store_files(lst.port, files)) == {0}
+    monkeypatch.setattr(lst.spool, "free_mb", lambda: 1.0)  # the disk filled up after reception
+    time.sleep(cfg.trigger.stable_seconds + 1.0)  # stable, but must not start
+    assert executor.calls == [] and lst.state.get_study(study_uid).status is StudyStatus.RECEIVING
+    monkeypatch.setattr(lst.spool, "free_mb", lambda: 1e6)
+    wait_for(lambda: lst.state.get_study(study_uid).status is StudyStatus.DONE, 20, "the run once space is back")
+    assert executor.calls == [study_uid]
