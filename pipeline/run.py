@@ -412,6 +412,7 @@ def _atomic_dir(final: Path, *, study_uid: str | None = None, force: bool = Fals
     tmp.mkdir()
     try:
         yield tmp
+        _restrict_tree(tmp)
         _fsync_tree(tmp)
         check_output_folder(final, study_uid=study_uid, force=force)
         if final.exists():
@@ -429,6 +430,21 @@ def _atomic_dir(final: Path, *, study_uid: str | None = None, force: bool = Fals
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+#: Outputs carry patient data (the DICOM SR / SEG hold the patient's name, ID and birth date; the reports the
+#: findings): readable by the owner and its group only, whatever the process umask (docs/pacs.md, issue 19).
+FILE_MODE = 0o640
+DIR_MODE = 0o750
+
+
+def _restrict_tree(root: Path) -> None:
+    """chmod every file under ``root`` to :data:`FILE_MODE` and every folder (``root`` included) to
+    :data:`DIR_MODE`; writers such as ITK and pydicom create files with 0666 & ~umask."""
+    for dirpath, _dirs, files in os.walk(root):
+        os.chmod(dirpath, DIR_MODE)
+        for name in files:
+            os.chmod(os.path.join(dirpath, name), FILE_MODE)
 
 
 def _fsync_tree(root: Path) -> None:

@@ -339,3 +339,84 @@ def test_corrupt_compressed_instance_is_test_decoded_and_quarantined(make_server
     assert [sop for _, _, sop, _ in srv.spool.scan()] == [dcmread(good, stop_before_pixels=True).SOPInstanceUID]
     ((sop, path, reason),) = srv.state.quarantined(ds.StudyInstanceUID)
     assert sop == ds.SOPInstanceUID and "cannot decode pixel data (RLE Lossless)" in reason and Path(path).is_file()
+
+
+# --------------------------------------------------------------------------- stalled clients (issue 19 item 1)
+def _echo_ok(port: int, **kw: object) -> bool:
+    ae = scu()
+    ae.acse_timeout = ae.network_timeout = 5
+    assoc = ae.associate("127.0.0.1", port, ae_title="SPINEAI", **kw)
+    try:
+        return bool(assoc.is_established) and int(assoc.send_c_echo().Status) == 0
+    finally:
+        if assoc.is_established:
+            assoc.release()
+
+
+def test_an_idle_tls_connection_does_not_block_other_callers(make_server, certs: Path, caplog) -> None:
+    """Before: the TLS handshake ran in the one accept thread with no time limit, so a client that connected
+    and sent nothing kept everybody else out until it went away. Now a second client associates meanwhile, and
+    the idle one is cut off after tls.handshake_timeout_s with a log line naming its address."""
+    import socket
+    import time
+
+    srv = make_server(
+        tls={
+            "enabled": True,
+            "cert": str(certs / "cert.pem"),
+            "key": str(certs / "key.pem"),
+            "handshake_timeout_s": 1.5,
+        }
+    )
+    ctx = ssl.create_default_context(cafile=str(certs / "cert.pem"))
+    with caplog.at_level("WARNING", logger="pipeline.listener.scp"):
+        idle = socket.create_connection(("127.0.0.1", srv.port))
+        try:
+            time.sleep(0.3)  # the idle connection is accepted first
+            assert _echo_ok(srv.port, tls_args=(ctx, "localhost"))
+            idle.settimeout(10)
+            assert idle.recv(1) == b""  # closed by the listener after the handshake timeout
+        finally:
+            idle.close()
+    assert any("TLS handshake with 127.0.0.1" in r.getMessage() for r in caplog.records)
+    assert _echo_ok(srv.port, tls_args=(ctx, "localhost"))
+
+
+@pytest.mark.parametrize("sent", [b"", b"\x01\x00\x00\x00\x00\xcd\x00\x01"], ids=["nothing", "partial-rq-header"])
+def test_a_stalled_plain_connection_does_not_block_other_callers(make_server, sent: bytes) -> None:
+    """Plain DICOM: a client that connects and sends nothing, or only the start of an A-ASSOCIATE-RQ, neither
+    blocks others (each connection has its own thread) nor keeps its socket for ever (network / ACSE timeout)."""
+    import socket
+
+    srv = make_server(network={"network_timeout_s": 1.0, "acse_timeout_s": 1.0})
+    stalled = socket.create_connection(("127.0.0.1", srv.port))
+    try:
+        stalled.sendall(sent)
+        assert _echo_ok(srv.port)
+        stalled.settimeout(15)
+        data = b""
+        while chunk := stalled.recv(4096):  # the listener gives up on it: A-ABORT / close
+            data += chunk
+    finally:
+        stalled.close()
+    assert _echo_ok(srv.port)
+
+
+def test_invalid_uid_values_are_hashed_in_logs(make_server, study: Path, tmp_path: Path, caplog) -> None:
+    """Issue 19 item 7: an invalid UID value was logged verbatim (up to 70 characters), e.g. a StudyInstanceUID
+    holding identifying text. Only a short hash of it is logged now."""
+    from pipeline.listener.spool import uid_for_log
+
+    secret = "DOE^JANE 19500101 ACC778812"
+    ds = dcmread(dicom_files(study)[0])
+    ds.StudyInstanceUID = secret
+    f = tmp_path / "leaky.dcm"
+    ds.save_as(f, enforce_file_format=True)
+    srv = make_server()
+    with caplog.at_level("DEBUG"):
+        assert store_files(srv.port, [f]) == [0xC210]
+    # the listener's own log lines (pydicom's warnings about the value come from the test's SCU encoding it)
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("pipeline"))
+    assert "DOE" not in text and "ACC778812" not in text
+    assert uid_for_log(secret) in text and uid_for_log(secret).startswith("<invalid UID sha256:")
+    assert uid_for_log("1.2.840.10008.1.1") == "1.2.840.10008.1.1"

@@ -107,3 +107,30 @@ def test_one_listener_per_spool(tmp_path: Path) -> None:
     a.unlock()
     b.lock()
     b.unlock()
+
+
+def test_spool_and_state_database_are_not_world_readable(tmp_path: Path) -> None:
+    """Issue 19 item 6: under umask 022 the state database was 0644 and the spool's folders 0755."""
+    import os
+    import stat
+
+    from pipeline.listener.state import StateDB
+
+    old = os.umask(0o022)
+    try:
+        spool = Spool(tmp_path / "spool")
+        db = StateDB(spool.db_path)
+        db.close()
+        stored = spool.store(KEY, b"data")
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(p.stat().st_mode)  # noqa: E731
+    assert mode(spool.db_path) == 0o640 and mode(stored.path) == 0o640
+    for d in (
+        spool.root,
+        spool.root / "studies",
+        spool.root / "results",
+        stored.path.parent,
+        stored.path.parent.parent,
+    ):
+        assert mode(d) == 0o750, d

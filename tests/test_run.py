@@ -193,3 +193,15 @@ def test_duplicate_instances_at_a_slice_position_keep_the_t2(wedge_sample, confi
 
     assert levels(result.report) == levels(clean.report)
     assert "L1" in [v["level"] for v in result.report["vertebrae"]]
+
+
+def test_outputs_are_owner_and_group_only(result):
+    """Issue 19 item 6: sr.dcm / seg.dcm hold the patient's name, ID and birth date; they were 0644 (umask 022)."""
+    import os
+    import stat
+
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [result.out_dir, *result.out_dir.rglob("*")]}
+    assert modes[result.out_dir.name] == 0o750
+    files = {n: m for n, m in modes.items() if (result.out_dir / n).is_file()}
+    assert {"sr.dcm", "seg.dcm", "report.json", "labels.nii.gz"} <= set(files)
+    assert set(files.values()) == {0o640}, files

@@ -39,6 +39,9 @@ class TlsConfig:
     key: str = ""
     ca: str = ""
     require_client_cert: bool = True  # only with ``ca``
+    # A caller has this long to complete the TLS handshake (it runs in the connection's own thread, so a slow or
+    # idle client never blocks the others); failed or timed-out handshakes are logged with the peer's address.
+    handshake_timeout_s: float = field(default=10.0, metadata={"range": (0.1, 600.0)})
 
     def __post_init__(self) -> None:
         if self.enabled and not (self.cert and self.key):

@@ -35,11 +35,12 @@ import pydicom.uid
 from pydicom.dataset import Dataset, FileMetaDataset
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
 
 from pipeline.errors import ConfigError, InputError
 from pipeline.ingest.pixels import decode_problem
 from pipeline.listener.config import AccessConfig, ListenerConfig, TlsConfig, uid_for_keyword
-from pipeline.listener.spool import InstanceKey, Spool, clean_uid
+from pipeline.listener.spool import InstanceKey, Spool, clean_uid, uid_for_log
 from pipeline.listener.state import StateDB, now_s
 
 logger = logging.getLogger(__name__)
@@ -356,8 +357,9 @@ class Receiver:
 
 
 def _request_uid(event: Any) -> str:
+    """The request's Affected SOP Instance UID, fit for a log line (an invalid value is hashed)."""
     try:
-        return str(event.request.AffectedSOPInstanceUID)
+        return uid_for_log(event.request.AffectedSOPInstanceUID)
     except AttributeError:
         return "?"
 
@@ -386,6 +388,50 @@ def build_ae(cfg: ListenerConfig) -> AE:
     return ae
 
 
+class _Server(ThreadedAssociationServer):
+    """pynetdicom's threaded server with the TLS handshake moved off the accept thread.
+
+    pynetdicom wraps each accepted socket with TLS in ``get_request``, i.e. in the single thread that accepts
+    connections, with no time limit: one client that connects and never completes the handshake stopped
+    everybody else from associating (issue 19). Here ``get_request`` only accepts; the handshake runs in the
+    connection's own thread (``process_request_thread``) with ``handshake_timeout_s``, and a failed or timed-out
+    handshake is logged with the peer's address and the connection closed.
+    """
+
+    handshake_timeout_s: float = 10.0
+    read_timeout_s: float | None = None
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None
+        client, address = self.socket.accept()
+        return client, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        ctx = self.ssl_context
+        if ctx is not None and isinstance(request, socket.socket) and not isinstance(request, ssl.SSLSocket):
+            peer = client_address[0] if isinstance(client_address, tuple) else str(client_address)
+            try:
+                request.settimeout(self.handshake_timeout_s)
+                request = ctx.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                what = "timed out" if isinstance(exc, TimeoutError | socket.timeout) else "failed"
+                logger.warning(
+                    "TLS handshake with %s %s after at most %.0f s (%s): connection closed",
+                    peer,
+                    what,
+                    self.handshake_timeout_s,
+                    exc,
+                )
+                self.shutdown_request(request)
+                return
+        if isinstance(request, socket.socket):
+            # pynetdicom reads the rest of a PDU with a blocking recv() and no time limit: a client that sent the
+            # first bytes of a PDU and then nothing held its connection (and one of max_associations) for ever.
+            # With a timeout the read fails after network_timeout_s and the association is closed.
+            request.settimeout(self.read_timeout_s)
+        super().process_request_thread(request, client_address)
+
+
 def start_server(cfg: ListenerConfig, receiver: Receiver) -> Any:
     """Start the SCP in background threads; returns the pynetdicom server (call ``.shutdown()`` to stop)."""
     ae = build_ae(cfg)
@@ -397,18 +443,23 @@ def start_server(cfg: ListenerConfig, receiver: Receiver) -> Any:
             "and that the key matches the certificate"
         ) from None
     try:
-        server = ae.start_server(
+        server = ae.make_server(
             (cfg.network.bind_address, cfg.network.port),
-            block=False,
             ssl_context=ctx,
             evt_handlers=receiver.handlers(),
+            server_class=_Server,
         )
     except OSError as exc:
         raise ConfigError(
             f"cannot listen on {cfg.network.bind_address}:{cfg.network.port} ({exc.strerror or exc}); is another "
             "listener running, or is the port below 1024 without privileges?"
         ) from None
-    assert server is not None  # block=False returns the server
+    assert isinstance(server, _Server)
+    server.handshake_timeout_s = cfg.tls.handshake_timeout_s
+    server.read_timeout_s = cfg.network.network_timeout_s
+    ae._servers.append(server)  # as AE.start_server does: AE.shutdown() and the server's shutdown() expect it
+    thread = threading.Thread(target=server.serve_forever, name="spine-assess-scp-accept", daemon=True)
+    thread.start()
     logger.info(
         "listening as %s on %s:%d%s",
         cfg.network.ae_title,

@@ -53,9 +53,21 @@ def clean_uid(value: object, what: str) -> str:
     if not text:
         raise InputError(f"{what} is missing")
     if len(text) > 64 or not _UID_RE.match(text):
-        shown = text[:70].encode("ascii", "backslashreplace").decode()
-        raise InputError(f"{what} {shown!r} is not a DICOM UID (digits and dots, at most 64 characters)")
+        raise InputError(f"{what} {uid_for_log(text)} is not a DICOM UID (digits and dots, at most 64 characters)")
     return text
+
+
+def uid_for_log(value: object) -> str:
+    """A UID as it may appear in a log line or an error: itself when it is a valid UID, else a short hash.
+
+    An invalid "UID" can hold any text a sender put there (a name, an accession number): it is never written out,
+    only ``<invalid UID sha256:1a2b3c4d5e6f, 23 chars>``, enough to match two log lines about the same value.
+    """
+    text = str(value if value is not None else "").strip(" \0")
+    if text and len(text) <= 64 and _UID_RE.match(text):
+        return text
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return f"<invalid UID sha256:{digest}, {len(text)} chars>"
 
 
 @dataclass(frozen=True)
@@ -255,9 +267,10 @@ def _makedirs_durable(path: Path) -> None:
         p = p.parent
     for d in reversed(missing):
         try:
-            d.mkdir()
+            d.mkdir(mode=0o750)
         except FileExistsError:
             continue
+        os.chmod(d, 0o750)  # owner and group only, whatever the umask (the spool holds patient images)
         fsync_dir(d.parent)
 
 

@@ -24,11 +24,12 @@ in the same transaction that marks the study DONE, so finished results are never
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
@@ -177,6 +178,11 @@ class StateDB:
         self.path = Path(path)
         self._lock = threading.RLock()
         try:
+            # The database names studies by UID only, but it sits with patient data: owner and group only, whatever
+            # the umask. SQLite gives the -wal / -shm files the database file's permissions.
+            if not self.path.exists():
+                with suppress(FileExistsError):
+                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
             self._conn = sqlite3.connect(
                 self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
