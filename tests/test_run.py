@@ -197,7 +197,6 @@ def test_duplicate_instances_at_a_slice_position_keep_the_t2(wedge_sample, confi
 
 def test_outputs_are_owner_and_group_only(result):
     """Issue 19 item 6: sr.dcm / seg.dcm hold the patient's name, ID and birth date; they were 0644 (umask 022)."""
-    import os
     import stat
 
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [result.out_dir, *result.out_dir.rglob("*")]}
