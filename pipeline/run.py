@@ -40,6 +40,7 @@ from pipeline.ingest import (
     load_usable_series,
     read_source_datasets,
 )
+from pipeline.level_anchor import anchor_warning, resolve_anchor
 from pipeline.model import (
     Role,
     SegmentationResult,
@@ -206,13 +207,7 @@ def run_study(
         warnings.append("no sagittal T1/T2: vertebral bodies were segmented on the STIR series (less reliable)")
 
     with timer.stage("segment"):
-        seg = segment_vertebrae(
-            anatomy,
-            cfg=config.segmentation,
-            series_uid=choice.anatomy.series_uid,
-            contrast=choice.anatomy.role,
-            anchor=options.anchor,
-        )
+        seg = _segment(anatomy, choice.anatomy, config, options.anchor)
         warnings += seg.warnings
 
     with timer.stage("morphometry"):
@@ -278,6 +273,30 @@ def _write_image(image: sitk.Image, path: Path) -> None:
         sitk.WriteImage(image, str(path), True)
     except RuntimeError as exc:
         raise OSError(errno.EIO, f"cannot write {path.name} ({' '.join(str(exc).split())[:200]})", str(path)) from exc
+
+
+def _segment(
+    anatomy: Volume, series: SeriesRecord, config: PipelineConfig, anchor: Anchor | None
+) -> SegmentationResult:
+    """Segment and name the bodies; a user anchor is read against the automatic labelling (pipeline.level_anchor):
+    ``LEVEL=lowest`` means the lowest body above a detected sacrum, and an anchor that contradicts the detected
+    sacrum is used with a warning. With an anchor the image is segmented twice (without, then with it)."""
+
+    def seg_with(a: Anchor | None) -> SegmentationResult:
+        return segment_vertebrae(
+            anatomy, cfg=config.segmentation, series_uid=series.series_uid, contrast=series.role, anchor=a
+        )
+
+    auto = seg_with(None)
+    if anchor is None:
+        return auto
+    resolved = resolve_anchor(anchor, auto)
+    anchored = seg_with(resolved.anchor)
+    extra = [w for w in [anchor_warning(anchor.describe(), auto, anchored)] if w]
+    method = anchored.labelling_method + (f" ({resolved.note})" if resolved.note else "")
+    if extra:
+        logger.warning("series %s: %s", series.series_uid, extra[0])
+    return replace(anchored, labelling_method=method, warnings=(*anchored.warnings, *extra))
 
 
 def _uid(s: SeriesRecord | None) -> str:
