@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline import __version__
 from pipeline.errors import ConfigError, InputError, PipelineError, UsageError
@@ -128,10 +129,12 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         studies = [(s, choose_series(s, cfg=cfg)) for s in found.studies]
     finally:
         ingest_log.setLevel(level)
+    truncated = _truncated_files([s for s, _c in studies])
     if args.json:
         doc = {
             "root": str(found.root),
             "files_examined": found.n_files,
+            "truncated": [{"path": str(p), "series_instance_uid": uid, "reason": why} for p, uid, why in truncated],
             "studies": [
                 study_json(s, c, patient=patient_identity(s) if args.show_patient else None) for s, c in studies
             ],
@@ -148,10 +151,30 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             print(format_study(s, c, patient=patient_identity(s) if args.show_patient else None))
         print()
         print(format_skipped(found.skipped, root=found.root if found.root.is_dir() else None))
+        if truncated:
+            print(f"\nTruncated files: {len(truncated)} (a series holding one may not load; re-export or re-send them)")
+            for p, uid, why in truncated:
+                print(f"  {p}: {why} (series {uid})")
     if not studies:
         print(f"spine-assess: no DICOM image series or NIfTI image in {args.study_dir}", file=sys.stderr)
         return 1
     return 0
+
+
+def _truncated_files(studies: Sequence[Any]) -> list[tuple[Path, str, str]]:
+    """(file, series UID, reason) of every DICOM image file that is cut short (pipeline.ingest.integrity)."""
+    from pipeline.ingest.integrity import truncation
+
+    out = []
+    for study in studies:
+        for series in study.series:
+            if series.source != "dicom":
+                continue
+            for path in dict.fromkeys(series.files):
+                why = truncation(path)
+                if why:
+                    out.append((Path(path), series.series_uid, why))
+    return out
 
 
 # Subcommand builders are appended below as the stages land; each sets ``handler``.
@@ -193,19 +216,24 @@ def _cmd_rules(args: argparse.Namespace) -> int:
     from pipeline.eligibility.inputs import INPUTS, Origin, Scope
 
     rules = load_rules(args.rules)
+    # both files are checked before anything is printed: a mistake is the first (and only) thing shown
+    path = args.clinical
+    clinical = None
+    if path is not None:
+        if not path.exists():
+            raise UsageError(f"--clinical {path}: no such file or folder")
+        if path.is_dir():
+            found = find_clinical_file(path)
+            if found is None:
+                raise ConfigError(f"{path}: no clinical.yaml, clinical.yml or clinical.json in this folder")
+            path = found
+        clinical = load_clinical(path)
     print(f"rules: {rules.path} (sha256 {rules.sha256[:12]}, {len(rules.rules)} rules) - valid")
     for r in rules.rules:
         cites = "; ".join(f"{s.seed[:3]}_* {s.section}" for s in r.sources if s.seed)
         print(f"  {r.id:<45} {r.kind.value:<10} {r.scope.value:<7} {cites}")
-    if args.clinical is None:
+    if path is None or clinical is None:
         return 0
-    path = args.clinical
-    if path.is_dir():
-        found = find_clinical_file(path)
-        if found is None:
-            raise ConfigError(f"{path}: no clinical.yaml, clinical.yml or clinical.json in this folder")
-        path = found
-    clinical = load_clinical(path)
     print(f"clinical: {path} - valid")
 
     def given(spec_field: str) -> bool:
@@ -526,8 +554,10 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
         "--anchor",
         default=None,
         metavar="LEVEL=POS",
-        help="correct the level count: e.g. L5=lowest (the lowest body found is L5), L1=3 (the 3rd "
-        "body from the top is L1), L3=z:-120.5 (the body nearest that patient z in mm is L3)",
+        help="correct the level count: e.g. L5=lowest (the lowest lumbar-type body is L5: the body just above "
+        "the sacrum when the sacrum is detected, else the lowest body found), L1=3 (the 3rd body from the top is "
+        "L1), L3=z:-120.5 (the body nearest that patient z in mm is L3). An anchor that names the detected sacrum "
+        "otherwise is used, with a warning in the report and here",
     )
     p.add_argument(
         "--config-dir",

@@ -19,7 +19,15 @@ def test_rules_invalid_clinical_file_exits_2(tmp_path, capsys):
     bad = tmp_path / "clinical.yaml"
     bad.write_text("alergies: {bone_cement: true}\n")
     assert main(["rules", "--clinical", str(bad)]) == 2
-    assert "unknown field 'alergies'" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "unknown field 'alergies'" in captured.err
+    assert captured.out == "", "the error comes first, not after the list of rules"
+
+
+def test_rules_missing_clinical_path_is_a_usage_error(tmp_path, capsys):
+    assert main(["rules", "--clinical", str(tmp_path / "nope.yaml")]) == 2
+    captured = capsys.readouterr()
+    assert "usage error" in captured.err and "no such file" in captured.err and captured.out == ""
 
 
 def test_rules_folder_without_clinical_file_exits_2(tmp_path, capsys):

@@ -95,6 +95,6 @@ def test_inspect_bad_config_exits_2(study_dir: Path, tmp_path: Path, capsys):
     assert "configuration error" in capsys.readouterr().err
 
 
-def test_inspect_missing_folder_exits_1(tmp_path: Path, capsys):
-    assert main(["inspect", str(tmp_path / "nope")]) == 1
+def test_inspect_missing_folder_is_a_usage_error(tmp_path: Path, capsys):
+    assert main(["inspect", str(tmp_path / "nope")]) == 2  # as for run and batch
     assert "no such file or folder" in capsys.readouterr().err

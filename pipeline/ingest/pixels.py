@@ -45,6 +45,7 @@ from pipeline.ingest.headers import (
     describe_exception,
     read_header,
 )
+from pipeline.ingest.integrity import truncation
 from pipeline.ingest.nifti import load_nifti
 from pipeline.model import SeriesRecord
 from pipeline.volume import Volume
@@ -420,6 +421,9 @@ def _decode(header: InstanceHeader, frame_numbers: Sequence[int | None]) -> list
         # BaseException, not Exception: the Rust RLE decoder (pylibjpeg-rle, pyo3) reports corrupt input as a
         # pyo3 PanicException, which derives from BaseException (found by tests/test_ingest_fuzz.py).
         ts = UID(header.transfer_syntax)
+        cut = truncation(path)
+        if cut:
+            raise DicomReadError(f"{path}: {cut} (re-export or re-send this file)") from None
         raise DicomReadError(f"{path}: cannot decode pixel data ({ts.name}): {describe_exception(exc)}") from None
     return [decoded[i] for i in indices]
 
