@@ -226,3 +226,26 @@ def test_low_confidence_grade_is_marked_with_its_reason():
     assert grade.text == "2? uncertain" and "low-confidence mask (Hp too tall for spacing)" in grade.note
     v["morphometry"]["low_confidence"] = False
     assert _morph_cells(v)[3].text == "2"
+
+
+def test_level_confidence_is_explained_where_it_is_shown():
+    """Issue 16 item 8: the number under each level name says what it is, and a low one says what to do."""
+    from pipeline.report.html import LEVEL_CONFIDENCE_NOTE, _level_cell, render_html
+
+    assert _level_cell({"label": 1, "level": "L1", "level_confidence": 0.9}).note == "level confidence 0.90"
+    low = _level_cell({"label": 1, "level": "L1", "level_confidence": 0.5})
+    assert low.note == "level confidence 0.50 - check the level"
+    assert _level_cell({"label": 1, "level": None, "level_confidence": 0.0}).note == ""
+    report = {
+        "schema_version": "1.1.0",
+        "pipeline": {"version": "x"},
+        "study": {"study_instance_uid": "1.2"},
+        "series": [],
+        "vertebrae": [{"label": 1, "level": "L1", "level_confidence": 0.7, "centroid_lps_mm": [0, 0, 0]}],
+        "outputs": {},
+        "warnings": [],
+        "timings_ms": {},
+    }
+    html = render_html(report, {})
+    assert "level confidence 0.70" in html and "how sure the program is of the level" in html
+    assert "how sure the program is of the level" in LEVEL_CONFIDENCE_NOTE

@@ -150,12 +150,29 @@ def _canal_cell(v: Mapping[str, Any]) -> Cell:
     return Cell(pct or "n/a", f"wall bulge {bulge}" if bulge else "", css="num")
 
 
+# Shown under the vertebra table: what the number under each level name means.
+LEVEL_CONFIDENCE_NOTE = (
+    "Level confidence (under each level name, 0-1): how sure the program is of the level's name, not of its "
+    "measurements. It comes from how clearly the sacrum (S1) was recognised and how far the level is counted up "
+    "from it (high when the levels come from a user anchor). Below 0.60 the name is marked 'check the level': "
+    "confirm the level on the images before any intervention."
+)
+LOW_LEVEL_CONFIDENCE = 0.6
+
+
+def _level_cell(v: Mapping[str, Any]) -> Cell:
+    conf = v.get("level_confidence")
+    if not isinstance(conf, (int, float)) or isinstance(conf, bool) or v.get("level") is None or conf <= 0:
+        return Cell(level_name(v), "", css="level")
+    check = " - check the level" if conf < LOW_LEVEL_CONFIDENCE else ""
+    return Cell(level_name(v), f"level confidence {conf:.2f}{check}", css="level")
+
+
 def vertebra_rows(report: Mapping[str, Any], decisions: Mapping[int, Decision]) -> list[VertebraRow]:
     rows = []
     for v in report.get("vertebrae", []):
         row = VertebraRow(level_name(v))
-        conf = _num(v.get("level_confidence"), 2)
-        row.cells.append(Cell(level_name(v), f"level confidence {conf}" if conf else "", css="level"))
+        row.cells.append(_level_cell(v))
         row.cells += _morph_cells(v)
         row.cells += _stir_cells(v, report.get("stir"))
         row.cells.append(_canal_cell(v))
@@ -276,6 +293,7 @@ def render_html(report: Mapping[str, Any], overlays: Mapping[str, bytes]) -> str
         "eligibility": eligibility_view(report),
         "clinical_given": "clinical_inputs" in report,
         "warnings": [_text(w) for w in report.get("warnings", [])],
+        "level_confidence_note": LEVEL_CONFIDENCE_NOTE,
         "timings": [(k, _num(v, 0) or "") for k, v in (report.get("timings_ms") or {}).items()],
         "outputs": [(k, _text(v)) for k, v in (report.get("outputs") or {}).items()],
     }
