@@ -355,22 +355,36 @@ def _level_arg(text: str) -> object:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _cmd_phantom(args: argparse.Namespace) -> int:
-    from pipeline.phantom import PhantomSpec, parse_fracture, render_phantom, write_samples, write_study
+# PhantomSpec field -> the phantom option that sets it: messages name what the user typed.
+_PHANTOM_OPTIONS = {
+    "pixel_spacing_mm": "--pixel-spacing",
+    "slice_thickness_mm": "--thickness",
+    "slice_gap_mm": "--gap",
+    "n_slices": "--slices",
+    "noise_pct": "--noise",
+    "top_level": "--top-level",
+    "bottom_level": "--bottom-level",
+    "include_sacrum": "--no-sacrum",
+    "rows": "--matrix",
+    "cols": "--matrix",
+    "overwrite=True": "--overwrite",
+}
 
-    if args.samples is not None:
-        if args.out is not None:
-            raise ConfigError("give either OUT or --samples DIR, not both")
-        for rec in write_samples(args.samples):
-            print(
-                f"{args.samples / rec.name}: {rec.files} files, {rec.bytes / 1e6:.1f} MB, rendered in "
-                f"{rec.render_s:.1f} s, written in {rec.write_s:.1f} s ({rec.transfer_syntax})"
-            )
-        return 0
-    if args.out is None:
-        raise ConfigError("missing OUT folder (or use --samples DIR); see spine-assess phantom --help")
-    fractures = tuple(parse_fracture(text) for text in args.fracture)
-    spec = PhantomSpec(
+
+def _option_names(text: str) -> str:
+    import re
+
+    return re.sub(
+        "|".join(rf"(?<![\w-]){re.escape(k)}(?![\w])" for k in sorted(_PHANTOM_OPTIONS, key=len, reverse=True)),
+        lambda m: _PHANTOM_OPTIONS[m.group(0)],
+        text,
+    )
+
+
+def _phantom_spec(args: argparse.Namespace, fractures: tuple[Any, ...]) -> Any:
+    from pipeline.phantom import PhantomSpec
+
+    return PhantomSpec(
         seed=args.seed,
         top_level=args.top_level,
         include_sacrum=not args.no_sacrum,
@@ -387,7 +401,27 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         include_axial_t2=args.axial,
         include_localizer=args.localizer,
     )
-    phantom = render_phantom(spec)
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from pipeline.phantom import parse_fracture, render_phantom, write_samples, write_study
+
+    if args.samples is not None:
+        if args.out is not None:
+            raise ConfigError("give either OUT or --samples DIR, not both")
+        for rec in write_samples(args.samples):
+            print(
+                f"{args.samples / rec.name}: {rec.files} files, {rec.bytes / 1e6:.1f} MB, rendered in "
+                f"{rec.render_s:.1f} s, written in {rec.write_s:.1f} s ({rec.transfer_syntax})"
+            )
+        return 0
+    if args.out is None:
+        raise ConfigError("missing OUT folder (or use --samples DIR); see spine-assess phantom --help")
+    fractures = tuple(parse_fracture(text) for text in args.fracture)
+    try:
+        phantom = render_phantom(_phantom_spec(args, fractures))
+    except ConfigError as exc:
+        raise ConfigError(_option_names(str(exc))) from None
     out = write_study(phantom, args.out, transfer_syntax=args.transfer_syntax, overwrite=args.overwrite)
     levels = ", ".join(
         f"{v['level']}"
@@ -755,6 +789,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     ingest_log = logging.getLogger("pipeline.ingest")
     level = ingest_log.level
     with batch_lock(args.out):
+        logger.info("looking for studies under %s ...", root)
         if args.verbose == 0:
             ingest_log.setLevel(logging.WARNING)  # one line per skipped file: only with -v
         try:

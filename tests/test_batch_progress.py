@@ -47,7 +47,7 @@ def test_without_a_terminal_each_study_is_one_log_line(caplog):
         p.study_done("b", "failed", 0.1, "no usable sagittal series")
     assert stream.getvalue() == ""
     assert [r.getMessage() for r in caplog.records] == [
-        "[1/2] ok      a (2.5 s)",
+        "[1/2] ok      a (2.5 s)  ETA 0:00",
         "[2/2] failed  b (0.1 s): no usable sagittal series",
     ]
     assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]

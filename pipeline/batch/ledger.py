@@ -100,20 +100,35 @@ def _now() -> str:
 
 @contextlib.contextmanager
 def batch_lock(out_root: Path) -> Iterator[Path]:
-    """Hold ``DIR/.batch.lock`` for the duration; ConfigError if another batch holds it."""
+    """Hold ``DIR/.batch.lock`` for the duration; ConfigError if another batch holds it.
+
+    The file is removed when the batch ends (while still locked). A process that opened the file just before it
+    was removed would lock a deleted file, so a lock counts only if the path still names the locked file.
+    """
     path = Path(out_root) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
             raise ConfigError(
                 f"{out_root}: another batch (process {other}) is writing into this folder; wait for it to finish "
                 "or choose another --out"
             ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed it as we opened it: take the new one
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # still locked: nobody can take the lock on this file any more
         os.close(fd)  # releases the lock

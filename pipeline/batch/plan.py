@@ -7,7 +7,8 @@ from patient data:
   with series sub-folders) gets that folder's path relative to ROOT: ``site1/study07``;
 - studies that share a folder (several studies in one export folder, or files straight in ROOT) get
   ``<folder>/study-<hash>``, ``<hash>`` being the first 12 hex digits of the SHA-256 of the
-  StudyInstanceUID. The study folder is then read with that StudyInstanceUID.
+  StudyInstanceUID. The study folder is then read with that StudyInstanceUID. A study read from one NIfTI
+  file is named after the file instead: ``<folder>/case01`` for ``case01.nii.gz``.
 
 The study folder is the deepest folder holding all the study's files. A folder under ROOT that holds
 DICOM image files but no usable study (all truncated, unreadable headers, ...) becomes an
@@ -30,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 CLINICAL_SUFFIXES = (".yaml", ".yml", ".json")
 #: Names the batch keeps for itself at the top of its output folder.
-RESERVED_NAMES = frozenset({"summary.csv", "summary.json", "ledger.jsonl", ".batch.lock"})
+RESERVED_NAMES = frozenset({"summary.csv", "summary.json", "index.html", "ledger.jsonl", ".batch.lock"})
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def plan_batch(root: Path, *, ingest: IngestConfig, salt: str, clinical_dir: Pat
         folder = folder_of[s.study_uid]
         shared = under[folder] != {s.study_uid}
         rel = _rel(folder, root)
-        key = _key(rel, s.study_uid, shared, keys)
+        key = _key(rel, s.study_uid, shared, keys, _nifti_name(s))
         keys.add(key)
         try:
             clinical = _clinical_for(s.study_uid, rel, shared, folder, clinical_dir)
@@ -225,8 +227,22 @@ def _rel(folder: Path, root: Path) -> str:
     return rel if rel else "."
 
 
-def _key(rel: str, uid: str, shared: bool, taken: set[str]) -> str:
-    tag = "study-" + hashlib.sha256(uid.encode()).hexdigest()[:12]
+def _nifti_name(study: StudyRecord) -> str | None:
+    """``case01`` for a study read from one NIfTI file ``case01.nii.gz`` (its folder name then), else None."""
+    files = {Path(f) for s in study.series for f in s.files}
+    if len(files) != 1 or any(s.source != "nifti" for s in study.series):
+        return None
+    name = next(iter(files)).name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._")
+    return name or None
+
+
+def _key(rel: str, uid: str, shared: bool, taken: set[str], nifti_name: str | None = None) -> str:
+    tag = nifti_name or "study-" + hashlib.sha256(uid.encode()).hexdigest()[:12]
     if rel == ".":
         key = tag
     elif shared:

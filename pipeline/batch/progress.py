@@ -5,7 +5,7 @@ running, the elapsed time and an ETA (remaining studies x elapsed / studies fini
 redrawn in place; a study that does not succeed gets its own line above the bar. Log records written to
 the same stream while the bar is shown first clear the bar (a logging filter), so lines never mix.
 Elsewhere each finished study is one log line of the ``pipeline.batch`` logger:
-``[12/40] ok      site1/study07 (3.4 s)``.
+``[12/40] ok      site1/study07 (3.4 s)  ETA 2:10``.
 """
 
 from __future__ import annotations
@@ -85,6 +85,9 @@ class Progress:
         if status != "ok":
             self.failed += 1
         text = f"[{self.done}/{self.total}] {status:<7} {name} ({runtime_s:.1f} s)" + (f": {error}" if error else "")
+        eta = self.eta_s()
+        if not self.tty and eta is not None and self.done < self.total:
+            text += f"  ETA {_clock(eta)}"
         if self.tty:
             if status != "ok":
                 self.line(text, warning=True)

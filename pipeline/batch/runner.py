@@ -30,6 +30,7 @@ from pipeline.batch.ledger import LEDGER_FILE, LOCK_FILE, Ledger
 from pipeline.batch.plan import RESERVED_NAMES, BatchPlan, PlannedStudy, plan_json
 from pipeline.batch.progress import Progress
 from pipeline.batch.summary import (
+    INDEX_HTML,
     PENDING,
     SUMMARY_CSV,
     SUMMARY_JSON,
@@ -45,7 +46,7 @@ logger = logging.getLogger("pipeline.batch")
 
 SUMMARY_INTERVAL_S = 2.0
 # Files the batch writes at the top of DIR (besides the ledger and the lock): never over someone else's.
-BATCH_ROOT_FILES = frozenset({SUMMARY_CSV, SUMMARY_JSON})
+BATCH_ROOT_FILES = frozenset({SUMMARY_CSV, SUMMARY_JSON, INDEX_HTML})
 
 
 class Mode(StrEnum):
@@ -319,6 +320,15 @@ def run_batch(
         write_summary(out_root, r, meta)
 
     flush()
+    logger.info(
+        "%d stud%s found under %s (%d to run%s), %s",
+        len(plan.studies),
+        "y" if len(plan.studies) == 1 else "ies",
+        plan.root,
+        len(todo),
+        f", {len(kept)} kept from earlier runs" if kept else "",
+        workers_label or f"{getattr(executor, 'capacity', 1)} worker(s)",
+    )
     if kept:
         logger.info("--resume: %d studies kept from earlier runs, %d to run", len(kept), len(todo))
     for w in plan.warnings:

@@ -1,4 +1,5 @@
-"""``DIR/summary.csv`` and ``DIR/summary.json``: one row per study, written atomically; the end-of-batch screen.
+"""``DIR/summary.csv``, ``DIR/summary.json``, ``DIR/index.html``: one row per study, written atomically; the end
+screen.
 
 Row fields (the JSON keeps lists, the CSV joins them with spaces):
 
@@ -36,6 +37,7 @@ from typing import Any
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
+INDEX_HTML = "index.html"  # every study's summary row, linking its report
 SUMMARY_SCHEMA_VERSION = 1
 PENDING = "pending"
 
@@ -114,6 +116,70 @@ def write_summary(out_root: Path, rows: Sequence[Mapping[str, Any]], meta: Mappi
     doc = {"schema_version": SUMMARY_SCHEMA_VERSION, "batch": dict(meta), "studies": list(rows)}
     _atomic_write(out_root / SUMMARY_CSV, buf.getvalue())
     _atomic_write(out_root / SUMMARY_JSON, json.dumps(doc, indent=1, default=str) + "\n")
+    _atomic_write(out_root / INDEX_HTML, index_html(out_root, rows, meta))
+
+
+_INDEX_COLUMNS = (
+    ("study", "Study"),
+    ("status", "Status"),
+    ("levels", "Levels"),
+    ("fractures", "Fractures"),
+    ("oedema_levels", "Oedema"),
+    ("candidate_levels", "Candidates"),
+    ("indeterminate_levels", "Indeterminate"),
+    ("contraindicated_levels", "Contraindicated"),
+    ("decision", "Decision"),
+    ("runtime_s", "Time (s)"),
+    ("error", "Error"),
+)
+
+
+def index_html(out_root: Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
+    """``DIR/index.html``: one table row per study (the summary row), the study linking its report.html
+    (or report.json when no HTML was written). Self-contained; every value is escaped."""
+    from html import escape
+    from urllib.parse import quote
+
+    body = []
+    for r in rows:
+        cells = []
+        for key, _title in _INDEX_COLUMNS:
+            text = escape(_csv_cell(key, r.get(key)))
+            if key == "study":
+                study = str(r.get("study") or "")
+                target = next(
+                    (
+                        f"{study}/{n}"
+                        for n in ("report.html", "report.json")
+                        if study and (out_root / study / n).is_file()
+                    ),
+                    None,
+                )
+                text = (
+                    f'<a href="{escape(quote(target))}">{text}</a>' if target else text or escape(str(r.get("folder")))
+                )
+            cells.append(f'<td class="{key}">{text}</td>')
+        status = escape(str(r.get("status") or ""))
+        body.append(f'<tr class="{status}">' + "".join(cells) + "</tr>")
+    head = "".join(f"<th>{escape(t)}</th>" for _k, t in _INDEX_COLUMNS)
+    c = Counter(str(r.get("status")) for r in rows)
+    tally = ", ".join(f"{n} {escape(k)}" for k, n in sorted(c.items())) or "no studies"
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        "<title>spine-assess batch</title><style>"
+        "body{font:14px system-ui,sans-serif;margin:16px;color:#1b2a3a}table{border-collapse:collapse;width:100%}"
+        "th,td{border-bottom:1px solid #ccd;padding:4px 6px;text-align:left;vertical-align:top}"
+        "th{background:#1b2a3a;color:#fff;position:sticky;top:0}tr.failed td,tr.timeout td,tr.crashed td{color:#a61b1b}"
+        "td.decision,td.error{max-width:32em}.wrap{overflow-x:auto}"
+        "</style></head><body>"
+        f"<h1>spine-assess batch</h1><p>{escape(str(meta.get('root', '')))} &rarr; {escape(str(meta.get('out', '')))}"
+        f" &middot; {tally} &middot; updated {escape(str(meta.get('updated_at') or meta.get('started_at') or ''))}</p>"
+        f'<div class="wrap"><table><thead><tr>{head}</tr></thead><tbody>'
+        + "".join(body)
+        + "</tbody></table></div><p>Research software: it supports a clinician's decision, it does not make it.</p>"
+        "</body></html>\n"
+    )
 
 
 def _atomic_write(path: Path, text: str) -> None:

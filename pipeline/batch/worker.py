@@ -73,6 +73,10 @@ def _setup(init: dict[str, Any]) -> None:
     )
     for noisy in _NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, int(init.get("log_level", logging.WARNING))))
+    if int(init.get("log_level", logging.WARNING)) >= logging.WARNING:
+        # a study's failure is reported once, by the parent (progress line, summary); the worker keeps its
+        # ERROR records (unexpected exceptions with their traceback), and with -v everything
+        logging.getLogger("pipeline.batch.task").setLevel(logging.ERROR)
     threads = init.get("threads")
     if threads:
         import SimpleITK as sitk
