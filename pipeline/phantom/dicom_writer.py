@@ -122,8 +122,8 @@ def _prepare(out_dir: Path, overwrite: bool) -> None:
     ours = [e for e in out_dir.iterdir() if (e.is_dir() and _SERIES_DIR.fullmatch(e.name)) or e.name == "truth.json"]
     if ours and not overwrite:
         raise InputError(
-            f"{out_dir}: already holds a phantom study; choose another folder or pass --overwrite "
-            f"(overwrite=True) to replace it"
+            f"{out_dir}: already holds a phantom study; choose another folder, or replace it (spine-assess "
+            "phantom --overwrite)"
         )
     for e in ours:
         if e.is_dir():

@@ -4,7 +4,8 @@ Regenerate them exactly with::
 
     spine-assess phantom --samples sample_dicom/
 
-Each study folder holds one sub-folder per series (``IM0001.dcm`` ...) and ``truth.json``.
+Each study folder holds one sub-folder per series (``IM0001.dcm`` ...), ``truth.json`` and the sample's
+``clinical.yaml`` (kept in ``pipeline/phantom/sample_clinical/<name>.yaml``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from pipeline.levels import Level
@@ -156,6 +158,11 @@ class SampleReport:
     transfer_syntax: str
 
 
+def sample_clinical_text(name: str) -> str:
+    """The ``clinical.yaml`` of the sample study ``name`` (the text committed in ``sample_dicom/<name>/``)."""
+    return resources.files("pipeline.phantom").joinpath("sample_clinical", f"{name}.yaml").read_text(encoding="utf-8")
+
+
 def write_samples(out_dir: Path, *, overwrite: bool = True) -> list[SampleReport]:
     """Render and write every sample study into ``out_dir/<name>/``; returns per-study timing and size."""
     out_dir = Path(out_dir)
@@ -168,6 +175,9 @@ def write_samples(out_dir: Path, *, overwrite: bool = True) -> list[SampleReport
         folder = write_study(
             phantom, out_dir / sample.name, transfer_syntax=sample.transfer_syntax, overwrite=overwrite
         )
+        clinical = folder / "clinical.yaml"
+        if overwrite or not clinical.exists():
+            clinical.write_text(sample_clinical_text(sample.name), encoding="utf-8")
         t2 = time.perf_counter()
         size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
         n_files = sum(1 for f in folder.rglob("*.dcm"))
