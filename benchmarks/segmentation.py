@@ -1,35 +1,34 @@
-"""Benchmark: vertebral body segmentation and level labelling.
+"""Benchmark: vertebral body segmentation, level labelling and the morphometry that follows, by subject.
 
-Runs :func:`pipeline.segment.segment_vertebrae` on
+Runs :func:`pipeline.segment.segment_vertebrae` with the committed network, or with a validation model
+(``--model-dir``), on
 
-- every case of ``../shared/realdata`` (``vb2``: sagittal T2, T11-L5 labelled; ``vb3``: Dixon water, L1-L5
-  labelled), at the published grid and resampled to 4 mm slices (mean of 4 adjacent 1-mm slices; the
-  truth on the 4-mm grid is the label covering most of the 4 sub-slices);
-- synthetic phantoms from :mod:`pipeline.phantom` when that module is installed (with fractures);
-- one 15-slice 512 x 512 series (a vb2 case resampled to 4 mm slices and 0.74 mm pixels) for the runtime
-  target,
+- every case of ``../shared/realdata``: ``vb1`` (clinical T2, wide field of view, T10-S1 labelled; the external
+  test set), ``vb2`` (T2, T11-L5), ``vb3`` (Dixon water, L1-L5), at the published grid and resampled to 4 mm slices
+  (``*_4mm``: mean of 4 adjacent 1-mm slices; the truth on the 4-mm grid is the label covering most of them);
+- phantoms from :func:`pipeline.phantom.variety.random_spec` (seeds below 1000, never used for training), each of
+  T2, T1 and STIR as the anatomy series, with fractures up to vertebra plana;
+- one 15-slice 512 x 512 series (a vb2 case resampled) for the runtime target (``runtime``).
 
-and prints per case and overall: detection recall and precision (a body is found when Dice > 0.5 with a truth
-body), mean Dice of the found bodies, level accuracy, CPU seconds per series. Precision is computed over the
-*labelled span* only (predicted bodies whose centroid lies between the top of the most cranial and the bottom
-of the most caudal truth body): the research masks leave T10 and above, and S1, unlabelled.
+Validation is by subject: the model card lists the subjects the model was trained on, and every summary line
+counts only cases the model did not see (a second line, marked "seen in training", shows the rest and is not a
+validation figure). It prints per case and per set: detection recall (a body is found when Dice > 0.5 with a
+truth body) and the lowest per-exam recall, precision within the labelled span, mean Dice of the found bodies,
+centroid error, level names right / wrong / unnamed, S1 named in each exam where S1 is labelled, healthy bodies
+graded Genant >= 1 by the pipeline's morphometry (vb2, vb3 and the phantoms' unfractured bodies), the height-loss
+error on fractured phantom bodies and whether each crushed body came out as one body, and CPU seconds per series.
 
-For the found bodies it also says where the error lies: predicted / true volume, voxels on sagittal slices the
-true body does not reach, Dice within the true body's slices, predicted / true left-right extent, and extra and
-missed voxels by lateral position (core, flank, edge of the true body, beyond it).
-
-Overlays (mid-sagittal, truth green, prediction red, level names) and a contact sheet go to ``--out``.
+Overlays (mid-sagittal, truth green, prediction red, level names) and contact sheets go to ``--out``.
 
 Usage::
 
-    nice python benchmarks/segmentation.py [--out /tmp/segbench] [--sets vb2,vb3,vb2_4mm,vb3_4mm,phantom,runtime]
-        [--cases case_02,case_05] [--realdata PATH]
+    nice python benchmarks/segmentation.py [--out /tmp/segbench] [--model-dir DIR]
+        [--sets vb1,vb2,vb3,vb1_4mm,vb2_4mm,vb3_4mm,phantom,runtime] [--cases case_02,case_05] [--realdata PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import os
@@ -50,7 +49,9 @@ sys.path.insert(0, str(REPO))
 
 from pipeline.levels import Level  # noqa: E402
 from pipeline.model import Role, SegmentationResult  # noqa: E402
+from pipeline.morphometry import MorphometryConfig, load_morphometry_config, measure_vertebrae  # noqa: E402
 from pipeline.segment import SegmentationConfig, load_segmentation_config, segment_vertebrae  # noqa: E402
+from pipeline.segment.network import MODEL_DIR, ModelCard, load_card  # noqa: E402
 from pipeline.volume import Volume  # noqa: E402
 
 sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
@@ -59,9 +60,6 @@ DEFAULT_REALDATA = next(
     (p for p in (REPO.parent / "shared" / "realdata", REPO.parent.parent / "shared" / "realdata") if p.is_dir()),
     REPO.parent / "shared" / "realdata",
 )
-
-
-LATERAL_BANDS = ((0.0, 0.6), (0.6, 0.8), (0.8, 1.0), (1.0, np.inf))  # |u|: core, flank, edge, beyond the body
 
 
 @dataclass
@@ -81,10 +79,17 @@ class CaseResult:
     volume_ratio: list[float] = field(default_factory=list)
     off_slice_share: list[float] = field(default_factory=list)
     dice_in_span: list[float] = field(default_factory=list)
-    # predicted / true left-right extent (sagittal slices), and (true, predicted, overlap) voxels per band of
-    # lateral position u = distance from the true body's middle slice / its half-width (LATERAL_BANDS)
-    width_ratio: list[float] = field(default_factory=list)
-    lateral: np.ndarray = field(default_factory=lambda: np.zeros((len(LATERAL_BANDS), 3), dtype=np.int64))
+    width_ratio: list[float] = field(default_factory=list)  # predicted / true left-right extent (sagittal slices)
+    level_unnamed: int = 0
+    centroid_err_mm: list[float] = field(default_factory=list)
+    s1_labelled: bool = False
+    s1_named: bool = False  # the truth S1 body was found and named S1
+    healthy_graded: int = 0  # found healthy bodies measured (Genant grade given)
+    false_fractures: int = 0  # ... of which graded Genant >= 1
+    fx_loss_err_pp: list[float] = field(default_factory=list)  # fractured bodies: measured - true height loss
+    crushed: int = 0  # truth bodies with >= 40 % height loss
+    crushed_one_body: int = 0  # ... found as exactly one predicted body (no split, no merge)
+    seen: bool = False  # the model was trained on this subject
     cpu_s: float = 0.0
     error: str = ""
     warnings: tuple[str, ...] = ()
@@ -176,9 +181,70 @@ def evaluate(
                 cr.level_known += 1
                 cr.level_ok += int(v.level is levels[t])
                 cr.level_wrong += int(v.level is not None and v.level is not levels[t])
+                cr.level_unnamed += int(v.level is None)
+                if levels[t] is Level.S1:
+                    cr.s1_named = v.level is Level.S1
+            t_com = image.index_to_lps(np.argwhere(truth == t).mean(axis=0))
+            cr.centroid_err_mm.append(float(np.linalg.norm(np.asarray(v.centroid_lps_mm) - t_com)))
             _error_breakdown(cr, truth == t, pred == p_ids[j])
     cr.matched_in_span = sum(1 for v in in_span if v.label in matched_pred)
+    cr.s1_labelled = any(lv is Level.S1 for t, lv in levels.items() if t in t_ids)
     return cr
+
+
+def match_bodies(truth: np.ndarray, res: SegmentationResult) -> dict[int, list[tuple[int, float]]]:
+    """truth label -> [(predicted label, share of the predicted body inside this truth body)] for every predicted
+    body that lies mostly (> 50 %) inside it; a body split in two has two entries."""
+    out: dict[int, list[tuple[int, float]]] = {}
+    pred = res.labels.array
+    for v in res.vertebrae:
+        pm = pred == v.label
+        n = int(pm.sum())
+        if n == 0:
+            continue
+        counts = np.bincount(truth[pm].ravel())
+        counts[0] = 0
+        t = int(np.argmax(counts))
+        if t and counts[t] > 0.5 * n:
+            out.setdefault(t, []).append((v.label, counts[t] / n))
+    return out
+
+
+def add_morphometry(
+    cr: CaseResult,
+    image: Volume,
+    truth: np.ndarray,
+    res: SegmentationResult,
+    mcfg: MorphometryConfig,
+    healthy: set[int],
+    truth_loss: dict[int, float],
+) -> None:
+    """Grade the pipeline's masks: false fractures on healthy bodies, height-loss error on fractured ones."""
+    if not res.vertebrae:
+        return
+    morph = {m.label: m for m in measure_vertebrae(image, res, cfg=mcfg)}
+    sacrum = {v.label for v in res.vertebrae if v.is_sacrum}
+    pairs = match_bodies(truth, res)
+    for t, preds in pairs.items():
+        if len(preds) != 1:
+            continue
+        m = morph.get(preds[0][0])
+        if m is None or preds[0][0] in sacrum or m.genant_grade is None:
+            continue
+        if t in healthy:
+            cr.healthy_graded += 1
+            cr.false_fractures += int(m.genant_grade >= 1)
+        if t in truth_loss and m.height_loss_pct is not None:
+            cr.fx_loss_err_pp.append(float(m.height_loss_pct - truth_loss[t]))
+    for t, loss in truth_loss.items():
+        if loss < 40.0:
+            continue
+        cr.crushed += 1
+        preds = pairs.get(t, [])
+        pm = res.labels.array == preds[0][0] if len(preds) == 1 else None
+        # one body: a single prediction mostly inside it, covering most of it (not merged with a neighbour)
+        if pm is not None and int((pm & (truth == t)).sum()) > 0.5 * int((truth == t).sum()):
+            cr.crushed_one_body += 1
 
 
 def _error_breakdown(cr: CaseResult, t_mask: np.ndarray, p_mask: np.ndarray) -> None:
@@ -192,14 +258,6 @@ def _error_breakdown(cr: CaseResult, t_mask: np.ndarray, p_mask: np.ndarray) -> 
     t_sl = np.flatnonzero(on)
     p_sl = np.flatnonzero(p_mask.any(axis=(1, 2)))
     cr.width_ratio.append(len(p_sl) / max(len(t_sl), 1))
-    centre, half = 0.5 * (t_sl[0] + t_sl[-1]), 0.5 * len(t_sl)
-    u = np.abs(np.arange(t_mask.shape[0]) - centre) / half
-    n_t_sl = t_mask.sum(axis=(1, 2))
-    n_p_sl = p_mask.sum(axis=(1, 2))
-    n_tp_sl = (t_mask & p_mask).sum(axis=(1, 2))
-    for b, (lo, hi) in enumerate(LATERAL_BANDS):
-        pick = (u >= lo) & (u < hi)
-        cr.lateral[b] += (int(n_t_sl[pick].sum()), int(n_p_sl[pick].sum()), int(n_tp_sl[pick].sum()))
 
 
 def overlay(path: Path, image: Volume, truth: np.ndarray | None, res: SegmentationResult, title: str) -> None:
@@ -245,9 +303,21 @@ def contact_sheet(paths: list[Path], out: Path, cols: int = 6, thumb: int = 180)
 
 
 def summarise(name: str, rows: list[CaseResult]) -> str:
-    rows = [r for r in rows if not r.error]
+    """One block per set: the cases the model did not see, then (marked) the ones it was trained on."""
+    blocks = []
+    for seen in (False, True):
+        part = [r for r in rows if r.seen is seen]
+        if part:
+            label = name if not seen else f"{name} (seen in training; not a validation figure)"
+            blocks.append(_summary_block(label, part))
+    return "\n".join(blocks)
+
+
+def _summary_block(name: str, all_rows: list[CaseResult]) -> str:
+    failed = [r for r in all_rows if r.error]
+    rows = [r for r in all_rows if not r.error]
     if not rows:
-        return f"{name}: no cases"
+        return f"{name}: no cases ({len(failed)} failed)"
     n_truth = sum(r.n_truth for r in rows)
     found = sum(r.found for r in rows)
     span = sum(r.n_pred_span for r in rows)
@@ -256,43 +326,56 @@ def summarise(name: str, rows: list[CaseResult]) -> str:
     lk = sum(r.level_known for r in rows)
     lo = sum(r.level_ok for r in rows)
     lw = sum(r.level_wrong for r in rows)
+    lu = sum(r.level_unnamed for r in rows)
     cpu = [r.cpu_s for r in rows]
-    vr = [x for r in rows for x in r.volume_ratio]
-    off = [x for r in rows for x in r.off_slice_share]
-    din = [x for r in rows for x in r.dice_in_span]
+    ce = [x for r in rows for x in r.centroid_err_mm]
+    worst = min(rows, key=lambda r: r.recall)
     line = (
-        f"{name:10s} cases {len(rows):3d}  recall {found / n_truth:.3f}  precision {matched / max(span, 1):.3f}  "
-        f"Dice {np.mean(dice) if dice else float('nan'):.3f}  level acc {lo / max(lk, 1):.3f} ({lo}/{lk}, "
-        f"{lw} wrong)  CPU s/series median {np.median(cpu):.2f} max {np.max(cpu):.2f}"
+        f"{name:10s} cases {len(rows):3d}{f' ({len(failed)} FAILED)' if failed else ''}  recall {found / n_truth:.3f} "
+        f"({found}/{n_truth}; lowest exam {worst.recall:.2f} {worst.case})  precision {matched / max(span, 1):.3f}  "
+        f"Dice {np.mean(dice) if dice else float('nan'):.3f}  centroid error median "
+        f"{np.median(ce) if ce else float('nan'):.1f} mm  levels right {lo} / wrong {lw} / unnamed {lu} of {lk}  "
+        f"CPU s/series median {np.median(cpu):.2f} max {np.max(cpu):.2f}"
     )
+    s1 = [r for r in rows if r.s1_labelled]
+    if s1:
+        line += f"\n{'':10s} S1 found and named: {sum(r.s1_named for r in s1)}/{len(s1)} exams"
+    graded = sum(r.healthy_graded for r in rows)
+    if graded:
+        ff = sum(r.false_fractures for r in rows)
+        line += f"\n{'':10s} healthy bodies graded Genant >= 1: {ff}/{graded} ({100 * ff / graded:.1f} %)"
+    fx = [x for r in rows for x in r.fx_loss_err_pp]
+    if fx:
+        mae, worst_fx = np.mean(np.abs(fx)), np.max(np.abs(fx))
+        line += f"\n{'':10s} fractured bodies: height-loss error MAE {mae:.1f} pp (n {len(fx)}, max {worst_fx:.1f})"
+    crushed = sum(r.crushed for r in rows)
+    if crushed:
+        line += f"; crushed bodies (>= 40 %) found as one body {sum(r.crushed_one_body for r in rows)}/{crushed}"
+    vr = [x for r in rows for x in r.volume_ratio]
     if vr:
-        line += (
-            f"\n{'':10s} found bodies: volume predicted/true median {np.median(vr):.2f}; predicted voxels on sagittal "
-            f"slices without the true body {100 * np.mean(off):.1f} %; Dice within the true body's slices "
-            f"{np.mean(din):.3f}"
-        )
-        lat = np.sum([r.lateral for r in rows], axis=0)
-        n_t = max(int(lat[:, 0].sum()), 1)
-        bands = "; ".join(
-            f"{lo:.1f}-{hi:.1f}: Dice {2 * tp / max(t + p, 1):.2f} extra {100 * (p - tp) / n_t:.1f} % "
-            f"missed {100 * (t - tp) / n_t:.1f} %"
-            for (lo, hi), (t, p, tp) in zip(LATERAL_BANDS, lat, strict=True)
-        )
+        off = [x for r in rows for x in r.off_slice_share]
         wr = [x for r in rows for x in r.width_ratio]
         line += (
-            f"\n{'':10s} left-right extent predicted/true median {np.median(wr):.2f} "
-            f"(10-90 % {np.percentile(wr, 10):.2f}-{np.percentile(wr, 90):.2f}); by lateral position |u| "
-            f"(of the true half-width), extra and missed "
-            f"voxels as % of the true volume: {bands.replace('-inf', '+')}"
+            f"\n{'':10s} found bodies: volume predicted/true median {np.median(vr):.2f}; predicted voxels on sagittal "
+            f"slices without the true body {100 * np.mean(off):.1f} %; left-right extent predicted/true median "
+            f"{np.median(wr):.2f}"
         )
     return line
 
 
 def run_realdata(
-    root: Path, set_name: str, cases: list[str] | None, cfg: SegmentationConfig, out: Path, thick: bool
+    root: Path,
+    set_name: str,
+    cases: list[str] | None,
+    cfg: SegmentationConfig,
+    out: Path,
+    thick: bool,
+    model: ModelCard,
+    mcfg: MorphometryConfig,
 ) -> tuple[list[CaseResult], list[Path]]:
     folder = root / set_name
-    contrast = Role.T2 if set_name == "vb2" else Role.STIR
+    contrast = Role.STIR if set_name == "vb3" else Role.T2
+    trained_on = {subj for subs in model.raw.get("training", {}).get("sets", {}).values() for subj in subs}
     results, pngs = [], []
     label = f"{set_name}_4mm" if thick else set_name
     for case_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
@@ -303,14 +386,18 @@ def run_realdata(
             img, lab = thick_slices(img, lab)
         t0 = time.process_time()
         try:
-            res = segment_vertebrae(img, cfg=cfg, series_uid=f"{label}/{case_dir.name}", contrast=contrast)
+            res = segment_vertebrae(img, cfg=cfg, series_uid=f"{label}/{case_dir.name}", contrast=contrast, model=model)
         except Exception as exc:  # a benchmark records failures and carries on
             cr = CaseResult(label, case_dir.name, int(len(np.unique(lab)) - 1), 0, 0, 0, error=repr(exc))
+            cr.seen = f"{set_name}/{case_dir.name}" in trained_on
             print(f"{label:8s} {case_dir.name}: FAILED {exc!r}", flush=True)
             results.append(cr)
             continue
         cpu = time.process_time() - t0
         cr = evaluate(label, case_dir.name, lab, levels, res, cpu, img)
+        cr.seen = f"{set_name}/{case_dir.name}" in trained_on
+        if set_name in ("vb2", "vb3"):  # healthy volunteers: every body graded >= 1 is a false fracture
+            add_morphometry(cr, img, lab, res, mcfg, {t for t in levels if levels[t] is not Level.S1}, {})
         results.append(cr)
         png = out / f"{label}_{case_dir.name}.png"
         overlay(png, img, lab, res, f"{label} {case_dir.name} Dice {np.mean(cr.dice) if cr.dice else 0:.2f}")
@@ -319,55 +406,55 @@ def run_realdata(
         print(
             f"{label:8s} {case_dir.name}: recall {cr.found}/{cr.n_truth} precision {cr.matched_in_span}/"
             f"{cr.n_pred_span} Dice {np.mean(cr.dice) if cr.dice else float('nan'):.3f} levels "
-            f"{cr.level_ok}/{cr.level_known} [{lv}] cpu {cpu:.2f}s",
+            f"{cr.level_ok}/{cr.level_known} ({cr.level_wrong} wrong) [{lv}] false fx {cr.false_fractures} "
+            f"cpu {cpu:.2f}s{' (seen in training)' if cr.seen else ''}",
             flush=True,
         )
     return results, pngs
 
 
-def run_phantoms(cfg: SegmentationConfig, out: Path, n: int) -> tuple[list[CaseResult], list[Path]]:
-    if importlib.util.find_spec("pipeline.phantom") is None:
-        print("phantom    pipeline.phantom is not available in this checkout: phantom set skipped")
-        return [], []
-    from pipeline import phantom as ph  # type: ignore[attr-defined]
-    from pipeline.model import Morphology
+def run_phantoms(
+    cfg: SegmentationConfig, out: Path, n: int, model: ModelCard, mcfg: MorphometryConfig
+) -> tuple[list[CaseResult], list[Path]]:
+    """Phantoms of seeds 0..n-1 (training uses 1000+), each of T2, T1 and STIR as the anatomy series."""
+    from pipeline.phantom import render_phantom
+    from pipeline.phantom.variety import random_spec
 
     results, pngs = [], []
-    kinds = [Morphology.WEDGE, Morphology.BICONCAVE, Morphology.CRUSH]
     for seed in range(n):
-        fractures = ()
-        if seed % 2 == 0:
-            lv = [Level.T12, Level.L1, Level.L2, Level.L3][seed // 2 % 4]
-            fractures = (
-                ph.FractureSpec(level=lv, kind=kinds[seed % 3], height_loss_pct=25 + 10 * (seed % 5), edema=True),
-            )
-        spec = ph.PhantomSpec(seed=seed, fractures=fractures)
-        p = ph.render_phantom(spec)
-        for role, vol in ((Role.T2, p.t2), (Role.T1, p.t1)):
-            name = f"seed{seed}_{role.value}" + ("_fx" if fractures else "")
+        spec = random_spec(seed)
+        p = render_phantom(spec)
+        truth = np.asarray(p.labels.array)
+        tv = {int(v["label"]): v for v in p.truth["vertebrae"]}
+        healthy = {t for t, v in tv.items() if not v.get("fractured") and not v.get("is_sacrum")}
+        loss = {t: float(v["height_loss_pct"]) for t, v in tv.items() if v.get("fractured")}
+        for role, vol in ((Role.T2, p.t2), (Role.T1, p.t1), (Role.STIR, p.stir)):
+            name = f"seed{seed}_{role.value}" + (f"_fx{len(loss)}" if loss else "")
             t0 = time.process_time()
             try:
-                res = segment_vertebrae(vol, cfg=cfg, series_uid=name, contrast=role)
+                res = segment_vertebrae(vol, cfg=cfg, series_uid=name, contrast=role, model=model)
             except Exception as exc:
                 print(f"phantom  {name}: FAILED {exc!r}", flush=True)
                 results.append(CaseResult("phantom", name, len(p.levels), 0, 0, 0, error=repr(exc)))
                 continue
             cpu = time.process_time() - t0
-            cr = evaluate("phantom", name, np.asarray(p.labels.array), dict(p.levels), res, cpu, vol)
+            cr = evaluate("phantom", name, truth, dict(p.levels), res, cpu, vol)
+            add_morphometry(cr, vol, truth, res, mcfg, healthy, loss)
             results.append(cr)
             png = out / f"phantom_{name}.png"
-            overlay(png, vol, np.asarray(p.labels.array), res, f"phantom {name}")
+            overlay(png, vol, truth, res, f"phantom {name}")
             pngs.append(png)
             print(
                 f"phantom  {name}: recall {cr.found}/{cr.n_truth} Dice "
                 f"{np.mean(cr.dice) if cr.dice else float('nan'):.3f} levels {cr.level_ok}/{cr.level_known} "
-                f"cpu {cpu:.2f}s",
+                f"({cr.level_wrong} wrong) fx err {[round(x, 1) for x in cr.fx_loss_err_pp]} "
+                f"crushed one body {cr.crushed_one_body}/{cr.crushed} cpu {cpu:.2f}s",
                 flush=True,
             )
     return results, pngs
 
 
-def runtime_series(root: Path, cfg: SegmentationConfig) -> None:
+def runtime_series(root: Path, cfg: SegmentationConfig, model: ModelCard) -> None:
     """CPU time for a 15-slice 512 x 512 series (a vb2 case resampled: 4 mm slices, 381/512 mm pixels)."""
     folder = (
         next((p for p in sorted((root / "vb2").iterdir()) if p.is_dir()), None) if (root / "vb2").is_dir() else None
@@ -392,7 +479,7 @@ def runtime_series(root: Path, cfg: SegmentationConfig) -> None:
     times = []
     for _ in range(3):
         t0 = time.process_time()
-        res = segment_vertebrae(big, cfg=cfg, series_uid="runtime", contrast=Role.T2)
+        res = segment_vertebrae(big, cfg=cfg, series_uid="runtime", contrast=Role.T2, model=model)
         times.append(time.process_time() - t0)
     print(
         f"runtime    15 x 512 x 512 series ({folder.name}): CPU s min {min(times):.2f} median "
@@ -404,40 +491,53 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("/tmp/segbench"))
     ap.add_argument("--realdata", type=Path, default=DEFAULT_REALDATA)
-    ap.add_argument("--sets", default="vb2,vb3,vb2_4mm,vb3_4mm,phantom,runtime")
+    ap.add_argument("--sets", default="vb1,vb2,vb3,vb1_4mm,vb2_4mm,vb3_4mm,phantom,runtime")
+    ap.add_argument("--model-dir", type=Path, default=MODEL_DIR, help="network to evaluate (default: committed)")
     ap.add_argument("--cases", default="", help="comma-separated case folder names (default all)")
-    ap.add_argument("--phantoms", type=int, default=8, help="number of phantom seeds")
+    ap.add_argument("--phantoms", type=int, default=6, help="number of phantom seeds (x3 contrasts)")
     ap.add_argument("--config", type=Path, default=None, help="segmentation.yaml (default configs/)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     cfg = load_segmentation_config(args.config)
+    mcfg = load_morphometry_config()
+    model = load_card(args.model_dir)
+    tr = model.raw.get("training", {})
+    print(
+        f"model {args.model_dir / 'vertebra_net.onnx'} sha256 {model.sha256[:12]}: trained on "
+        + ", ".join(f"{k} {len(v)}" for k, v in tr.get("sets", {}).items())
+        + f" subjects (excluded sets: {tr.get('exclude_sets') or 'none'}, held-out fold: {tr.get('holdout_fold')})"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     cases = [c.strip() for c in args.cases.split(",") if c.strip()] or None
-    have_real = args.realdata.is_dir() and any((args.realdata / s).is_dir() for s in ("vb2", "vb3"))
+    have_real = args.realdata.is_dir() and any((args.realdata / s).is_dir() for s in ("vb1", "vb2", "vb3"))
     if not have_real:
         print(f"notice: real data not found at {args.realdata}; real-data sets skipped")
     summaries, real_pngs, all_pngs = [], [], []
     for s in sets:
-        if s in ("vb2", "vb3", "vb2_4mm", "vb3_4mm"):
+        if s in ("vb1", "vb2", "vb3", "vb1_4mm", "vb2_4mm", "vb3_4mm"):
             base = s.split("_")[0]
             if not have_real or not (args.realdata / base).is_dir():
                 continue
-            rows, pngs = run_realdata(args.realdata, base, cases, cfg, args.out, thick=s.endswith("4mm"))
+            rows, pngs = run_realdata(
+                args.realdata, base, cases, cfg, args.out, thick=s.endswith("4mm"), model=model, mcfg=mcfg
+            )
             summaries.append(summarise(s, rows))
             all_pngs += pngs
             if not s.endswith("4mm"):
                 real_pngs += pngs
         elif s == "phantom":
-            rows, pngs = run_phantoms(cfg, args.out, args.phantoms)
+            rows, pngs = run_phantoms(cfg, args.out, args.phantoms, model, mcfg)
             if rows:
                 summaries.append(summarise(s, rows))
+                for role in ("T2", "T1", "STIR"):  # each contrast as the anatomy series
+                    summaries.append(summarise(f"  {role}", [r for r in rows if f"_{role}" in r.case]))
             all_pngs += pngs
         elif s == "runtime" and have_real:
-            runtime_series(args.realdata, cfg)
+            runtime_series(args.realdata, cfg, model)
     print(
         "\nPrecision counts predicted bodies whose centroid lies inside the labelled span (top of the most cranial "
-        "to bottom of the most caudal truth body); bodies outside (T10 and above, S1) are not false positives."
+        "to bottom of the most caudal truth body); bodies outside it (unlabelled levels) are not false positives."
     )
     for line in summaries:
         print(line)

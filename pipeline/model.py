@@ -175,6 +175,7 @@ class SegmentationResult:
     labelling_method: str  # e.g. "sacrum anchor", "user anchor L5=3", "no anchor"
     warnings: tuple[str, ...] = ()
     column_axis_lps: tuple[Vec3, ...] = ()  # polyline along the anterior canal / body centres, for overlays
+    model_sha256: str = ""  # sha256 of the segmentation network that produced the masks (provenance)
 
 
 # --------------------------------------------------------------------------- morphometry

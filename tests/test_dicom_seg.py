@@ -77,7 +77,7 @@ def test_segments_are_the_reported_vertebrae_with_snomed_codes(case, seg_file):
         assert s.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "91723000"  # Anatomical Structure
         assert s.SegmentAlgorithmType == "AUTOMATIC"
         algo = s.SegmentationAlgorithmIdentificationSequence[0]
-        assert algo.AlgorithmName == "spine-assess" and algo.AlgorithmFamilyCodeSequence[0].CodeValue == "123104"
+        assert algo.AlgorithmName == "spine-assess" and algo.AlgorithmFamilyCodeSequence[0].CodeValue == "123110"
     assert len({s.TrackingUID for s in seg.SegmentSequence}) == 4
 
 

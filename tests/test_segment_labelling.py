@@ -1,143 +1,178 @@
-"""Level labelling from per-body facts (pipeline.segment.labelling): sacrum anchor, ambiguity, broken counts."""
+"""Level labelling from per-body facts (pipeline.segment.labelling): learned S1, ambiguity, broken counts, anchors."""
 
 from __future__ import annotations
 
 import pytest
 
 from pipeline.levels import Level
-from pipeline.segment import SegmentationConfig
+from pipeline.segment import SegmentationConfig, parse_anchor
 from pipeline.segment.labelling import BodyFacts, label_bodies
 
 CFG = SegmentationConfig()
-NAMES = ["T10", "T11", "T12", "L1", "L2", "L3", "L4", "L5", "S1", "S2"]
+STEP = 35.0  # mm between body centres
 
 
 def column(
-    angles: list[float],
-    gaps: list[float | None],
+    s1_scores: list[float],
     heights: list[float] | None = None,
-    bone_continues: int | None = None,
+    steps: list[float] | None = None,
+    gaps: list[float] | None = None,
 ) -> list[BodyFacts]:
-    """Bodies cranial -> caudal: posterior-wall angle (deg), gap to the next body (mm), height (mm)."""
-    heights = heights or [25.0] * len(angles)
+    """Bodies cranial -> caudal with their S1 scores; centres ``steps`` mm apart along the column."""
+    heights = heights or [25.0] * len(s1_scores)
+    steps = steps or [STEP] * (len(s1_scores) - 1)
+    pos = [0.0]
+    for s in steps:
+        pos.append(pos[-1] + s)
+    gaps_below: list[float | None] = [*(gaps or [8.0] * (len(s1_scores) - 1)), None]
     return [
-        BodyFacts(
-            angle_deg=a,
-            depth_mm=32.0,
-            height_mm=h,
-            centroid_z_mm=-35.0 * i,
-            gap_below_mm=g,
-            bone_continues_below=i == bone_continues,
-        )
-        for i, (a, g, h) in enumerate(zip(angles, gaps, heights, strict=True))
+        BodyFacts(centre_mm=(0.0, p, 0.0), centroid_z_mm=-p, height_mm=h, s1_score=s, gap_below_mm=g)
+        for p, h, s, g in zip(pos, heights, s1_scores, gaps_below, strict=True)
     ]
-
-
-# T10 .. S2: lordosis ends at L5, the sacrum turns backwards, S1/S2 fused (no gap)
-ANGLES = [-10.0, -10.0, -8.0, -5.0, -2.0, 0.0, 5.0, 15.0, 38.0, 42.0]
-GAPS: list[float | None] = [8.0, 8.0, 9.0, 10.0, 11.0, 12.0, 12.0, 10.0, 0.0, None]
 
 
 def names(lab) -> list[str | None]:  # type: ignore[no-untyped-def]
     return [lv.value if lv else None for lv in lab.levels]
 
 
-def test_sacrum_with_a_fused_segment_below_anchors_the_count():
-    # S2 also looks sacral, but its junction above is fused: it is no rival to S1
-    lab = label_bodies(column(ANGLES, GAPS), CFG)
-    assert lab.sacrum_index == 8 and lab.method == "sacrum anchor"
-    assert names(lab)[:9] == NAMES[:9]
-    assert lab.confidence[8] >= 0.6
-    assert not any("ambiguous" in w for w in lab.warnings)
+# T12 .. S1: the network recognises the last body as S1
+NORMAL = [0.0, 0.01, 0.0, 0.02, 0.05, 0.1, 0.92]
 
 
-# the last two bodies both tilted like a sacrum with a mobile-looking disc between them (transitional anatomy, or
-# a lordotic L5 above an S1 whose fused segments were not found): S1 could be either
-AMBIGUOUS = column(ANGLES[:8] + [38.0, 42.0], GAPS[:8] + [8.0, None])
+def test_s1_anchors_the_count_up():
+    lab = label_bodies(column(NORMAL), CFG)
+    assert names(lab) == ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]
+    assert lab.sacrum_index == 6 and lab.method == "sacrum anchor"
+    assert lab.confidence[6] == pytest.approx(0.92)
+    assert all(0.8 < c <= 0.92 for c in lab.confidence)
+    assert not lab.warnings
 
 
-def test_adjacent_bodies_that_look_equally_sacral_give_no_levels():
-    lab = label_bodies(AMBIGUOUS, CFG)
-    assert lab.sacrum_index is None and lab.levels == (None,) * 10
-    assert any("sacrum ambiguous" in w for w in lab.warnings)
+def test_no_s1_in_view_gives_no_levels_and_says_how_to_name_them():
+    lab = label_bodies(column([0.0, 0.1, 0.2, 0.3, 0.2]), CFG)
+    assert names(lab) == [None] * 5 and lab.sacrum_index is None
+    assert any("not identified" in w and "--anchor" in w for w in lab.warnings)
 
 
-def test_lordotic_last_body_without_a_sacrum_below_is_not_taken_as_s1():
-    # field of view ends at L5 (lordosis 20 deg): nothing sacral is seen, levels stay unknown
-    lab = label_bodies(column(ANGLES[:7] + [20.0], GAPS[:7] + [None]), CFG)
-    assert lab.sacrum_index is None and set(lab.levels) == {None}
-    assert any("sacrum not identified" in w for w in lab.warnings)
+def test_two_s1_like_bodies_are_ambiguous():
+    lab = label_bodies(column([0.0, 0.0, 0.0, 0.7, 0.8]), CFG)
+    assert names(lab) == [None] * 5
+    assert any("ambiguous" in w for w in lab.warnings)
 
 
-def test_s1_as_last_body_is_named_with_low_confidence():
-    # nothing seen below a moderately tilted (30 deg) last body: it could be a lordotic L5
-    lab = label_bodies(column(ANGLES[:8] + [30.0], GAPS[:8] + [None]), CFG)
-    assert lab.sacrum_index == 8 and names(lab) == NAMES[:9]
-    assert max(lab.confidence) <= CFG.sacrum_unconfirmed_confidence
-    assert any("could be L5" in w for w in lab.warnings)
+def test_an_ordinary_body_just_below_the_s1_candidate_is_ambiguous():
+    lab = label_bodies(column([0.0, 0.0, 0.0, 0.9, 0.05]), CFG)
+    assert names(lab) == [None] * 5
+    assert any("ordinary-looking body" in w for w in lab.warnings)
+
+
+def test_a_distant_candidate_below_s1_is_not_a_vertebra_and_gets_no_name():
+    lab = label_bodies(column([0.0, 0.0, 0.0, 0.9, 0.0], steps=[STEP, STEP, STEP, 4 * STEP]), CFG)
+    assert names(lab)[:4] == ["L3", "L4", "L5", "S1"] and lab.sacrum_index == 3
+
+
+def test_uncertain_s1_is_named_with_a_warning():
+    lab = label_bodies(column([0.0, 0.0, 0.0, 0.0, 0.6]), CFG)
+    assert names(lab)[-1] == "S1"
+    assert any("uncertain" in w for w in lab.warnings)
 
 
 def test_missing_body_stops_the_count_above_it():
-    # L3 not segmented: a 45 mm gap between L2 and L4; counting across it would shift T10..L2 by one
-    angles = ANGLES[:5] + ANGLES[6:]
-    gaps = GAPS[:4] + [45.0] + GAPS[6:]
-    lab = label_bodies(column(angles, gaps), CFG)
-    assert lab.sacrum_index == 7
-    assert names(lab)[:8] == [None] * 5 + ["L4", "L5", "S1"]
-    assert all(c == 0.0 for c in lab.confidence[:5])
+    lab = label_bodies(column(NORMAL, steps=[STEP, STEP, 2.2 * STEP, STEP, STEP, STEP]), CFG)
+    assert names(lab) == [None, None, None, "L3", "L4", "L5", "S1"]
     assert any("missing body" in w for w in lab.warnings)
 
 
 def test_merged_body_stops_the_count_at_it():
-    # T11 and T12 segmented as one 55 mm body: it and everything above is left unnamed
-    angles = ANGLES[:1] + ANGLES[2:]
-    gaps = GAPS[:1] + GAPS[2:]
-    heights = [25.0, 55.0] + [25.0] * 7
-    lab = label_bodies(column(angles, gaps, heights), CFG)
-    assert lab.sacrum_index == 7
-    assert names(lab)[:8] == [None, None, "L1", "L2", "L3", "L4", "L5", "S1"]
+    heights = [25.0, 25.0, 45.0, 25.0, 25.0, 25.0, 25.0]
+    lab = label_bodies(column(NORMAL, heights=heights), CFG)
+    assert names(lab) == [None, None, None, "L3", "L4", "L5", "S1"]
     assert any("two bodies merged" in w for w in lab.warnings)
 
 
 def test_severely_collapsed_body_does_not_break_the_count():
-    # a crushed T12 (8 mm, no gap left below it) is still one body: the count goes through it
-    heights = [25.0, 25.0, 8.0] + [25.0] * 7
-    gaps = GAPS[:2] + [0.0] + GAPS[3:]
-    lab = label_bodies(column(ANGLES, gaps, heights), CFG)
-    assert lab.sacrum_index == 8 and names(lab)[:9] == NAMES[:9]
+    heights = [25.0, 25.0, 6.0, 25.0, 25.0, 25.0, 25.0]
+    lab = label_bodies(column(NORMAL, heights=heights), CFG)
+    assert names(lab) == ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]
 
 
-@pytest.mark.parametrize("anchor_level", [Level.L5, Level.S1])
-def test_user_anchor_still_wins_over_an_ambiguous_sacrum(anchor_level):
-    from pipeline.segment import parse_anchor
+@pytest.mark.parametrize(
+    ("anchor", "expected"),
+    [
+        # the README's example: with S1 in view, L5=lowest names the lowest body that is not S1
+        ("L5=lowest", ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]),
+        ("S1=lowest", ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]),
+        ("L1=2", ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]),
+    ],
+)
+def test_anchors_that_agree_with_the_detected_s1_give_no_warning(anchor, expected):
+    lab = label_bodies(column(NORMAL), CFG, parse_anchor(anchor))
+    assert names(lab) == expected
+    assert lab.method == f"user anchor {parse_anchor(anchor).describe()}"
+    assert not any("contradicts" in w for w in lab.warnings)
 
-    lab = label_bodies(AMBIGUOUS, CFG, parse_anchor(f"{anchor_level.value}=8"))
-    assert lab.levels[7] is anchor_level
+
+def test_an_anchor_that_contradicts_the_detected_s1_wins_with_a_warning():
+    lab = label_bodies(column(NORMAL), CFG, parse_anchor("L1=1"))
+    assert names(lab)[0] == "L1"
+    assert any("contradicts the image" in w for w in lab.warnings)
+
+
+@pytest.mark.parametrize("anchor", ["L5=lowest", "S1=lowest"])
+def test_lowest_without_a_visible_sacrum_is_the_lowest_body(anchor):
+    lab = label_bodies(column([0.0, 0.0, 0.0, 0.0, 0.1]), CFG, parse_anchor(anchor))
+    assert names(lab)[-1] == parse_anchor(anchor).level.value
+
+
+def test_user_anchor_still_wins_over_an_ambiguous_sacrum():
+    lab = label_bodies(column([0.0, 0.0, 0.0, 0.7, 0.8]), CFG, parse_anchor("L5=3"))
+    assert names(lab) == ["L3", "L4", "L5", "S1", None]
+
+
+def test_unusable_anchor_falls_back_with_a_warning():
+    lab = label_bodies(column(NORMAL), CFG, parse_anchor("L1=12"))
+    assert lab.method == "sacrum anchor"
+    assert any("could not be applied" in w for w in lab.warnings)
+
+
+def test_z_anchor_names_the_nearest_body():
+    lab = label_bodies(column([0.0] * 5), CFG, parse_anchor(f"L3=z:{-2 * STEP + 3}"))
+    assert names(lab) == ["L1", "L2", "L3", "L4", "L5"]
+
+
+def test_no_bodies():
+    lab = label_bodies([], CFG)
+    assert lab.levels == () and lab.method == "no bodies"
+
+
+def test_level_enum_order_is_what_the_count_uses():
+    assert Level.S1.offset(-1) is Level.L5 and Level.L1.offset(-1) is Level.T12
+
+
+def test_an_s1_candidate_cut_by_the_lower_image_edge_gives_no_levels():
+    facts = column(NORMAL)
+    facts[-1] = BodyFacts(facts[-1].centre_mm, facts[-1].centroid_z_mm, 12.0, 0.9, cut_below=True)
+    lab = label_bodies(facts, CFG)
+    assert names(lab) == [None] * 7
+    assert any("lower edge of the image" in w and "partly seen L5" in w for w in lab.warnings)
+
+
+def test_a_disc_space_two_discs_long_stops_the_count_above_it():
+    """A vertebra plana the network took for disc: the step between its neighbours looks almost normal, but the
+    disc space between them is about two discs and a flat body long."""
+    gaps = [6.0, 7.0, 17.0, 8.0, 9.0, 10.0]
+    lab = label_bodies(column(NORMAL, steps=[STEP, STEP, 1.3 * STEP, STEP, STEP, STEP], gaps=gaps), CFG)
+    assert names(lab) == [None, None, None, "L3", "L4", "L5", "S1"]
+    assert any("collapsed body may be missing" in w for w in lab.warnings)
+
+
+def test_a_tall_lumbosacral_disc_alone_does_not_stop_the_count():
+    lab = label_bodies(column(NORMAL, gaps=[6.0, 7.0, 8.0, 8.0, 9.0, 15.0]), CFG)
+    assert names(lab) == ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]
+
+
+def test_fused_s1_like_segments_are_one_sacrum_named_from_its_top():
+    """S1 and a partly seen S2 both look sacral; no disc space between them: S1 is the upper one."""
+    lab = label_bodies(column([0.0, 0.0, 0.0, 0.9, 0.9], gaps=[8.0, 8.0, 10.0, 0.0]), CFG)
+    assert names(lab)[:4] == ["L3", "L4", "L5", "S1"] and lab.sacrum_index == 3
     assert not any("ambiguous" in w for w in lab.warnings)
-
-
-def test_tilted_body_above_a_mobile_column_is_not_the_sacrum():
-    # T12's wall mismeasured as 60 deg with no gap below: the mobile lumbar column below it rules it out
-    angles = ANGLES[:2] + [60.0] + ANGLES[3:]
-    gaps = GAPS[:2] + [0.0] + GAPS[3:]
-    lab = label_bodies(column(angles, gaps), CFG)
-    assert lab.sacrum_index == 8 and names(lab)[3:9] == NAMES[3:9]
-
-
-def test_segment_leaning_forwards_below_is_no_evidence_of_fusion():
-    # a lordotic L5 (30 deg) touching a segment whose wall leans 55 deg forwards (a failed segmentation, not S2)
-    lab = label_bodies(column(ANGLES[:7] + [30.0, -55.0], GAPS[:7] + [0.0, None]), CFG)
-    assert lab.sacrum_index in (7, None)
-    if lab.sacrum_index is not None:
-        assert max(lab.confidence) <= CFG.sacrum_unconfirmed_confidence
-        assert any("could be L5" in w for w in lab.warnings)
-
-
-def test_a_short_sacrum_candidate_gives_no_levels():
-    # the body taken for S1 is 14 mm tall where the bodies above are 25 mm: a partly seen L5 looks like this
-    heights = [25.0] * 8 + [14.0, 20.0]
-    lab = label_bodies(column(ANGLES, GAPS, heights), CFG)
-    assert lab.sacrum_index is None and all(lv is None for lv in lab.levels)
-    assert any("may be a partly seen L5" in w for w in lab.warnings)
-    # the same column with a full-height S1 is named
-    assert names(label_bodies(column(ANGLES, GAPS, [25.0] * 8 + [24.0, 20.0]), CFG))[:9] == NAMES[:9]

@@ -14,7 +14,7 @@ SEG property type, level unknown  SCT    51282000 Vertebra                      
 SEG anatomic region               SCT    122496007 Lumbar spine, 122495006         CID 7151
                                          Thoracic spine, 122494005 Cervical
                                          spine, 1217254007 Sacro-coccygeal spine
-SEG/SR algorithm family           DCM    123104 Morphological Operations           CID 7162
+SEG/SR algorithm family           DCM    123110 Artificial Intelligence            CID 7162
 SR procedure reported             LN     25056-3 MRI unspecified body region       CID 100
 SR finding type                   SCT    51282000 Vertebra                         CID 7151
 SR volume of the body             SCT    118565006 Volume, unit mm3 (UCUM)         CID 7469
@@ -26,8 +26,8 @@ The SNOMED CT vertebra codes are those DICOM lists in CID 7602 "Spinal Vertebra"
 ``codes.SCT.L1Vertebra`` ...). The same codes are used by TotalSegmentator's DICOM-SEG export. A
 segment is a vertebral *body*; SNOMED's body-of-vertebra concepts are not in PS3.16, so the segment is coded
 with the whole-vertebra concept and labelled "L1 vertebral body" (label and tracking id say "body").
-"Morphological Operations" is the closest CID 7162 family for a classical (thresholds, region growing,
-morphology) segmentation; it is *not* "Artificial Intelligence".
+The vertebral bodies are segmented by a trained convolutional network (``pipeline/segment/models``), so the CID
+7162 family is "Artificial Intelligence"; the anatomy constraints around it do not change that.
 
 No standard code exists for the spine-specific measurements, so they use the private coding scheme
 ``99SPINEASSESS`` (PS3.16 section 8.2: designators starting with "99" are private), declared in the SR's
@@ -84,7 +84,7 @@ def _p(value: str, meaning: str) -> Code:
 ANATOMICAL_STRUCTURE = codes.SCT.AnatomicalStructure
 VERTEBRA = codes.SCT.Vertebra
 SACRUM = codes.SCT.Sacrum
-ALGORITHM_FAMILY = codes.DCM.MorphologicalOperations
+ALGORITHM_FAMILY = codes.DCM.ArtificialIntelligence
 PROCEDURE_REPORTED = codes.LN.MRIUnspecifiedBodyRegion
 VOLUME = codes.SCT.Volume
 YES = codes.SCT.Yes

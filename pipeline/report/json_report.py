@@ -290,6 +290,7 @@ def build_report(
             "n_bodies": len(segmentation.vertebrae),
             "sacrum_found": segmentation.sacrum_found,
             "labelling_method": segmentation.labelling_method,
+            "model_sha256": segmentation.model_sha256,
             "column_axis_lps_mm": [[_round(c, 1) for c in p] for p in segmentation.column_axis_lps],
             "label_map_levels": {str(v.label): (v.level.value if v.level else None) for v in segmentation.vertebrae},
         }
