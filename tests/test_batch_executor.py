@@ -153,7 +153,9 @@ def test_summarize_report_headline():
     s = summarize_report(report)
     assert s["study_uid"] == "1.2.3"
     assert s["levels"] == ["T12", "L1", "?3", "S1"]
-    assert s["fractures"] == [{"level": "L1", "genant_grade": 2, "height_loss_pct": 31.0, "morphology": "wedge"}]
+    assert s["fractures"] == [
+        {"level": "L1", "genant_grade": 2, "height_loss_pct": 31.0, "morphology": "wedge", "grade_state": "definite"}
+    ]
     assert s["edema_levels"] == ["L1"] and s["edema_unknown_levels"] == ["?3"]
     assert s["candidate_levels"] == ["L1"] and s["indeterminate_levels"] == ["vertebra #3"]
     assert s["decision"] == "Candidate: L1." and s["n_warnings"] == 1
