@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from pipeline.listener import Listener
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,3 +41,12 @@ def tiny_study(tmp_path_factory):
         return dest
 
     return make
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[Listener]]:
+    """Listeners a test started (append them); every one is stopped at teardown."""
+    started: list[Listener] = []
+    yield started
+    for lst in started:
+        lst.stop()

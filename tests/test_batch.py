@@ -252,14 +252,7 @@ def test_timeout_and_killed_worker_are_recorded_and_rerun_on_resume(tmp_path, ti
     for seed, name in ((41, "ok"), (42, "x-slow"), (43, "y-doomed")):
         tiny_study(seed, root / name)
     cfg = load_pipeline_config()
-    settings = BatchSettings(
-        outputs=frozenset({"json"}),
-        anchor=None,
-        config_dir=cfg.config_dir,
-        config_sha256=cfg.sha256,
-        timeout_s=300.0,
-        memory_limit_mb=None,
-    )
+    settings = _settings(cfg)
     salt = options_salt(version="t", config_sha256=cfg.sha256, outputs=settings.outputs, anchor=None)
     plan = plan_batch(root, ingest=cfg.ingest, salt=salt)
     out = tmp_path / "out"

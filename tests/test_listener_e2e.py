@@ -101,14 +101,6 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
-@pytest.fixture
-def listeners() -> Iterator[list[Listener]]:
-    started: list[Listener] = []
-    yield started
-    for lst in started:
-        lst.stop()
-
-
 def _uid(folder: Path) -> str:
     return str(dcmread(dicom_files(folder)[0], stop_before_pixels=True).StudyInstanceUID)
 

@@ -8,7 +8,7 @@ scripted outcomes, so the scheduling rules are tested without running the pipeli
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -49,14 +49,6 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-@pytest.fixture
-def listeners() -> Iterator[list[Listener]]:
-    started: list[Listener] = []
-    yield started
-    for lst in started:
-        lst.stop()
 
 
 def _studies(root: Path, names: list[str]) -> dict[str, tuple[str, list[Path]]]:
