@@ -41,6 +41,7 @@ from pipeline.batch.summary import (
 )
 from pipeline.batch.task import RETRYABLE, Status, StudyTask, TaskOutcome, summarize_report
 from pipeline.errors import BUG, INPUT, RESOURCE, ConfigError
+from pipeline.outdir import check_not_overlapping
 
 logger = logging.getLogger("pipeline.batch")
 
@@ -92,15 +93,9 @@ class BatchResult:
 
 # --------------------------------------------------------------------------- the output folder
 def check_folders(root: Path, out_root: Path) -> None:
-    """ConfigError when ROOT and DIR overlap (outputs contain DICOM files that would be read as studies)."""
-    r, o = Path(root).resolve(), Path(out_root).resolve()
-    if o == r or r in o.parents:
-        raise ConfigError(
-            f"--out {out_root} is inside the input folder {root}; choose an output folder outside it (the outputs "
-            "contain DICOM files that would be read as studies next time)"
-        )
-    if o in r.parents:
-        raise ConfigError(f"the input folder {root} is inside the output folder {out_root}; keep them apart")
+    """Refuse overlapping ROOT and DIR (outputs contain DICOM files that would be read as studies): the one rule of
+    :func:`pipeline.outdir.check_not_overlapping`, which raises a ConfigError (usage error, exit 2)."""
+    check_not_overlapping(root, out_root)
 
 
 def prepare_out_dir(out_root: Path, mode: Mode) -> None:
