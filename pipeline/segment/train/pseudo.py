@@ -22,8 +22,10 @@ def pseudo_s1_body(case: TrainingCase, card: ModelCard, cfg: SegmentationConfig)
     """
     if case.bottom_level != "L5" or np.any(case.target == S1):
         return None
+    spacing = (case.slice_mm, case.pitch_mm, case.pitch_mm)
+    sp = np.asarray(spacing)
     prob = predict(case.image, card)
-    labels, bodies = find_bodies(prob, (case.slice_mm, case.pitch_mm, case.pitch_mm), cfg)
+    labels, bodies = find_bodies(prob, spacing, cfg)
     manual = case.target == BODY
     if not bodies or not manual.any():
         return None
@@ -32,18 +34,13 @@ def pseudo_s1_body(case: TrainingCase, card: ModelCard, cfg: SegmentationConfig)
     if len(on_manual) < 2:
         return None
     l5 = max(on_manual, key=lambda b: b.centroid[1])
-    centres = np.array([b.centroid for b in sorted(on_manual, key=lambda b: b.centroid[1])]) * np.array(
-        [case.slice_mm, case.pitch_mm, case.pitch_mm]
-    )
+    centres = np.array([b.centroid for b in sorted(on_manual, key=lambda b: b.centroid[1])]) * sp
     step = float(np.median(np.linalg.norm(np.diff(centres, axis=0), axis=1)))
     below = [b for b in bodies if b.centroid[1] > l5.centroid[1] and (manual[labels == b.label]).mean() < 0.1]
     if not below:
         return None
-    c5 = np.asarray(l5.centroid) * np.array([case.slice_mm, case.pitch_mm, case.pitch_mm])
-    dist = [
-        float(np.linalg.norm(np.asarray(b.centroid) * np.array([case.slice_mm, case.pitch_mm, case.pitch_mm]) - c5))
-        for b in below
-    ]
+    c5 = np.asarray(l5.centroid) * sp
+    dist = [float(np.linalg.norm(np.asarray(b.centroid) * sp - c5)) for b in below]
     k = int(np.argmin(dist))
     if dist[k] > 1.6 * step:
         return None
