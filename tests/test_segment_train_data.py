@@ -7,11 +7,12 @@ import pytest
 
 from pipeline.levels import Level
 from pipeline.segment.grid import normalise_slices
-from pipeline.segment.train.augment import AugmentConfig, sample_patch
+from pipeline.segment.train.augment import AugmentConfig, sample_patch, sample_weighted_patch
 from pipeline.segment.train.data import (
     BACKGROUND,
     BODY,
     DISC,
+    FRACTURED,
     IGNORE,
     S1,
     TrainingCase,
@@ -143,3 +144,33 @@ def test_normalise_slices_is_scale_free():
     a = rng.uniform(0, 100, (3, 20, 20)).astype(np.float32)
     assert np.allclose(normalise_slices(a), normalise_slices(a * 37.0), atol=1e-5)
     assert normalise_slices(a).max() <= 1.5
+
+
+def test_case_from_volume_marks_the_fractured_bodies():
+    lab, levels = _column(4)
+    vol = Volume(
+        np.where(lab > 0, 80.0, 30.0).astype(np.float32), (4.0, 2.0, 2.0), (0.0, 0.0, 0.0), np.eye(3)[[0, 2, 1]]
+    )
+    case = case_from_volume("p/1/T2", "p/1", vol, lab, levels, PITCH, fractured=frozenset({2}))
+    assert (case.target == FRACTURED).any() and (case.target == BODY).any()
+    assert set(case.fractured_slices.tolist()) == {1, 2, 3}
+    assert not (case_from_volume("p/1/T2", "p/1", vol, lab, levels, PITCH).target == FRACTURED).any()
+
+
+def test_fractured_bodies_are_trained_as_bodies_drawn_more_often_and_weighted_around(case):
+    target = case.target.copy()
+    target[case.target == BODY] = np.where(_column(4)[0][case.target == BODY] == 2, FRACTURED, BODY)
+    fx_case = TrainingCase(case.name, case.subject, case.image, target, case.slice_mm, case.pitch_mm)
+    cfg = AugmentConfig(patch=64, fracture_prob=1.0, fracture_weight=3.0, fracture_margin_px=2)
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        x, y, w = sample_weighted_patch(fx_case, rng, cfg)
+        assert FRACTURED not in np.unique(y)  # the network's classes only
+        assert w.shape == y.shape and set(np.unique(w).tolist()) <= {1.0, 3.0}
+        heavy = w == 3.0
+        assert heavy.any()  # every patch is centred on the fractured body
+        assert (y[heavy] == BODY).sum() < heavy.sum()  # the margin reaches the disc / background around it
+    # a case without fractures: unit weights, and the same draws as sample_patch
+    x, y, w = sample_weighted_patch(case, np.random.default_rng(9), cfg)
+    x2, y2 = sample_patch(case, np.random.default_rng(9), cfg)
+    assert (w == 1.0).all() and np.array_equal(x, x2) and np.array_equal(y, y2)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.segment.train.augment import AugmentConfig, sample_patch
+from pipeline.segment.train.augment import AugmentConfig, sample_weighted_patch
 from pipeline.segment.train.data import (
     CLASS_NAMES,
     IGNORE,
@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=15)
+    p.add_argument("--fracture-prob", type=float, default=0.35, help="share of patches on a fracture")
+    p.add_argument("--fracture-weight", type=float, default=3.0, help="loss weight at and around fractured bodies")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", type=Path, default=None, help="folder to cache the prepared cases (npz)")
     p.add_argument("--stages", type=int, choices=(1, 2), default=2, help="2: stage 1, S1 pseudo-labels, stage 2")
@@ -122,7 +124,8 @@ def gather_cases(args: argparse.Namespace) -> dict[str, list[TrainingCase]]:
         subject = f"phantom/{seed:04d}"
         if args.holdout_fold is not None and fold_of(subject) == args.holdout_fold:
             continue
-        key = f"phantom:{random_spec(seed).canonical()}:{PITCH_MM}"  # the generator's version is in the spec
+        # the generator's version is in the spec; "fx": targets mark fractured bodies (class 4)
+        key = f"phantom:{random_spec(seed).canonical()}:{PITCH_MM}:fx"
         by_set.setdefault("phantom", []).extend(_cached(args.cache, key, partial(phantom_cases, seed, PITCH_MM)))
         if (i + 1) % 8 == 0:
             logger.info("phantoms %d/%d ready (%.0f s)", i + 1, args.phantoms, time.perf_counter() - t0)
@@ -170,7 +173,7 @@ def fit(by_set: dict[str, list[TrainingCase]], args: argparse.Namespace) -> tupl
     names = sorted(by_set)
     weights = np.array([SET_WEIGHTS.get(n, 0.2) for n in names])
     weights = weights / weights.sum()
-    aug = AugmentConfig(patch=128)
+    aug = AugmentConfig(patch=128, fracture_prob=args.fracture_prob, fracture_weight=args.fracture_weight)
 
     model = UNet2D(n_classes=len(CLASS_NAMES))
     logger.info("UNet2D channels %s, %d parameters", model.channels, count_parameters(model))
@@ -181,16 +184,21 @@ def fit(by_set: dict[str, list[TrainingCase]], args: argparse.Namespace) -> tupl
     running = 0.0
     model.train()
     for step in range(1, args.steps + 1):
-        xs, ys = [], []
+        xs, ys, ws = [], [], []
         for _ in range(args.batch):
             cases = by_set[names[int(rng.choice(len(names), p=weights))]]
-            x, y = sample_patch(cases[int(rng.integers(len(cases)))], rng, aug)
+            x, y, w = sample_weighted_patch(cases[int(rng.integers(len(cases)))], rng, aug)
             xs.append(x)
             ys.append(y)
+            ws.append(w)
         xb = torch.from_numpy(np.stack(xs)[:, None])
         yb = torch.from_numpy(np.stack(ys).astype(np.int64))
+        wb = torch.from_numpy(np.stack(ws))
         logits = model.logits(xb)
-        ce = F.cross_entropy(logits, yb, weight=cw, ignore_index=IGNORE)
+        # class- and pixel-weighted mean (pixel weights: fractured bodies and their surroundings, see augment)
+        ce_map = F.cross_entropy(logits, yb, weight=cw, ignore_index=IGNORE, reduction="none")
+        norm = (cw[yb.clamp(max=len(CLASS_NAMES) - 1)] * (yb != IGNORE) * wb).sum().clamp(min=1e-6)
+        ce = (ce_map * wb).sum() / norm
         prob = F.softmax(logits, dim=1)
         valid = (yb != IGNORE).float()
         fg_p = (prob[:, 1] + prob[:, 3]) * valid
@@ -242,6 +250,8 @@ def export(
         dynamo=False,
     )
     os.replace(tmp, onnx_path)
+    # the PyTorch weights too, for fine-tuning later (not committed: the ONNX file is the model)
+    torch.save(model.state_dict(), out / f"{MODEL_NAME}.pt")
     sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
     card = {
         "name": MODEL_NAME,
@@ -268,6 +278,8 @@ def export(
             "exclude_sets": args.exclude_sets,
             "holdout_fold": args.holdout_fold,
             "set_weights": SET_WEIGHTS,
+            "fracture_prob": args.fracture_prob,
+            "fracture_weight": args.fracture_weight,
             "class_weights": list(CLASS_WEIGHTS),
             "stage": stage,
             "s1_pseudo_labels_from": str(pseudo_from) if pseudo_from else None,

@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from pipeline.segment.grid import normalise_slices
-from pipeline.segment.train.data import BACKGROUND, BODY, DISC, IGNORE, S1, TrainingCase
+from pipeline.segment.train.data import BACKGROUND, BODY, DISC, FRACTURED, IGNORE, S1, TrainingCase
 
 
 @dataclass(frozen=True)
@@ -44,21 +44,48 @@ class AugmentConfig:
     noise_prob: float = 0.7
     noise_sigma: tuple[float, float] = (0.0, 0.08)
     blur_prob: float = 0.25
+    fracture_prob: float = 0.35  # a case with a fractured body: draw its slice and centre the patch on it
+    fracture_weight: float = 3.0  # loss weight of a fractured body's pixels and of those within ...
+    fracture_margin_px: int = 2  # ... this many pixels of it (the depressed endplate's disc / background)
 
 
 def sample_patch(case: TrainingCase, rng: np.random.Generator, cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
     """One augmented patch: ``(image (P, P) float32 normalised, target (P, P) uint8)``."""
-    img, tgt = _pick_slice(case, rng, cfg)
+    x, y, _ = sample_weighted_patch(case, rng, cfg)
+    return x, y
+
+
+def sample_weighted_patch(
+    case: TrainingCase, rng: np.random.Generator, cfg: AugmentConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One augmented patch with per-pixel loss weights: ``(image, target, weight (P, P) float32)``.
+
+    The target holds the network's classes (0-3, 255); a fractured body (stored class 4) is class 1, and it and
+    the pixels within ``fracture_margin_px`` of it weigh ``fracture_weight``.
+    """
+    focus = case.fractured_slices.size > 0 and rng.random() < cfg.fracture_prob
+    img, tgt = _pick_slice(case, rng, cfg, focus)
     img, tgt = _fov_crop(img, tgt, rng, cfg)
     img = _intensity(img, tgt, rng, cfg)
     img = normalise_slices(img[None])[0]
-    return _affine_patch(img, tgt, case.pitch_mm, rng, cfg)
+    x, y = _affine_patch(img, tgt, case.pitch_mm, rng, cfg, focus)
+    fractured = y == FRACTURED
+    weight = np.ones(y.shape, np.float32)
+    if fractured.any():
+        margin = cfg.fracture_margin_px
+        near = ndi.binary_dilation(fractured, iterations=margin) if margin > 0 else fractured
+        weight[near] = cfg.fracture_weight
+        y = np.where(fractured, BODY, y).astype(np.uint8)
+    return x, y, weight
 
 
-def _pick_slice(case: TrainingCase, rng: np.random.Generator, cfg: AugmentConfig) -> tuple[np.ndarray, np.ndarray]:
+def _pick_slice(
+    case: TrainingCase, rng: np.random.Generator, cfg: AugmentConfig, focus: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     n = case.image.shape[0]
-    bodies = case.body_slices
-    s = int(rng.choice(bodies)) if bodies.size and rng.random() < cfg.body_slice_prob else int(rng.integers(n))
+    bodies = case.fractured_slices if focus else case.body_slices
+    on_body = bodies.size and (focus or rng.random() < cfg.body_slice_prob)
+    s = int(rng.choice(bodies)) if on_body else int(rng.integers(n))
     k_max = max(1, int(cfg.max_thick_mm / max(case.slice_mm, 1e-3)))
     k = int(rng.integers(1, k_max + 1))
     s0 = int(np.clip(s - k // 2, 0, max(0, n - k)))
@@ -89,7 +116,7 @@ def _intensity(img: np.ndarray, tgt: np.ndarray, rng: np.random.Generator, cfg: 
     x = np.clip(img / hi, 0.0, 2.0).astype(np.float32)
     if rng.random() < cfg.tissue_gain_prob:
         # marrow and disc signal relative to the surroundings varies with the sequence and with age
-        body = _smooth_weight(np.isin(tgt, (BODY, S1)))
+        body = _smooth_weight(np.isin(tgt, (BODY, S1, FRACTURED)))
         disc = _smooth_weight(tgt == DISC)
         gb = rng.uniform(*cfg.body_gain)
         gd = rng.uniform(*cfg.disc_gain)
@@ -125,12 +152,21 @@ def _bias_field(shape: tuple[int, ...], rng: np.random.Generator, amplitude: flo
 
 
 def _affine_patch(
-    img: np.ndarray, tgt: np.ndarray, pitch_mm: float, rng: np.random.Generator, cfg: AugmentConfig
+    img: np.ndarray,
+    tgt: np.ndarray,
+    pitch_mm: float,
+    rng: np.random.Generator,
+    cfg: AugmentConfig,
+    focus: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Rotate / scale / shift into a ``patch`` x ``patch`` window centred near a body (or anywhere)."""
+    """Rotate / scale / shift into a ``patch`` x ``patch`` window centred near a body (or anywhere).
+
+    ``focus``: centred near a fractured body when the slice shows one."""
     p = cfg.patch
-    fg = np.argwhere(np.isin(tgt, (BODY, S1)))
-    if fg.size and rng.random() < 0.85:
+    fg = np.argwhere(tgt == FRACTURED) if focus else np.empty((0, 2))
+    if not fg.size:
+        fg = np.argwhere(np.isin(tgt, (BODY, S1, FRACTURED)))
+    if fg.size and (focus or rng.random() < 0.85):
         centre = fg[rng.integers(len(fg))].astype(float) + rng.normal(0, 20.0 / pitch_mm, 2)
     else:
         centre = np.array([rng.uniform(0, tgt.shape[0]), rng.uniform(0, tgt.shape[1])])
@@ -143,4 +179,4 @@ def _affine_patch(
     return out_img.astype(np.float32), out_tgt.astype(np.uint8)
 
 
-__all__ = ["AugmentConfig", "IGNORE", "sample_patch"]
+__all__ = ["AugmentConfig", "IGNORE", "sample_patch", "sample_weighted_patch"]

@@ -8,6 +8,9 @@ with a per-voxel class target:
   1   vertebral body (thoracic / lumbar)
   2   intervertebral disc space (between two consecutive labelled bodies; derived, see below)
   3   S1 (the first sacral body; the anchor of the level count)
+  4   a fractured vertebral body (phantoms, whose truth says which): trained as class 1, but its patches are
+      drawn more often and its pixels (and the disc / background around them) weigh more in the loss, because
+      fractured bodies are few and the network filled their depressed endplates and wedged corners
  255  ignored (not used by the loss): the column above the most cranial and below the most caudal
       labelled body, where the research masks leave real bodies unlabelled
 ====  ===========================================================================================
@@ -39,6 +42,7 @@ from pipeline.volume import Volume
 logger = logging.getLogger(__name__)
 
 BACKGROUND, BODY, DISC, S1 = 0, 1, 2, 3
+FRACTURED = 4  # stored in targets only; the network's class is BODY (see the module docstring)
 IGNORE = 255
 CLASS_NAMES = ("background", "vertebral_body", "disc", "s1")
 # how far (mm) the ignored zone reaches in front of / behind the end bodies, plus a widening per mm of distance
@@ -79,7 +83,12 @@ class TrainingCase:
     @property
     def body_slices(self) -> np.ndarray:
         """Indices of slices holding body or S1 voxels."""
-        return np.flatnonzero(np.isin(self.target, (BODY, S1)).any(axis=(1, 2)))
+        return np.flatnonzero(np.isin(self.target, (BODY, S1, FRACTURED)).any(axis=(1, 2)))
+
+    @property
+    def fractured_slices(self) -> np.ndarray:
+        """Indices of slices holding voxels of a fractured body (phantoms only)."""
+        return np.flatnonzero((self.target == FRACTURED).any(axis=(1, 2)))
 
 
 def fold_of(subject: str, n_folds: int = 5) -> int:
@@ -159,11 +168,17 @@ def case_from_volume(
     labels: np.ndarray,
     levels: dict[int, Level],
     pitch_mm: float,
+    fractured: frozenset[int] = frozenset(),
 ) -> TrainingCase:
-    """Put a series and its body label map (same grid) on the working grid and build its target."""
+    """Put a series and its body label map (same grid) on the working grid and build its target.
+
+    ``fractured``: label values of fractured bodies, stored as class 4 (:data:`FRACTURED`).
+    """
     grid = make_working_grid(image, pitch_mm)
     work_labels = grid.to_work(labels.astype(np.uint16), order=0)
     target = build_target(work_labels, levels, pitch_mm)
+    if fractured:
+        target[np.isin(work_labels, sorted(fractured)) & (target == BODY)] = FRACTURED
     present = [lv for v, lv in levels.items() if np.any(work_labels == v)]
     bottom = max(present, key=lambda lv: lv.ordinal).value if present else ""
     return TrainingCase(name, subject, grid.image.array, target, grid.slice_mm, pitch_mm, bottom)
@@ -206,9 +221,10 @@ def phantom_cases(
     ph = render_phantom(random_spec(seed))
     subject = f"phantom/{seed:04d}"
     lab = ph.labels.array
+    fractured = frozenset(int(v["label"]) for v in ph.truth["vertebrae"] if v.get("fractured"))
     for role in contrasts:
         vol = ph.series_volume(role)
-        yield case_from_volume(f"{subject}/{role}", subject, vol, lab, dict(ph.levels), pitch_mm)
+        yield case_from_volume(f"{subject}/{role}", subject, vol, lab, dict(ph.levels), pitch_mm, fractured)
 
 
 def add_pseudo_s1(case: TrainingCase, body_labels: np.ndarray, s1_body: int) -> TrainingCase:
