@@ -133,3 +133,20 @@ def test_a_candidate_off_the_column_and_a_rival_at_the_same_level_are_dropped():
     labels, bodies = find_bodies(p, SPACING, CFG)
     assert len(bodies) == 4
     assert all(20 <= b.centroid[2] <= 36 for b in bodies)
+
+
+
+def test_a_vertebra_plana_under_a_taller_neighbour_is_its_own_level():
+    # Sample study 03: the neighbour's mask hung down beside the collapsed body (its head-feet extent inflated);
+    # an interval-overlap test took the collapsed body for a rival at that neighbour's level, dropped it and shifted
+    # every level above it by one, without a warning.
+    p = prob_map((7, 100, 60))
+    paint(p, 1, slice(1, 6), slice(10, 23), slice(20, 36))  # a normal body, 26 mm
+    paint(p, 1, slice(1, 6), slice(23, 31), slice(34, 36))  # ... whose posterior corner hangs down 16 mm
+    paint(p, 2, slice(1, 6), slice(23, 32), slice(20, 34))  # disc space
+    paint(p, 1, slice(1, 6), slice(25, 28), slice(20, 33))  # ... holding a vertebra plana: 6 mm
+    paint(p, 2, slice(1, 6), slice(31, 32), slice(34, 36))
+    paint(p, 1, slice(1, 6), slice(32, 45), slice(20, 36))  # the next normal body
+    _, bodies = find_bodies(p, SPACING, CFG)
+    assert len(bodies) == 3
+    assert [round(b.height_mm) for b in bodies][1] == 6  # the plana, between its neighbours

@@ -90,6 +90,14 @@ def test_merged_body_stops_the_count_at_it():
     assert any("two bodies merged" in w for w in lab.warnings)
 
 
+def test_a_step_too_short_for_a_level_stops_the_count_above_it():
+    # sample study 03: a vertebra plana found partly (its centre 16 mm under its neighbour's), or a piece of a body
+    # kept as a level: either way the count above it cannot be trusted
+    lab = label_bodies(column([0.0, *NORMAL], steps=[STEP, STEP, 0.45 * STEP, 0.7 * STEP, STEP, STEP, STEP]), CFG)
+    assert names(lab) == [None, None, None, "L2", "L3", "L4", "L5", "S1"]
+    assert any("0.5 times the median" in w and "vertebra plana" in w for w in lab.warnings)
+
+
 def test_severely_collapsed_body_does_not_break_the_count():
     heights = [25.0, 25.0, 6.0, 25.0, 25.0, 25.0, 25.0]
     lab = label_bodies(column(NORMAL, heights=heights), CFG)

@@ -41,6 +41,7 @@ class SegmentationConfig:
     s1_uncertain_below: float = field(default=0.7, metadata={"range": (0.0, 1.0)})
     fused_gap_mm: float = field(default=2.0, metadata={"range": (0.0, 10.0)})
     count_missing_gap_ratio: float = field(default=1.6, metadata={"range": (1.0, 5.0)})
+    count_short_step_ratio: float = field(default=0.6, metadata={"range": (0.0, 1.0)})
     count_merged_height_ratio: float = field(default=1.6, metadata={"range": (1.0, 5.0)})
     count_missing_disc_ratio: float = field(default=1.8, metadata={"range": (1.0, 5.0)})
     below_s1_max_spacing_ratio: float = field(default=2.0, metadata={"range": (1.0, 10.0)})

@@ -105,7 +105,7 @@ def find_bodies(
                 b.height_mm,
                 b.depth_mm,
             )
-    kept = _one_column(kept, spacing_mm, cfg)
+    kept = _one_column(kept, spacing_mm, cfg, lambda a, b: _stacked(labels, a, b))
     kept.sort(key=lambda b: b.centroid[1])  # cranial -> caudal (rows run head -> feet)
     out = np.zeros(labels.shape, np.int32)
     ordered: list[BodyInstance] = []
@@ -298,14 +298,18 @@ def _describe(
 
 
 def _one_column(
-    bodies: list[BodyInstance], spacing_mm: tuple[float, float, float], cfg: SegmentationConfig
+    bodies: list[BodyInstance],
+    spacing_mm: tuple[float, float, float],
+    cfg: SegmentationConfig,
+    stacked: Callable[[int, int], bool] | None = None,
 ) -> list[BodyInstance]:
     """The bodies of one column: one body per level, none far off the column's line.
 
     Two candidates side by side at the same head-feet level (rows overlapping by more than half the smaller) cannot
-    both be vertebral bodies: the more convincing one (volume x certainty) is kept. A candidate whose centre lies
-    more than ``column_max_offset_mm`` in front of or behind the line through its neighbours' centres is not part
-    of the column (bowel, pelvic bone, a posterior element) and is dropped.
+    both be vertebral bodies, unless ``stacked(a, b)`` says one lies above the other: the more convincing one
+    (volume x certainty) is kept. A candidate whose centre lies more than ``column_max_offset_mm`` in front of or
+    behind the line through its neighbours' centres is not part of the column (bowel, pelvic bone, a posterior
+    element) and is dropped.
     """
     if len(bodies) < 2:
         return bodies
@@ -318,7 +322,9 @@ def _one_column(
         for k in kept:
             k_lo, k_hi = k.centroid[1] - 0.5 * k.height_mm / sp[1], k.centroid[1] + 0.5 * k.height_mm / sp[1]
             overlap = min(r_hi, k_hi) - max(r_lo, k_lo)
-            if overlap > 0.5 * min(r_hi - r_lo, k_hi - k_lo):
+            # one above the other (a vertebra plana under a neighbour whose head-feet extent is inflated by its
+            # tilt), not two rivals at one level
+            if overlap > 0.5 * min(r_hi - r_lo, k_hi - k_lo) and not (stacked and stacked(b.label, k.label)):
                 clash = True
                 break
         if not clash:
@@ -347,6 +353,27 @@ def _one_column(
         else:
             logger.debug("dropped a candidate %.0f mm off the column's line", abs(cols[i] - expected))
     return out
+
+
+def _stacked(labels: np.ndarray, a: int, b: int) -> bool:
+    """Whether instances ``a`` and ``b`` lie one above the other (not side by side).
+
+    Stacked: they share at least half the smaller one's footprint (its sagittal slice x antero-posterior
+    positions), and in nine in ten of the shared positions one lies wholly above the other. Two stacked instances
+    that the merge step left apart are too tall together to be one body (``merge_max_height_ratio``): they are two
+    levels, e.g. a vertebra plana under its neighbour. A piece beside a body (a lateral half, a pedicle) is not.
+    """
+    in_a, in_b = labels == a, labels == b
+    fp_a, fp_b = in_a.any(axis=1), in_b.any(axis=1)
+    shared = np.argwhere(fp_a & fp_b)
+    if len(shared) < 0.5 * min(int(fp_a.sum()), int(fp_b.sum())) or len(shared) == 0:
+        return False
+    above = below = 0
+    for s, c in shared:
+        ra, rb = np.flatnonzero(in_a[s, :, c]), np.flatnonzero(in_b[s, :, c])
+        above += int(ra.max() < rb.min())
+        below += int(rb.max() < ra.min())
+    return max(above, below) >= 0.9 * len(shared)
 
 
 def _plausible(b: BodyInstance, cfg: SegmentationConfig) -> bool:

@@ -12,7 +12,8 @@ real scans and phantoms: the first sacral body, tilted, below the last mobile di
   candidate, make the sacrum ambiguous: no names. A
   candidate cut by the lower edge of the image may be a partly seen L5: no names either.
 - The count goes up from S1 one body at a time and stops where it cannot be trusted: a centre-to-centre step
-  as long as a missing body (``count_missing_gap_ratio`` x the median step), a disc space as long as two discs
+  as long as a missing body (``count_missing_gap_ratio`` x the median step) or so short that one of the two is
+  a vertebra plana or a piece of a body (``count_short_step_ratio``), a disc space as long as two discs
   and a collapsed body the network missed (``count_missing_disc_ratio`` x the median disc space), or a body as
   tall as two merged ones (``count_merged_height_ratio``). The bodies above the break stay unnamed, with a warning.
 - No S1 in the field of view (thoracic or upper lumbar view, or a sacrum the network does not recognise):
@@ -257,6 +258,11 @@ def _count_reach(facts: list[BodyFacts], s1: int, cfg: SegmentationConfig) -> tu
     for i in range(s1 - 1, -1, -1):
         if steps[i] > cfg.count_missing_gap_ratio * med_step:
             return i + 1, f"a {steps[i]:.0f} mm step above it, as long as a missing body"
+        if steps[i] < cfg.count_short_step_ratio * med_step:
+            return i + 1, (
+                f"a {steps[i]:.0f} mm step above it, {steps[i] / med_step:.1f} times the median: a collapsed body "
+                "(vertebra plana) or a piece of a body counted as a level"
+            )
         # the lumbosacral disc is often the tallest: it is held to a looser limit than the discs above it
         ratio = cfg.count_missing_disc_ratio * (1.25 if i == s1 - 1 else 1.0)
         if np.isfinite(med_gap) and med_gap > 0 and np.isfinite(gaps[i]) and gaps[i] > ratio * med_gap:
