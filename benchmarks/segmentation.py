@@ -29,6 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -87,6 +88,8 @@ class CaseResult:
     healthy_graded: int = 0  # found healthy bodies measured (Genant grade given)
     false_fractures: int = 0  # ... of which graded Genant >= 1
     fx_loss_err_pp: list[float] = field(default_factory=list)  # fractured bodies: measured - true height loss
+    # ... the same bodies measured on their true masks (the morphometry's own share of the error)
+    fx_loss_err_truth_pp: list[float] = field(default_factory=list)
     crushed: int = 0  # truth bodies with >= 40 % height loss
     crushed_one_body: int = 0  # ... found as exactly one predicted body (no split, no merge)
     seen: bool = False  # the model was trained on this subject
@@ -225,6 +228,15 @@ def add_morphometry(
     morph = {m.label: m for m in measure_vertebrae(image, res, cfg=mcfg)}
     sacrum = {v.label for v in res.vertebrae if v.is_sacrum}
     pairs = match_bodies(truth, res)
+    # the true masks under the predicted label numbers: the morphometry's error without the segmentation's
+    true_as_pred = np.zeros_like(res.labels.array)
+    for t, preds in pairs.items():
+        if len(preds) == 1:
+            true_as_pred[truth == t] = preds[0][0]
+    morph_true = {
+        m.label: m
+        for m in measure_vertebrae(image, dataclasses.replace(res, labels=image.with_array(true_as_pred)), cfg=mcfg)
+    }
     for t, preds in pairs.items():
         if len(preds) != 1:
             continue
@@ -236,6 +248,9 @@ def add_morphometry(
             cr.false_fractures += int(m.genant_grade >= 1)
         if t in truth_loss and m.height_loss_pct is not None:
             cr.fx_loss_err_pp.append(float(m.height_loss_pct - truth_loss[t]))
+            mt = morph_true.get(preds[0][0])
+            if mt is not None and mt.height_loss_pct is not None:
+                cr.fx_loss_err_truth_pp.append(float(mt.height_loss_pct - truth_loss[t]))
     for t, loss in truth_loss.items():
         if loss < 40.0:
             continue
@@ -348,6 +363,9 @@ def _summary_block(name: str, all_rows: list[CaseResult]) -> str:
     if fx:
         mae, worst_fx = np.mean(np.abs(fx)), np.max(np.abs(fx))
         line += f"\n{'':10s} fractured bodies: height-loss error MAE {mae:.1f} pp (n {len(fx)}, max {worst_fx:.1f})"
+        fx_t = [x for r in rows for x in r.fx_loss_err_truth_pp]
+        if fx_t:
+            line += f" [on their true masks: MAE {np.mean(np.abs(fx_t)):.1f} pp, n {len(fx_t)}]"
     crushed = sum(r.crushed for r in rows)
     if crushed:
         line += f"; crushed bodies (>= 40 %) found as one body {sum(r.crushed_one_body for r in rows)}/{crushed}"
