@@ -230,8 +230,11 @@ def _cmd_rules(args: argparse.Namespace) -> int:
         clinical = load_clinical(path)
     print(f"rules: {rules.path} (sha256 {rules.sha256[:12]}, {len(rules.rules)} rules) - valid")
     for r in rules.rules:
-        cites = "; ".join(f"{s.seed[:3]}_* {s.section}" for s in r.sources if s.seed)
-        print(f"  {r.id:<45} {r.kind.value:<10} {r.scope.value:<7} {cites}")
+        cites = dict.fromkeys(f"{rules.references[s.seed].short}, {s.section}" for s in r.sources if s.seed)
+        print(f"  {r.id:<45} {r.kind.value:<10} {r.scope.value:<7} {'; '.join(cites)}")
+    print("references (the seed documents in shared/seeds):")
+    for ref in rules.cited_references():
+        print(f"  {ref.short}: {ref.citation} [{ref.seed}]")
     if path is None or clinical is None:
         return 0
     print(f"clinical: {path} - valid")

@@ -9,7 +9,12 @@ def test_rules_lists_rules_and_empty_clinical_fields(repo_root, capsys):
     rc = main(["rules", "--clinical", str(repo_root / "sample_dicom" / "03_chronic_severe_collapse")])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "relative.height_loss_gt_two_thirds" in out and "001_* Table 1" in out
+    assert "relative.height_loss_gt_two_thirds" in out and "JNCCN 2010, Table 1, Contraindications, Relative" in out
+    # each cited source once, in full
+    assert out.count("Parmar VK, Resnick DK. Kyphoplasty and Vertebroplasty. In: Pain, pp 895-898.") == 1
+    assert "JNCCN 2010: JNCCN (Journal of the National Comprehensive Cancer Network) 2010;8:1095-1102" in out
+    assert "JNCCN 2012: JNCCN (Journal of the National Comprehensive Cancer Network) 2012;10:715-719" in out
+    assert "Cancer pain summary: Vertebroplasty and Kyphoplasty for Cancer Pain." in out
     assert "not given: surgical_backup" in out
     assert "not given: prior_imaging.bone_scan" in out
     assert "radiologist findings given for: T12" in out

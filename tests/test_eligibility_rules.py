@@ -77,6 +77,34 @@ def test_every_quote_is_in_its_seed_file(repo_root):
     assert not missing, "quotes not found in their seed file:\n" + "\n".join(missing)
 
 
+def test_every_cited_seed_has_its_full_citation_once(repo_root):
+    rules = load_rules(repo_root / "configs" / "eligibility.yaml")
+    cited = {s.seed for r in rules.rules for s in r.sources if s.seed}
+    assert {ref.seed for ref in rules.cited_references()} == cited
+    by_seed = rules.references
+    assert by_seed["004_1fc2d51c10922307.txt"].citation == (
+        "Parmar VK, Resnick DK. Kyphoplasty and Vertebroplasty. In: Pain, pp 895-898. Springer Nature Switzerland AG, "
+        "2019 (the book's editors are not in the seed document)."
+    )
+    assert by_seed["001_e7f96f9d24ff4d88.txt"].short == "JNCCN 2010"
+    assert "2010;8:1095-1102" in by_seed["001_e7f96f9d24ff4d88.txt"].citation
+
+
+def test_every_reference_detail_is_in_its_seed_file(repo_root):
+    """No bibliographic detail is made up: evidence, title, authors' surnames and year all appear in the seed."""
+    seeds = _seeds_dir(repo_root)
+    if seeds is None:
+        pytest.skip("shared/seeds not beside the checkout")
+    missing = []
+    for ref in load_rules(repo_root / "configs" / "eligibility.yaml").references.values():
+        text = _norm((seeds / ref.seed).read_text(encoding="utf-8", errors="replace"))
+        surnames = [a.strip().split(" ")[0] for a in ref.authors.split(",") if a.strip()]
+        for detail in (*ref.evidence, ref.title, *surnames, str(ref.year or "")):
+            if _norm(detail) not in text:
+                missing.append(f"{ref.seed}: {detail!r}")
+    assert not missing, "reference details not found in their seed file:\n" + "\n".join(missing)
+
+
 def test_threshold_out_of_range_message(shipped):
     data = copy.deepcopy(shipped)
     _rule(data, "relative.height_loss_gt_two_thirds")["when"]["value"] = 150
@@ -288,6 +316,18 @@ def _mutations() -> list[tuple[str, Any, str]]:
         ("plan rule scope", set_rule("plan.biopsy", "scope", "level"), r"'plan.biopsy': scope must be 'patient'"),
         ("empty rules", top("rules", []), r"rules must be a non-empty list"),
         ("bad rule id", set_rule(hl, "id", "Height Loss"), r"id must look like 'relative.some_name'"),
+        (
+            "cited seed without a reference",
+            lambda d: d.__setitem__("references", [r for r in d["references"] if not r["seed"].startswith("004")]),
+            r"rule 'relative.osteoporotic_pain_outside_6w_1y': cites 004_1fc2d51c10922307.txt, which has no entry in "
+            r"'references'",
+        ),
+        (
+            "reference without authors or a note saying so",
+            lambda d: d["references"][1].pop("not_stated"),
+            r"references\[1\]: no authors: say so in 'not_stated'",
+        ),
+        ("no references section", lambda d: d.pop("references"), r"missing field 'references'"),
     ]
 
 

@@ -124,7 +124,7 @@ def test_page_shows_decisions_trace_sources_and_disclaimer(case, page):
     for text in (
         '<span class="decision candidate">candidate</span>',
         "indication.painful_acute_vcf",
-        "001 Table 1, Indications",
+        "JNCCN 2010, Table 1, Indications",
         _esc(quote),
         _esc(elig["levels"][1]["reasons"][0]),
         _esc(elig["plan"]["biopsy"]["sentence"]),
@@ -139,6 +139,17 @@ def test_page_shows_decisions_trace_sources_and_disclaimer(case, page):
         "abab" * 16,
     ):
         assert text in page, text
+
+
+def test_sources_link_to_their_full_citation_listed_once(case, page):
+    refs = case.report["eligibility"]["references"]
+    assert {r["short"] for r in refs} >= {"JNCCN 2010", "JNCCN 2012", "Cancer pain summary", "Parmar & Resnick 2019"}
+    for r in refs:
+        assert page.count(_esc(r["citation"])) == 1, r["seed"]
+        anchor = "ref-" + r["seed"][:3]
+        assert f'<li id="{anchor}">' in page and f'href="#{anchor}"' in page
+    assert "Parmar VK, Resnick DK. Kyphoplasty and Vertebroplasty. In: Pain, pp 895-898." in page
+    assert "001 Table 1" not in page  # never a bare number
 
 
 def test_imaging_only_page_lists_the_questions(tmp_path):

@@ -222,6 +222,7 @@ class EligibilityResult:
     rules_sha256: str
     rules_version: int
     catalogue: tuple[Mapping[str, Any], ...] = ()  # every rule: id, kind, scope, text, note, sources
+    references: tuple[Mapping[str, Any], ...] = ()  # full citation of every seed document the rules cite
     disclaimer: str = DISCLAIMER
     sentences: tuple[str, ...] = field(default=())
 
@@ -247,6 +248,7 @@ class EligibilityResult:
             "plan": self.plan.to_dict(),
             "questions": [q.to_dict() for q in self.questions],
             "sentences": list(self.sentences),
+            "references": [dict(r) for r in self.references],
         }
 
 
@@ -359,6 +361,7 @@ def evaluate(facts: Sequence[LevelFacts], clinical: ClinicalInputs | None, rules
         rules_sha256=rules.sha256,
         rules_version=rules.version,
         catalogue=tuple(_catalogue_entry(r) for r in rules.rules),
+        references=tuple(ref.to_dict() for ref in rules.cited_references()),
     )
     sentences = _sentences(result)
     logger.info("eligibility: %s", summary)

@@ -3,7 +3,9 @@
 A rule is ``id``, ``kind`` (indication / absolute / relative / plan), ``scope`` (level / patient),
 plain-language ``text``, ``source`` (seed file + section + a short quote; optionally a ``policy`` note
 for a number the sources do not give), ``inputs`` (the inputs it reads, checked against its condition),
-``when`` (the condition) and ``when_missing``. Conditions are built from a small set of operators:
+``when`` (the condition) and ``when_missing``. Each cited seed file is described once under ``references:``
+(short label, authors, title, where published, year, as far as the seed's own text gives them).
+Conditions are built from a small set of operators:
 
 - ``{input: NAME, op: ">=" | ">" | "<" | "<=" | "==", value: NUMBER}`` (numeric inputs; the threshold must
   lie in the input's range, e.g. ``(0, 100]`` for a height loss %)
@@ -28,6 +30,7 @@ and each threshold's range comes from the input it is compared with (``inputs.IN
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -161,6 +164,39 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """One seed document's bibliographic details, as far as its own text gives them (``not_stated`` says
+    what it does not give). Rules cite it by ``seed``; ``short`` labels it beside a section."""
+
+    seed: str
+    short: str
+    published_in: str
+    authors: str = ""
+    title: str = ""
+    year: int | None = None
+    not_stated: str = ""
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def citation(self) -> str:
+        """``"Parmar VK, Resnick DK. Kyphoplasty and Vertebroplasty. In: Pain, pp 895-898. ..."``"""
+        text = ". ".join(p.rstrip(".") for p in (self.authors, self.title, self.published_in) if p)
+        return f"{text} ({self.not_stated})." if self.not_stated else f"{text}."
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "short": self.short,
+            "citation": self.citation,
+            "authors": self.authors or None,
+            "title": self.title or None,
+            "published_in": self.published_in,
+            "year": self.year,
+            "not_stated": self.not_stated or None,
+        }
+
+
+@dataclass(frozen=True)
 class WhenMissing:
     """``assume=None``: an undecided rule stays unknown. Otherwise the assumed value and why."""
 
@@ -207,6 +243,7 @@ class RuleSet:
     settings: Settings
     path: Path | None = None
     sha256: str = ""
+    references: Mapping[str, Reference] = field(default_factory=dict)  # by seed file name
 
     def rule(self, rule_id: str) -> Rule:
         for r in self.rules:
@@ -216,6 +253,12 @@ class RuleSet:
 
     def of_kind(self, kind: Kind) -> tuple[Rule, ...]:
         return tuple(r for r in self.rules if r.kind is kind)
+
+    def cited_references(self) -> tuple[Reference, ...]:
+        """The references of the seed files the rules and definitions cite, in seed order."""
+        cited = {s.seed for r in self.rules for s in r.sources if s.seed}
+        cited |= {s.seed for d in self.definitions.values() for s in d.sources if s.seed}
+        return tuple(self.references[seed] for seed in sorted(cited) if seed in self.references)
 
 
 # --------------------------------------------------------------------------- loading
@@ -237,14 +280,19 @@ def load_rules(path: Path | None = None) -> RuleSet:
     path = Path(path) if path is not None else default_config_dir() / RULES_FILE
     data = load_yaml(path)
     ruleset = parse_rules(data, where=_display(path))
-    ruleset = RuleSet(ruleset.version, ruleset.rules, ruleset.definitions, ruleset.settings, path, file_sha256(path))
+    ruleset = dataclasses.replace(ruleset, path=path, sha256=file_sha256(path))
     logger.debug("eligibility rules loaded: %d rules from %s", len(ruleset.rules), path)
     return ruleset
 
 
 def parse_rules(data: Mapping[str, Any], where: str = "eligibility rules") -> RuleSet:
     """Validate an already-parsed rule mapping (see :func:`load_rules`)."""
-    _keys(data, {"version", "settings", "definitions", "rules"}, where, required={"version", "rules"})
+    _keys(
+        data,
+        {"version", "references", "settings", "definitions", "rules"},
+        where,
+        required={"version", "references", "rules"},
+    )
     version = data["version"]
     if version != FORMAT_VERSION:
         raise ConfigError(f"{where}: version must be {FORMAT_VERSION}, got {version!r}")
@@ -277,7 +325,58 @@ def parse_rules(data: Mapping[str, Any], where: str = "eligibility rules") -> Ru
                 f"{where}: required rule {rid!r} ({kind.value}) is missing; restore it from the "
                 "shipped configs/eligibility.yaml"
             )
-    return RuleSet(version, tuple(rules), definitions, settings)
+    references = _references(data["references"], f"{where}: references")
+    cited = [(f"rule {r.id!r}", s.seed) for r in rules for s in r.sources if s.seed]
+    cited += [(f"definition {d.id!r}", s.seed) for d in definitions.values() for s in d.sources if s.seed]
+    for owner, seed in cited:
+        if seed not in references:
+            raise ConfigError(
+                f"{where}: {owner}: cites {seed}, which has no entry in 'references' "
+                "(add its seed, short, published_in and evidence there)"
+            )
+    return RuleSet(version, tuple(rules), definitions, settings, references=references)
+
+
+def _references(raw: Any, where: str) -> dict[str, Reference]:
+    """The ``references:`` list, one entry per seed file (the single place a source's citation is written)."""
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"{where}: must be a non-empty list of {{seed, short, published_in, evidence, ...}}")
+    out: dict[str, Reference] = {}
+    for i, item in enumerate(raw):
+        w = f"{where}[{i}]"
+        _keys(
+            item,
+            {"seed", "short", "authors", "title", "published_in", "year", "not_stated", "evidence"},
+            w,
+            required={"seed", "short", "published_in", "evidence"},
+        )
+        seed = _text(item["seed"], f"{w}: seed")
+        if not _SEED_RE.match(seed):
+            raise ConfigError(f"{w}: seed must name a file of shared/seeds like '001_e7f96f9d24ff4d88.txt'")
+        if seed in out:
+            raise ConfigError(f"{w}: {seed} is described twice; keep one entry per seed file")
+        year = item.get("year")
+        if year is not None and (isinstance(year, bool) or not isinstance(year, int) or not 1900 <= year <= 2100):
+            raise ConfigError(f"{w}: year must be a four-digit year, got {year!r}")
+        evidence = item["evidence"]
+        if not isinstance(evidence, list) or not evidence:
+            raise ConfigError(f"{w}: evidence must list the seed's own words the details are taken from")
+        authors = _text(item["authors"], f"{w}: authors") if "authors" in item else ""
+        title = _text(item["title"], f"{w}: title") if "title" in item else ""
+        not_stated = _text(item["not_stated"], f"{w}: not_stated") if "not_stated" in item else ""
+        if not (authors and title) and not not_stated:
+            raise ConfigError(f"{w}: no {'authors' if not authors else 'title'}: say so in 'not_stated'")
+        out[seed] = Reference(
+            seed=seed,
+            short=_text(item["short"], f"{w}: short"),
+            published_in=_text(item["published_in"], f"{w}: published_in"),
+            authors=authors,
+            title=title,
+            year=year,
+            not_stated=not_stated,
+            evidence=tuple(_text(e, f"{w}: evidence") for e in evidence),
+        )
+    return out
 
 
 def _display(path: Path) -> str:

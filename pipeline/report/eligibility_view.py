@@ -24,7 +24,7 @@ _ASKED_OF_ORDER = ("clinician", "radiologist", "imaging review")
 _MAX_INPUTS_SHOWN = 12
 _KNOWN_KEYS = {
     "schema_version", "disclaimer", "summary", "rules", "rule_catalogue", "clinical", "levels",
-    "excluded_levels", "patient_rules", "plan", "questions", "sentences",
+    "excluded_levels", "patient_rules", "plan", "questions", "sentences", "references",
 }  # fmt: skip
 
 
@@ -47,13 +47,42 @@ def _map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def source_short(src: Any) -> str:
-    """``{"seed": "001_e7f9...txt", "section": "Table 1"}`` -> ``"001 Table 1"``; policies -> ``"policy"``."""
+def source_short(src: Any, references: Mapping[str, Mapping[str, Any]] | None = None) -> str:
+    """``{"seed": "001_e7f9...txt", "section": "Table 1"}`` -> ``"JNCCN 2010, Table 1"`` (the reference's short
+    label; ``"001 Table 1"`` for a report without references); policies -> ``"project policy"``."""
     src = _map(src)
     if "policy" in src:
         return "project policy"
     seed = str(src.get("seed") or "")
-    return f"{seed.split('_', 1)[0]} {src.get('section') or ''}".strip() if seed else text(src)
+    if not seed:
+        return text(src)
+    short = text(_map((references or {}).get(seed)).get("short"))
+    section = text(src.get("section"))
+    if short:
+        return f"{short}, {section}" if section else short
+    return f"{seed.split('_', 1)[0]} {section}".strip()
+
+
+def reference_anchor(seed: str) -> str:
+    """HTML id of a reference: ``"ref-001"`` for ``"001_e7f9...txt"``."""
+    return "ref-" + "".join(c for c in seed.split("_", 1)[0] if c.isalnum())
+
+
+@dataclass(frozen=True)
+class SourceView:
+    """One cited source of a rule: label (reference short name + section), quote, link to the full citation."""
+
+    label: str
+    quote: str
+    anchor: str  # "" for a policy note
+
+
+@dataclass(frozen=True)
+class ReferenceView:
+    anchor: str
+    short: str
+    citation: str
+    seed: str
 
 
 @dataclass(frozen=True)
@@ -101,6 +130,7 @@ class EligibilityView:
     plan: list[tuple[str, str]]
     questions: list[tuple[str, list[tuple[str, str]]]]
     catalogue: list[dict[str, Any]]
+    references: list[ReferenceView]
     rules_info: str
     other: list[tuple[str, str]]
 
@@ -128,7 +158,9 @@ def _inputs(names: Sequence[Any]) -> str:
     return "; ".join(parts) + (f"; and {more} more (see the questions)" if more > 0 else "")
 
 
-def _trace(outcomes: Any, catalogue: Mapping[str, Mapping[str, Any]]) -> TraceGroup:
+def _trace(
+    outcomes: Any, catalogue: Mapping[str, Mapping[str, Any]], refs: Mapping[str, Mapping[str, Any]]
+) -> TraceGroup:
     group = TraceGroup()
     for o in _list(outcomes):
         o = _map(o)
@@ -152,7 +184,7 @@ def _trace(outcomes: Any, catalogue: Mapping[str, Mapping[str, Any]]) -> TraceGr
                     because="; ".join(text(b) for b in _list(o.get("because"))),
                     missing=_inputs(_list(o.get("missing"))),
                     assumed=assumed,
-                    sources=tuple(dict.fromkeys(source_short(s) for s in _list(entry.get("sources")))),
+                    sources=tuple(dict.fromkeys(source_short(s, refs) for s in _list(entry.get("sources")))),
                 )
             )
         elif result == "false":
@@ -162,7 +194,9 @@ def _trace(outcomes: Any, catalogue: Mapping[str, Mapping[str, Any]]) -> TraceGr
     return group
 
 
-def _level(entry: Mapping[str, Any], catalogue: Mapping[str, Mapping[str, Any]]) -> LevelView:
+def _level(
+    entry: Mapping[str, Any], catalogue: Mapping[str, Mapping[str, Any]], refs: Mapping[str, Mapping[str, Any]]
+) -> LevelView:
     decision = Decision.parse(entry.get("decision"))
     possible = [Decision.parse(p) for p in _list(entry.get("possible_decisions"))]
     technique = str(entry.get("technique") or "").replace("_", " ")
@@ -175,7 +209,7 @@ def _level(entry: Mapping[str, Any], catalogue: Mapping[str, Mapping[str, Any]])
         reasons=[text(r) for r in _list(entry.get("reasons"))],
         notes=[text(n) for n in _list(entry.get("notes"))],
         deciding=_inputs(_list(entry.get("deciding_inputs"))),
-        trace=_trace(entry.get("trace"), catalogue),
+        trace=_trace(entry.get("trace"), catalogue, refs),
     )
 
 
@@ -211,12 +245,22 @@ def _questions(questions: Any) -> list[tuple[str, list[tuple[str, str]]]]:
     return [(a, groups[a]) for a in order]
 
 
+def _source_view(src: Mapping[str, Any], refs: Mapping[str, Mapping[str, Any]]) -> SourceView:
+    seed = str(src.get("seed") or "")
+    return SourceView(
+        label=source_short(src, refs),
+        quote=text(src.get("quote") or src.get("policy")),
+        anchor=reference_anchor(seed) if seed in refs else "",
+    )
+
+
 def eligibility_view(report: Mapping[str, Any]) -> EligibilityView | None:
     """Display model of ``report["eligibility"]``, or None when the rules were not evaluated."""
     elig = report.get("eligibility")
     if not isinstance(elig, Mapping):
         return None
     catalogue = {str(c.get("id")): c for c in map(_map, _list(elig.get("rule_catalogue"))) if c.get("id")}
+    refs = {str(r.get("seed")): r for r in map(_map, _list(elig.get("references"))) if r.get("seed")}
     clinical = _map(elig.get("clinical"))
     if clinical.get("provided") is True:
         clinical_text = f"clinical inputs from {clinical.get('file') or 'the clinical file'}"
@@ -233,8 +277,8 @@ def eligibility_view(report: Mapping[str, Any]) -> EligibilityView | None:
         summary=text(elig.get("summary")),
         disclaimer=text(elig.get("disclaimer")),
         clinical=clinical_text,
-        levels=[_level(_map(e), catalogue) for e in _list(elig.get("levels"))],
-        patient=_trace(elig.get("patient_rules"), catalogue),
+        levels=[_level(_map(e), catalogue, refs) for e in _list(elig.get("levels"))],
+        patient=_trace(elig.get("patient_rules"), catalogue, refs),
         excluded=[(text(_map(e).get("name")), text(_map(e).get("reason"))) for e in _list(elig.get("excluded_levels"))],
         plan=_plan(_map(elig.get("plan"))),
         questions=_questions(elig.get("questions")),
@@ -244,12 +288,13 @@ def eligibility_view(report: Mapping[str, Any]) -> EligibilityView | None:
                 "kind": text(c.get("kind")),
                 "text": text(c.get("text")),
                 "note": text(c.get("note")),
-                "sources": [
-                    (source_short(s), text(_map(s).get("quote") or _map(s).get("policy")))
-                    for s in _list(c.get("sources"))
-                ],
+                "sources": [_source_view(_map(s), refs) for s in _list(c.get("sources"))],
             }
             for rid, c in catalogue.items()
+        ],
+        references=[
+            ReferenceView(reference_anchor(seed), text(r.get("short")), text(r.get("citation")), seed)
+            for seed, r in refs.items()
         ],
         rules_info=rules_info,
         other=[(str(k), text(v)) for k, v in elig.items() if k not in _KNOWN_KEYS and v not in (None, "", [], {})],
