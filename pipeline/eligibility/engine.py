@@ -707,10 +707,9 @@ def _level_reasons(
 
     out = []
     if decision is Decision.NOT_INDICATED:
+        # no procedure is in question: its contraindications (e.g. "prophylactic augmentation" on every
+        # unfractured level) are listed in absolute_contraindications, not repeated as reasons
         out.append(f"Not indicated; not met: {'; '.join(explained(Kind.INDICATION, False))}.")
-        also = explained(Kind.ABSOLUTE, True)
-        if also:
-            out.append(f"Also an absolute contraindication: {'; '.join(also)}.")
     elif decision is Decision.CONTRAINDICATED:
         out.append(f"Contraindicated: {'; '.join(explained(Kind.ABSOLUTE, True))}.")
         if any(o.result is None for o in groups[Kind.INDICATION]):

@@ -99,16 +99,23 @@ class RuleRow:
 
 @dataclass
 class TraceGroup:
-    """Rule outcomes of one level (or of the patient): the rules that fired in full, the others by id."""
+    """Rule outcomes of one level (or of the patient): the rules that fired in full, the others by id.
+
+    ``not_weighed``: the level is not indicated, so no procedure is in question and its contraindication,
+    caution and technique rules are left out (an unfractured level would otherwise show a red "absolute
+    contraindication present" and "kyphoplasty preferred ... applies"); they stay in report.json.
+    """
 
     fired: list[RuleRow] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     not_met: list[str] = field(default_factory=list)
+    not_weighed: int = 0
 
 
 @dataclass
 class LevelView:
     name: str
+    in_question: bool  # a procedure is in question (any decision but "not indicated")
     decision: Decision | None
     decision_text: str
     possible: list[str]
@@ -120,11 +127,24 @@ class LevelView:
 
 
 @dataclass
+class LevelGroup:
+    """Levels that share a decision and its reasons, shown once (``first`` stands for all of them).
+
+    ``notes`` are each level's own imaging caveats, prefixed with the level's name when the group has several."""
+
+    name: str
+    first: LevelView
+    notes: list[str]
+
+
+@dataclass
 class EligibilityView:
     summary: str
     disclaimer: str
     clinical: str
     levels: list[LevelView]
+    groups: list[LevelGroup]
+    traces: list[tuple[str, TraceGroup]]  # per level, levels with identical traces together
     patient: TraceGroup
     excluded: list[tuple[str, str]]
     plan: list[tuple[str, str]]
@@ -159,7 +179,10 @@ def _inputs(names: Sequence[Any]) -> str:
 
 
 def _trace(
-    outcomes: Any, catalogue: Mapping[str, Mapping[str, Any]], refs: Mapping[str, Mapping[str, Any]]
+    outcomes: Any,
+    catalogue: Mapping[str, Mapping[str, Any]],
+    refs: Mapping[str, Mapping[str, Any]],
+    in_question: bool = True,
 ) -> TraceGroup:
     group = TraceGroup()
     for o in _list(outcomes):
@@ -167,6 +190,9 @@ def _trace(
         rule_id = str(o.get("rule") or "")
         entry = catalogue.get(rule_id, {})
         kind = str(o.get("kind") or entry.get("kind") or "")
+        if not in_question and kind != "indication":
+            group.not_weighed += 1
+            continue
         result = str(o.get("result") or "unknown")
         assumed = text(o.get("assumed"))
         if result == "true" or assumed:
@@ -199,9 +225,11 @@ def _level(
 ) -> LevelView:
     decision = Decision.parse(entry.get("decision"))
     possible = [Decision.parse(p) for p in _list(entry.get("possible_decisions"))]
-    technique = str(entry.get("technique") or "").replace("_", " ")
+    in_question = decision is not Decision.NOT_INDICATED
+    technique = str(entry.get("technique") or "").replace("_", " ") if in_question else ""
     return LevelView(
         name=text(entry.get("name") or entry.get("level")) or f"vertebra #{entry.get('label', '?')}",
+        in_question=in_question,
         decision=decision,
         decision_text=decision.text if decision else text(entry.get("decision")) or "not given",
         possible=[p.text for p in possible if p is not None and p is not decision],
@@ -209,8 +237,34 @@ def _level(
         reasons=[text(r) for r in _list(entry.get("reasons"))],
         notes=[text(n) for n in _list(entry.get("notes"))],
         deciding=_inputs(_list(entry.get("deciding_inputs"))),
-        trace=_trace(entry.get("trace"), catalogue, refs),
+        trace=_trace(entry.get("trace"), catalogue, refs, in_question),
     )
+
+
+def _groups(levels: Sequence[LevelView]) -> list[LevelGroup]:
+    """One row per distinct (decision, reasons, ...), in the order of each group's first level."""
+    keyed: dict[tuple[Any, ...], list[LevelView]] = {}
+    for lv in levels:
+        key = (lv.decision, lv.decision_text, tuple(lv.possible), lv.technique, tuple(lv.reasons), lv.deciding)
+        keyed.setdefault(key, []).append(lv)
+    out = []
+    for members in keyed.values():
+        several = len(members) > 1
+        notes = [f"{m.name}: {n}" if several else n for m in members for n in m.notes]
+        out.append(LevelGroup(", ".join(m.name for m in members), members[0], notes))
+    return out
+
+
+def _trace_groups(levels: Sequence[LevelView]) -> list[tuple[str, TraceGroup]]:
+    """Levels whose trace blocks would read the same, under one title."""
+    out: list[tuple[list[str], TraceGroup]] = []
+    for lv in levels:
+        same = next((names for names, t in out if t == lv.trace), None)
+        if same is not None:
+            same.append(lv.name)
+        else:
+            out.append(([lv.name], lv.trace))
+    return [(", ".join(names), t) for names, t in out]
 
 
 def _plan(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -273,11 +327,14 @@ def eligibility_view(report: Mapping[str, Any]) -> EligibilityView | None:
     if rules:
         sha = str(rules.get("sha256", ""))[:16]
         rules_info = f"{rules.get('file') or 'rules'} version {rules.get('version', '?')}, sha256 {sha}"
+    levels = [_level(_map(e), catalogue, refs) for e in _list(elig.get("levels"))]
     return EligibilityView(
         summary=text(elig.get("summary")),
         disclaimer=text(elig.get("disclaimer")),
         clinical=clinical_text,
-        levels=[_level(_map(e), catalogue, refs) for e in _list(elig.get("levels"))],
+        levels=levels,
+        groups=_groups(levels),
+        traces=_trace_groups(levels),
         patient=_trace(elig.get("patient_rules"), catalogue, refs),
         excluded=[(text(_map(e).get("name")), text(_map(e).get("reason"))) for e in _list(elig.get("excluded_levels"))],
         plan=_plan(_map(elig.get("plan"))),
