@@ -17,9 +17,13 @@ from pipeline.report.overlay import (
     EDEMA_COLOUR,
     GRADE_COLOURS,
     LANDMARK_COLOUR,
+    SACRUM_COLOUR,
     PlaneView,
+    decision_marker,
     render_overlays,
+    sagittal_legend,
 )
+from pipeline.report.views import Decision
 from pipeline.volume import Volume
 from tests.report_fixtures import make_case
 
@@ -107,6 +111,56 @@ def test_sagittal_overlay_draws_grades_landmarks_and_anterior_wedge(cases):
     (nx, ny), (bx, by) = view.index_to_xy(np.array([[2, 23, 11], [2, 30, 20]]))  # display (row, col)
     notch, body = image[int(ny), int(nx)], image[int(by), int(bx)]
     assert notch.mean() < body.mean()
+
+
+def _find(img: np.ndarray, glyph: Image.Image) -> list[tuple[int, int]]:
+    """Top-left corners where every opaque pixel of the RGBA ``glyph`` is in ``img`` exactly."""
+    g = np.asarray(glyph)
+    ys, xs = np.nonzero(g[..., 3] == 255)
+    colours = g[ys, xs, :3]
+    gh, gw = g.shape[:2]
+    cy, cx = np.mgrid[: img.shape[0] - gh + 1, : img.shape[1] - gw + 1].reshape(2, -1)
+    for y, x, colour in zip(ys, xs, colours, strict=True):  # candidates thin out quickly, pixel by pixel
+        keep = (img[cy + y, cx + x] == colour).all(axis=1)
+        cy, cx = cy[keep], cx[keep]
+    return [(int(y), int(x)) for y, x in zip(cy, cx, strict=True)]
+
+
+def test_colour_means_the_grade_only_and_the_decision_is_a_marker(cases):
+    a, _ = cases
+    img = _rgb(render_overlays(a.anatomy, a.segmentation, a.report)["sagittal.png"])
+    h = PlaneView.for_volume(a.anatomy, around=a.segmentation.labels.array > 0).size[1]
+    # the panel stripes (x 6-10) take the outline's grade colour: L3 grade 0, L4 grade 2, L5 not assessable, S1
+    stripe = {tuple(int(c) for c in px) for px in img[_TITLE_H : _TITLE_H + h, 8]} - {(24, 28, 33)}
+    assert stripe == {GRADE_COLOURS[0], GRADE_COLOURS[2], GRADE_COLOURS[None], SACRUM_COLOUR}
+    # each decision is a marker beside its body and in the panel: L4 candidate, L3 and L5 not indicated
+    for level, decision in (("L4", Decision.CANDIDATE), ("L3", Decision.NOT_INDICATED)):
+        where = _find(img, decision_marker(decision))
+        on_image = [(y, x) for y, x in where if x >= _PANEL_W and y < _TITLE_H + h]
+        in_panel = [(y, x) for y, x in where if x < _PANEL_W and y < _TITLE_H + h]
+        assert on_image and in_panel, (level, decision)
+    assert len(_find(img, decision_marker(Decision.NOT_INDICATED))) == 2 * 2 + 1  # L3, L5 twice; legend once
+    assert not _find(img, decision_marker(Decision.INDETERMINATE))  # not in this report, not in the legend
+
+
+def test_decision_markers_differ_in_shape_and_carry_no_grade_colour():
+    masks = []
+    for d in Decision:
+        m = np.asarray(decision_marker(d))
+        opaque = m[..., 3] > 0
+        rgb = m[..., :3][opaque].astype(int)
+        assert (rgb.max(axis=1) - rgb.min(axis=1) <= 8).all(), f"{d}: markers are white and black, no hue"
+        masks.append((m[..., 3] > 127) & (m[..., :3].mean(axis=2) > 127))  # the white part
+    for i, j in itertools.combinations(range(len(masks)), 2):
+        assert (masks[i] != masks[j]).mean() > 0.05, (list(Decision)[i], list(Decision)[j])
+
+
+def test_sagittal_legend_explains_grade_colours_and_decision_markers_apart():
+    (grade_head, grades), (decision_head, markers) = sagittal_legend([Decision.NOT_INDICATED, Decision.CANDIDATE])
+    assert "Genant grade" in grade_head and "decision" in decision_head
+    assert [k for k, _ in grades if k in GRADE_COLOURS.values()] == [GRADE_COLOURS[g] for g in (0, 1, 2, 3, None)]
+    assert markers == [(Decision.CANDIDATE, "candidate"), (Decision.NOT_INDICATED, "not indicated")]
+    assert len(sagittal_legend([])) == 1
 
 
 def test_stir_overlay_colours_the_oedema_of_l4_only(cases):

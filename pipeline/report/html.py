@@ -32,7 +32,10 @@ DISCLAIMER = (
 )
 
 _OVERLAY_CAPTIONS = {
-    "sagittal.png": "Sagittal anatomy: outlines by Genant grade, landmarks and heights (Ha, Hm, Hp)",
+    "sagittal.png": (
+        "Sagittal anatomy: outline colour = Genant grade; white marker = eligibility decision (legend under the "
+        "picture); landmarks and heights (Ha, Hm, Hp)"
+    ),
     "stir.png": "STIR on the anatomy grid with the oedema map (red)",
     "planes.png": "The central plane and its neighbours: is each body segmented consistently across planes?",
 }

@@ -3,7 +3,9 @@
 ``sagittal.png``: the anatomy series' central sagittal plane as a radiologist views it (anterior on the left,
 head at the top, square millimetres whatever the voxel spacing), each vertebral body's outline from the section
 it was measured on (else its own mid-sagittal section) coloured by Genant grade, the six landmarks and the three
-heights (Ha, Hm, Hp), and a side panel per level with its numbers; the panel stripe is the eligibility decision.
+heights (Ha, Hm, Hp), and a side panel per level with its numbers. Colour means the grade only (outline, panel
+stripe, leader line); the eligibility decision is a white marker of its own shape (:func:`decision_marker`) beside
+the body and in the panel, and the legend under the picture explains both.
 ``stir.png``: the STIR series resampled onto the same grid with the oedema map in red and each level's STIR ratio
 and oedema fraction. ``planes.png``: the central plane and its two neighbours with each plane's own outlines.
 
@@ -47,13 +49,10 @@ GRADE_COLOURS: dict[int | None, tuple[int, int, int]] = {
     None: (160, 168, 172),
 }
 SACRUM_COLOUR = (93, 173, 226)
-DECISION_COLOURS: dict[Decision, tuple[int, int, int]] = {
-    Decision.CANDIDATE: (39, 174, 96),
-    Decision.CANDIDATE_WITH_CAUTIONS: (243, 156, 18),
-    Decision.CONTRAINDICATED: (192, 57, 43),
-    Decision.NOT_INDICATED: (127, 140, 141),
-    Decision.INDETERMINATE: (142, 68, 173),
-}
+# Decision markers are white shapes with a black edge: no hue, so they cannot be read as a grade colour.
+MARKER_FILL = (255, 255, 255)
+MARKER_EDGE = (0, 0, 0)
+MARKER_SIZE = 19
 LANDMARK_COLOUR = (0, 229, 255)
 EDEMA_COLOUR = (255, 40, 40)
 _PANEL_BG = (24, 28, 33)
@@ -232,8 +231,47 @@ class _Entry:
     label: int
     y: float  # pixel row of the body centre in the image
     x_anchor: float  # pixel x of the body's anterior edge
-    colour: tuple[int, int, int]  # stripe colour
+    colour: tuple[int, int, int]  # stripe and leader colour (the grade)
     lines: tuple[str, ...]
+    decision: Decision | None = None  # marker drawn before line 1 (the decision line) and beside the body
+
+
+def decision_marker(decision: Decision, size: int = MARKER_SIZE) -> Image.Image:
+    """The decision's marker as an RGBA image: white shapes that differ in outline, not in colour.
+
+    candidate: disc with a tick; candidate with cautions: triangle with "!"; contraindicated: disc with a bar
+    (no entry); not indicated: open ring; indeterminate: square with "?".
+    """
+    scale = 4  # drawn large and reduced, for smooth edges
+    n = size * scale
+    img = Image.new("RGBA", (n, n), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    edge, fill, w = (*MARKER_EDGE, 255), (*MARKER_FILL, 255), 2 * scale
+    box = [w // 2, w // 2, n - 1 - w // 2, n - 1 - w // 2]
+    if decision is Decision.CANDIDATE:
+        d.ellipse(box, fill=fill, outline=edge, width=w)
+        d.line([(0.25 * n, 0.52 * n), (0.43 * n, 0.7 * n), (0.76 * n, 0.3 * n)], fill=edge, width=int(2.5 * scale))
+    elif decision is Decision.CANDIDATE_WITH_CAUTIONS:
+        d.polygon([(n / 2, 0), (n - 1, n - 1), (0, n - 1)], fill=edge)  # black triangle, white one inside
+        d.polygon([(n / 2, 2.2 * w), (n - 1 - 1.3 * w, n - 1 - w), (1.3 * w, n - 1 - w)], fill=fill)
+        d.rectangle([n / 2 - 1.1 * scale, 0.36 * n, n / 2 + 1.1 * scale, 0.66 * n], fill=edge)
+        d.rectangle([n / 2 - 1.1 * scale, 0.73 * n, n / 2 + 1.1 * scale, 0.73 * n + 2.2 * scale], fill=edge)
+    elif decision is Decision.CONTRAINDICATED:
+        d.ellipse(box, fill=fill, outline=edge, width=w)
+        d.rectangle([0.2 * n, 0.41 * n, 0.8 * n, 0.59 * n], fill=edge)
+    elif decision is Decision.NOT_INDICATED:
+        d.ellipse(box, outline=edge, width=3 * w)
+        d.ellipse([2 * w, 2 * w, n - 1 - 2 * w, n - 1 - 2 * w], outline=fill, width=w)
+    else:  # indeterminate
+        d.rectangle(box, fill=fill, outline=edge, width=w)
+        d.text((n / 2, n / 2 + scale), "?", fill=edge, font=_font(int(0.8 * n)), anchor="mm")
+    return img.resize((size, size), Image.Resampling.LANCZOS)
+
+
+def _paste_marker(canvas: Image.Image, decision: Decision, centre: tuple[float, float]) -> None:
+    marker = decision_marker(decision)
+    x, y = round(centre[0] - marker.width / 2), round(centre[1] - marker.height / 2)
+    canvas.paste(marker, (x, y), marker)
 
 
 def _fmt(value: Any, unit: str = "", nd: int = 1) -> str:
@@ -257,6 +295,8 @@ def _morph_lines(v: Mapping[str, Any], decision: Decision | None) -> tuple[str, 
     else:
         head = f"{name}  {g.text}  {v.get('morphology', '')}"
     lines = [head]
+    if decision is not None:
+        lines.append(decision.text)  # second, so that a crowded panel keeps it (see _fit)
     h = v.get("heights_mm")
     if h:
         lines.append(f"Ha {_fmt(h.get('anterior'))}  Hm {_fmt(h.get('middle'))}  Hp {_fmt(h.get('posterior'))} mm")
@@ -265,8 +305,6 @@ def _morph_lines(v: Mapping[str, Any], decision: Decision | None) -> tuple[str, 
         lines += _wrap(str(morph.get("reason") or "not assessable"))
     if g.state is GradeState.UNCERTAIN and not v.get("is_sacrum"):
         lines.append("fracture status unknown")
-    if decision is not None:
-        lines.append(decision.text)
     return tuple(lines)
 
 
@@ -329,20 +367,30 @@ def _place(entries: list[_Entry], line_h: int, height: int) -> list[float]:
     return [tops[i] for i in range(len(entries))]
 
 
+# A legend is a list of sections, each a heading and its items; an item's key is a colour swatch or a decision
+# marker.
+LegendItem = tuple[tuple[int, int, int] | Decision, str]
+Legend = Sequence[tuple[str, Sequence[LegendItem]]]
+
+
+def _legend_height(legend: Legend) -> int:
+    return sum((20 if heading else 0) + 20 * math.ceil(len(items) / 2) + 4 for heading, items in legend)
+
+
 def _compose(
     image: Image.Image,
     title: str,
     entries: list[_Entry],
-    legend: Sequence[tuple[tuple[int, int, int], str]],
+    legend: Legend,
     view: PlaneView,
     footnote: str = "Anterior left, head up. Outlines: each body's measured (mid-sagittal) section.",
 ) -> Image.Image:
-    """Title bar + side panel (anterior side) + image + legend; draws leader lines and orientation marks."""
+    """Title bar + side panel (anterior side) + image + legend; draws leader lines, decision markers and
+    orientation marks."""
     f_title, f_text, f_small = _font(17), _font(15), _font(13)
     line_h = 18
     w, h = image.size
-    legend_rows = math.ceil(len(legend) / 2) if legend else 0
-    legend_h = 12 + 20 * legend_rows + 22
+    legend_h = 8 + _legend_height(legend) + 22
     canvas = Image.new("RGB", (_PANEL_W + w, _TITLE_H + h + legend_h), _PANEL_BG)
     canvas.paste(image, (_PANEL_W, _TITLE_H))
     draw = ImageDraw.Draw(canvas)
@@ -372,21 +420,38 @@ def _compose(
         y0 = oy + top
         draw.rectangle([(6, y0), (10, y0 + box_h)], fill=e.colour)
         for k, line in enumerate(e.lines):
+            x = 16
+            if k == 1 and e.decision is not None:
+                _paste_marker(canvas, e.decision, (x + MARKER_SIZE / 2, y0 + 3 + k * line_h + line_h / 2))
+                x += MARKER_SIZE + 5
             draw.text(
-                (16, y0 + 3 + k * line_h),
+                (x, y0 + 3 + k * line_h),
                 line,
                 fill=_TEXT if k == 0 else _MUTED,
                 font=f_text if k == 0 else f_small,
             )
-        draw.line([(_PANEL_W - 8, y0 + line_h / 2 + 3), (ox + e.x_anchor, oy + e.y)], fill=e.colour, width=1)
+        end = (ox + e.x_anchor, oy + e.y)
+        if e.decision is not None:  # the marker sits on the leader line, just in front of the body
+            end = (max(ox + MARKER_SIZE, end[0] - MARKER_SIZE), end[1])
+        draw.line([(_PANEL_W - 8, y0 + line_h / 2 + 3), end], fill=e.colour, width=1)
+        if e.decision is not None:
+            _paste_marker(canvas, e.decision, end)
 
-    ly = _TITLE_H + h + 10
+    y = _TITLE_H + h + 8
     col_w = (canvas.width - 20) / 2
-    for k, (colour, text) in enumerate(legend):
-        x = 10 + (k % 2) * col_w
-        y = ly + (k // 2) * 20
-        draw.rectangle([(x, y + 3), (x + 12, y + 15)], fill=colour)
-        draw.text((x + 18, y + 1), text, fill=_TEXT, font=f_small)
+    for heading, items in legend:
+        if heading:
+            draw.text((10, y + 1), heading, fill=_MUTED, font=f_small)
+            y += 20
+        for k, (key, text) in enumerate(items):
+            x = 10 + (k % 2) * col_w
+            yk = y + (k // 2) * 20
+            if isinstance(key, Decision):
+                _paste_marker(canvas, key, (x + 6, yk + 9))
+            else:
+                draw.rectangle([(x, yk + 3), (x + 12, yk + 15)], fill=key)
+            draw.text((x + 18, yk + 1), text, fill=_TEXT, font=f_small)
+        y += 20 * math.ceil(len(items) / 2) + 4
     draw.text(
         (10, canvas.height - 18),
         footnote,
@@ -417,10 +482,28 @@ def _series_title(report: Mapping[str, Any], used_as: str, fallback: str) -> str
 
 
 def _outline_colour(v: Mapping[str, Any]) -> tuple[int, int, int]:
+    """The grade's colour (grey when not assessable, as :func:`vertebra_grade` decides); blue for the sacrum."""
     if v.get("is_sacrum"):
         return SACRUM_COLOUR
-    g = v.get("genant_grade")
-    return GRADE_COLOURS.get(g if isinstance(g, int) else None, GRADE_COLOURS[None])
+    return GRADE_COLOURS.get(vertebra_grade(v).grade, GRADE_COLOURS[None])
+
+
+def sagittal_legend(decisions: Sequence[Decision]) -> list[tuple[str, list[LegendItem]]]:
+    """The sagittal overlay's legend: outline colours (the grade) and the markers of ``decisions``."""
+    grades: list[LegendItem] = [
+        (GRADE_COLOURS[0], "Genant 0 (normal)"),
+        (GRADE_COLOURS[1], "Genant 1 (mild)"),
+        (GRADE_COLOURS[2], "Genant 2 (moderate)"),
+        (GRADE_COLOURS[3], "Genant 3 (severe)"),
+        (GRADE_COLOURS[None], "not assessable"),
+        (SACRUM_COLOUR, "sacrum (reference)"),
+        (LANDMARK_COLOUR, "landmarks, Ha / Hm / Hp"),
+    ]
+    legend = [("Outline and stripe colour: Genant grade (? = uncertain, see the panel)", grades)]
+    shown = sorted(set(decisions), key=list(Decision).index)
+    if shown:
+        legend.append(("Marker: eligibility decision", [(d, d.text) for d in shown]))
+    return legend
 
 
 def render_overlays(
@@ -483,26 +566,8 @@ def render_overlays(
         _draw_landmarks(draw, view, labels, v)
         cy, ax = _anchor(view, labels, vs, outlines[vs.label])
         decision = decisions.get(vs.label)
-        entries.append(
-            _Entry(
-                vs.label,
-                cy,
-                ax,
-                DECISION_COLOURS[decision] if decision else colour,
-                _morph_lines(v, decision),
-            )
-        )
-    legend: list[tuple[tuple[int, int, int], str]] = [
-        (GRADE_COLOURS[0], "Genant 0 (normal)"),
-        (GRADE_COLOURS[1], "Genant 1 (mild)"),
-        (GRADE_COLOURS[2], "Genant 2 (moderate)"),
-        (GRADE_COLOURS[3], "Genant 3 (severe)"),
-        (GRADE_COLOURS[None], "not assessable"),
-        (SACRUM_COLOUR, "sacrum (reference)"),
-        (LANDMARK_COLOUR, "landmarks, Ha / Hm / Hp"),
-    ]
-    shown = sorted(set(decisions.values()), key=list(Decision).index)
-    legend += [(DECISION_COLOURS[d], f"decision: {d.text}") for d in shown]
+        entries.append(_Entry(vs.label, cy, ax, colour, _morph_lines(v, decision), decision))
+    legend = sagittal_legend([decisions[vs.label] for vs in segmentation.vertebrae if vs.label in decisions])
     title = f"{_series_title(report, 'anatomy', 'Sagittal anatomy')}  |  plane {index + 1}/{n_planes}"
     out["sagittal.png"] = _png(_compose(img, title, entries, legend, view))
     if n_planes >= 3:
@@ -532,11 +597,16 @@ def render_overlays(
                 sdraw.line([tuple(p) for p in c], fill=(230, 230, 230), width=1)
             cy, ax = _anchor(view, labels, vs, outlines[vs.label])
             sentries.append(_Entry(vs.label, cy, ax, colour, _stir_lines(v)))
-        slegend = [
-            (EDEMA_COLOUR, "oedema map (above threshold)"),
-            (GRADE_COLOURS[0], "no oedema"),
-            (GRADE_COLOURS[None], "not assessable"),
-            ((230, 230, 230), "body outline"),
+        slegend: Legend = [
+            (
+                "",
+                [
+                    (EDEMA_COLOUR, "oedema map (above threshold)"),
+                    (GRADE_COLOURS[0], "no oedema"),
+                    (GRADE_COLOURS[None], "not assessable"),
+                    ((230, 230, 230), "body outline"),
+                ],
+            )
         ]
         desc = _series_title(report, "stir", "STIR")
         if stir.substitute is not None:
