@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 NOT_AVAILABLE_REASON = (
     "no fluid-sensitive fat-suppressed series (STIR/TIRM, fat-sat T2, Dixon water): oedema cannot be "
-    "assessed from this study; the guideline's alternative is a bone scan / SPECT (001_* text)"
+    "assessed from this study; the guideline's alternative is a bone scan / SPECT (JNCCN 2010, Table 1)"
 )
 _SUBSTITUTE_NAMES = {
     Substitute.T2_FATSAT: "fat-saturated T2 (SPAIR/CHESS)",
