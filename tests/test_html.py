@@ -260,3 +260,85 @@ def test_level_confidence_is_explained_where_it_is_shown():
     html = render_html(report, {})
     assert "level confidence 0.70" in html and "how sure the program is of the level" in html
     assert "how sure the program is of the level" in LEVEL_CONFIDENCE_NOTE
+
+
+# --------------------------------------------------------------------------- layout (issue 16 item 5)
+def test_every_table_sits_in_a_scroll_box_and_print_css_is_a4(page):
+    """Structure that keeps wide tables from being cut off: each table in its own horizontal scroll box (so the
+    page itself never scrolls sideways), which print turns off on an A4 page."""
+    opened = [m.start() for m in re.finditer(r"<table\b", page)]
+    assert len(opened) >= 4
+    for pos in opened:
+        before = page[:pos].rstrip()
+        assert re.search(r'<div class="table-wrap"[^>]*>$', before), page[pos - 120 : pos + 40]
+    assert '<table class="vertebrae">' in page
+    css = page[page.index("<style>") : page.index("</style>")]
+    assert re.search(r"\.table-wrap \{[^}]*overflow-x: auto", css)
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    print_css = css[css.index("@media print") :]
+    assert re.search(r"@page \{[^}]*size: A4", print_css)
+    assert re.search(r"\.table-wrap \{[^}]*overflow: visible", print_css)
+
+
+_LAYOUT_PROBE = """<script>window.addEventListener('load', () => {
+  const t = document.querySelector('table.vertebrae')
+    || [...document.querySelectorAll('table')].find(x => x.textContent.includes('Segmentation quality'));
+  const r = t.getBoundingClientRect(), box = t.parentElement.getBoundingClientRect();
+  const th = [...t.querySelectorAll('th')].pop().getBoundingClientRect();
+  const d = document.createElement('div'); d.id = 'layout-probe'; d.style.display = 'none';
+  d.textContent = `page ${document.documentElement.scrollWidth} view ${innerWidth} table ${Math.ceil(r.right)} `
+    + `box ${Math.floor(box.right)} decision ${Math.ceil(th.right)}`;
+  document.body.appendChild(d);
+});</script>"""
+
+# A4 minus the 10 mm side margins of the print style, in CSS pixels (96 per inch)
+A4_CONTENT_PX = round((210 - 2 * 10) / 25.4 * 96)
+
+
+def _layout(page: str, width: int, tmp: Path, *, as_print: bool = False) -> dict[str, int]:
+    html = page.replace("</body>", _LAYOUT_PROBE + "</body>")
+    if as_print:  # the print rules applied on screen at the A4 content width: how the table is laid out on paper
+        html = html.replace("@media print {", "@media all {")
+    path = tmp / f"layout_{width}_{as_print}.html"
+    path.write_text(html, encoding="utf-8")
+    cmd = [
+        CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", "--virtual-time-budget=5000",
+        f"--window-size={width},1600", "--dump-dom", path.as_uri(),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    m = re.search(r'<div id="layout-probe"[^>]*>([^<]+)</div>', proc.stdout)
+    assert m, proc.stderr[-2000:]
+    words = m.group(1).split()
+    return {k: int(v) for k, v in zip(words[::2], words[1::2], strict=True)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [1024, 1440])
+def test_vertebra_table_fits_the_window_with_its_decision_column(page, width, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian package chromium; .ci/run installs it)")
+    got = _layout(page, width, tmp_path)
+    assert got["view"] == width
+    assert got["page"] <= width, got  # nothing pushes the page sideways
+    assert got["table"] <= got["box"] <= width, got  # the table fits its box: no column is hidden
+    assert got["decision"] <= width, got
+
+
+@pytest.mark.slow
+def test_vertebra_table_fits_an_a4_page_in_print(page, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (Debian package chromium; .ci/run installs it)")
+    got = _layout(page, A4_CONTENT_PX, tmp_path, as_print=True)
+    assert got["table"] <= got["box"] <= A4_CONTENT_PX, got
+    pdf = tmp_path / "report.pdf"
+    src = tmp_path / "report.html"
+    src.write_text(page, encoding="utf-8")
+    cmd = [
+        CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--no-pdf-header-footer",
+        f"--print-to-pdf={pdf}", src.as_uri(),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    data = pdf.read_bytes() if pdf.exists() else b""
+    assert data.startswith(b"%PDF"), proc.stderr[-2000:]
+    boxes = {tuple(round(float(x)) for x in m.split()) for m in re.findall(rb"/MediaBox \[([^\]]+)\]", data)}
+    assert boxes == {(0, 0, 595, 842)}, boxes  # every page A4 portrait (points)
