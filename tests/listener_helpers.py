@@ -92,3 +92,113 @@ def dcmtk_tool(name: str) -> str | None:
         if "$dcmtk:" in out:
             return candidate
     return None
+
+
+# --------------------------------------------------------------------------- raw PDUs (PS3.8 section 9.3)
+# Hand-encoded so that tests and benchmarks/faults.py can send what no well-behaved SCU would: half a C-STORE,
+# a truncated data set, garbage after a valid association request.
+APP_CONTEXT = "1.2.840.10008.3.1.1.1"
+VERIFICATION = "1.2.840.10008.1.1"
+MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+
+
+def _item(item_type: int, body: bytes) -> bytes:
+    return bytes([item_type, 0]) + len(body).to_bytes(2, "big") + body
+
+
+def _uid_bytes(uid: str) -> bytes:
+    raw = uid.encode("ascii")
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def associate_rq_pdu(
+    calling: str = TEST_AET,
+    called: str = "SPINEAI",
+    contexts: Sequence[tuple[int, str, str]] = ((1, MR_IMAGE, EXPLICIT_LE), (3, VERIFICATION, IMPLICIT_LE)),
+    max_pdu: int = 16384,
+) -> bytes:
+    """An A-ASSOCIATE-RQ PDU: ``contexts`` are (presentation context ID, abstract syntax, transfer syntax)."""
+    body = b"\x00\x01\x00\x00" + called.ljust(16).encode() + calling.ljust(16).encode() + b"\0" * 32
+    body += _item(0x10, APP_CONTEXT.encode())
+    for cid, abstract, transfer in contexts:
+        body += _item(0x20, bytes([cid, 0, 0, 0]) + _item(0x30, abstract.encode()) + _item(0x40, transfer.encode()))
+    user = _item(0x51, max_pdu.to_bytes(4, "big")) + _item(0x52, b"1.2.826.0.1.3680043.9.7433.1")
+    body += _item(0x50, user)
+    return b"\x01\x00" + len(body).to_bytes(4, "big") + body
+
+
+def pdata_pdu(context_id: int, control: int, payload: bytes) -> bytes:
+    """A P-DATA-TF PDU with one PDV; ``control`` 0 / 2 data set (2 = last fragment), 1 / 3 command (3 = last)."""
+    pdv = (len(payload) + 2).to_bytes(4, "big") + bytes([context_id, control]) + payload
+    return b"\x04\x00" + len(pdv).to_bytes(4, "big") + pdv
+
+
+def command_set(**elements: Any) -> bytes:
+    """A DIMSE command set (implicit VR little endian, with its group length), e.g. ``command_set(CommandField=0x30,
+    MessageID=1, AffectedSOPClassUID=VERIFICATION, CommandDataSetType=0x0101)``."""
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    def encode(ds: Dataset) -> bytes:
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, True
+        write_dataset(fp, ds)
+        return fp.getvalue()
+
+    ds = Dataset()
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    body = encode(ds)
+    head = Dataset()
+    head.CommandGroupLength = len(body)
+    return encode(head) + body
+
+
+def c_store_rq(sop_uid: str, message_id: int = 1, sop_class: str = MR_IMAGE) -> bytes:
+    return command_set(
+        AffectedSOPClassUID=sop_class,
+        CommandField=0x0001,
+        MessageID=message_id,
+        Priority=0,
+        CommandDataSetType=0x0000,
+        AffectedSOPInstanceUID=sop_uid,
+    )
+
+
+def c_echo_rq(message_id: int = 1) -> bytes:
+    return command_set(
+        AffectedSOPClassUID=VERIFICATION, CommandField=0x0030, MessageID=message_id, CommandDataSetType=0x0101
+    )
+
+
+def raw_associate(port: int, *, timeout_s: float = 5.0, **rq: Any) -> socket.socket:
+    """Open a TCP connection and send an A-ASSOCIATE-RQ; returns the socket once the A-ASSOCIATE-AC is read."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout_s)
+    sock.sendall(associate_rq_pdu(**rq))
+    pdu_type, body = read_pdu(sock)
+    if pdu_type != 0x02:
+        sock.close()
+        raise AssertionError(f"association not accepted (PDU type 0x{pdu_type:02X})")
+    return sock
+
+
+def read_pdu(sock: socket.socket) -> tuple[int, bytes]:
+    """One PDU from ``sock``: (type, body); (0, b"") when the peer closed the connection."""
+    head = _read_exact(sock, 6)
+    if len(head) < 6:
+        return 0, b""
+    length = int.from_bytes(head[2:6], "big")
+    return head[0], _read_exact(sock, length)
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -19,6 +19,7 @@ def test_shipped_config_is_valid(repo_root: Path) -> None:
     assert cfg.network.port == 11112
     assert cfg.trigger.stable_seconds == 30
     assert "MRImageStorage" in cfg.network.sop_classes
+    assert cfg.storage.max_instance_mb == 512
     assert cfg.access.allowed_callers and not cfg.access.allow_any_caller
     assert cfg.processing.output_kinds >= {OutputKind.SR, OutputKind.SEG, OutputKind.JSON}
 
@@ -44,6 +45,7 @@ def test_defaults_and_overrides(tmp_path: Path) -> None:
         ({}, "allowed_callers is empty"),
         ({"access": {"allowed_callers": [{"ae_title": "BAD\\AE"}]}}, "backslash"),
         ({"access": ALLOW, "trigger": {"stable_seconds": 0}}, "stable_seconds: must be in"),
+        ({"access": ALLOW, "storage": {"max_instance_mb": 0}}, "max_instance_mb: must be in"),
         ({"access": ALLOW, "processing": {"outputs": ["pdf"]}}, "unknown output 'pdf'"),
         ({"access": ALLOW, "tls": {"enabled": True}}, "needs both 'cert' and 'key'"),
         ({"access": ALLOW, "export": {"destinations": [{"name": "p", "kind": "dimse", "ae_title": "X"}]}}, "host"),

@@ -248,9 +248,9 @@ def test_write_failure_is_out_of_resources_never_success(make_server, study: Pat
     def disk_full(*a: object, **k: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(srv.spool, "store", disk_full)
+    monkeypatch.setattr(srv.spool, "store_received", disk_full)
     assert store_files(srv.port, dicom_files(study)[:1]) == [0xA700]
-    assert srv.state.list_studies() == []
+    assert srv.state.list_studies() == [] and _spool_files(srv) == []
 
 
 def test_database_failure_is_out_of_resources(make_server, study: Path, monkeypatch) -> None:
@@ -420,3 +420,133 @@ def test_invalid_uid_values_are_hashed_in_logs(make_server, study: Path, tmp_pat
     assert "DOE" not in text and "ACC778812" not in text
     assert uid_for_log(secret) in text and uid_for_log(secret).startswith("<invalid UID sha256:")
     assert uid_for_log("1.2.840.10008.1.1") == "1.2.840.10008.1.1"
+
+
+# --------------------------------------------------------------------------- instance size (issue 19 item 5)
+def _large_instance(study: Path, out: Path, *, side: int, name: str = "") -> Path:
+    """An instance of the study with a ``side`` x ``side`` 16-bit image (2 * side^2 bytes of pixel data)."""
+    import numpy as np
+
+    ds = dcmread(dicom_files(study)[0])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.Rows = ds.Columns = side
+    ds.PixelData = np.random.default_rng(side).integers(0, 4000, (side, side), dtype=np.uint16).tobytes()
+    if name:
+        ds.PatientName = name
+    ds.save_as(out, enforce_file_format=True)
+    return out
+
+
+def _spool_files(srv: Server) -> list[Path]:
+    """Every file in the spool but the state database and the lock (instances, temporary files, quarantine)."""
+    return sorted(
+        p
+        for p in srv.spool.root.rglob("*")
+        if p.is_file() and not p.name.startswith("state.sqlite3") and p.name != ".lock"
+    )
+
+
+def test_an_instance_over_max_instance_mb_is_refused_and_nothing_is_spooled(
+    make_server, study: Path, tmp_path: Path, caplog
+) -> None:
+    """Before: no size limit, and a 256 MiB instance took the listener from 244 MB to 1.04 GB resident. Now an
+    instance larger than storage.max_instance_mb is refused with 0xA701 (out of resources), logged by its UID and
+    size, nothing of it stays in the spool, and the association carries on."""
+    big = _large_instance(study, tmp_path / "big.dcm", side=1100, name="CANARYBIG^PATIENT")  # 2.3 MiB
+    small = dicom_files(study)[1]
+    srv = make_server(storage={"max_instance_mb": 1})
+    with caplog.at_level("INFO", logger="pipeline"):
+        assert store_files(srv.port, [big, small]) == [0xA701, 0x0000]
+    assert [p.name for *_, p in srv.spool.scan()] == [f"{dcmread(small).SOPInstanceUID}.dcm"]
+    assert _spool_files(srv) == [p for *_, p in srv.spool.scan()]  # nothing in incoming/ or quarantine/
+    (row,) = srv.state.list_studies()
+    assert (row.n_instances, row.n_quarantined) == (1, 0)
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("pipeline"))
+    assert dcmread(big, stop_before_pixels=True).SOPInstanceUID in text and "max_instance_mb" in text
+    assert "CANARYBIG" not in text
+
+
+def test_an_instance_under_the_limit_is_streamed_to_the_spool_byte_identical(
+    make_server, study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data set is written to the spool as it arrives (no copy in memory, no file in the system temp folder)
+    and stored exactly as sent: the stored file is pynetdicom's file meta + the sender's data set bytes."""
+    import tempfile
+
+    from pynetdicom.dsutils import split_dataset
+
+    f = _large_instance(study, tmp_path / "big.dcm", side=1100)
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)  # the file's data set bytes go on the wire
+    before = set(Path(tempfile.gettempdir()).glob("tmp*.dcm"))
+    srv = make_server(storage={"max_instance_mb": 4})
+    assert store_files(srv.port, [f]) == [0]
+    ((*_, stored),) = srv.spool.scan()
+    _meta, sent_at = split_dataset(f)
+    _meta, stored_at = split_dataset(stored)
+    assert stored.read_bytes()[stored_at:] == f.read_bytes()[sent_at:]
+    got = dcmread(stored)
+    assert got.file_meta.TransferSyntaxUID == dcmread(f).file_meta.TransferSyntaxUID
+    assert got.file_meta.MediaStorageSOPInstanceUID == got.SOPInstanceUID
+    assert _spool_files(srv) == [stored] and stored.stat().st_mode & 0o777 == 0o640
+    assert set(Path(tempfile.gettempdir()).glob("tmp*.dcm")) <= before
+    (row,) = srv.state.list_studies()
+    assert row.n_instances == 1
+
+
+def test_disk_full_while_receiving_is_out_of_resources_and_nothing_is_left(
+    make_server, study: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.listener.spool import IncomingFile
+
+    def enospc(self: IncomingFile, data: memoryview) -> int:
+        raise OSError(28, "No space left on device")
+
+    srv = make_server()
+    files = dicom_files(study)[:2]
+    monkeypatch.setattr(IncomingFile, "_write_chunk", enospc)
+    assert store_files(srv.port, files) == [0xA700, 0xA700]
+    assert _spool_files(srv) == [] and srv.state.list_studies() == []
+    monkeypatch.undo()
+    assert store_files(srv.port, files) == [0, 0]  # space is back: the sender's retry is stored
+    assert len(list(srv.spool.scan())) == 2
+
+
+def test_an_interrupted_transfer_leaves_no_file_behind(make_server, study: Path) -> None:
+    """A sender that goes away in the middle of a data set: its partial file is removed when the connection
+    closes (and at start-up, after a crash), never acknowledged, never in the study."""
+    import time
+
+    from tests.listener_helpers import c_store_rq, pdata_pdu, raw_associate
+
+    srv = make_server()
+    data = dicom_files(study)[0].read_bytes()[1000:]
+    sock = raw_associate(srv.port)
+    sock.sendall(pdata_pdu(1, 3, c_store_rq("1.2.3.4.5")) + pdata_pdu(1, 0, data[:5000]))
+    deadline = time.monotonic() + 5
+    while not list((srv.spool.root / "incoming").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list((srv.spool.root / "incoming").iterdir()), "the data set is written to the spool as it arrives"
+    sock.close()
+    deadline = time.monotonic() + 10
+    while list((srv.spool.root / "incoming").iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _spool_files(srv) == [] and list((srv.spool.root / "incoming").iterdir()) == []
+    assert _echo_ok(srv.port)
+
+
+def test_a_data_set_in_pynetdicoms_own_temporary_file_is_copied_in(
+    make_server, study: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a pynetdicom version stop creating its file through the hook, the handler copies pynetdicom's file
+    into the spool: the same statuses and the same stored bytes."""
+    import tempfile
+
+    from pynetdicom import dimse_messages
+
+    srv = make_server(storage={"max_instance_mb": 1})
+    monkeypatch.setattr(dimse_messages, "NamedTemporaryFile", tempfile.NamedTemporaryFile)
+    f = dicom_files(study)[0]
+    assert store_files(srv.port, [f]) == [0]
+    ((*_, stored),) = srv.spool.scan()
+    assert dcmread(stored).PixelData == dcmread(f).PixelData
+    assert _spool_files(srv) == [stored]

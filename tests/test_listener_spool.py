@@ -134,3 +134,66 @@ def test_spool_and_state_database_are_not_world_readable(tmp_path: Path) -> None
         stored.path.parent.parent,
     ):
         assert mode(d) == 0o750, d
+
+
+def test_incoming_file_is_hashed_capped_and_moved_into_place(tmp_path: Path) -> None:
+    import hashlib
+
+    spool = Spool(tmp_path)
+    inc = spool.incoming(max_bytes=10)
+    assert inc.path.parent == spool.root / "incoming" and inc.path.name.startswith(".")
+    inc.write(b"DICM")
+    inc.file.flush()
+    inc.write(memoryview(b"-data"))
+    assert (inc.ok, inc.size_bytes, inc.sha256) == (True, 9, hashlib.sha256(b"DICM-data").hexdigest())
+    out = spool.store_received(KEY, inc)
+    assert out.path.read_bytes() == b"DICM-data" and out.sha256 == inc.sha256 and out.size_bytes == 9
+    assert not inc.path.exists() and list((spool.root / "incoming").iterdir()) == []
+    assert out.path.stat().st_mode & 0o777 == 0o640
+    inc.discard()  # after the move: nothing to delete, no error
+    assert out.path.is_file()
+
+    big = spool.incoming(max_bytes=10)
+    big.write(b"x" * 8)
+    big.write(b"x" * 8)  # over the cap: the file is emptied at once and the rest only counted
+    assert (big.too_large, big.size_bytes, big.path.stat().st_size) == (True, 16, 0)
+    with pytest.raises(OSError, match="larger than 10 bytes"):
+        spool.store_received(KEY, big)
+    big.discard()
+    assert list((spool.root / "incoming").iterdir()) == []
+
+
+def test_incoming_file_keeps_a_write_error_instead_of_raising(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.listener.spool import IncomingFile
+
+    def no_space(self: IncomingFile, data: memoryview) -> int:
+        raise OSError(28, "No space left on device")
+
+    spool = Spool(tmp_path)
+    inc = spool.incoming(max_bytes=1 << 20)
+    monkeypatch.setattr(IncomingFile, "_write_chunk", no_space)
+    assert inc.write(b"abc") == 3 and inc.write(b"def") == 3  # pynetdicom's network thread never sees it
+    assert inc.error is not None and inc.error.errno == 28 and inc.size_bytes == 6
+    with pytest.raises(OSError, match="No space"):
+        spool.store_received(KEY, inc)
+    inc.discard()
+    assert list(spool.scan()) == []
+
+
+def test_receive_file_copies_a_foreign_file_and_refuses_a_large_one(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    src = tmp_path / "pynetdicom.dcm"
+    src.write_bytes(b"y" * 3000)
+    inc = spool.receive_file(src, max_bytes=4000)
+    assert inc.ok and spool.store_received(KEY, inc).path.read_bytes() == b"y" * 3000
+    big = spool.receive_file(src, max_bytes=1000)
+    assert big.too_large and big.size_bytes == 3000
+    big.discard()
+
+
+def test_partial_incoming_files_are_removed_at_start_up(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    inc = spool.incoming(max_bytes=100)
+    inc.write(b"half a data set")
+    inc.close()  # the process died here
+    assert spool.remove_temp_files() == 1 and not inc.path.exists()

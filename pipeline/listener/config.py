@@ -134,6 +134,10 @@ class StorageConfig:
     spool_dir: str = "spine-assess-spool"
     # New associations are refused (transient, "temporary congestion") while the spool's file system has less.
     min_free_mb: int = field(default=2048, metadata={"range": (0, None)})
+    # A larger instance is refused (C-STORE status 0xA701, out of resources) and none of it is kept. Received data
+    # sets are written to the spool as they arrive, so this bounds the disk used by one transfer, not memory.
+    # 512 MiB holds a 3-D Enhanced MR of ~1000 frames of 512 x 512; a spine series is usually 5-50 MiB.
+    max_instance_mb: int = field(default=512, metadata={"range": (1, 1 << 20)})
 
 
 @dataclass(frozen=True)

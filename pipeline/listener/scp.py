@@ -1,10 +1,13 @@
 """The DICOM side of the listener: a pynetdicom Storage SCP (C-ECHO, C-STORE) with access control.
 
 Handlers are thin and never let an exception escape: every failure becomes a DICOM status. Success
-(0x0000) is returned only after the instance is durably in the spool (:meth:`Spool.store`) and recorded in the
-state database. Statuses used:
+(0x0000) is returned only after the instance is durably in the spool (:meth:`Spool.store_received`) and recorded
+in the state database. A data set is never held in memory whole: pynetdicom writes its fragments to a file in the
+spool's ``incoming/`` folder as they arrive (:func:`install_streaming_receive`), the handler reads its header from
+that file and renames the file into place. Statuses used:
 
 - ``0xA700`` refused, out of resources: the spool or the database could not be written (disk full, I/O error).
+- ``0xA701`` refused, out of resources: the instance is larger than ``storage.max_instance_mb`` (none of it kept).
 - ``0xA900`` data set does not match SOP class: the dataset's SOP Class UID is not the presentation context's.
 - ``0xC210`` cannot understand: the dataset cannot be decoded, or its Study / Series / SOP Instance UIDs are
   missing or are not UIDs, or its SOP Instance UID differs from the request's.
@@ -26,27 +29,32 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pydicom.uid
+from pydicom import dcmread
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pynetdicom import AE, evt
+from pynetdicom import AE, _config, dimse_messages, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from pipeline.errors import ConfigError, InputError
 from pipeline.ingest.pixels import decode_problem
 from pipeline.listener.config import AccessConfig, ListenerConfig, TlsConfig, uid_for_keyword
-from pipeline.listener.spool import InstanceKey, Spool, clean_uid, uid_for_log
+from pipeline.listener.spool import IncomingFile, InstanceKey, Spool, clean_uid, uid_for_log
 from pipeline.listener.state import StateDB, now_s
 
 logger = logging.getLogger(__name__)
 
 SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
+INSTANCE_TOO_LARGE = 0xA701  # "Refused: Out of Resources" (A7xx) too, told apart from a full disk in the sender's log
 SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 HANDLER_FAILURE = 0xC211
@@ -148,11 +156,37 @@ def unusable_reason(ds: Dataset, transfer_syntax: str) -> str | None:
     if bits not in (1, 8, 16, 32, 64):
         return f"BitsAllocated {bits} is not 1, 8, 16, 32 or 64"
     expected = (int(rows) * int(cols) * samples * frames * bits + 7) // 8
-    actual = len(ds.PixelData or b"")
+    actual = _value_length(ds, 0x7FE00010)
     if actual < expected:
         shape = f"{rows} x {cols} x {samples} x {frames} at {bits} bits"
         return f"Pixel Data holds {actual} bytes, {expected} expected for {shape}"
     return None
+
+
+def _value_length(ds: Dataset, tag: int) -> int:
+    """Length in bytes of an element's value, without reading a value that was deferred (left in the file)."""
+    elem = ds.get_item(tag)
+    if isinstance(elem, RawDataElement):
+        return len(elem.value) if elem.value is not None else int(elem.length)
+    if isinstance(elem, DataElement):
+        return len(elem.value or b"")
+    return 0
+
+
+# Values longer than this stay in the received file while its header is checked (the pixel data, mostly).
+_DEFER_BYTES = 1 << 20
+
+
+def _read_received(path: Path) -> Dataset:
+    """The received data set, every top-level element converted (a broken encoding fails here, not later) but the
+    large ones, which stay in the file: bounded memory whatever the size of the instance."""
+    ds = dcmread(path, defer_size=_DEFER_BYTES)
+    for tag in list(ds.keys()):
+        raw = ds.get_item(tag)
+        if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
+            continue  # deferred: its length was read and checked against the file, its value is not needed here
+        _ = ds[tag]
+    return ds
 
 
 @dataclass
@@ -173,6 +207,7 @@ class Receiver:
         self.spool = spool
         self.state = state
         self._stats: dict[int, _AssocStats] = {}
+        self._incoming: dict[str, tuple[int, IncomingFile]] = {}  # path -> (id of the association, file)
         self._lock = threading.Lock()
 
     def handlers(self) -> list[Any]:
@@ -182,7 +217,33 @@ class Receiver:
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_RELEASED, self.on_closed),
             (evt.EVT_ABORTED, self.on_closed),
+            (evt.EVT_CONN_CLOSE, self.on_connection_closed),
         ]
+
+    # ------------------------------------------------------------------ received data sets
+    def open_incoming(self, assoc: Any) -> IncomingFile:
+        """The file pynetdicom writes the next C-STORE data set of ``assoc`` to (see :func:`_incoming_file`)."""
+        incoming = self.spool.incoming(self.cfg.storage.max_instance_mb * 1024 * 1024)
+        with self._lock:
+            self._incoming[incoming.name] = (id(assoc), incoming)
+        return incoming
+
+    def _take_incoming(self, path: Path) -> IncomingFile | None:
+        with self._lock:
+            entry = self._incoming.pop(str(path), None)
+        return entry[1] if entry else None
+
+    def on_connection_closed(self, event: Any) -> None:
+        self._discard_incoming(event.assoc)
+
+    def _discard_incoming(self, assoc: Any) -> None:
+        """Delete the partial data sets of an association that ended in the middle of a transfer."""
+        with self._lock:
+            left = [path for path, (owner, _f) in self._incoming.items() if owner == id(assoc)]
+            files = [self._incoming.pop(path)[1] for path in left]
+        for f in files:
+            f.discard()
+            logger.info("association ended in the middle of a C-STORE: %d bytes received and discarded", f.size_bytes)
 
     # ------------------------------------------------------------------ association
     def on_requested(self, event: Any) -> None:
@@ -216,6 +277,7 @@ class Receiver:
         logger.info("association from %s@%s accepted", calling, host)
 
     def on_closed(self, event: Any) -> None:
+        self._discard_incoming(event.assoc)
         with self._lock:
             st = self._stats.pop(id(event.assoc), None)
         if st is None:
@@ -243,23 +305,52 @@ class Receiver:
     def on_echo(self, event: Any) -> int:
         return SUCCESS
 
-    def on_store(self, event: Any) -> int:
+    def on_store(self, event: Any) -> int | Dataset:
         st = self._stat(event)
+        incoming: IncomingFile | None = None
         try:
-            status = self._store(event, st)
+            path = Path(event.dataset_path)
+            incoming = self._take_incoming(path)
+            if incoming is None:  # pynetdicom wrote the data set to a file of its own (see _incoming_file)
+                incoming = self.spool.receive_file(path, self.cfg.storage.max_instance_mb * 1024 * 1024)
+            status = self._store(event, st, incoming)
         except Exception:  # a bug: say so, never Success, never a crashed association
             logger.exception("C-STORE from %s@%s: unexpected error", st.calling_ae, st.host)
             status = HANDLER_FAILURE
-        if status != SUCCESS:
+        finally:
+            if incoming is not None:
+                incoming.discard()  # refused, or already moved into the study by store_received
+        code = int(status.Status) if isinstance(status, Dataset) else status
+        if code != SUCCESS:
             st.failed += 1
         return status
 
-    def _store(self, event: Any, st: _AssocStats) -> int:
+    def _store(self, event: Any, st: _AssocStats, incoming: IncomingFile) -> int | Dataset:
+        if incoming.error is not None:
+            logger.error(
+                "C-STORE from %s@%s: instance %s not stored: %s: status 0xA700",
+                st.calling_ae,
+                st.host,
+                _request_uid(event),
+                incoming.error.strerror or incoming.error,
+            )
+            return OUT_OF_RESOURCES
+        if incoming.too_large:
+            limit = self.cfg.storage.max_instance_mb
+            logger.warning(
+                "C-STORE from %s@%s: instance %s refused: %.1f MiB, over storage.max_instance_mb=%d: status 0xA701",
+                st.calling_ae,
+                st.host,
+                _request_uid(event),
+                incoming.size_bytes / (1024 * 1024),
+                limit,
+            )
+            status = Dataset()
+            status.Status = INSTANCE_TOO_LARGE
+            status.ErrorComment = f"instance larger than {limit} MiB (max_instance_mb)"
+            return status
         try:
-            ds = event.dataset
-            ds.file_meta = event.file_meta
-            for _elem in ds:  # convert every top-level element now: a broken encoding fails here, not later
-                pass
+            ds = _read_received(incoming.path)
         except Exception as exc:
             logger.warning(
                 "C-STORE from %s@%s: instance %s cannot be decoded (%s): status 0xC210",
@@ -307,7 +398,7 @@ class Receiver:
         reason = unusable_reason(ds, str(event.context.transfer_syntax))
         now = now_s()
         try:
-            stored = self.spool.store(key, event.encoded_dataset(include_meta=True), quarantine_reason=reason)
+            stored = self.spool.store_received(key, incoming, quarantine_reason=reason)
         except OSError as exc:
             logger.error(
                 "C-STORE: instance %s of study %s not stored: %s: status 0xA700",
@@ -370,6 +461,38 @@ def _ae_text(value: object) -> str:
     return str(value).strip()
 
 
+_system_temp_file = tempfile.NamedTemporaryFile
+
+
+def _incoming_file(*args: Any, **kwargs: Any) -> Any:
+    """Stands in for ``NamedTemporaryFile`` in :mod:`pynetdicom.dimse_messages`: the file a C-STORE data set is
+    written to. For an association of our server (pynetdicom calls this in the association's network thread) it
+    is a file in the spool (:meth:`Receiver.open_incoming`); for any other SCP in the process, pynetdicom's own."""
+    assoc = getattr(threading.current_thread(), "assoc", None)
+    receiver = getattr(getattr(assoc, "_server", None), "receiver", None)
+    if isinstance(receiver, Receiver):
+        return receiver.open_incoming(assoc)
+    return _system_temp_file(*args, **kwargs)
+
+
+def install_streaming_receive() -> None:
+    """Have pynetdicom write received C-STORE data sets to files as they arrive, ours into the spool.
+
+    Without ``STORE_RECV_CHUNKED_DATASET`` pynetdicom collects a data set in memory and the handler made two more
+    copies of it (issue 19: one 256 MiB instance took the listener from 244 MB to 1.04 GB resident). With it,
+    pynetdicom (>= 2.0) writes the fragments to a temporary file and hands the handler ``event.dataset_path``. The
+    setting is process-wide: any other SCP in this process (a test's peer) then reads its data sets from a file,
+    which ``event.dataset`` does by itself. pynetdicom creates that file with ``NamedTemporaryFile`` in the system
+    temporary folder; for our associations :func:`_incoming_file` creates it in the spool instead, so that storing
+    it is a rename, its size is capped while it arrives, a full disk becomes a status rather than an exception in
+    pynetdicom's network thread, and a crash leaves nothing outside the spool. Should a pynetdicom version stop
+    calling it, the handler copies pynetdicom's file into the spool (:meth:`Spool.receive_file`): same results.
+    """
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    if getattr(dimse_messages, "NamedTemporaryFile", None) is not _incoming_file:
+        dimse_messages.NamedTemporaryFile = _incoming_file
+
+
 def build_ae(cfg: ListenerConfig) -> AE:
     """The Application Entity of the listener: Verification plus the configured storage SOP classes."""
     net = cfg.network
@@ -400,6 +523,7 @@ class _Server(ThreadedAssociationServer):
 
     handshake_timeout_s: float = 10.0
     read_timeout_s: float | None = None
+    receiver: Receiver | None = None  # where _incoming_file finds the spool of an association's server
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
@@ -435,6 +559,7 @@ class _Server(ThreadedAssociationServer):
 def start_server(cfg: ListenerConfig, receiver: Receiver) -> Any:
     """Start the SCP in background threads; returns the pynetdicom server (call ``.shutdown()`` to stop)."""
     ae = build_ae(cfg)
+    install_streaming_receive()
     try:
         ctx = server_ssl_context(cfg.tls) if cfg.tls.enabled else None
     except (OSError, ssl.SSLError) as exc:
@@ -457,6 +582,7 @@ def start_server(cfg: ListenerConfig, receiver: Receiver) -> Any:
     assert isinstance(server, _Server)
     server.handshake_timeout_s = cfg.tls.handshake_timeout_s
     server.read_timeout_s = cfg.network.network_timeout_s
+    server.receiver = receiver
     ae._servers.append(server)  # as AE.start_server does: AE.shutdown() and the server's shutdown() expect it
     thread = threading.Thread(target=server.serve_forever, name="spine-assess-scp-accept", daemon=True)
     thread.start()

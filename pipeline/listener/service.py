@@ -21,7 +21,6 @@ interrupted are queued again and the outbox sends what it had not sent.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -37,7 +36,7 @@ from pipeline.listener import jobs
 from pipeline.listener.config import ListenerConfig
 from pipeline.listener.export import send_files
 from pipeline.listener.scp import Receiver, start_server
-from pipeline.listener.spool import InstanceKey, Spool, clean_uid
+from pipeline.listener.spool import InstanceKey, Spool, clean_uid, sha256_file
 from pipeline.listener.state import ExportItem, OutboxRow, StateDB, StudyStatus, now_s
 
 logger = logging.getLogger(__name__)
@@ -58,7 +57,6 @@ def reconcile(spool: Spool, state: StateDB, now: float | None = None) -> dict[st
         seen.add(str(path))
         if str(path) in known:
             continue
-        data = path.read_bytes()
         try:
             ds = dcmread(path, stop_before_pixels=True)
             uids = tuple(clean_uid(ds.get(k), k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"))
@@ -67,9 +65,8 @@ def reconcile(spool: Spool, state: StateDB, now: float | None = None) -> dict[st
             sop_class = str(ds.get("SOPClassUID", ""))
         except Exception as exc:
             reason = f"found in the spool at start-up but unreadable: {type(exc).__name__}: {exc}"
-            stored = spool.store(InstanceKey(study_uid, series_uid, sop_uid), data, quarantine_reason=reason)
-            path.unlink()
-            state.record_quarantine(study_uid=study_uid, sop_uid=sop_uid, path=str(stored.path), reason=reason, now=now)
+            moved = spool.move_to_quarantine(InstanceKey(study_uid, series_uid, sop_uid), path, reason)
+            state.record_quarantine(study_uid=study_uid, sop_uid=sop_uid, path=str(moved), reason=reason, now=now)
             logger.warning("study %s: instance %s quarantined at start-up: %s", study_uid, sop_uid, reason)
             counts["quarantined"] += 1
             continue
@@ -79,8 +76,8 @@ def reconcile(spool: Spool, state: StateDB, now: float | None = None) -> dict[st
             sop_uid=sop_uid,
             sop_class_uid=sop_class,
             path=str(path),
-            sha256=hashlib.sha256(data).hexdigest(),
-            size_bytes=len(data),
+            sha256=sha256_file(path),
+            size_bytes=path.stat().st_size,
             calling_ae="(recovered)",
             now=now,
         )

@@ -2,6 +2,7 @@
 
 Layout under the spool root (all created on demand)::
 
+    incoming/.<random>.dcm.tmp-<pid>                                    data sets being received (temporary)
     studies/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm   instances to process
     quarantine/<StudyInstanceUID>/<SOPInstanceUID>.dcm (+ .reason.txt)    parsed, but unusable
     results/<StudyInstanceUID>/                                         run_study outputs (report.json, sr.dcm...)
@@ -10,6 +11,8 @@ Layout under the spool root (all created on demand)::
 Writes are crash-safe: data goes to a hidden temporary file in the destination folder, is fsync'ed, renamed
 over the final name (atomic on POSIX), and the folder is fsync'ed; folders created on the way are fsync'ed in
 their parents too. After :meth:`Spool.store` returns, the instance survives a kill -9 or a power cut.
+A received data set is written as it arrives to an :class:`IncomingFile` in ``incoming/`` (same file system), and
+:meth:`Spool.store_received` fsyncs it and renames it into place, so an instance is never held in memory whole.
 UIDs become file names only after :func:`clean_uid` has checked that they are UIDs (digits and dots), so a
 hostile value cannot escape the spool.
 """
@@ -17,6 +20,7 @@ hostile value cannot escape the spool.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -24,6 +28,7 @@ import re
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +37,7 @@ from pipeline.errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
+INCOMING_DIR = "incoming"
 STUDIES_DIR = "studies"
 QUARANTINE_DIR = "quarantine"
 RESULTS_DIR = "results"
@@ -98,7 +104,7 @@ class Spool:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
-        for sub in (STUDIES_DIR, QUARANTINE_DIR, RESULTS_DIR):
+        for sub in (INCOMING_DIR, STUDIES_DIR, QUARANTINE_DIR, RESULTS_DIR):
             _makedirs_durable(self.root / sub)
         self._dir_lock = threading.Lock()
         self._lock_fd: int | None = None
@@ -172,11 +178,76 @@ class Spool:
         with self._dir_lock:
             _makedirs_durable(path.parent)
         existed = path.exists()
-        same = existed and _sha256_file(path) == digest
+        same = existed and sha256_file(path) == digest
         atomic_write(path, data)
         if quarantine_reason is not None:
             atomic_write(path.with_suffix(".reason.txt"), (quarantine_reason.strip() + "\n").encode("utf-8"))
         return StoredInstance(key, path, digest, len(data), existed, same, quarantine_reason is not None)
+
+    def incoming(self, max_bytes: int) -> IncomingFile:
+        """A new file in ``incoming/`` for a data set being received (see :class:`IncomingFile`)."""
+        return IncomingFile(self.root / INCOMING_DIR, max_bytes)
+
+    def receive_file(self, src: Path, max_bytes: int) -> IncomingFile:
+        """Copy a complete file (e.g. one pynetdicom wrote elsewhere) into ``incoming/``, 1 MiB at a time."""
+        incoming = self.incoming(max_bytes)
+        try:
+            size = os.stat(src).st_size
+            if size > max_bytes:  # refused anyway: not worth copying
+                incoming.size_bytes, incoming.too_large = size, True
+                return incoming
+            with open(src, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    incoming.write(chunk)
+        except OSError as exc:
+            incoming.error = incoming.error or exc
+        return incoming
+
+    def store_received(
+        self, key: InstanceKey, incoming: IncomingFile, *, quarantine_reason: str | None = None
+    ) -> StoredInstance:
+        """Move a completely received file into the study (or quarantine) durably, as :meth:`store` does.
+
+        The file is fsync'ed, renamed over the final name (``incoming/`` is on the same file system, so this is
+        atomic) and the folder fsync'ed. The caller discards ``incoming`` if this raises.
+
+        Raises
+        ------
+        OSError
+            ``incoming`` is incomplete (its write error, or too large), or it could not be made durable.
+        """
+        if incoming.error is not None:
+            raise incoming.error
+        if incoming.too_large:
+            raise OSError(errno.EFBIG, f"larger than {incoming.max_bytes} bytes")
+        if quarantine_reason is not None:
+            path = self.quarantine_dir(key.study_uid) / f"{key.sop_uid}{SUFFIX}"
+        else:
+            path = self.instance_path(key)
+        with self._dir_lock:
+            _makedirs_durable(path.parent)
+        existed = path.exists()
+        same = existed and sha256_file(path) == incoming.sha256
+        incoming.fsync()
+        incoming.close()
+        os.replace(incoming.path, path)
+        fsync_dir(path.parent)
+        if quarantine_reason is not None:
+            atomic_write(path.with_suffix(".reason.txt"), (quarantine_reason.strip() + "\n").encode("utf-8"))
+        return StoredInstance(
+            key, path, incoming.sha256, incoming.size_bytes, existed, same, quarantine_reason is not None
+        )
+
+    def move_to_quarantine(self, key: InstanceKey, src: Path, reason: str) -> Path:
+        """Move a file already in the spool (found unreadable at start-up) to ``quarantine/`` with its reason."""
+        path = self.quarantine_dir(key.study_uid) / f"{key.sop_uid}{SUFFIX}"
+        with self._dir_lock:
+            _makedirs_durable(path.parent)
+        os.replace(src, path)
+        fsync_dir(path.parent)
+        fsync_dir(src.parent)
+        atomic_write(path.with_suffix(".reason.txt"), (reason.strip() + "\n").encode("utf-8"))
+        return path
 
     # ------------------------------------------------------------------ reading / maintenance
     def free_mb(self) -> float:
@@ -228,6 +299,99 @@ class Spool:
         fsync_dir(self.root / STUDIES_DIR)
 
 
+class IncomingFile:
+    """A data set being received, written to ``incoming/`` as its fragments arrive and hashed on the way.
+
+    pynetdicom writes a received C-STORE data set to a temporary file when ``STORE_RECV_CHUNKED_DATASET`` is set;
+    the listener gives it one of these instead (:meth:`pipeline.listener.scp.Receiver.open_incoming`), so it has
+    the ``name``, ``write``, ``file.flush`` and ``close`` pynetdicom uses. ``write`` never raises: it runs in
+    pynetdicom's network thread, where an exception would break the association instead of giving the sender a
+    status. Past ``max_bytes`` the file is emptied at once and the rest only counted (``too_large``); an OS error
+    (disk full, I/O error) is kept in ``error`` and the rest discarded. The C-STORE handler then refuses the
+    instance, or moves the file into place with :meth:`Spool.store_received`. The name is a temporary one, so a
+    file left by a crash is removed at start-up (:meth:`Spool.remove_temp_files`).
+    """
+
+    def __init__(self, folder: Path, max_bytes: int) -> None:
+        self.path = Path(folder) / f".{uuid.uuid4().hex}{SUFFIX}{_TMP_MARK}{os.getpid()}"
+        self.max_bytes = max_bytes
+        self.size_bytes = 0
+        self.too_large = False
+        self.error: OSError | None = None
+        self._hash = hashlib.sha256()
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except OSError as exc:
+            self.error = exc
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    @property
+    def file(self) -> IncomingFile:  # pynetdicom flushes ``file`` after each fragment
+        return self
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.too_large
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        n = len(data)
+        self.size_bytes += n
+        if not self.ok or self._fd is None:
+            return n
+        if self.size_bytes > self.max_bytes:
+            self.too_large = True
+            self._empty()
+            return n
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self._write_chunk(view) :]
+        except OSError as exc:
+            self.error = exc
+            self._empty()
+            return n
+        self._hash.update(data)
+        return n
+
+    def _write_chunk(self, data: memoryview) -> int:
+        assert self._fd is not None
+        return os.write(self._fd, data)
+
+    def _empty(self) -> None:
+        """Give the space back at once (a refused transfer may go on for a while)."""
+        with contextlib.suppress(OSError):
+            if self._fd is not None:
+                os.ftruncate(self._fd, 0)
+
+    def flush(self) -> None:
+        """Nothing to do: every write goes straight to the operating system."""
+
+    def fsync(self) -> None:
+        if self._fd is None:
+            raise self.error or OSError(errno.EBADF, "incoming file already closed")
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def discard(self) -> None:
+        """Close and delete the file (nothing happens if :meth:`Spool.store_received` moved it away)."""
+        self.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink(missing_ok=True)
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that after return it is complete and durable, and never half-written."""
     path = Path(path)
@@ -274,7 +438,8 @@ def _makedirs_durable(path: Path) -> None:
         fsync_dir(d.parent)
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, read 1 MiB at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
