@@ -550,3 +550,20 @@ def test_a_data_set_in_pynetdicoms_own_temporary_file_is_copied_in(
     ((*_, stored),) = srv.spool.scan()
     assert dcmread(stored).PixelData == dcmread(f).PixelData
     assert _spool_files(srv) == [stored]
+
+
+@pytest.mark.parametrize("sent", [b"", b"\x01\x00\x00\x00\x00\xcd\x00\x01", b"\x09garbage"], ids=["probe", "rq", "bad"])
+def test_connections_closed_before_their_association_request_free_their_slot_at_once(make_server, sent: bytes) -> None:
+    """Found by benchmarks/faults.py (issue 19 fuzzing): a connection closed before its A-ASSOCIATE-RQ was read (a
+    port probe, a truncated request, garbage) kept one of network.max_associations for acse_timeout_s, because
+    pynetdicom's acceptor went on waiting for the request; a few of them refused every caller ("local limit
+    exceeded") for that long. Now the slot is freed when the connection closes."""
+    import socket
+    import time
+
+    srv = make_server(network={"max_associations": 2, "acse_timeout_s": 60})
+    for _ in range(6):
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(sent)
+    time.sleep(0.5)
+    assert _echo_ok(srv.port)

@@ -234,7 +234,14 @@ class Receiver:
         return entry[1] if entry else None
 
     def on_connection_closed(self, event: Any) -> None:
-        self._discard_incoming(event.assoc)
+        assoc = event.assoc
+        self._discard_incoming(assoc)
+        if assoc.is_acceptor and assoc.requestor.primitive is None:
+            # Closed before its A-ASSOCIATE-RQ was read (a port probe, a truncated request, garbage): pynetdicom's
+            # acceptor thread would go on waiting acse_timeout_s for the request, counted as one of
+            # max_associations all that time, so a few such connections refused every caller ("local limit
+            # exceeded"; found by benchmarks/faults.py). An empty item in the DUL's queue ends that wait now.
+            assoc.dul.to_user_queue.put(None)
 
     def _discard_incoming(self, assoc: Any) -> None:
         """Delete the partial data sets of an association that ended in the middle of a transfer."""
