@@ -114,3 +114,32 @@ def test_no_run_starts_while_the_spool_is_short_of_space(
     monkeypatch.setattr(lst.spool, "free_mb", lambda: 1e6)
     wait_for(lambda: lst.state.get_study(study_uid).status is StudyStatus.DONE, 20, "the run once space is back")
     assert executor.calls == [study_uid]
+
+
+def test_an_outcome_that_cannot_be_recorded_is_recorded_once_the_disk_has_space(
+    tmp_path: Path, listeners: list[Listener], monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """Found by benchmarks/faults.py: with the disk completely full the state database cannot be written either.
+    The finished run's outcome was dropped before it was recorded, so the study stayed 'running' (never retried,
+    never exported) until a restart. Now the outcome is kept and recorded once the database can be written."""
+    import sqlite3
+
+    ((study_uid, files),) = _studies(tmp_path / "in", ["a"]).values()
+    executor = ScriptedExecutor({study_uid: [(Status.OK, None, None)]})
+    lst = Listener(listener_config(tmp_path / "spool"), executor=executor).start()
+    listeners.append(lst)
+    real = lst.state.finish_run
+    failures = []
+
+    def disk_full(*a: Any, **k: Any) -> Any:
+        if len(failures) < 3:
+            failures.append(1)
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(*a, **k)
+
+    monkeypatch.setattr(lst.state, "finish_run", disk_full)
+    with caplog.at_level("ERROR", logger="pipeline.listener.service"):
+        assert set(store_files(lst.port, files)) == {0}
+        wait_for(lambda: lst.state.get_study(study_uid).status is StudyStatus.DONE, 20, "the outcome to be recorded")
+    assert executor.calls == [study_uid] and len(failures) == 3
+    assert sum("cannot be recorded yet" in r.getMessage() for r in caplog.records) == 1  # once, not every poll

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 from collections import defaultdict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -117,6 +118,7 @@ class Listener:
         self._destinations = {d.name: d for d in cfg.export.destinations}
         self._config_sha256: str | None = None
         self._space_warned_at: float | None = None
+        self._unrecorded: set[str] = set()  # finished runs whose outcome the database did not take yet (logged once)
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -279,8 +281,20 @@ class Listener:
             except Exception as exc:  # the executor itself failed (e.g. lost Dask scheduler): retryable
                 status, error, runtime = "crashed", f"executor error: {type(exc).__name__}: {exc}", None
                 kind = RESOURCE
+            try:
+                self._finish(uid, status, error, runtime, kind=kind)
+            except (sqlite3.Error, OSError) as exc:
+                # The state database cannot be written (a full disk fills it too): keep the outcome and record it
+                # at the next pass. Dropping it left the study 'running', never retried nor exported, until a
+                # restart (found by benchmarks/faults.py). Meanwhile the study keeps its worker slot.
+                if uid not in self._unrecorded:
+                    logger.error(
+                        "study %s: run ended but its outcome cannot be recorded yet (%s); will retry", uid, exc
+                    )
+                    self._unrecorded.add(uid)
+                continue
+            self._unrecorded.discard(uid)
             del self._jobs[uid]
-            self._finish(uid, status, error, runtime, kind=kind)
 
     def _finish(
         self, study_uid: str, status: str, error: str | None, runtime_s: float | None, *, kind: str | None = None
@@ -368,7 +382,11 @@ class Listener:
     def _requeue_interrupted(self) -> None:
         now = now_s()
         for uid in list(self._jobs):
-            self.state.requeue(uid, now)
+            try:
+                self.state.requeue(uid, now)
+            except (sqlite3.Error, OSError) as exc:  # still 'running' in the database: re-queued at the next start
+                logger.error("study %s: cannot record that its run was interrupted (%s)", uid, exc)
+                continue
             logger.info("study %s: run interrupted by the shutdown; it will run at the next start", uid)
         self._jobs.clear()
 
