@@ -143,3 +143,35 @@ def test_an_outcome_that_cannot_be_recorded_is_recorded_once_the_disk_has_space(
         wait_for(lambda: lst.state.get_study(study_uid).status is StudyStatus.DONE, 20, "the outcome to be recorded")
     assert executor.calls == [study_uid] and len(failures) == 3
     assert sum("cannot be recorded yet" in r.getMessage() for r in caplog.records) == 1  # once, not every poll
+
+
+def test_a_state_database_that_cannot_be_written_is_logged_once_not_every_poll(
+    tmp_path: Path, listeners: list[Listener], monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """Found by benchmarks/faults.py: with the disk full the scheduler logged a traceback at every poll (2879 in
+    10 minutes, into a log that may be on the same full disk). Now one line, then the study runs once it can."""
+    import sqlite3
+
+    ((study_uid, files),) = _studies(tmp_path / "in", ["a"]).values()
+    executor = ScriptedExecutor({study_uid: [(Status.OK, None, None)]})
+    lst = Listener(listener_config(tmp_path / "spool", storage={"min_free_mb": 0}), executor=executor).start()
+    listeners.append(lst)
+    real = lst.state.start_run
+    deadline: list[float] = []
+
+    def disk_full(*a: Any, **k: Any) -> Any:
+        if time.monotonic() < deadline[0]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(*a, **k)
+
+    with caplog.at_level("INFO", logger="pipeline.listener.service"):
+        deadline.append(time.monotonic() + 1e6)
+        monkeypatch.setattr(lst.state, "start_run", disk_full)
+        assert set(store_files(lst.port, files)) == {0}
+        time.sleep(lst.cfg.trigger.stable_seconds + 2.0)  # about 20 polls that cannot write
+        deadline[0] = time.monotonic()
+        wait_for(lambda: lst.state.get_study(study_uid).status is StudyStatus.DONE, 20, "the run once it can write")
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("cannot write the state database" in m for m in messages) == 1, messages
+    assert not any("unexpected error" in m for m in messages)
+    assert any("state database written again" in m for m in messages)

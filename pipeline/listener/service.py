@@ -194,9 +194,25 @@ class Listener:
     # ------------------------------------------------------------------ scheduler
     def _loop(self) -> None:
         poll = self.cfg.trigger.poll_seconds
+        db_error_logged_at: float | None = None
         while not self._stop.is_set():
             try:
                 self.tick()
+                if db_error_logged_at is not None:
+                    logger.info("scheduler: state database written again; carrying on")
+                    db_error_logged_at = None
+            except (sqlite3.Error, OSError) as exc:
+                # A full disk or an I/O error: nothing is lost (every step is one transaction, done again at the
+                # next pass), but a traceback at every poll flooded the log (found by benchmarks/faults.py).
+                now = now_s()
+                if db_error_logged_at is None or now - db_error_logged_at >= 60.0:
+                    logger.error(
+                        "scheduler: cannot write the state database %s (%s); trying again every %.1f s",
+                        self.spool.db_path,
+                        exc,
+                        poll,
+                    )
+                    db_error_logged_at = now
             except Exception:
                 logger.exception("scheduler: unexpected error (continuing)")
             self._wake.wait(poll)
