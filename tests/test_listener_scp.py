@@ -466,6 +466,20 @@ def test_an_instance_over_max_instance_mb_is_refused_and_nothing_is_spooled(
     assert "CANARYBIG" not in text
 
 
+def test_checking_a_received_file_leaves_its_pixel_data_on_disk(study: Path, tmp_path: Path) -> None:
+    """The handler's checks read the header of the received file and the pixel data's length, never its value
+    (which is what kept a whole instance in memory)."""
+    from pipeline.listener.scp import _read_received
+
+    f = _large_instance(study, tmp_path / "big.dcm", side=1100)
+    ds = _read_received(f)
+    assert unusable_reason(ds, str(ds.file_meta.TransferSyntaxUID)) is None
+    assert ds.get_item(0x7FE00010, keep_deferred=True).value is None  # still deferred: not read
+    ds.Rows = 1200  # 1200 x 1100 pixels are more than the file holds
+    assert "expected" in unusable_reason(ds, str(ds.file_meta.TransferSyntaxUID))
+    assert ds.get_item(0x7FE00010, keep_deferred=True).value is None
+
+
 def test_an_instance_under_the_limit_is_streamed_to_the_spool_byte_identical(
     make_server, study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -165,7 +165,7 @@ def unusable_reason(ds: Dataset, transfer_syntax: str) -> str | None:
 
 def _value_length(ds: Dataset, tag: int) -> int:
     """Length in bytes of an element's value, without reading a value that was deferred (left in the file)."""
-    elem = ds.get_item(tag)
+    elem = ds.get_item(tag, keep_deferred=True)  # pydicom 3 reads a deferred value here unless told not to
     if isinstance(elem, RawDataElement):
         return len(elem.value) if elem.value is not None else int(elem.length)
     if isinstance(elem, DataElement):
@@ -182,7 +182,7 @@ def _read_received(path: Path) -> Dataset:
     large ones, which stay in the file: bounded memory whatever the size of the instance."""
     ds = dcmread(path, defer_size=_DEFER_BYTES)
     for tag in list(ds.keys()):
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)
         if isinstance(raw, RawDataElement) and raw.value is None and raw.length:
             continue  # deferred: its length was read and checked against the file, its value is not needed here
         _ = ds[tag]
