@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
-from collections.abc import Iterable, Sequence
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +208,127 @@ def _read_exact(sock: socket.socket, n: int) -> bytes:
             break
         data += chunk
     return data
+
+
+# --------------------------------------------------------------------------- peers and listener processes
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
+    """Poll ``predicate`` until it returns something true (returned) or fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+class StorePeer:
+    """A pynetdicom Storage SCP (any storage SOP class) that records what it receives.
+
+    ``delay_s``: each C-STORE is answered that much later (a slow PACS); ``started`` is set when the first
+    request arrives.
+    """
+
+    def __init__(self, port: int = 0, *, delay_s: float = 0.0) -> None:
+        from pynetdicom import AllStoragePresentationContexts, evt
+
+        self.received: list[tuple[str, str, str]] = []  # (modality, SOP instance UID, series UID)
+        self.delay_s = delay_s
+        self.started = threading.Event()
+        ae = AE(ae_title="RESULTS")
+        ae.supported_contexts = AllStoragePresentationContexts
+        ae.add_supported_context(Verification)
+        self.server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on)])
+        self.port = int(self.server.server_address[1])
+
+    def _on(self, event: Any) -> int:
+        self.started.set()
+        ds = event.dataset
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self.received.append((str(ds.Modality), str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID)))
+        return 0
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+class ListenerProcess:
+    """``python -m pipeline -v listen --config FILE`` with its log in a file; kill9() is kill -9.
+
+    ``repo``: the checkout whose code runs (default this one; benchmarks compare with another).
+    """
+
+    def __init__(self, workdir: Path, cfg: dict[str, Any], *, verbose: str = "-v", repo: Path = REPO) -> None:
+        import yaml
+
+        self.workdir = workdir
+        self.config = workdir / "listener.yaml"
+        self.config.write_text(yaml.safe_dump(cfg))
+        self.port = int(cfg["network"]["port"])
+        self.logs: list[Path] = []
+        self.verbose = verbose
+        self.repo = Path(repo)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 60) -> ListenerProcess:
+        log = self.workdir / f"listener-{len(self.logs)}.log"
+        self.logs.append(log)
+        with open(log, "wb") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline", self.verbose, "listen", "--config", str(self.config)],
+                cwd=self.repo,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(self.repo)},
+            )
+        wait_for(self._echo, timeout_s, "the listener to answer C-ECHO")
+        return self
+
+    def _echo(self) -> bool:
+        assert self.proc is not None and self.proc.poll() is None, self.log_text()[-3000:]
+        return echo_ok(self.port, timeout_s=2)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def status_kb(self, field: str) -> int:
+        """A field of /proc/PID/status in KiB or a count: VmRSS (resident now), VmHWM (peak resident), Threads."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+        raise KeyError(field)
+
+    def log_text(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+
+def echo_ok(port: int, *, timeout_s: float = 5, calling: str = TEST_AET) -> bool:
+    """A C-ECHO over a new association succeeded."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = timeout_s
+    assoc = ae.associate("127.0.0.1", port, ae_title="SPINEAI")
+    if not assoc.is_established:
+        return False
+    try:
+        rsp = assoc.send_c_echo()
+        return bool(rsp) and "Status" in rsp and int(rsp.Status) == 0
+    finally:
+        assoc.release()

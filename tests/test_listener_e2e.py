@@ -9,25 +9,30 @@ destination. ``stable_seconds`` is 1-2 s here; the pipeline itself takes a few s
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydicom import dcmread
-from pynetdicom import AE, _config, evt
+from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification
 
 from pipeline.listener import Listener, StateDB, StudyStatus
 from pipeline.listener.spool import STATE_DB
-from tests.listener_helpers import TEST_AET, dicom_files, free_port, listener_config, make_small_study, store_files
+from tests.listener_helpers import (
+    TEST_AET,
+    ListenerProcess,
+    StorePeer,
+    dicom_files,
+    free_port,
+    listener_config,
+    make_small_study,
+    store_files,
+    wait_for,
+)
 from tests.orthanc_peer import DICOMWEB_PLUGIN, Orthanc
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -37,16 +42,6 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample_dicom" / "02_acute_osteoporotic_wedge"
 FAST = {"outputs": ["json", "seg", "sr"], "timeout_s": 300, "retry_backoff_s": 1.0}
 CANARY_NAME, CANARY_ID = "CANARYZEBRA^QUOKKA7781", "CANARY-ID-99431"
-
-
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def study_row(spool: Path, study_uid: str) -> Any:
@@ -70,28 +65,6 @@ def delivered(spool: Path, study_uid: str, n: int) -> bool:
     rows = outbox(spool, study_uid)
     last = [o for o in rows if o.run == max(r.run for r in rows)] if rows else []
     return len(last) == n and all(o.status == "delivered" for o in last)
-
-
-class StorePeer:
-    """A pynetdicom Storage SCP (any storage SOP class) that records what it receives."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.received: list[tuple[str, str, str]] = []  # (modality, SOP instance UID, series UID)
-        ae = AE(ae_title="RESULTS")
-        from pynetdicom import AllStoragePresentationContexts
-
-        ae.supported_contexts = AllStoragePresentationContexts
-        ae.add_supported_context(Verification)
-        self.server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, self._on)])
-        self.port = int(self.server.server_address[1])
-
-    def _on(self, event: Any) -> int:
-        ds = event.dataset
-        self.received.append((str(ds.Modality), str(ds.SOPInstanceUID), str(ds.SeriesInstanceUID)))
-        return 0
-
-    def close(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -237,62 +210,6 @@ def test_late_series_triggers_one_rerun_with_the_same_output_uids(
 
 
 # --------------------------------------------------------------------------- a listener process
-class ListenerProcess:
-    """``python -m pipeline -v listen --config FILE`` with its log in a file; kill() is kill -9."""
-
-    def __init__(self, workdir: Path, cfg: dict[str, Any], *, verbose: str = "-v") -> None:
-        self.workdir = workdir
-        self.config = workdir / "listener.yaml"
-        self.config.write_text(yaml.safe_dump(cfg))
-        self.port = int(cfg["network"]["port"])
-        self.logs: list[Path] = []
-        self.verbose = verbose
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ListenerProcess:
-        log = self.workdir / f"listener-{len(self.logs)}.log"
-        self.logs.append(log)
-        with open(log, "wb") as fh:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline", self.verbose, "listen", "--config", str(self.config)],
-                cwd=REPO,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        wait_for(self._echo, 60, "the listener to answer C-ECHO")
-        return self
-
-    def _echo(self) -> bool:
-        assert self.proc is not None and self.proc.poll() is None, self.log_text()[-3000:]
-        ae = AE(ae_title=TEST_AET)
-        ae.add_requested_context(Verification)
-        ae.acse_timeout = ae.network_timeout = 2
-        assoc = ae.associate("127.0.0.1", self.port, ae_title="SPINEAI")
-        if not assoc.is_established:
-            return False
-        assoc.release()
-        return True
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-    def log_text(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
-
-
 def _process_config(spool: Path, port: int, dest_port: int) -> dict[str, Any]:
     return {
         "network": {"port": port, "bind_address": "127.0.0.1"},
