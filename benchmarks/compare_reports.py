@@ -1,0 +1,86 @@
+"""Compare the report.json files of two runs, ignoring what differs between any two runs of the same code.
+
+A speed-up must not change a result (issue 18): run the sample studies before and after it and compare::
+
+    for s in sample_dicom/*/; do spine-assess -q run "$s" --out /tmp/before/$(basename "$s"); done
+    ... (the change) ...
+    for s in sample_dicom/*/; do spine-assess -q run "$s" --out /tmp/after/$(basename "$s"); done
+    python benchmarks/compare_reports.py /tmp/before /tmp/after
+
+Every ``report.json`` under BEFORE is compared with the one at the same relative path under AFTER; the run-specific
+fields (``timings_ms``, ``pipeline.generated_at``, ``outputs.*`` file digests if any) are dropped first. Prints one
+line per report and, for a difference, the first differing paths with both values. Exit status 0 when every
+report is identical, 1 otherwise (2 when BEFORE holds no report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+#: (path of keys) removed before comparing: they change on every run of the same code.
+RUN_SPECIFIC: tuple[tuple[str, ...], ...] = (("timings_ms",), ("pipeline", "generated_at"))
+
+
+def content(path: Path) -> Any:
+    report = json.loads(path.read_text(encoding="utf-8"))
+    for keys in RUN_SPECIFIC:
+        node = report
+        for k in keys[:-1]:
+            node = node.get(k, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(keys[-1], None)
+    return report
+
+
+def differences(a: Any, b: Any, where: str = "") -> list[str]:
+    """Paths (``vertebrae[3].height_loss_pct``) where ``a`` and ``b`` differ, with both values."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            if k not in a or k not in b:
+                out.append(f"{where}.{k}: {'missing' if k not in a else 'present'} before, "
+                           f"{'missing' if k not in b else 'present'} after")  # fmt: skip
+            else:
+                out += differences(a[k], b[k], f"{where}.{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{where}: {len(a)} items before, {len(b)} after"]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{where}[{i}]")]
+    return [] if a == b and type(a) is type(b) else [f"{where}: {a!r} -> {b!r}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("before", type=Path)
+    ap.add_argument("after", type=Path)
+    ap.add_argument("--show", type=int, default=10, help="differing paths to print per report (default 10)")
+    args = ap.parse_args(argv)
+    reports = sorted(args.before.rglob("report.json"))
+    if not reports:
+        print(f"no report.json under {args.before}")
+        return 2
+    bad = 0
+    for ra in reports:
+        rel = ra.relative_to(args.before)
+        rb = args.after / rel
+        if not rb.is_file():
+            print(f"{rel}: MISSING after")
+            bad += 1
+            continue
+        diff = differences(content(ra), content(rb))
+        print(f"{rel}: {'identical' if not diff else f'DIFFERS ({len(diff)} values)'}")
+        for d in diff[: args.show]:
+            print(f"    {d.lstrip('.')}")
+        bad += bool(diff)
+    ignored = ", ".join(".".join(k) for k in RUN_SPECIFIC)
+    print(f"{len(reports) - bad}/{len(reports)} reports identical (ignoring {ignored})")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
