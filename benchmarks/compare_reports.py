@@ -11,6 +11,10 @@ Every ``report.json`` under BEFORE is compared with the one at the same relative
 fields (``timings_ms``, ``pipeline.generated_at``, ``outputs.*`` file digests if any) are dropped first. Prints one
 line per report and, for a difference, the first differing paths with both values. Exit status 0 when every
 report is identical, 1 otherwise (2 when BEFORE holds no report).
+
+``--rtol R`` also counts two numbers as equal when they differ by at most R relative (reported separately, never
+silently): the STIR registration's ``registration_correction_mm`` differs in the 11th digit between two runs of
+the same code (ITK's multi-threaded metric sums), so two runs of main itself are equal only with ``--rtol 1e-9``.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ def content(path: Path) -> Any:
     return report
 
 
-def differences(a: Any, b: Any, where: str = "") -> list[str]:
-    """Paths (``vertebrae[3].height_loss_pct``) where ``a`` and ``b`` differ, with both values."""
+def differences(a: Any, b: Any, where: str = "", rtol: float = 0.0) -> list[str]:
+    """Paths (``vertebrae[3].height_loss_pct``) where ``a`` and ``b`` differ by more than ``rtol``, with both values."""
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
@@ -45,12 +49,14 @@ def differences(a: Any, b: Any, where: str = "") -> list[str]:
                 out.append(f"{where}.{k}: {'missing' if k not in a else 'present'} before, "
                            f"{'missing' if k not in b else 'present'} after")  # fmt: skip
             else:
-                out += differences(a[k], b[k], f"{where}.{k}")
+                out += differences(a[k], b[k], f"{where}.{k}", rtol)
         return out
     if isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             return [f"{where}: {len(a)} items before, {len(b)} after"]
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{where}[{i}]")]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{where}[{i}]", rtol)]
+    if isinstance(a, float) and isinstance(b, float) and abs(a - b) <= rtol * max(abs(a), abs(b)):
+        return []
     return [] if a == b and type(a) is type(b) else [f"{where}: {a!r} -> {b!r}"]
 
 
@@ -58,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("before", type=Path)
     ap.add_argument("after", type=Path)
+    ap.add_argument("--rtol", type=float, default=0.0, help="relative tolerance for numbers (default 0: exact)")
     ap.add_argument("--show", type=int, default=10, help="differing paths to print per report (default 10)")
     args = ap.parse_args(argv)
     reports = sorted(args.before.rglob("report.json"))
@@ -72,13 +79,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{rel}: MISSING after")
             bad += 1
             continue
-        diff = differences(content(ra), content(rb))
-        print(f"{rel}: {'identical' if not diff else f'DIFFERS ({len(diff)} values)'}")
+        a, b = content(ra), content(rb)
+        diff = differences(a, b, rtol=args.rtol)
+        exact = len(differences(a, b))
+        same = "identical" if not exact else f"equal within rtol {args.rtol:g} ({exact} values not exactly)"
+        print(f"{rel}: {same if not diff else f'DIFFERS ({len(diff)} values)'}")
         for d in diff[: args.show]:
             print(f"    {d.lstrip('.')}")
         bad += bool(diff)
     ignored = ", ".join(".".join(k) for k in RUN_SPECIFIC)
-    print(f"{len(reports) - bad}/{len(reports)} reports identical (ignoring {ignored})")
+    tol = f", numbers within rtol {args.rtol:g}" if args.rtol else ""
+    print(f"{len(reports) - bad}/{len(reports)} reports identical (ignoring {ignored}{tol})")
     return 1 if bad else 0
 
 
