@@ -22,7 +22,11 @@ logger = logging.getLogger("pipeline.cli")
 Handler = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``spine-assess`` parser; with ``command`` only that command gets its options (the others are listed
+    with their one-line help), because building a command's options imports what its help names (the report
+    writers, the phantom's transfer syntaxes, the listener's states): ``--help`` and every other command's
+    start-up need not pay for that (issue 18). Unknown ``command``: no command gets its options."""
     parser = argparse.ArgumentParser(
         prog="spine-assess",
         description=(
@@ -36,18 +40,32 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for add in sorted(_SUBCOMMANDS, key=_help_rank):
-        add(sub)
+    builders = {add.__name__.removeprefix("_add_"): add for add in _SUBCOMMANDS}
+    for name, one_line in _COMMANDS.items():
+        if command is None or command == name:
+            builders[name](sub)
+        else:
+            sub.add_parser(name, help=one_line)
     return parser
 
 
-# The order users meet the commands in --help: the everyday jobs first, then the tools.
-_HELP_ORDER = ("run", "batch", "inspect", "listen", "queue", "rules", "stir", "phantom")
+def _command_in(argv: Sequence[str]) -> str:
+    """The command named in ``argv``: its first word that is not an option (no global option takes a value)."""
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
-def _help_rank(add: Callable[..., None]) -> int:
-    name = add.__name__.removeprefix("_add_")
-    return _HELP_ORDER.index(name) if name in _HELP_ORDER else len(_HELP_ORDER)
+# The commands, in the order users meet them in --help (the everyday jobs first, then the tools), with their
+# one-line help: what `spine-assess --help` shows without building any command's options.
+_COMMANDS = {
+    "run": "assess one study folder: vertebral bodies, height loss, STIR oedema, eligibility, reports",
+    "batch": "assess every study in a folder (overnight, unattended); resumable; summary table at the end",
+    "inspect": "list the studies and series in a folder and which series would be used",
+    "listen": "receive studies from a PACS or scanner (DICOM C-STORE), assess them and send the results back",
+    "queue": "status of the studies received by the listener and of their results; retry or purge",
+    "rules": "check the eligibility rules and a clinical file; list the rules with their sources",
+    "stir": "measure STIR marrow oedema per vertebra on given images and a given label map",
+    "phantom": "make a synthetic spine MRI study (DICOM + truth.json) for testing",
+}
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
@@ -65,8 +83,8 @@ def _require_input(path: Path, what: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(_command_in(argv)).parse_args(argv)
     _configure_logging(args.verbose, args.quiet)
     handler: Handler = args.handler
     try:
@@ -89,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "inspect",
-        help="list the studies and series in a folder and which series would be used",
+        help=_COMMANDS["inspect"],
         description=(
             "Look through a folder (PACS export, CD copy, scanner export, or a NIfTI file) without analysing "
             "anything: for each study, list its series with orientation, recognised role (T1 / T2 / STIR / "
@@ -185,7 +203,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
 def _add_rules(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "rules",
-        help="check the eligibility rules and a clinical file; list the rules with their sources",
+        help=_COMMANDS["rules"],
         description=(
             "Checks the vertebral augmentation eligibility rules (configs/eligibility.yaml) and, with "
             "--clinical, a patient's clinical file (clinical.yaml or clinical.json, see "
@@ -269,7 +287,7 @@ def _add_phantom(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "phantom",
-        help="make a synthetic spine MRI study (DICOM + truth.json) for testing",
+        help=_COMMANDS["phantom"],
         description=(
             "Generate a synthetic sagittal spine MRI study: T1, T2 and STIR series of an artificial "
             "patient (T10 to sacrum by default) with optional vertebral fractures, written as DICOM files "
@@ -449,7 +467,7 @@ def _add_stir(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser(
         "stir",
-        help="measure STIR marrow oedema per vertebra on given images and a given label map",
+        help=_COMMANDS["stir"],
         description=(
             "Measure bone-marrow oedema (STIR hyperintensity) in every labelled vertebral body. "
             "Inputs are image files (NIfTI, NRRD, MHA) with correct geometry: the anatomy series the labels "
@@ -551,7 +569,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "run",
-        help="assess one study folder: vertebral bodies, height loss, STIR oedema, eligibility, reports",
+        help=_COMMANDS["run"],
         description=(
             "Assess one MRI study of the spine. STUDY_DIR is a folder holding one study (DICOM files from a "
             "PACS export, a CD or the scanner, in any sub-folders; or a NIfTI file). The program picks the "
@@ -670,7 +688,7 @@ def _add_batch(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "batch",
-        help="assess every study in a folder (overnight, unattended); resumable; summary table at the end",
+        help=_COMMANDS["batch"],
         description=(
             "Assess every study found under ROOT (any folder layout: one folder per study, PACS or CD exports, "
             "NIfTI files) and write each study's results into its own folder under --out, named after the "
@@ -859,7 +877,7 @@ _SUBCOMMANDS.append(_add_batch)
 def _add_listen(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "listen",
-        help="receive studies from a PACS or scanner (DICOM C-STORE), assess them and send the results back",
+        help=_COMMANDS["listen"],
         description=(
             "Run the DICOM listener: the PACS (or a scanner) sends sagittal spine MRI studies to this AE title "
             "and port. Every image is saved to the spool folder before it is acknowledged. When no new image of a "
@@ -917,7 +935,7 @@ _SUBCOMMANDS.append(_add_listen)
 def _add_queue(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "queue",
-        help="status of the studies received by the listener and of their results; retry or purge",
+        help=_COMMANDS["queue"],
         description=(
             "Look at and manage what the listener has received: which studies are arriving, waiting, being "
             "assessed, done or failed (dead letters), and whether their results reached the PACS. Works while "

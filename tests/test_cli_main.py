@@ -1,4 +1,5 @@
-"""``python -m pipeline.cli`` and ``python -m pipeline`` know every subcommand (issue 16 item 11)."""
+"""``python -m pipeline.cli`` and ``python -m pipeline`` know every subcommand (issue 16 item 11); ``--help`` builds
+no command's options and imports no stage library (issue 18)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import _HELP_ORDER
+from pipeline.cli import _COMMANDS, build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,9 +22,39 @@ def test_module_entry_points_register_every_subcommand(module):
         [sys.executable, "-m", module, "--help"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
     )
     assert proc.returncode == 0, proc.stderr
-    for name in _HELP_ORDER:
+    for name in _COMMANDS:
         assert name in proc.stdout, (name, proc.stdout)
     proc = subprocess.run(
         [sys.executable, "-m", module, "run", "--help"], capture_output=True, text=True, env=env, cwd=REPO, timeout=120
     )
     assert proc.returncode == 0 and "--anchor" in proc.stdout, proc.stderr
+
+
+# What a command's start-up should not pay unless it needs it (issue 18 item 2).
+HEAVY = ("SimpleITK", "highdicom", "pynetdicom", "dask", "distributed", "jinja2", "onnxruntime", "matplotlib",
+         "pydicom", "scipy", "skimage")  # fmt: skip
+
+
+def test_top_level_help_imports_no_stage_library():
+    code = (
+        "import sys\n"
+        "from pipeline.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+
+
+def _options(parser, command):
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sorted(o for a in sub.choices[command]._actions for o in a.option_strings)
+
+
+@pytest.mark.parametrize("command", list(_COMMANDS))
+def test_a_named_command_gets_all_its_options(command):
+    full = build_parser()
+    assert _options(build_parser(command), command) == _options(full, command)
+    assert _options(build_parser("another"), command) == ["--help", "-h"]
