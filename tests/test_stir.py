@@ -306,6 +306,21 @@ def test_erosion_is_in_mm_and_anisotropy_aware(spacing, expected):
     assert tuple(int(x) for x in idx.max(axis=0) - idx.min(axis=0) + 1) == expected
 
 
+@pytest.mark.parametrize("spacing", [(4.0, 0.9, 0.9), (1.0, 1.0, 1.0)])
+def test_erosion_on_the_masks_box_equals_erosion_on_the_whole_crop(spacing):
+    # erode_mm runs the distance transform on the mask's bounding box (issue 18): the same voxels as on the
+    # whole, much larger crop (the reference below is the previous implementation)
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    mask = ndimage.gaussian_filter(rng.normal(size=(16, 60, 60)), 3.0) > 0.02
+    mask[:, :10] = mask[:, 50:] = False  # an irregular blob of several parts, well inside the crop row-wise
+    sp = np.asarray(spacing)
+    scale = sp / (np.array([2.0, 2.5, 3.0]) + 0.5 * sp)
+    dist = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=scale)[1:-1, 1:-1, 1:-1]
+    assert np.array_equal(erode_mm(mask, spacing, (2.0, 2.5, 3.0)), mask & (dist > 1.0 + 1e-6))
+
+
 @pytest.mark.parametrize(
     ("thirds", "expected"),
     [

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 _CAUDAL_LPS = np.array([0.0, 0.0, -1.0])
 _LEFT_LPS = np.array([1.0, 0.0, 0.0])
 _POSTERIOR_LPS = np.array([0.0, 1.0, 0.0])
+_OTHER_AXES = ((1, 2), (0, 2), (0, 1))  # for the extent along axis 0, 1, 2 of a 3-D mask
 
 
 # --------------------------------------------------------------------------- per-body sampling
@@ -126,9 +127,18 @@ def erode_mm(
         return mask.copy()
     sp = np.asarray(spacing_mm, dtype=float)
     scale = sp / (np.asarray(radii_mm, dtype=float) + 0.5 * sp)
-    padded = np.pad(mask, 1, constant_values=False)
+    # The distance transform runs on the mask's bounding box plus a background ring only: no background voxel
+    # outside that box is nearer to a mask voxel than the ring, so the distances are the same, and the box is
+    # much smaller than the caller's crop (sized for the canal behind the body; issue 18).
+    box = tuple(
+        slice(int(ix[0]), int(ix[-1]) + 1) for ix in (np.flatnonzero(np.any(mask, axis=a)) for a in _OTHER_AXES)
+    )
+    sub = mask[box]
+    padded = np.pad(sub, 1, constant_values=False)
     dist = ndimage.distance_transform_edt(padded, sampling=scale)[1:-1, 1:-1, 1:-1]
-    return np.asarray(mask & (dist > 1.0 + 1e-6))
+    out = np.zeros_like(mask, dtype=bool)
+    out[box] = sub & (dist > 1.0 + 1e-6)
+    return out
 
 
 def smooth_inplane(volume: Volume, sigma_mm: float) -> np.ndarray:

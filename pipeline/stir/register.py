@@ -1,8 +1,12 @@
 """Bring a second series (STIR or T1) onto the anatomy grid.
 
 - The anatomy series itself, or the same grid in the same frame of reference: used as is.
-- Same FrameOfReferenceUID: resampled with the DICOM geometry (linear), then, unless disabled, a rigid
-  registration checks for patient motion between the series and is adopted when it moves the body
+- Same FrameOfReferenceUID: resampled with the DICOM geometry (linear), then, unless disabled, checked for
+  patient motion between the series. First a probe: the match (mutual information) at the scanner geometry
+  against the match after a shift of ``misalignment_tolerance_mm`` each way along each free axis, and a turn
+  that moves the bodies as much. When every probe matches worse, and about equally so both ways, there is no
+  sign of motion and nothing more is done (the usual case; issue 18: the registration was most of the STIR
+  stage's time). Otherwise a rigid registration measures the motion and is adopted when it moves the body
   centroids by more than ``misalignment_tolerance_mm`` reproducibly.
 - Different or unknown frame of reference: rigid registration (Mattes mutual information, own
   multi-resolution pyramid, started from the scanner geometry and from perturbed starts).
@@ -94,11 +98,22 @@ def bring_onto_grid(
         return GridResult(moving, np.ones(anatomy.shape, dtype=bool), "same grid (no resampling)", None, None)
     if same_frame is not False:
         geo = moving if same_grid else moving.resample_like(anatomy, linear=True)
-        valid = _valid_mask(anatomy, moving)
+        # on the same grid the field of view is the same: no need to resample a mask to learn that
+        valid = np.ones(anatomy.shape, dtype=bool) if same_grid else _valid_mask(anatomy, moving)
         label = "same frame of reference" if same_frame else "frame of reference unknown, scanner geometry"
         if not cfg.check_same_frame_alignment:
             return GridResult(geo, valid, f"{label} (resampled)", None, None)
         reg = _Registration(anatomy, moving, landmarks_lps, region, cfg)
+        step = cfg.misalignment_tolerance_mm
+        try:
+            still = reg.looks_aligned(step, level=cfg.alignment_check_levels)
+        except RuntimeError as exc:  # e.g. too few samples in the overlap: let the registration decide
+            logger.info("%s alignment probe failed (%s); registering", what, _short(exc))
+            still = False
+        if still:
+            return GridResult(
+                geo, valid, f"{label} (resampled; alignment checked, no sign of {step:g} mm motion)", None, None
+            )
         try:
             first = reg.run(reg.identity(), levels=cfg.alignment_check_levels)
         except RuntimeError as exc:
@@ -221,11 +236,18 @@ class _Registration:
         thick = max(max(anatomy.spacing_mm), max(moving.spacing_mm)) > cfg.out_of_plane_max_slice_mm
         # Euler3D parameters: (rot about frame x = slice normal, rot y, rot z, tx, ty, tz)
         self.weights = (1.0, 0.0, 0.0, 1.0, 1.0, 1.0) if thick else (1.0,) * 6
-        self.levels = [self._level(p) for p in cfg.pyramid_inplane_mm]
+        self._levels: dict[int, tuple[sitk.Image, sitk.Image, float]] = {}  # built when first used
 
     # ---------------------------------------------------------------- frame and pyramid
     def _to_frame(self, v: Volume) -> Volume:
         return Volume(v.array, v.spacing_mm, tuple(self.q @ np.asarray(v.origin_lps)), v.axes_lps @ self.q.T)
+
+    def level(self, k: int) -> tuple[sitk.Image, sitk.Image, float]:
+        """(fixed, moving, sampling fraction) of pyramid level ``k`` (negative: from the finest), built once."""
+        k = range(len(self.cfg.pyramid_inplane_mm))[k]
+        if k not in self._levels:
+            self._levels[k] = self._level(self.cfg.pyramid_inplane_mm[k])
+        return self._levels[k]
 
     def _level(self, pitch_mm: float) -> tuple[sitk.Image, sitk.Image, float]:
         """(fixed, moving, sampling fraction) of one pyramid level; both coarsened to ``pitch_mm``."""
@@ -278,7 +300,8 @@ class _Registration:
         (all by default); raises RuntimeError from SimpleITK."""
         t = sitk.Euler3DTransform(start)
         metric = float("nan")
-        for fixed, moving, frac in self.levels[: levels or None]:
+        for k in range(len(self.cfg.pyramid_inplane_mm))[: levels or None]:
+            fixed, moving, frac = self.level(k)
             r = self._method(frac)
             r.SetInterpolator(sitk.sitkLinear)
             r.SetOptimizerAsRegularStepGradientDescent(
@@ -307,12 +330,50 @@ class _Registration:
         r.SetInterpolator(sitk.sitkLinear)
         return r
 
-    def metric_at(self, t: sitk.Transform) -> float:
-        """Mattes value of ``t`` on the finest level (no optimisation)."""
-        fixed, moving, frac = self.levels[-1]
+    def metric_at(self, t: sitk.Transform, level: int = -1) -> float:
+        """Mattes value of ``t`` on pyramid level ``level`` (default the finest; no optimisation)."""
+        fixed, moving, frac = self.level(level)
         r = self._method(frac)
         r.SetInitialTransform(sitk.Euler3DTransform(t))
         return float(r.MetricEvaluate(fixed, moving))
+
+    def looks_aligned(self, step_mm: float, *, level: int) -> bool:
+        """True when the scanner geometry looks aligned to within about ``step_mm``: along each free axis, probes
+        ``step_mm`` away both ways (a shift, or a turn that moves the bodies by ``step_mm`` on average) both
+        match worse than the geometry itself, and about equally so (one side losing less than a third of what
+        the other loses puts the best match a third of a step or more off the geometry, toward that side).
+        The match is mutual information at the resolution of the alignment check's finest pyramid level (the
+        first ``level`` levels). False means a shift may exist, not that it does: register to measure it."""
+        pitch = self.cfg.pyramid_inplane_mm[max(0, min(level, len(self.cfg.pyramid_inplane_mm)) - 1)]
+        box = _box_covering(self.moving_f, self.fixed_roi, step_mm + 2.0 * pitch + 2.0 * max(self.moving.spacing_mm))
+        probe = _MatchProbe(
+            _smooth(self.fixed_roi, pitch),
+            _smooth(_crop(self.moving_f, box), pitch),
+            samples=self.cfg.metric_samples,
+            bins=self.cfg.histogram_bins,
+            seed=self.cfg.random_seed,
+        )
+        base = probe.mutual_information(self.identity())
+        offsets = self.points - self.centre
+        for axis, weight in enumerate(self.weights):
+            if not weight:
+                continue
+            if axis < 3:  # a turn about this frame axis through the centre: mean body displacement step_mm
+                reach = float(np.mean(np.linalg.norm(np.delete(offsets, axis, axis=1), axis=1)))
+                amount = step_mm / max(reach, _MIN_TURN_REACH_MM)
+            else:
+                amount = step_mm
+            losses = []
+            for sign in (1.0, -1.0):
+                t = self.identity()
+                move = [0.0] * 6
+                move[axis] = sign * amount
+                t.SetRotation(*move[:3])
+                t.SetTranslation(tuple(move[3:]))
+                losses.append(base - probe.mutual_information(t))
+            if min(losses) < 0.0 or min(losses) < max(losses) / 3.0:
+                return False
+        return True
 
     def run_with_restarts(self, first: _Run) -> tuple[_Run, float]:
         """Best of ``first`` and the perturbed starts, and the residual (see module docstring)."""
@@ -356,6 +417,57 @@ class _Registration:
         ones = self.moving_f.with_array(np.ones(self.moving.shape, dtype=np.uint8)).to_sitk()
         valid = Volume.from_sitk(sitk.Resample(ones, fixed, t, sitk.sitkNearestNeighbor, 0.0)).array > 0
         return self.anatomy.with_array(np.asarray(out.array)), np.asarray(valid)
+
+
+_MIN_TURN_REACH_MM = 20.0  # a turn probe is at most step / 20 mm rad (~4 deg for 1.5 mm), even for one body
+
+
+class _MatchProbe:
+    """Mutual information of two series at one fixed random sample of the fixed region, for a few transforms.
+
+    A joint histogram of the fixed values and the linearly interpolated moving values: a few evaluations cost a
+    few milliseconds, where SimpleITK's Mattes metric draws its samples over the whole image on every call.
+    Used to decide whether to register at all, never as the registration's metric.
+    """
+
+    def __init__(self, fixed: Volume, moving: Volume, *, samples: int, bins: int, seed: int) -> None:
+        size = int(np.prod(fixed.shape))
+        pick = np.random.default_rng(seed).choice(size, size=min(samples, size), replace=False)
+        index = np.stack(np.unravel_index(np.sort(pick), fixed.shape), axis=1)
+        self.points = fixed.index_to_lps(index.astype(float))  # frame mm
+        self.fixed_bins = _bin(np.asarray(fixed.array)[tuple(index.T)], bins)
+        self.moving = moving
+        self.moving_array = np.asarray(moving.array, dtype=np.float32)
+        self.moving_range = (float(self.moving_array.min()), float(self.moving_array.max()))
+        self.bins = bins
+
+    def mutual_information(self, t: sitk.Euler3DTransform) -> float:
+        """Mutual information (nats) with the moving series sampled through ``t`` (fixed -> moving points);
+        samples that map outside the moving series are left out."""
+        a = np.asarray(t.GetMatrix(), dtype=float).reshape(3, 3)
+        c = np.asarray(t.GetCenter(), dtype=float)
+        mapped = (self.points - c) @ a.T + c + np.asarray(t.GetTranslation(), dtype=float)
+        index = self.moving.lps_to_index(mapped)
+        inside = np.all((index >= 0) & (index <= np.asarray(self.moving.shape) - 1), axis=1)
+        if np.count_nonzero(inside) < 2:
+            return 0.0
+        values = ndimage.map_coordinates(self.moving_array, index[inside].T, order=1)
+        return _mutual_information(self.fixed_bins[inside], _bin(values, self.bins, self.moving_range), self.bins)
+
+
+def _bin(values: np.ndarray, bins: int, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Histogram bin (0 .. bins - 1) of each value, over ``value_range`` (default: the values' own)."""
+    lo, hi = value_range if value_range is not None else (float(values.min()), float(values.max()))
+    k = np.floor((np.asarray(values, dtype=float) - lo) * (bins / max(hi - lo, 1e-12))).astype(np.int64)
+    return np.clip(k, 0, bins - 1)
+
+
+def _mutual_information(a: np.ndarray, b: np.ndarray, bins: int) -> float:
+    """Mutual information (nats) of two binned samples."""
+    joint = np.bincount(a * bins + b, minlength=bins * bins).reshape(bins, bins) / float(a.size)
+    pa, pb = joint.sum(axis=1), joint.sum(axis=0)
+    nz = joint > 0
+    return float(np.sum(joint[nz] * np.log(joint[nz] / np.outer(pa, pb)[nz])))
 
 
 _MOTION_MARGIN_MM = 40.0  # moving-series margin around the fixed region (covers the restarts and real motion)
