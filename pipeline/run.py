@@ -32,6 +32,7 @@ from pipeline.eligibility import (
     load_rules,
 )
 from pipeline.errors import InputError, PipelineError, StudyError
+from pipeline.fsio import FILE_MODE, fsync_dir, fsync_tree
 from pipeline.ingest import (
     IngestConfig,
     choose_series,
@@ -414,7 +415,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     if removed:
-        _fsync_dir(Path(folder))
+        fsync_dir(Path(folder))
     return removed
 
 
@@ -432,7 +433,7 @@ def _atomic_dir(final: Path, *, study_uid: str | None = None, force: bool = Fals
     try:
         yield tmp
         _restrict_tree(tmp)
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         check_output_folder(final, study_uid=study_uid, force=force)
         if final.exists():
             old = final.parent / f".{final.name}.old-{os.getpid()}-{time.monotonic_ns()}"
@@ -445,15 +446,13 @@ def _atomic_dir(final: Path, *, study_uid: str | None = None, force: bool = Fals
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
-#: Outputs carry patient data (the DICOM SR / SEG hold the patient's name, ID and birth date; the reports the
-#: findings): readable by the owner and its group only, whatever the process umask (docs/pacs.md, issue 19).
-FILE_MODE = 0o640
+#: Output folders: owner and group only (the files get fsio.FILE_MODE), whatever the process umask.
 DIR_MODE = 0o750
 
 
@@ -464,25 +463,6 @@ def _restrict_tree(root: Path) -> None:
         os.chmod(dirpath, DIR_MODE)
         for name in files:
             os.chmod(os.path.join(dirpath, name), FILE_MODE)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = [

@@ -23,20 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError
+from pipeline.fsio import fsync_dir
 
 logger = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.jsonl"
 LOCK_FILE = ".batch.lock"
 LEDGER_VERSION = 1
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Ledger:
@@ -91,7 +84,7 @@ class Ledger:
         finally:
             os.close(fd)
         if new:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
 
 
 def _now() -> str:

@@ -28,12 +28,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from pipeline.fsio import atomic_write, remove_stale_temporaries
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
@@ -58,7 +58,6 @@ CSV_COLUMNS = (
     "error",
     "from_previous_run",
 )
-_TEMP = re.compile(r"^\.summary\.(csv|json)\.tmp-\d+$")
 
 
 def make_row(
@@ -114,9 +113,9 @@ def write_summary(out_root: Path, rows: Sequence[Mapping[str, Any]], meta: Mappi
     for r in rows:
         w.writerow([_csv_cell(c, r.get(c)) for c in CSV_COLUMNS])
     doc = {"schema_version": SUMMARY_SCHEMA_VERSION, "batch": dict(meta), "studies": list(rows)}
-    _atomic_write(out_root / SUMMARY_CSV, buf.getvalue())
-    _atomic_write(out_root / SUMMARY_JSON, json.dumps(doc, indent=1, default=str) + "\n")
-    _atomic_write(out_root / INDEX_HTML, index_html(out_root, rows, meta))
+    atomic_write(out_root / SUMMARY_CSV, buf.getvalue())
+    atomic_write(out_root / SUMMARY_JSON, json.dumps(doc, indent=1, default=str) + "\n")
+    atomic_write(out_root / INDEX_HTML, index_html(out_root, rows, meta))
 
 
 _INDEX_COLUMNS = (
@@ -182,24 +181,9 @@ def index_html(out_root: Path, rows: Sequence[Mapping[str, Any]], meta: Mapping[
     )
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def remove_stale_summary_temporaries(out_root: Path) -> None:
-    for p in Path(out_root).iterdir():
-        if _TEMP.match(p.name) and p.is_file():
-            p.unlink(missing_ok=True)
+    """Delete the temporaries a killed batch left beside its summary files."""
+    remove_stale_temporaries(Path(out_root), (SUMMARY_CSV, SUMMARY_JSON, INDEX_HTML))
 
 
 def counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:

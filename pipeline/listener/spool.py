@@ -27,13 +27,13 @@ import os
 import re
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import ConfigError, InputError
+from pipeline.fsio import TMP_MARK, atomic_write, fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ RESULTS_DIR = "results"
 STATE_DB = "state.sqlite3"
 LOCK_FILE = ".lock"
 SUFFIX = ".dcm"
-_TMP_MARK = ".tmp-"
+_TMP_MARK = TMP_MARK
 
 _UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 
@@ -390,36 +390,6 @@ class IncomingFile:
         self.close()
         with contextlib.suppress(OSError):
             self.path.unlink(missing_ok=True)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that after return it is complete and durable, and never half-written."""
-    path = Path(path)
-    tmp = path.parent / f".{path.name}{_TMP_MARK}{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _makedirs_durable(path: Path) -> None:
