@@ -9,7 +9,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,9 @@ from pynetdicom import AE
 from pynetdicom.sop_class import MRImageStorage, Verification
 
 from pipeline.listener.config import ListenerConfig, parse_listener_config
+from pipeline.listener.scp import Receiver, start_server
+from pipeline.listener.spool import Spool
+from pipeline.listener.state import StateDB
 
 TEST_AET = "TESTSCU"
 
@@ -39,6 +43,19 @@ def listener_config(spool: Path, **sections: dict[str, Any]) -> ListenerConfig:
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
     return parse_listener_config(data, "test")
+
+
+@contextmanager
+def receiving(cfg: ListenerConfig) -> Iterator[tuple[int, Spool, StateDB]]:
+    """The listener's receiving side in this process (no scheduler): ``(port, spool, state)`` until the block ends."""
+    spool = Spool(cfg.spool_dir)
+    state = StateDB(spool.db_path)
+    server = start_server(cfg, Receiver(cfg, spool, state))
+    try:
+        yield int(server.server_address[1]), spool, state
+    finally:
+        server.shutdown()
+        state.close()
 
 
 def dicom_files(folder: Path) -> list[Path]:

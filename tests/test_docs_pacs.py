@@ -11,10 +11,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from pipeline.listener.scp import Receiver, start_server
 from pipeline.listener.spool import Spool
 from pipeline.listener.state import StateDB
-from tests.listener_helpers import dcmtk_tool, dicom_files, listener_config
+from tests.listener_helpers import dcmtk_tool, dicom_files, listener_config, receiving
 
 pytestmark = pytest.mark.network
 
@@ -41,12 +40,8 @@ def listener(tmp_path: Path) -> Iterator[tuple[int, Spool, StateDB]]:
     cfg = listener_config(
         tmp_path / "spool", access={"allowed_callers": [{"ae_title": "ORTHANC", "host": "127.0.0.1"}]}
     )
-    spool = Spool(cfg.spool_dir)
-    state = StateDB(spool.db_path)
-    server = start_server(cfg, Receiver(cfg, spool, state))
-    yield int(server.server_address[1]), spool, state
-    server.shutdown()
-    state.close()
+    with receiving(cfg) as served:
+        yield served
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.listener.scp import Receiver, start_server
 from pipeline.listener.spool import Spool
 from pipeline.listener.state import StateDB
-from tests.listener_helpers import dcmtk_tool, dicom_files, listener_config, make_small_study
+from tests.listener_helpers import dcmtk_tool, dicom_files, listener_config, make_small_study, receiving
 from tests.orthanc_peer import Orthanc
 
 pytestmark = pytest.mark.network
@@ -38,12 +37,8 @@ def scp(tmp_path: Path) -> Iterator[tuple[int, Spool, StateDB]]:
             ]
         },
     )
-    spool = Spool(cfg.spool_dir)
-    state = StateDB(spool.db_path)
-    server = start_server(cfg, Receiver(cfg, spool, state))
-    yield int(server.server_address[1]), spool, state
-    server.shutdown()
-    state.close()
+    with receiving(cfg) as served:
+        yield served
 
 
 def _tool(name: str) -> str:
