@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 #: Part of every temporary file's name (the listener's spool recognises its own temporaries by it too).
@@ -79,24 +80,42 @@ def _temporary_of(name: str) -> re.Pattern[str]:
     return re.compile(rf"^\.{re.escape(name)}{re.escape(TMP_MARK)}\d+(-\d+)*$")
 
 
-def remove_stale_temporaries(folder: Path, names: Iterable[str]) -> list[Path]:
-    """Delete the temporaries that killed :func:`atomic_write` calls for the files ``names`` left in ``folder``.
+def remove_stale(folder: Path, is_stale: Callable[[Path], bool]) -> list[Path]:
+    """Delete the entries of ``folder`` (not recursive, never through a symlink) that ``is_stale``; return them.
 
-    Call it only when no other process writes those files (a live writer's temporary looks like a dead one's).
+    Folders are removed with their content. For what killed writers leave behind: call it only when no other
+    process writes into ``folder`` (a live writer's temporary looks like a dead one's).
     """
-    patterns = [_temporary_of(n) for n in names]
     removed: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except FileNotFoundError:
         return removed
     for p in entries:
-        if any(pat.match(p.name) for pat in patterns) and p.is_file() and not p.is_symlink():
+        if p.is_symlink() or not is_stale(p):
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
             p.unlink(missing_ok=True)
-            removed.append(p)
+        removed.append(p)
     if removed:
         fsync_dir(Path(folder))
     return removed
 
 
-__all__ = ["FILE_MODE", "TMP_MARK", "atomic_write", "fsync_dir", "fsync_tree", "remove_stale_temporaries"]
+def remove_stale_temporaries(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Delete the temporaries that killed :func:`atomic_write` calls for the files ``names`` left in ``folder``."""
+    patterns = [_temporary_of(n) for n in names]
+    return remove_stale(folder, lambda p: p.is_file() and any(pat.match(p.name) for pat in patterns))
+
+
+__all__ = [
+    "FILE_MODE",
+    "TMP_MARK",
+    "atomic_write",
+    "fsync_dir",
+    "fsync_tree",
+    "remove_stale",
+    "remove_stale_temporaries",
+]

@@ -32,7 +32,7 @@ from pipeline.eligibility import (
     load_rules,
 )
 from pipeline.errors import InputError, PipelineError, StudyError
-from pipeline.fsio import FILE_MODE, fsync_dir, fsync_tree
+from pipeline.fsio import FILE_MODE, fsync_dir, fsync_tree, remove_stale
 from pipeline.ingest import (
     IngestConfig,
     choose_series,
@@ -405,18 +405,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     Call this only when no other process is writing outputs into ``folder`` (the batch holds a lock on its
     output folder): a live run's temporary folder looks the same as a dead one's.
     """
-    removed: list[Path] = []
-    try:
-        entries = list(Path(folder).iterdir())
-    except FileNotFoundError:
-        return removed
-    for p in entries:
-        if is_temporary_output(p) and p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p)
-    if removed:
-        fsync_dir(Path(folder))
-    return removed
+    return remove_stale(folder, lambda p: is_temporary_output(p) and p.is_dir())
 
 
 @contextmanager
