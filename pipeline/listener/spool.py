@@ -171,18 +171,20 @@ class Spool:
             Success.
         """
         digest = hashlib.sha256(data).hexdigest()
-        if quarantine_reason is not None:
-            path = self.quarantine_dir(key.study_uid) / f"{key.sop_uid}{SUFFIX}"
-        else:
-            path = self.instance_path(key)
-        with self._dir_lock:
-            _makedirs_durable(path.parent)
+        path = self._destination(key, quarantined=quarantine_reason is not None)
         existed = path.exists()
         same = existed and sha256_file(path) == digest
         atomic_write(path, data)
         if quarantine_reason is not None:
-            atomic_write(path.with_suffix(".reason.txt"), (quarantine_reason.strip() + "\n").encode("utf-8"))
+            _write_reason(path, quarantine_reason)
         return StoredInstance(key, path, digest, len(data), existed, same, quarantine_reason is not None)
+
+    def _destination(self, key: InstanceKey, *, quarantined: bool) -> Path:
+        """Where an instance goes (its series folder, or quarantine), with the folders made durably."""
+        path = self.quarantine_dir(key.study_uid) / f"{key.sop_uid}{SUFFIX}" if quarantined else self.instance_path(key)
+        with self._dir_lock:
+            _makedirs_durable(path.parent)
+        return path
 
     def incoming(self, max_bytes: int) -> IncomingFile:
         """A new file in ``incoming/`` for a data set being received (see :class:`IncomingFile`)."""
@@ -220,12 +222,7 @@ class Spool:
             raise incoming.error
         if incoming.too_large:
             raise OSError(errno.EFBIG, f"larger than {incoming.max_bytes} bytes")
-        if quarantine_reason is not None:
-            path = self.quarantine_dir(key.study_uid) / f"{key.sop_uid}{SUFFIX}"
-        else:
-            path = self.instance_path(key)
-        with self._dir_lock:
-            _makedirs_durable(path.parent)
+        path = self._destination(key, quarantined=quarantine_reason is not None)
         existed = path.exists()
         same = existed and sha256_file(path) == incoming.sha256
         incoming.fsync()
@@ -233,20 +230,18 @@ class Spool:
         os.replace(incoming.path, path)
         fsync_dir(path.parent)
         if quarantine_reason is not None:
-            atomic_write(path.with_suffix(".reason.txt"), (quarantine_reason.strip() + "\n").encode("utf-8"))
+            _write_reason(path, quarantine_reason)
         return StoredInstance(
             key, path, incoming.sha256, incoming.size_bytes, existed, same, quarantine_reason is not None
         )
 
     def move_to_quarantine(self, key: InstanceKey, src: Path, reason: str) -> Path:
         """Move a file already in the spool (found unreadable at start-up) to ``quarantine/`` with its reason."""
-        path = self.quarantine_dir(key.study_uid) / f"{key.sop_uid}{SUFFIX}"
-        with self._dir_lock:
-            _makedirs_durable(path.parent)
+        path = self._destination(key, quarantined=True)
         os.replace(src, path)
         fsync_dir(path.parent)
         fsync_dir(src.parent)
-        atomic_write(path.with_suffix(".reason.txt"), (reason.strip() + "\n").encode("utf-8"))
+        _write_reason(path, reason)
         return path
 
     # ------------------------------------------------------------------ reading / maintenance
@@ -390,6 +385,11 @@ class IncomingFile:
         self.close()
         with contextlib.suppress(OSError):
             self.path.unlink(missing_ok=True)
+
+
+def _write_reason(quarantined: Path, reason: str) -> None:
+    """The reason a file was quarantined, in ``<name>.reason.txt`` beside it."""
+    atomic_write(quarantined.with_suffix(".reason.txt"), (reason.strip() + "\n").encode("utf-8"))
 
 
 def _makedirs_durable(path: Path) -> None:
