@@ -301,7 +301,7 @@ def _one_column(
     bodies: list[BodyInstance],
     spacing_mm: tuple[float, float, float],
     cfg: SegmentationConfig,
-    stacked: Callable[[int, int], bool] | None = None,
+    stacked: Callable[[int, int], bool],
 ) -> list[BodyInstance]:
     """The bodies of one column: one body per level, none far off the column's line.
 
@@ -324,7 +324,7 @@ def _one_column(
             overlap = min(r_hi, k_hi) - max(r_lo, k_lo)
             # one above the other (a vertebra plana under a neighbour whose head-feet extent is inflated by its
             # tilt), not two rivals at one level
-            if overlap > 0.5 * min(r_hi - r_lo, k_hi - k_lo) and not (stacked and stacked(b.label, k.label)):
+            if overlap > 0.5 * min(r_hi - r_lo, k_hi - k_lo) and not stacked(b.label, k.label):
                 clash = True
                 break
         if not clash:
@@ -365,15 +365,17 @@ def _stacked(labels: np.ndarray, a: int, b: int) -> bool:
     """
     in_a, in_b = labels == a, labels == b
     fp_a, fp_b = in_a.any(axis=1), in_b.any(axis=1)
-    shared = np.argwhere(fp_a & fp_b)
-    if len(shared) < 0.5 * min(int(fp_a.sum()), int(fp_b.sum())) or len(shared) == 0:
+    shared = fp_a & fp_b
+    n_shared = int(shared.sum())
+    if n_shared == 0 or n_shared < 0.5 * min(int(fp_a.sum()), int(fp_b.sum())):
         return False
-    above = below = 0
-    for s, c in shared:
-        ra, rb = np.flatnonzero(in_a[s, :, c]), np.flatnonzero(in_b[s, :, c])
-        above += int(ra.max() < rb.min())
-        below += int(rb.max() < ra.min())
-    return max(above, below) >= 0.9 * len(shared)
+    # per (slice, column) position: each instance's highest and lowest row
+    rows = np.arange(labels.shape[1])[None, :, None]
+    top_a, top_b = np.where(in_a, rows, labels.shape[1]).min(axis=1), np.where(in_b, rows, labels.shape[1]).min(axis=1)
+    low_a, low_b = np.where(in_a, rows, -1).max(axis=1), np.where(in_b, rows, -1).max(axis=1)
+    above = int((shared & (low_a < top_b)).sum())
+    below = int((shared & (low_b < top_a)).sum())
+    return max(above, below) >= 0.9 * n_shared
 
 
 def _plausible(b: BodyInstance, cfg: SegmentationConfig) -> bool:
