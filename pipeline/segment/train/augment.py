@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from pipeline.segment.grid import normalise_slices
-from pipeline.segment.train.data import BACKGROUND, BODY, DISC, FRACTURED, IGNORE, S1, TrainingCase
+from pipeline.segment.train.data import BACKGROUND, BODY, BONY, DISC, FRACTURED, IGNORE, TrainingCase
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ def _intensity(img: np.ndarray, tgt: np.ndarray, rng: np.random.Generator, cfg: 
     x = np.clip(img / hi, 0.0, 2.0).astype(np.float32)
     if rng.random() < cfg.tissue_gain_prob:
         # marrow and disc signal relative to the surroundings varies with the sequence and with age
-        body = _smooth_weight(np.isin(tgt, (BODY, S1, FRACTURED)))
+        body = _smooth_weight(np.isin(tgt, BONY))
         disc = _smooth_weight(tgt == DISC)
         gb = rng.uniform(*cfg.body_gain)
         gd = rng.uniform(*cfg.disc_gain)
@@ -167,7 +167,7 @@ def _affine_patch(
     p = cfg.patch
     fg = np.argwhere(tgt == FRACTURED) if focus else np.empty((0, 2))
     if not fg.size:
-        fg = np.argwhere(np.isin(tgt, (BODY, S1, FRACTURED)))
+        fg = np.argwhere(np.isin(tgt, BONY))
     if fg.size and (focus or rng.random() < 0.85):
         centre = fg[rng.integers(len(fg))].astype(float) + rng.normal(0, 20.0 / pitch_mm, 2)
     else:

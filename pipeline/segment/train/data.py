@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 BACKGROUND, BODY, DISC, S1 = 0, 1, 2, 3
 FRACTURED = 4  # stored in targets only; the network's class is BODY (see the module docstring)
+BONY = (BODY, S1, FRACTURED)  # target values of a vertebral body of any kind
 IGNORE = 255
 CLASS_NAMES = ("background", "vertebral_body", "disc", "s1")
 # how far (mm) the ignored zone reaches in front of / behind the end bodies, plus a widening per mm of distance
@@ -83,7 +84,7 @@ class TrainingCase:
     @property
     def body_slices(self) -> np.ndarray:
         """Indices of slices holding body or S1 voxels."""
-        return np.flatnonzero(np.isin(self.target, (BODY, S1, FRACTURED)).any(axis=(1, 2)))
+        return np.flatnonzero(np.isin(self.target, BONY).any(axis=(1, 2)))
 
     @property
     def fractured_slices(self) -> np.ndarray:
