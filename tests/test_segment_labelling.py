@@ -184,3 +184,30 @@ def test_fused_s1_like_segments_are_one_sacrum_named_from_its_top():
     lab = label_bodies(column([0.0, 0.0, 0.0, 0.9, 0.9], gaps=[8.0, 8.0, 10.0, 0.0]), CFG)
     assert names(lab)[:4] == ["L3", "L4", "L5", "S1"] and lab.sacrum_index == 3
     assert not any("ambiguous" in w for w in lab.warnings)
+
+
+def test_a_body_above_s1_that_looks_partly_like_s1_makes_the_sacrum_ambiguous():
+    """On a scan unlike the training data the network may score S2 above a faint S1: the faint S1 is then the
+    body above the candidate, one level off everywhere if the candidate were taken."""
+    lab = label_bodies(column([0.0, 0.01, 0.0, 0.02, 0.05, 0.25, 0.92]), CFG)
+    assert names(lab) == [None] * 7 and lab.sacrum_index is None
+    assert any("ambiguous" in w and "partly like S1" in w and "0.25" in w for w in lab.warnings)
+
+
+def test_a_faint_s1_score_above_the_candidate_below_the_rival_limit_is_ignored():
+    lab = label_bodies(column([0.0, 0.01, 0.0, 0.02, 0.05, 0.15, 0.92]), CFG)
+    assert names(lab) == ["T12", "L1", "L2", "L3", "L4", "L5", "S1"]
+
+
+def test_a_body_joined_to_the_s1_candidate_from_above_makes_the_sacrum_ambiguous():
+    """S1 always has the L5/S1 disc above it: a body joined to the candidate without one is S1 itself (the
+    candidate being S2) or a piece of a body."""
+    lab = label_bodies(column(NORMAL, gaps=[8.0, 8.0, 8.0, 8.0, 8.0, 1.0]), CFG)
+    assert names(lab) == [None] * 7
+    assert any("joined to it" in w and "no disc space" in w for w in lab.warnings)
+
+
+def test_sacral_segments_below_s1_that_look_partly_like_s1_do_not_make_it_ambiguous():
+    lab = label_bodies(column([*NORMAL, 0.3], gaps=[8.0, 8.0, 8.0, 8.0, 8.0, 10.0, 0.0]), CFG)
+    assert names(lab)[:7] == ["T12", "L1", "L2", "L3", "L4", "L5", "S1"] and lab.sacrum_index == 6
+    assert not lab.warnings

@@ -9,7 +9,9 @@ real scans and phantoms: the first sacral body, tilted, below the last mobile di
 - S1 is the body with the highest mean S1 share of its probability, if that reaches ``s1_min_score``; when
   S1-like bodies follow each other with no disc space between them (``fused_gap_mm``), they are one fused sacrum
   and S1 is the most cranial of them. Two separate S1-like bodies, or an ordinary body just below the S1
-  candidate, make the sacrum ambiguous: no names. A
+  candidate, make the sacrum ambiguous: no names. So do a body just above it that looks partly like S1
+  (``s1_rival_score``: on scans unlike the training data the network may score S2 above a faint S1) and a body
+  joined to the candidate from above with no disc space (S1 always has the L5/S1 disc above it). A
   candidate cut by the lower edge of the image may be a partly seen L5: no names either.
 - The count goes up from S1 one body at a time and stops where it cannot be trusted: a centre-to-centre step
   as long as a missing body (``count_missing_gap_ratio`` x the median step) or so short that one of the two is
@@ -218,14 +220,32 @@ def _find_s1(facts: list[BodyFacts], cfg: SegmentationConfig) -> tuple[int | Non
     # without a disc space is the same sacrum, and S1 is the most cranial body of that fused run
     while j > 0 and scores[j - 1] >= cfg.s1_min_score and _fused(facts[j - 1], cfg):
         j -= 1
+    # below S1, whatever is joined to it without a disc space is sacrum, however little it looks like S1
     run_end = j
-    while run_end + 1 < len(facts) and scores[run_end + 1] >= cfg.s1_min_score and _fused(facts[run_end], cfg):
+    while run_end + 1 < len(facts) and _fused(facts[run_end], cfg):
         run_end += 1
     others = [k for k in range(len(facts)) if not j <= k <= run_end and scores[k] >= cfg.s1_min_score]
     if others:
         return None, (
             f"sacrum ambiguous: bodies {j + 1} and {others[0] + 1} from the top both look like S1; vertebral levels "
             f"are not assigned ({_ANCHOR_HINT})"
+        )
+    # a body above that looks partly like S1 is the usual sign that the network took S2 for S1 (or L5 for S1) on
+    # a scan unlike its training data: one level off everywhere, so no names
+    # (the segments below S1 are sacral and may look partly like S1: only the body above counts as a rival)
+    if j > 0 and scores[j - 1] >= cfg.s1_rival_score:
+        return None, (
+            f"sacrum ambiguous: body {j} from the top, above the body that looks like S1 (body {j + 1}), also looks "
+            f"partly like S1 (score {scores[j - 1]:.2f} against {scores[j]:.2f}); vertebral levels are not "
+            f"assigned ({_ANCHOR_HINT})"
+        )
+    # S1 always has a disc space above it (L5/S1); a body joined to the candidate without one means the candidate
+    # is S2 under a poorly recognised S1, or one piece of a body
+    if j > 0 and _fused(facts[j - 1], cfg):
+        return None, (
+            f"sacrum ambiguous: the body above the one that looks like S1 (body {j + 1} from the top) is joined to it "
+            f"with no disc space between them: it may be S1 itself, with the candidate S2; vertebral levels are not "
+            f"assigned ({_ANCHOR_HINT})"
         )
     steps = _steps_mm(facts)
     above = steps[: max(0, j)]
