@@ -8,7 +8,7 @@ from pathlib import Path
 import highdicom as hd
 import pytest
 
-from pipeline.cli import format_study_summary
+from pipeline.cli.run import format_study_summary
 from pipeline.model import GradeState, grade_display
 from pipeline.report.dicom_seg import build_seg
 from pipeline.report.dicom_sr import build_sr
