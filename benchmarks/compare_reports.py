@@ -15,6 +15,11 @@ report is identical, 1 otherwise (2 when BEFORE holds no report).
 ``--rtol R`` also counts two numbers as equal when they differ by at most R relative (reported separately, never
 silently): the STIR registration's ``registration_correction_mm`` differs in the 11th digit between two runs of
 the same code (ITK's multi-threaded metric sums), so two runs of main itself are equal only with ``--rtol 1e-9``.
+
+``--files`` also compares the other outputs, for a change to a writer's internals: every DICOM file (``seg.dcm``,
+``sr.dcm``, ``sc/*.dcm``) element by element, tag, VR and value, down every sequence, ignoring the values of
+date/time elements (DA, TM, DT: the creation time); every overlay PNG by its decoded pixels (a different
+compression level gives other bytes, the same image).
 """
 
 from __future__ import annotations
@@ -60,11 +65,64 @@ def differences(a: Any, b: Any, where: str = "", rtol: float = 0.0) -> list[str]
     return [] if a == b and type(a) is type(b) else [f"{where}: {a!r} -> {b!r}"]
 
 
+def dicom_differences(a: Any, b: Any, where: str = "") -> list[str]:
+    """Where two pydicom datasets differ (tag, VR or value, recursively); date/time values are ignored."""
+    out = []
+    for tag in sorted(set(a.keys()) | set(b.keys())):
+        if tag not in a or tag not in b:
+            out.append(f"{where}{tag}: {'missing' if tag not in a else 'present'} before, "
+                       f"{'missing' if tag not in b else 'present'} after")  # fmt: skip
+            continue
+        ea, eb = a[tag], b[tag]
+        name = f"{where}{ea.keyword or tag}"
+        if ea.VR != eb.VR:
+            out.append(f"{name}: VR {ea.VR} -> {eb.VR}")
+        elif ea.VR == "SQ":
+            if len(ea.value) != len(eb.value):
+                out.append(f"{name}: {len(ea.value)} items before, {len(eb.value)} after")
+            else:
+                for i, (x, y) in enumerate(zip(ea.value, eb.value, strict=True)):
+                    out += dicom_differences(x, y, f"{name}[{i}].")
+        elif ea.VR not in ("DA", "TM", "DT") and ea.value != eb.value:
+            out.append(f"{name}: {str(ea.value)[:60]!r} -> {str(eb.value)[:60]!r}")
+    return out
+
+
+def compare_files(before: Path, after: Path, show: int) -> int:
+    """Compare the DICOM and overlay PNG files of two runs; prints one line per file; returns the number differing."""
+    import numpy as np
+    import pydicom
+    from PIL import Image
+
+    files = sorted(p for p in before.rglob("*") if p.suffix in (".dcm", ".png") and p.is_file())
+    bad = 0
+    for fa in files:
+        rel = fa.relative_to(before)
+        fb = after / rel
+        if not fb.is_file():
+            print(f"{rel}: MISSING after")
+            bad += 1
+            continue
+        if fa.suffix == ".dcm":
+            da, db = pydicom.dcmread(fa), pydicom.dcmread(fb)
+            diff = dicom_differences(da.file_meta, db.file_meta, "meta.") + dicom_differences(da, db)
+        else:
+            pa, pb = np.asarray(Image.open(fa)), np.asarray(Image.open(fb))
+            diff = [] if np.array_equal(pa, pb) else [f"pixels differ ({pa.shape} -> {pb.shape})"]
+        print(f"{rel}: {'identical' if not diff else f'DIFFERS ({len(diff)} values)'}")
+        for d in diff[:show]:
+            print(f"    {d}")
+        bad += bool(diff)
+    print(f"{len(files) - bad}/{len(files)} DICOM/PNG files identical (ignoring DA/TM/DT values; PNG: pixels)")
+    return bad
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("before", type=Path)
     ap.add_argument("after", type=Path)
     ap.add_argument("--rtol", type=float, default=0.0, help="relative tolerance for numbers (default 0: exact)")
+    ap.add_argument("--files", action="store_true", help="also compare DICOM files and overlay PNGs (see above)")
     ap.add_argument("--show", type=int, default=10, help="differing paths to print per report (default 10)")
     args = ap.parse_args(argv)
     reports = sorted(args.before.rglob("report.json"))
@@ -90,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     ignored = ", ".join(".".join(k) for k in RUN_SPECIFIC)
     tol = f", numbers within rtol {args.rtol:g}" if args.rtol else ""
     print(f"{len(reports) - bad}/{len(reports)} reports identical (ignoring {ignored}{tol})")
+    if args.files:
+        bad += compare_files(args.before, args.after, args.show)
     return 1 if bad else 0
 
 
