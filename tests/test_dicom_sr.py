@@ -63,6 +63,33 @@ def test_sr_rereads_with_patient_and_evidence(written):
     assert ds.CodingSchemeIdentificationSequence[0].CodingSchemeDesignator == dc.PRIVATE_SCHEME
 
 
+def _referenced_instances(item) -> set[str]:
+    refs = {r.ReferencedSOPInstanceUID for r in item.get("ReferencedSOPSequence", [])}
+    return refs.union(*(_referenced_instances(child) for child in item.get("ContentSequence", [])))
+
+
+def test_every_instance_the_content_references_is_in_the_evidence(written):
+    # build_sr gives highdicom's constructor the root without its children (which skips highdicom's own check)
+    _case, _seg, sr_path = written
+    ds = pydicom.dcmread(sr_path)
+    evidence = {
+        i.ReferencedSOPInstanceUID
+        for st in ds.CurrentRequestedProcedureEvidenceSequence
+        for s in st.ReferencedSeriesSequence
+        for i in s.ReferencedSOPSequence
+    }
+    referenced = _referenced_instances(ds)
+    assert len(referenced) > 1 and referenced <= evidence
+
+
+def test_built_sr_content_is_the_written_tree(written):
+    case, seg_path, sr_path = written
+    sr = build_sr(case.report, pydicom.dcmread(seg_path), case.datasets)
+    assert sr.content[0].ContentSequence is sr.ContentSequence
+    groups = sr.content.get_volumetric_roi_measurement_groups()
+    assert [str(g.tracking_identifier) for g in groups] == list(_groups_by_identifier(sr_path))
+
+
 def test_each_vertebra_references_its_segment_and_the_source_images(written):
     case, seg_path, sr_path = written
     seg = hd.seg.segread(seg_path)

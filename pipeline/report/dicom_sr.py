@@ -178,9 +178,10 @@ def build_sr(
         imaging_measurements=groups or None,
         referenced_images=list(source_datasets),
     )
+    root = content[0]
     sr = hd.sr.Comprehensive3DSR(
         evidence=[*source_datasets, seg],
-        content=content[0],
+        content=_without_children(root),
         series_instance_uid=identity.uid("SR-series", prefix=config.uid_prefix),
         series_number=config.sr_series_number,
         sop_instance_uid=identity.uid("SR-instance", prefix=config.uid_prefix),
@@ -202,5 +203,27 @@ def build_sr(
             )
         ],
     )
+    # the document holds the root's own elements (as the constructor would have put them) and ``sr.content`` the
+    # report that made them (the constructor's view is a parsed deep copy of the same tree)
+    sr.ContentSequence = root.ContentSequence
+    sr._content = content
     logger.info("SR of study %s: %d vertebra groups", identity.study_uid, len(groups))
     return sr
+
+
+def _without_children(root: Dataset) -> Dataset:
+    """``root`` with an empty content sequence, for highdicom's SR constructor; its children are attached after.
+
+    The constructor deep-copies the content tree, parses the copy back into content items (for ``sr.content``)
+    and searches it for the instances it references: 2/3 of the SR's CPU time (about 300 of 470 ms with 9-12
+    vertebrae and 15-24 source images), for a tree that highdicom's templates have just built and checked. What it
+    writes does not depend on the tree: it stores the root's elements themselves (not the copy) and lists every
+    evidence dataset, referenced or not. Every instance the tree references is in the evidence by construction
+    (the source images and the SEG; tested).
+    """
+    stub = Dataset()
+    for element in root:
+        if element.keyword != "ContentSequence":
+            stub.add(element)
+    stub.ContentSequence = []
+    return stub
