@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pipeline.levels import Level  # noqa: E402
-from pipeline.model import EdemaPattern, SegmentationResult, StirAssessment, Substitute  # noqa: E402
+from pipeline.model import EdemaPattern, LoadedSeries, SegmentationResult, StirAssessment, Substitute  # noqa: E402
 from pipeline.stir import StirConfig, assess_stir, load_stir_config  # noqa: E402
 from pipeline.stir.labelmap import segmentation_from_label_map  # noqa: E402
 from pipeline.stir.measure import erosion_radii_mm, sample_bodies  # noqa: E402
@@ -53,6 +53,12 @@ REALDATA = next(
     REPO.parent / "shared" / "realdata",
 )
 UID_A, UID_B = "1.2.826.0.1.3680043.2.1", "1.2.826.0.1.3680043.2.2"
+
+
+def in_frame(volume: Volume, frame_of_reference_uid: str) -> LoadedSeries:
+    return LoadedSeries(volume, frame_of_reference=frame_of_reference_uid)
+
+
 TARGET_FRACTION = 0.20
 LARGE_FRACTION = 0.50  # whole-body truth fraction above which a band covers most of the marrow
 
@@ -347,14 +353,11 @@ def run_phantoms(args: argparse.Namespace, cfg: StirConfig) -> Study | None:
         st = make(i)
         t0 = time.perf_counter()
         a = assess_stir(
-            st.anatomy,
+            in_frame(st.anatomy, UID_A),
             st.segmentation,
-            st.stir,
+            in_frame(st.stir, UID_A),
             cfg=cfg,
-            stir_frame_of_reference_uid=UID_A,
-            anatomy_frame_of_reference_uid=UID_A,
-            t1=st.t1,
-            t1_frame_of_reference_uid=UID_A,
+            t1=in_frame(st.t1, UID_A) if st.t1 is not None else None,
             deformity=st.deformity,
         )
         times.append(time.perf_counter() - t0)
@@ -364,12 +367,10 @@ def run_phantoms(args: argparse.Namespace, cfg: StirConfig) -> Study | None:
             picture_study = st
         field = bias_field(st.stir, 0.30, seed=1000 + i)
         b = assess_stir(
-            st.anatomy,
+            in_frame(st.anatomy, UID_A),
             st.segmentation,
-            st.stir.with_array((st.stir.array * field).astype(np.float32)),
+            in_frame(st.stir.with_array((st.stir.array * field).astype(np.float32)), UID_A),
             cfg=cfg,
-            stir_frame_of_reference_uid=UID_A,
-            anatomy_frame_of_reference_uid=UID_A,
             deformity=st.deformity,
         )
         biased.add(st, b, same)
@@ -383,13 +384,7 @@ def run_phantoms(args: argparse.Namespace, cfg: StirConfig) -> Study | None:
             mv, truth = moved(st.stir, rot, shift)
             t0 = time.perf_counter()
             r = assess_stir(
-                st.anatomy,
-                st.segmentation,
-                mv,
-                cfg=cfg,
-                stir_frame_of_reference_uid=UID_B,
-                anatomy_frame_of_reference_uid=UID_A,
-                deformity=st.deformity,
+                in_frame(st.anatomy, UID_A), st.segmentation, in_frame(mv, UID_B), cfg=cfg, deformity=st.deformity
             )
             reg_time.append(time.perf_counter() - t0)
             if r.status != "measured":
@@ -462,7 +457,7 @@ def run_realdata(args: argparse.Namespace, cfg: StirConfig) -> None:
             except Exception as exc:  # noqa: BLE001 - benchmark reports and moves on
                 print(f"  {case.name}: pipeline segmentation failed: {exc}")
         for name, seg in segs.items():
-            a = assess_stir(img, seg, img, cfg=cfg, substitute=Substitute.DIXON_WATER)
+            a = assess_stir(LoadedSeries(img), seg, LoadedSeries(img, substitute=Substitute.DIXON_WATER), cfg=cfg)
             t = tallies[name]
             for f in a.findings:
                 t[0] += 1
@@ -489,13 +484,7 @@ def save_picture(st: Study, cfg: StirConfig, out: Path) -> None:
     from pipeline.stir.overlay import overlay_rgb
 
     a = assess_stir(
-        st.anatomy,
-        st.segmentation,
-        st.stir,
-        cfg=cfg,
-        stir_frame_of_reference_uid=UID_A,
-        anatomy_frame_of_reference_uid=UID_A,
-        deformity=st.deformity,
+        in_frame(st.anatomy, UID_A), st.segmentation, in_frame(st.stir, UID_A), cfg=cfg, deformity=st.deformity
     )
     mid = int(round(np.median([v.mid_slice for v in st.segmentation.vertebrae])))
     rgb = overlay_rgb(a, mid, st.segmentation.labels)

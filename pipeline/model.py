@@ -152,6 +152,33 @@ class SeriesChoice:
     warnings: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class LoadedSeries:
+    """A series' pixels with the header facts that later stages compare or record.
+
+    ``frame_of_reference`` names the patient coordinate system of the pixels: two series with the same name share
+    one (their scanner geometry can be trusted to align), None means unknown. For DICOM it is the
+    FrameOfReferenceUID (:meth:`of`); image files (NIfTI, NRRD, MHA) carry none, so whoever reads them names it
+    from what the user says (:func:`pipeline.run_stir.run_stir`: the file whose frame it is).
+    """
+
+    volume: Volume
+    series_uid: str | None = None  # recorded in the results; None for an image file
+    frame_of_reference: str | None = None
+    substitute: Substitute | None = None  # a fat-sat T2 or Dixon water image standing in for a STIR
+
+    @classmethod
+    def of(cls, volume: Volume, record: SeriesRecord) -> LoadedSeries:
+        """``volume`` as loaded from the DICOM (or NIfTI) series ``record``."""
+        return cls(volume, record.series_uid, record.frame_of_reference_uid, record.substitute)
+
+    def same_frame(self, other: LoadedSeries) -> bool | None:
+        """True: one frame of reference; False: two; None: at least one is unknown."""
+        if self.frame_of_reference is None or other.frame_of_reference is None:
+            return None
+        return self.frame_of_reference == other.frame_of_reference
+
+
 # --------------------------------------------------------------------------- segmentation
 @dataclass(frozen=True)
 class VertebraSeg:

@@ -43,6 +43,7 @@ from pipeline.ingest import (
 )
 from pipeline.level_anchor import anchor_warning, resolve_anchor
 from pipeline.model import (
+    LoadedSeries,
     Role,
     SegmentationResult,
     SeriesChoice,
@@ -375,16 +376,11 @@ def _assess_stir(
 ) -> StirAssessment:
     deformity = {m.label: bool(m.genant_grade) for m in morph if m.genant_grade is not None}
     return assess_stir(
-        anatomy,
+        LoadedSeries.of(anatomy, anatomy_series),
         seg,
-        stir_vol,
+        LoadedSeries.of(stir_vol, stir_series) if stir_vol is not None and stir_series else None,
         cfg=config.stir,
-        stir_frame_of_reference_uid=stir_series.frame_of_reference_uid if stir_series else None,
-        anatomy_frame_of_reference_uid=anatomy_series.frame_of_reference_uid,
-        substitute=stir_series.substitute if stir_series else None,
-        stir_series_uid=stir_series.series_uid if stir_series else None,
-        t1=t1_vol if t1_vol is not anatomy else None,
-        t1_frame_of_reference_uid=t1_series.frame_of_reference_uid if t1_series else None,
+        t1=LoadedSeries.of(t1_vol, t1_series) if t1_vol is not None and t1_vol is not anatomy and t1_series else None,
         deformity=deformity,
     )
 

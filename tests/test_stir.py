@@ -11,7 +11,7 @@ from stir_synth import make_spine
 
 from pipeline.errors import ConfigError, InputError
 from pipeline.levels import Level
-from pipeline.model import EdemaPattern, Substitute
+from pipeline.model import EdemaPattern, LoadedSeries, Substitute
 from pipeline.stir import NOT_AVAILABLE_REASON, StirConfig, assess_stir, load_stir_config
 from pipeline.stir.labelmap import segmentation_from_label_map
 from pipeline.stir.measure import classify_pattern, erode_mm
@@ -35,11 +35,12 @@ def cfg() -> StirConfig:
     return dataclasses.replace(base, registration=reg)
 
 
-def _run(spine, cfg, **kw):
-    kw.setdefault("stir_frame_of_reference_uid", UID_A)
-    kw.setdefault("anatomy_frame_of_reference_uid", UID_A)
-    stir = kw.pop("stir", spine.stir)
-    return assess_stir(spine.t2, spine.segmentation, stir, cfg=cfg, **kw)
+def _run(spine, cfg, *, stir=None, stir_frame=UID_A, substitute=None, t1=None, deformity=None):
+    """Anatomy, STIR and T1 in frame UID_A unless ``stir_frame`` says otherwise."""
+    stir = LoadedSeries(spine.stir if stir is None else stir, None, stir_frame, substitute)
+    t1 = LoadedSeries(t1, frame_of_reference=UID_A) if t1 is not None else None
+    anatomy = LoadedSeries(spine.t2, frame_of_reference=UID_A)
+    return assess_stir(anatomy, spine.segmentation, stir, cfg=cfg, t1=t1, deformity=deformity)
 
 
 def _by_label(a):
@@ -49,7 +50,7 @@ def _by_label(a):
 # --------------------------------------------------------------------------- not available / inputs
 def test_no_stir_is_not_available_with_null_edema(cfg):
     sp = make_spine(n_bodies=3)
-    a = assess_stir(sp.t2, sp.segmentation, None, cfg=cfg)
+    a = assess_stir(LoadedSeries(sp.t2), sp.segmentation, None, cfg=cfg)
     assert a.status == "not_available"
     assert a.reason == NOT_AVAILABLE_REASON and "bone scan" in a.reason
     assert [f.edema for f in a.findings] == [None, None, None]
@@ -61,7 +62,7 @@ def test_segmentation_on_another_grid_is_refused(cfg):
     sp = make_spine(n_bodies=3)
     other = Volume(sp.t2.array[:, :-2], sp.t2.spacing_mm, sp.t2.origin_lps, sp.t2.axes_lps)
     with pytest.raises(InputError, match="not on the anatomy grid"):
-        assess_stir(other, sp.segmentation, sp.stir, cfg=cfg)
+        assess_stir(LoadedSeries(other), sp.segmentation, LoadedSeries(sp.stir), cfg=cfg)
 
 
 # --------------------------------------------------------------------------- detection
@@ -153,9 +154,7 @@ def test_body_too_small_after_erosion_is_not_assessable(cfg):
     lab[lab == 4] = 0
     lab[s.min() + 5 : s.min() + 7, r.min() + 5 : r.min() + 8, c.min() + 5 : c.min() + 8] = 4  # a sliver
     seg = segmentation_from_label_map(sp.labels.with_array(lab))
-    a = assess_stir(
-        sp.t2, seg, sp.stir, cfg=cfg, stir_frame_of_reference_uid=UID_A, anatomy_frame_of_reference_uid=UID_A
-    )
+    a = assess_stir(LoadedSeries(sp.t2, None, UID_A), seg, LoadedSeries(sp.stir, None, UID_A), cfg=cfg)
     f = _by_label(a)
     assert f[4].edema is None and f[4].ratio is None and "too small" in f[4].reason
     assert f[4].pattern is EdemaPattern.NOT_ASSESSABLE
@@ -171,7 +170,7 @@ def test_body_cut_by_the_image_edge_is_not_assessable(cfg):
 
     labels = crop(sp.labels)
     seg = segmentation_from_label_map(labels)
-    a = assess_stir(crop(sp.t2), seg, crop(sp.stir), cfg=cfg)
+    a = assess_stir(LoadedSeries(crop(sp.t2)), seg, LoadedSeries(crop(sp.stir)), cfg=cfg)
     f = _by_label(a)
     assert f[1].edema is None and "edge of the image" in f[1].reason
     assert [f[k].edema for k in range(2, 6)] == [False, True, False, False]
@@ -188,7 +187,7 @@ def test_mask_missing_the_oedematous_band_is_flagged_not_trusted(cfg):
     body3[:, cut:, :] = False
     lab[body3] = 0
     seg = segmentation_from_label_map(sp.labels.with_array(lab))
-    a = assess_stir(sp.t2, seg, sp.stir, cfg=cfg)
+    a = assess_stir(LoadedSeries(sp.t2), seg, LoadedSeries(sp.stir), cfg=cfg)
     f = _by_label(a)
     assert f[3].edema is False  # the band is outside the mask: not measurable here
     assert f[3].confidence <= cfg.confidence.short_body_factor
@@ -210,12 +209,12 @@ def test_substitute_is_flagged_and_lowers_confidence(cfg):
 def test_t1_corroboration_and_disagreement(cfg):
     edema = {2: (0.5, "band"), 4: (0.8, "diffuse")}
     sp = make_spine(edema, n_bodies=5, seed=11)
-    agree = _run(sp, cfg, t1=sp.t1, t1_frame_of_reference_uid=UID_A)
+    agree = _run(sp, cfg, t1=sp.t1)
     f = _by_label(agree)
     assert f[2].t1_agrees is True and f[4].t1_agrees is True and f[2].t1_ratio < 0.7
     assert f[1].t1_agrees is True  # no oedema, no T1 darkening
     flat_t1 = make_spine(edema, n_bodies=5, seed=11, t1_edema_dark=False).t1
-    dis = _run(sp, cfg, t1=flat_t1, t1_frame_of_reference_uid=UID_A)
+    dis = _run(sp, cfg, t1=flat_t1)
     g = _by_label(dis)
     assert g[2].t1_agrees is False and g[4].t1_agrees is False
     assert g[2].edema is True and g[4].edema is True  # never flipped
@@ -228,7 +227,8 @@ def test_t1_corroboration_and_disagreement(cfg):
 def test_stir_only_study_uses_the_anatomy_itself(cfg):
     sp = make_spine({2: (0.5, "band")}, n_bodies=4, seed=12)
     seg = sp.segmentation
-    a = assess_stir(sp.stir, seg, sp.stir, cfg=load_stir_config())
+    stir = LoadedSeries(sp.stir)
+    a = assess_stir(stir, seg, stir, cfg=load_stir_config())
     assert a.registration == "same grid (no resampling)" and a.stir_on_grid is sp.stir
     assert [f.edema for f in a.findings] == [False, True, False, False]
 
@@ -257,7 +257,7 @@ def _centroid_error(a, seg, truth) -> float:
 def test_different_frame_of_reference_is_registered(cfg):
     sp = make_spine({2: (0.5, "band"), 4: (0.6, "diffuse")}, n_bodies=5, seed=13)
     moved, truth = _moved(sp.stir, 3.0, (0.0, 3.0, -4.0))
-    a = _run(sp, cfg, stir=moved, stir_frame_of_reference_uid=UID_B)
+    a = _run(sp, cfg, stir=moved, stir_frame=UID_B)
     assert a.status == "measured" and a.registration == "rigid MI (different frames of reference)"
     assert _centroid_error(a, sp.segmentation, truth) < 0.5
     assert a.registration_residual_mm is not None and a.registration_residual_mm < cfg.registration.max_residual_mm
@@ -285,12 +285,12 @@ def test_registration_failure_is_reported(cfg):
     sp = make_spine({2: (0.5, "band")}, n_bodies=4, seed=15)
     rng = np.random.default_rng(0)
     noise = sp.stir.with_array(rng.normal(100, 30, sp.stir.shape).astype(np.float32))
-    a = _run(sp, cfg, stir=noise, stir_frame_of_reference_uid=UID_B)
+    a = _run(sp, cfg, stir=noise, stir_frame=UID_B)
     assert a.status == "failed" and a.reason.startswith("STIR not usable:")
     assert "mutual information" in a.reason or "not reproducible" in a.reason
     assert all(f.edema is None for f in a.findings)
     far = Volume(sp.stir.array, sp.stir.spacing_mm, (0.0, 0.0, 5000.0), sp.stir.axes_lps)  # no overlap at all
-    b = _run(sp, cfg, stir=far, stir_frame_of_reference_uid=UID_B)
+    b = _run(sp, cfg, stir=far, stir_frame=UID_B)
     assert b.status == "failed" and "could not be registered" in b.reason
 
 
@@ -463,14 +463,11 @@ def test_phantom_band_and_diffuse_end_to_end():
     seg = segmentation_from_label_map(ph.labels, ph.levels)
     uid = ph.truth["study"]["frame_of_reference_uid"]
     a = assess_stir(
-        ph.t2,
+        LoadedSeries(ph.t2, frame_of_reference=uid),
         seg,
-        ph.stir,
+        LoadedSeries(ph.stir, frame_of_reference=uid),
         cfg=load_stir_config(),
-        stir_frame_of_reference_uid=uid,
-        anatomy_frame_of_reference_uid=uid,
-        t1=ph.t1,
-        t1_frame_of_reference_uid=uid,
+        t1=LoadedSeries(ph.t1, frame_of_reference=uid),
         deformity={k: v["height_loss_pct"] >= 20 for k, v in truth.items()},
     )
     assert a.status == "measured"

@@ -26,6 +26,7 @@ import numpy as np
 from pipeline.errors import InputError
 from pipeline.model import (
     EdemaPattern,
+    LoadedSeries,
     SegmentationResult,
     StirAssessment,
     StirFinding,
@@ -62,43 +63,33 @@ _SUBSTITUTE_NAMES = {
 
 
 def assess_stir(
-    anatomy: Volume,
+    anatomy: LoadedSeries,
     segmentation: SegmentationResult,
-    stir: Volume | None,
+    stir: LoadedSeries | None,
     *,
     cfg: StirConfig,
-    stir_frame_of_reference_uid: str | None = None,
-    anatomy_frame_of_reference_uid: str | None = None,
-    substitute: Substitute | None = None,
-    t1: Volume | None = None,
+    t1: LoadedSeries | None = None,
     deformity: Mapping[int, bool] | None = None,
-    stir_series_uid: str | None = None,
-    t1_frame_of_reference_uid: str | None = None,
 ) -> StirAssessment:
     """Marrow oedema (STIR hyperintensity) of every segmented vertebral body.
 
     Parameters
     ----------
-    anatomy : Volume
+    anatomy : LoadedSeries
         The series the segmentation was made on, shape ``(S, R, C)``.
     segmentation : SegmentationResult
         ``labels`` (uint16, anatomy grid) and ``vertebrae`` (cranial -> caudal).
-    stir : Volume or None
-        Fluid-sensitive fat-suppressed series (STIR/TIRM, or a substitute); may be ``anatomy`` itself.
+    stir : LoadedSeries or None
+        Fluid-sensitive fat-suppressed series (STIR/TIRM, or a substitute: ``stir.substitute`` set, flagged,
+        lower confidence); its volume may be the anatomy's. Its series UID is recorded in the result.
         None -> ``status="not_available"``.
+        Same frame of reference as the anatomy -> resampling with the scanner geometry (plus a motion check);
+        unknown -> the same, labelled so; different -> rigid registration (:func:`LoadedSeries.same_frame`).
     cfg : StirConfig
-    stir_frame_of_reference_uid, anatomy_frame_of_reference_uid : str, optional
-        Equal -> resampling with the scanner geometry (plus a motion check); different or unknown -> rigid
-        registration.
-    substitute : Substitute, optional
-        Set when ``stir`` is a fat-sat T2 or Dixon water image: flagged, lower confidence.
-    t1 : Volume, optional
-        T1-weighted series for corroboration (oedema is T1-dark); its frame of reference is
-        ``t1_frame_of_reference_uid``.
+    t1 : LoadedSeries, optional
+        T1-weighted series for corroboration (oedema is T1-dark); brought onto the grid like ``stir``.
     deformity : mapping label -> bool, optional
         True for bodies with height loss: excluded from the normal-marrow reference.
-    stir_series_uid : str, optional
-        Recorded in the result.
 
     Returns
     -------
@@ -107,10 +98,10 @@ def assess_stir(
         ``stir_on_grid`` is the STIR on the anatomy grid; ``edema_map`` (uint8 0/1, anatomy grid) marks the
         supra-threshold voxels of the bodies called oedematous.
     """
-    if not segmentation.labels.same_grid(anatomy):
+    if not segmentation.labels.same_grid(anatomy.volume):
         raise InputError(
             f"segmentation of series {segmentation.series_uid} is not on the anatomy grid "
-            f"({segmentation.labels.shape} vs {anatomy.shape}); pass the series the segmentation was made on"
+            f"({segmentation.labels.shape} vs {anatomy.volume.shape}); pass the series the segmentation was made on"
         )
     verts = tuple(segmentation.vertebrae)
     if stir is None:
@@ -119,7 +110,7 @@ def assess_stir(
             NOT_AVAILABLE_REASON,
             verts,
             None,
-            substitute,
+            None,
             "none",
             "no fluid-sensitive fat-suppressed series",
         )
@@ -128,53 +119,35 @@ def assess_stir(
             "failed",
             "no vertebral bodies were segmented; nothing to assess",
             verts,
-            stir_series_uid,
-            substitute,
+            stir.series_uid,
+            stir.substitute,
             "none",
             "no bodies",
         )
-    same_frame = (
-        None
-        if stir_frame_of_reference_uid is None or anatomy_frame_of_reference_uid is None
-        else stir_frame_of_reference_uid == anatomy_frame_of_reference_uid
-    )
     landmarks = [v.centroid_lps_mm for v in verts]
     region = _column_region(segmentation.labels, cfg.registration.mask_margin_mm)
     try:
         grid = bring_onto_grid(
-            anatomy,
-            stir,
-            same_frame=same_frame,
+            anatomy.volume,
+            stir.volume,
+            same_frame=stir.same_frame(anatomy),
             landmarks_lps=landmarks,
             region=region,
             cfg=cfg.registration,
             what="STIR",
         )
     except RegistrationFailed as exc:
-        logger.warning("STIR series %s: %s", stir_series_uid, exc)
+        logger.warning("STIR series %s: %s", stir.series_uid, exc)
         return _unmeasured(
             "failed",
             f"STIR not usable: {exc}",
             verts,
-            stir_series_uid,
-            substitute,
+            stir.series_uid,
+            stir.substitute,
             "rigid MI (failed)",
             "STIR could not be registered to the anatomy series",
         )
-    return _measure(
-        anatomy,
-        segmentation,
-        stir,
-        grid,
-        cfg=cfg,
-        substitute=substitute,
-        t1=t1,
-        t1_frame_of_reference_uid=t1_frame_of_reference_uid,
-        anatomy_frame_of_reference_uid=anatomy_frame_of_reference_uid,
-        deformity=deformity or {},
-        stir_series_uid=stir_series_uid,
-        region=region,
-    )
+    return _measure(anatomy, segmentation, stir, grid, cfg=cfg, t1=t1, deformity=deformity or {}, region=region)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -225,26 +198,23 @@ def _column_region(labels: Volume, margin_mm: float) -> tuple[slice, slice, slic
 
 
 def _measure(
-    anatomy: Volume,
+    loaded: LoadedSeries,
     segmentation: SegmentationResult,
-    stir: Volume,
+    stir: LoadedSeries,
     grid: GridResult,
     *,
     cfg: StirConfig,
-    substitute: Substitute | None,
-    t1: Volume | None,
-    t1_frame_of_reference_uid: str | None,
-    anatomy_frame_of_reference_uid: str | None,
+    t1: LoadedSeries | None,
     deformity: Mapping[int, bool],
-    stir_series_uid: str | None,
     region: tuple[slice, slice, slice] | None,
 ) -> StirAssessment:
     mcfg, rcfg, dcfg = cfg.measurement, cfg.reference, cfg.decision
+    anatomy, substitute, stir_series_uid = loaded.volume, stir.substitute, stir.series_uid
     verts = tuple(segmentation.vertebrae)
     warnings: list[str] = list(grid.warnings)
     sp = anatomy.spacing_mm
     smooth = smooth_inplane(grid.volume, mcfg.smoothing_mm)
-    radii = erosion_radii_mm(anatomy, stir, mcfg.erosion_mm)
+    radii = erosion_radii_mm(anatomy, stir.volume, mcfg.erosion_mm)
     samples = sample_bodies(segmentation.labels, verts, smooth, grid.valid, erosion_radii=radii, cfg=mcfg)
     by_label = {s.label: s for s in samples}
     assessable = [s for s in samples if s.assessable]
@@ -326,14 +296,14 @@ def _measure(
     measured = {s.label: measure_body(s, norms[s.label], ref, spacing_mm=sp, mcfg=mcfg, dcfg=dcfg) for s in assessable}
     t1_result = _t1_corroboration(
         anatomy,
-        t1,
+        t1.volume if t1 is not None else None,
         verts,
         by_label,
         measured,
         ref,
         grid,
         region,
-        same_frame=_same(t1_frame_of_reference_uid, anatomy_frame_of_reference_uid),
+        same_frame=t1.same_frame(loaded) if t1 is not None else None,
         cfg=cfg,
         warnings=warnings,
     )
@@ -401,10 +371,6 @@ def _matrix(grid: GridResult) -> tuple[tuple[float, ...], ...] | None:
     if grid.matrix_lps is None:
         return None
     return tuple(tuple(round(float(x), 6) for x in row) for row in grid.matrix_lps)
-
-
-def _same(a: str | None, b: str | None) -> bool | None:
-    return None if a is None or b is None else a == b
 
 
 def _finish_unassessable(
