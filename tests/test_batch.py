@@ -22,6 +22,7 @@ from pipeline.batch.plan import options_salt, plan_batch
 from pipeline.batch.runner import BatchSettings, Mode, prepare_out_dir, run_batch, select_work
 from pipeline.cli import main
 from pipeline.run import is_temporary_output, load_pipeline_config
+from pipeline.segment import parse_anchor_option
 
 CLINICAL = "version: 1\npain:\n  vas: 7\n"
 
@@ -408,3 +409,17 @@ def test_a_folder_of_header_truncated_files_gets_a_failed_row(tmp_path, tiny_stu
     assert [s.key for s in plan.studies] == ["good"]
     (folder,) = plan.unreadable
     assert folder.folder == "cut" and "no usable study" in folder.error
+
+
+def test_options_salt_records_the_anchor_as_written_and_exactly():
+    def salt(text):
+        return options_salt(
+            version="t", config_sha256="0" * 64, outputs=frozenset({"json"}), anchor=parse_anchor_option(text, "a")
+        )
+
+    assert salt("L5=lowest") == salt("l5=LOWEST") != salt(None) != salt("L1=3")
+    assert salt("L3=z:-120.5") != salt("L3=z:-120.50001")  # not rounded to a few digits as in Anchor.describe
+    legacy = json.dumps(
+        {"version": "t", "config": "0" * 64, "outputs": ["json"], "anchor": "L5=lowest"}, sort_keys=True
+    )
+    assert salt("L5=lowest") == hashlib.sha256(legacy.encode()).hexdigest()  # batches resumed across this change

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,8 @@ from batch_fakes import fake
 
 from pipeline.batch import LocalExecutor, Status, StudyTask, make_executor, run_task, summarize_report
 from pipeline.batch.executor import Executor
-from pipeline.run import load_pipeline_config
+from pipeline.levels import Level
+from pipeline.segment import parse_anchor
 
 
 def _task(key: str, tmp_path: Path, **kw: object) -> StudyTask:
@@ -109,10 +111,12 @@ def test_run_task_turns_errors_into_one_line_outcomes(tmp_path):
     assert not (tmp_path / "out").exists()
     other_config = run_task(StudyTask(tmp_path, tmp_path / "out", config_sha256="0" * 64))
     assert other_config.status == "failed" and "configuration" in other_config.error
-    bad_anchor = run_task(
-        StudyTask(tmp_path, tmp_path / "out", anchor="X9=lowest", config_sha256=load_pipeline_config().sha256)
-    )
-    assert bad_anchor.status == "failed" and "anchor" in bad_anchor.error
+
+
+def test_a_task_carries_its_anchor_parsed_and_pickles(tmp_path):
+    task = StudyTask(tmp_path, tmp_path / "out", anchor=parse_anchor("L3=z:-120.5"))
+    again = pickle.loads(pickle.dumps(task))
+    assert again == task and again.anchor.level is Level.L3 and again.anchor.position == -120.5
 
 
 def test_make_executor_gives_a_local_pool_by_default():

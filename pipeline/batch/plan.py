@@ -36,11 +36,14 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError, InputError
 from pipeline.ingest import IngestConfig, discover
 from pipeline.model import StudyRecord
+
+if TYPE_CHECKING:
+    from pipeline.segment import Anchor
 
 logger = logging.getLogger(__name__)
 
@@ -83,10 +86,19 @@ class BatchPlan:
     warnings: tuple[str, ...]
 
 
-def options_salt(*, version: str, config_sha256: str, outputs: frozenset[str], anchor: str | None) -> str:
+def options_salt(*, version: str, config_sha256: str, outputs: frozenset[str], anchor: Anchor | None) -> str:
     """The part of every study's fingerprint that depends on the batch settings, not on the study."""
-    doc = {"version": version, "config": config_sha256, "outputs": sorted(outputs), "anchor": anchor}
+    doc = {"version": version, "config": config_sha256, "outputs": sorted(outputs), "anchor": _anchor_text(anchor)}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def _anchor_text(anchor: Anchor | None) -> str | None:
+    """The anchor in the form the user writes it (``L5=lowest``, ``L1=3``, ``L3=z:-120.5``), with z exact."""
+    if anchor is None:
+        return None
+    if isinstance(anchor.position, float):
+        return f"{anchor.level.value}=z:{anchor.position!r}"
+    return anchor.describe()
 
 
 def plan_batch(root: Path, *, ingest: IngestConfig, salt: str, clinical_dir: Path | None = None) -> BatchPlan:

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from pipeline import __version__
 from pipeline.batch.executor import Executor
@@ -43,6 +43,9 @@ from pipeline.batch.task import RETRYABLE, Status, StudyTask, TaskOutcome, summa
 from pipeline.errors import BUG, INPUT, RESOURCE, ConfigError
 from pipeline.outdir import check_not_overlapping
 
+if TYPE_CHECKING:
+    from pipeline.segment import Anchor
+
 logger = logging.getLogger("pipeline.batch")
 
 SUMMARY_INTERVAL_S = 2.0
@@ -61,7 +64,7 @@ class BatchSettings:
     """What every study of the batch is run with (part of each study's fingerprint, with the version)."""
 
     outputs: frozenset[str]
-    anchor: str | None
+    anchor: Anchor | None
     config_dir: Path
     config_sha256: str
     timeout_s: float | None

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the worker imports this module; the heavy pipeline modules load on the first task
     from pipeline.run import PipelineConfig
+    from pipeline.segment import Anchor
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,9 @@ class StudyTask:
         Output kinds (:class:`pipeline.report.outputs.OutputKind` values).
     clinical_path : Path or None
         Clinical-input file; None: the one beside the study, if any (only without ``study_uid``).
-    anchor : str or None
-        Level anchor text, e.g. ``"L5=lowest"`` (:func:`pipeline.segment.parse_anchor`).
+    anchor : Anchor or None
+        Level anchor, as parsed from the user's text (:func:`pipeline.segment.parse_anchor_option`), so that a
+        bad one is refused before any study starts; a frozen dataclass of plain values, picklable for workers.
     config_dir : Path or None
         Configuration folder; None: the installed ``configs/``.
     config_sha256 : str or None
@@ -83,7 +85,7 @@ class StudyTask:
     study_uid: str | None = None
     outputs: frozenset[str] = field(default_factory=_default_outputs)
     clinical_path: Path | None = None
-    anchor: str | None = None
+    anchor: Anchor | None = None
     config_dir: Path | None = None
     timeout_s: float | None = DEFAULT_TIMEOUT_S
     memory_limit_mb: int | None = DEFAULT_MEMORY_LIMIT_MB
@@ -184,7 +186,6 @@ def run_task(task: StudyTask) -> TaskOutcome:
         from pipeline.errors import ConfigError
         from pipeline.report.outputs import OutputKind
         from pipeline.run import RunOptions, run_study
-        from pipeline.segment import parse_anchor_option
 
         config = _config(task.config_dir)
         t0 = time.perf_counter()  # the study's own time: not the worker's one-off imports and config loading
@@ -193,7 +194,6 @@ def run_task(task: StudyTask) -> TaskOutcome:
                 f"{config.config_dir}: this worker's configuration (sha256 {config.sha256[:12]}) differs from the "
                 f"one the batch checked ({task.config_sha256[:12]}); give every worker the same config files"
             )
-        anchor = parse_anchor_option(task.anchor, f"anchor {task.anchor!r}")
         job = {
             "key": task.key,
             "fingerprint": task.fingerprint,
@@ -207,7 +207,7 @@ def run_task(task: StudyTask) -> TaskOutcome:
         options = RunOptions(
             outputs=frozenset(OutputKind(o) for o in task.outputs),
             clinical_path=task.clinical_path,
-            anchor=anchor,
+            anchor=task.anchor,
             study_uid=task.study_uid,
             job=job,
             force=True,  # the batch owns DIR (pipeline.batch.runner.prepare_out_dir); foreign files stay refused

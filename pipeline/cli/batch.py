@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.retry_failed and not args.resume:
         raise ConfigError("--retry-failed goes with --resume")
     outputs = frozenset(o.value for o in outputs_option(args))
-    anchor_option(args)  # refuse a bad anchor before any study starts
+    anchor = anchor_option(args)  # refuse a bad anchor before any study starts
     root: Path = args.root
     if not root.is_dir():
         raise ConfigError(f"{root}: no such folder; give the folder that holds the studies")
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         if args.verbose == 0:
             ingest_log.setLevel(logging.WARNING)  # one line per skipped file: only with -v
         try:
-            salt = options_salt(version=__version__, config_sha256=config.sha256, outputs=outputs, anchor=args.anchor)
+            salt = options_salt(version=__version__, config_sha256=config.sha256, outputs=outputs, anchor=anchor)
             plan = plan_batch(root, ingest=config.ingest, salt=salt, clinical_dir=args.clinical_dir)
         finally:
             ingest_log.setLevel(level)
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         )
         settings = BatchSettings(
             outputs=outputs,
-            anchor=args.anchor,
+            anchor=anchor,
             config_dir=config.config_dir.resolve(),
             config_sha256=config.sha256,
             timeout_s=args.timeout or None,
