@@ -60,6 +60,7 @@ from pipeline.model import (  # noqa: E402
     Role,
     StirAssessment,
     StirFinding,
+    StirStatus,
     VertebraMorphometry,
 )
 from pipeline.morphometry import measure_vertebrae  # noqa: E402
@@ -458,7 +459,7 @@ def truth_decisions(truth: dict[str, Any], study: Path, config: PipelineConfig) 
         finds.append(
             StirFinding(v["label"], None, e["fraction"], bool(e["present"]), EdemaPattern(e["pattern"]), 1.0, "truth")
         )
-    stir = StirAssessment("measured", "truth", None, None, "none", None, None, None, None, tuple(finds))
+    stir = StirAssessment(StirStatus.MEASURED, "truth", None, None, "none", None, None, None, None, tuple(finds))
     cp = find_clinical_file(study)
     res = evaluate(imaging_facts(morph, stir), load_clinical(cp) if cp else None, config.rules).to_dict()
     return {lv["level"]: lv["decision"] for lv in res["levels"]}

@@ -51,6 +51,14 @@ class Morphology(StrEnum):
     NOT_ASSESSABLE = "not_assessable"
 
 
+class StirStatus(StrEnum):
+    """How the STIR stage ended: oedema measured, no fluid-sensitive series to measure it on, or it could not be."""
+
+    MEASURED = "measured"
+    NOT_AVAILABLE = "not_available"
+    FAILED = "failed"
+
+
 class EdemaPattern(StrEnum):
     NONE = "none"
     BAND = "band"  # subchondral band under an endplate
@@ -353,7 +361,7 @@ class StirFinding:
 
 @dataclass(frozen=True)
 class StirAssessment:
-    status: str  # "measured", "not_available", "failed"
+    status: StirStatus
     reason: str
     series_uid: str | None
     substitute: Substitute | None

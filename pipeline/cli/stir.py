@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction, one_line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.model import Substitute
+    from pipeline.model import StirStatus, Substitute
     from pipeline.run_stir import StirInputs, run_stir
     from pipeline.stir import load_stir_config
 
@@ -59,4 +59,4 @@ def run(args: argparse.Namespace) -> int:
         edema = {True: "OEDEMA", False: "no oedema", None: "not assessable"}[f.edema]
         print(f"{v.level.value if v.level else v.label}: {edema} ({f.reason})")
     print(f"status: {done.assessment.status}; written to {done.out_dir}")
-    return 0 if done.assessment.status != "failed" else 1
+    return 0 if done.assessment.status != StirStatus.FAILED else 1

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pipeline.levels import Level
-from pipeline.model import GradeState, Morphology, StirAssessment, StirFinding, VertebraMorphometry
+from pipeline.model import GradeState, Morphology, StirAssessment, StirFinding, StirStatus, VertebraMorphometry
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ def imaging_facts(morphometry: Sequence[VertebraMorphometry], stir: StirAssessme
     stir_note = ""
     if stir is None:
         stir_note = "no STIR assessment (no fluid-sensitive fat-suppressed series); a bone scan/SPECT can stand in"
-    elif stir.status != "measured":
+    elif stir.status != StirStatus.MEASURED:
         stir_note = f"STIR not measured ({stir.status}: {stir.reason}); a bone scan/SPECT can stand in"
     else:
         findings = {f.label: f for f in stir.findings}

@@ -2,7 +2,8 @@
 
 The same :func:`pipeline.batch.run_task` as ``spine-assess batch`` runs every study, in local worker processes
 by default or on a Dask cluster (``processing.dask_scheduler``), with the executor's per-study timeout and
-memory guard. This module only translates the listener's settings into a :class:`pipeline.batch.StudyTask`.
+memory guard. This module only translates the listener's settings into a :class:`pipeline.batch.StudyTask`; a
+run's outcome is a :class:`pipeline.batch.Status`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.listener.config import ProcessingConfig
-
-OK = "ok"
-FAILED = "failed"
-INTERRUPTED = "interrupted"
 
 
 def make_job_executor(cfg: ProcessingConfig) -> Any:

@@ -32,6 +32,7 @@ from typing import Any
 
 from pydicom import dcmread
 
+from pipeline.batch.task import Status
 from pipeline.errors import BUG, INPUT, RESOURCE, InputError
 from pipeline.listener import jobs
 from pipeline.listener.config import ListenerConfig
@@ -292,10 +293,10 @@ class Listener:
             kind: str | None
             try:
                 outcome = fut.result()
-                status, error, runtime = str(outcome.status), outcome.error, float(outcome.runtime_s)
+                status, error, runtime = Status(outcome.status), outcome.error, float(outcome.runtime_s)
                 kind = outcome.kind
             except Exception as exc:  # the executor itself failed (e.g. lost Dask scheduler): retryable
-                status, error, runtime = "crashed", f"executor error: {type(exc).__name__}: {exc}", None
+                status, error, runtime = Status.CRASHED, f"executor error: {type(exc).__name__}: {exc}", None
                 kind = RESOURCE
             try:
                 self._finish(uid, status, error, runtime, kind=kind)
@@ -313,12 +314,12 @@ class Listener:
             del self._jobs[uid]
 
     def _finish(
-        self, study_uid: str, status: str, error: str | None, runtime_s: float | None, *, kind: str | None = None
+        self, study_uid: str, status: Status, error: str | None, runtime_s: float | None, *, kind: str | None = None
     ) -> None:
         proc = self.cfg.processing
-        ok = status == jobs.OK
+        ok = status is Status.OK
         out_dir = self.spool.results_dir(study_uid)
-        if status == jobs.INTERRUPTED:
+        if status is Status.INTERRUPTED:
             self.state.requeue(study_uid, now_s())
             logger.info("study %s: run interrupted; queued again", study_uid)
             return
@@ -327,7 +328,7 @@ class Listener:
         # once. Resource errors (disk full, I/O errors, out of memory, crashes, timeouts) are retried with back-off
         # up to processing.max_attempts; an unexpected exception (a bug) is retried once and logged as one.
         if kind is None:
-            kind = INPUT if status == jobs.FAILED else RESOURCE
+            kind = INPUT if status is Status.FAILED else RESOURCE
         max_attempts = {INPUT: 1, BUG: 2}.get(kind, proc.max_attempts)
         if kind == BUG and not ok:
             logger.error(
@@ -336,8 +337,8 @@ class Listener:
                 study_uid,
                 error,
             )
-        label = status if kind != BUG else "failed (bug)"
-        if kind == RESOURCE and status == jobs.FAILED:
+        label: str = status if kind != BUG else "failed (bug)"
+        if kind == RESOURCE and status is Status.FAILED:
             label = "failed (resource)"
         new = self.state.finish_run(
             study_uid,

@@ -27,6 +27,7 @@ from pipeline.model import (
     SegmentationResult,
     SeriesChoice,
     StirAssessment,
+    StirStatus,
     StudyRecord,
     VertebraMorphometry,
     VertebraSeg,
@@ -316,7 +317,7 @@ def build_report(
                         "edema": None,
                         "pattern": "not_assessable",
                         "confidence": 0.0,
-                        "reason": stir.reason if stir.status != "measured" else "not measured",
+                        "reason": stir.reason if stir.status != StirStatus.MEASURED else "not measured",
                     },
                 )
     if patient is not None:

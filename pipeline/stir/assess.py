@@ -30,6 +30,7 @@ from pipeline.model import (
     SegmentationResult,
     StirAssessment,
     StirFinding,
+    StirStatus,
     Substitute,
     VertebraSeg,
 )
@@ -82,7 +83,7 @@ def assess_stir(
     stir : LoadedSeries or None
         Fluid-sensitive fat-suppressed series (STIR/TIRM, or a substitute: ``stir.substitute`` set, flagged,
         lower confidence); its volume may be the anatomy's. Its series UID is recorded in the result.
-        None -> ``status="not_available"``.
+        None -> ``StirStatus.NOT_AVAILABLE``.
         Same frame of reference as the anatomy -> resampling with the scanner geometry (plus a motion check);
         unknown -> the same, labelled so; different -> rigid registration (:func:`LoadedSeries.same_frame`).
     cfg : StirConfig
@@ -94,7 +95,7 @@ def assess_stir(
     Returns
     -------
     StirAssessment
-        ``status`` "measured", "not_available" or "failed" (with ``reason``); one finding per vertebra.
+        ``status`` measured, not available or failed (with ``reason``); one finding per vertebra.
         ``stir_on_grid`` is the STIR on the anatomy grid; ``edema_map`` (uint8 0/1, anatomy grid) marks the
         supra-threshold voxels of the bodies called oedematous.
     """
@@ -106,7 +107,7 @@ def assess_stir(
     verts = tuple(segmentation.vertebrae)
     if stir is None:
         return _unmeasured(
-            "not_available",
+            StirStatus.NOT_AVAILABLE,
             NOT_AVAILABLE_REASON,
             verts,
             None,
@@ -116,7 +117,7 @@ def assess_stir(
         )
     if not verts:
         return _unmeasured(
-            "failed",
+            StirStatus.FAILED,
             "no vertebral bodies were segmented; nothing to assess",
             verts,
             stir.series_uid,
@@ -139,7 +140,7 @@ def assess_stir(
     except RegistrationFailed as exc:
         logger.warning("STIR series %s: %s", stir.series_uid, exc)
         return _unmeasured(
-            "failed",
+            StirStatus.FAILED,
             f"STIR not usable: {exc}",
             verts,
             stir.series_uid,
@@ -152,7 +153,7 @@ def assess_stir(
 
 # --------------------------------------------------------------------------- helpers
 def _unmeasured(
-    status: str,
+    status: StirStatus,
     reason: str,
     verts: Sequence[VertebraSeg],
     series_uid: str | None,
@@ -343,7 +344,7 @@ def _measure(
     n_ok = sum(1 for f in findings if f.edema is not None)
     scale = profile.median if profile is not None else 1.0
     return StirAssessment(
-        status="measured",
+        status=StirStatus.MEASURED,
         reason=f"{n_ed} of {n_ok} assessable bodies with STIR hyperintensity; reference: {ref.method}",
         series_uid=stir_series_uid,
         substitute=substitute,
@@ -387,7 +388,7 @@ def _finish_unassessable(
         for v in verts
     )
     return StirAssessment(
-        status="failed",
+        status=StirStatus.FAILED,
         reason=reason,
         series_uid=series_uid,
         substitute=substitute,
