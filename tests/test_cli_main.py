@@ -3,6 +3,7 @@ no command's options and imports no stage library (issue 18)."""
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -35,17 +36,24 @@ HEAVY = ("SimpleITK", "highdicom", "pynetdicom", "dask", "distributed", "jinja2"
          "pydicom", "scipy", "skimage")  # fmt: skip
 
 
-def test_top_level_help_imports_no_stage_library():
-    code = (
-        "import sys\n"
-        "from pipeline.cli import main\n"
-        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
-    )
+def _heavy_modules_after(code: str) -> list[str]:
+    code = f"import sys\n{code}\nprint(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r})))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+    return ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["batch", "--help"]])
+def test_help_imports_no_stage_library(argv):
+    code = f"from pipeline.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+    assert _heavy_modules_after(code) == []
+
+
+def test_run_loads_no_writer_library_before_it_writes():
+    """`run --outputs json` never needs highdicom (SEG/SR/SC), Jinja2 (HTML), the listener's or batch's libraries."""
+    loaded = _heavy_modules_after("import pipeline.cli.run, pipeline.run")
+    assert not set(loaded) & {"highdicom", "jinja2", "pynetdicom", "dask", "distributed", "matplotlib", "onnxruntime"}
 
 
 def _options(parser, command):

@@ -81,3 +81,18 @@ def test_yaml_errors_name_file_and_line(tmp_path):
         load_yaml(p)
     with pytest.raises(ConfigError, match="file not found"):
         load_yaml(tmp_path / "missing.yaml")
+
+
+def test_the_fast_parser_gives_the_shipped_configs_the_same_values(repo_root):
+    import yaml
+
+    for path in sorted((repo_root / "configs").glob("*.yaml")):
+        assert load_yaml(path) == yaml.safe_load(path.read_text(encoding="utf-8")), path.name
+
+
+def test_a_refused_file_gets_the_pure_python_parsers_message(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("a: 1\nb: [1, 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_yaml(p)
+    assert str(err.value) == f"{p}: invalid YAML at line 3, column 1: expected ',' or ']', but got '<stream end>'"

@@ -44,7 +44,9 @@ RETRYABLE = frozenset({Status.TIMEOUT, Status.CRASHED, Status.INTERRUPTED})
 
 
 def _default_outputs() -> frozenset[str]:
-    return frozenset({"json", "html", "seg", "sr"})
+    from pipeline.report.outputs import DEFAULT_OUTPUTS  # the registry only: no writer library is loaded
+
+    return frozenset(k.value for k in DEFAULT_OUTPUTS)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ def require_input(path: Path, what: str) -> None:
 
 def add_outputs(p: Parser) -> None:
     """``--outputs LIST`` (:func:`pipeline.report.outputs.parse_outputs`)."""
-    from pipeline.report.outputs import OUTPUTS_HELP
+    from pipeline.report.outputs import DEFAULT_OUTPUTS_TEXT, OUTPUTS_HELP
 
-    p.add_argument("--outputs", default="json,html,seg,sr", metavar="LIST", help=OUTPUTS_HELP)
+    p.add_argument("--outputs", default=DEFAULT_OUTPUTS_TEXT, metavar="LIST", help=OUTPUTS_HELP)
 
 
 def outputs_option(args: argparse.Namespace) -> frozenset[OutputKind]:

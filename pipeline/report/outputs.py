@@ -14,20 +14,16 @@ import time
 from collections.abc import Collection, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
-
-from pydicom.dataset import Dataset
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.model import SegmentationResult, StirAssessment
-from pipeline.report.dicom_common import DEFAULT_DICOM_CONFIG, DicomOutputConfig, save_dicom
-from pipeline.report.dicom_sc import build_sc
-from pipeline.report.dicom_seg import build_seg
-from pipeline.report.dicom_sr import build_sr
-from pipeline.report.html import render_html
-from pipeline.report.json_report import validate_report, write_json
-from pipeline.report.overlay import render_overlays
-from pipeline.volume import Volume
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+    from pipeline.model import SegmentationResult, StirAssessment
+    from pipeline.report.dicom_common import DicomOutputConfig
+    from pipeline.volume import Volume
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +38,8 @@ class OutputKind(StrEnum):
 
 
 DEFAULT_OUTPUTS: frozenset[OutputKind] = frozenset({OutputKind.JSON, OutputKind.HTML, OutputKind.SEG, OutputKind.SR})
+#: DEFAULT_OUTPUTS as ``--outputs`` takes it: "json,html,seg,sr"
+DEFAULT_OUTPUTS_TEXT = ",".join(k.value for k in OutputKind if k in DEFAULT_OUTPUTS)
 
 FILE_NAMES = {
     OutputKind.JSON: "report.json",
@@ -55,7 +53,7 @@ SC_DIR = "sc"
 OUTPUTS_HELP = (
     "comma-separated outputs to write: "
     + ", ".join(k.value for k in OutputKind)
-    + ", or 'all' (default: json,html,seg,sr). report.json is always written; sr implies seg."
+    + f", or 'all' (default: {DEFAULT_OUTPUTS_TEXT}). report.json is always written; sr implies seg."
 )
 
 
@@ -87,7 +85,7 @@ def write_outputs(
     segmentation: SegmentationResult | None = None,
     stir: StirAssessment | None = None,
     source_datasets: Sequence[Dataset] = (),
-    config: DicomOutputConfig = DEFAULT_DICOM_CONFIG,
+    config: DicomOutputConfig | None = None,
 ) -> dict[str, Any]:
     """Write the chosen outputs of one study into ``out_dir`` and return the final report.
 
@@ -104,8 +102,9 @@ def write_outputs(
         ``segmentation`` with at least one body).
     source_datasets : sequence of pydicom.Dataset
         Headers of the anatomy series (``pipeline.ingest.read_source_datasets``), needed for SEG/SR/SC.
-    config : DicomOutputConfig
-        Equipment identification, UID root and series numbers of the DICOM outputs.
+    config : DicomOutputConfig, optional
+        Equipment identification, UID root and series numbers of the DICOM outputs (default:
+        :data:`pipeline.report.dicom_common.DEFAULT_DICOM_CONFIG`).
 
     Returns
     -------
@@ -116,7 +115,13 @@ def write_outputs(
         The time spent here before rendering the HTML and JSON (overlays, DICOM objects) is added to
         ``timings_ms["outputs"]`` and, when the report has one, to ``timings_ms["total"]``.
     """
+    # The writers load their libraries (highdicom, Jinja2, PIL) here, not when this module is imported: the CLI
+    # reads this module's registry for --help, and a run writing report.json only never needs them (issue 18).
+    from pipeline.report.dicom_common import DEFAULT_DICOM_CONFIG
+    from pipeline.report.json_report import validate_report, write_json
+
     t_start = time.perf_counter()
+    config = config or DEFAULT_DICOM_CONFIG
     kinds = set(outputs) | {OutputKind.JSON}
     if OutputKind.SR in kinds:
         kinds.add(OutputKind.SEG)
@@ -129,6 +134,8 @@ def write_outputs(
     has_bodies = segmentation is not None and bool(segmentation.vertebrae)
     overlays: dict[str, bytes] = {}
     if has_bodies and anatomy is not None and kinds & {OutputKind.HTML, OutputKind.OVERLAYS, OutputKind.SC}:
+        from pipeline.report.overlay import render_overlays
+
         overlays = render_overlays(anatomy, segmentation, final, stir=stir)  # type: ignore[arg-type]
     if OutputKind.OVERLAYS in kinds and overlays:
         (out_dir / OVERLAY_DIR).mkdir(exist_ok=True)
@@ -141,6 +148,11 @@ def write_outputs(
         why = "no vertebral body was segmented" if not has_bodies else "the source DICOM headers were not given"
         warnings.append(f"DICOM outputs ({', '.join(sorted(k.value for k in dicom_kinds))}) not written: {why}")
     elif dicom_kinds:
+        from pipeline.report.dicom_common import save_dicom
+        from pipeline.report.dicom_sc import build_sc
+        from pipeline.report.dicom_seg import build_seg
+        from pipeline.report.dicom_sr import build_sr
+
         study_uid = final["study"]["study_instance_uid"]
         if OutputKind.SEG in kinds:
             try:
@@ -176,6 +188,8 @@ def write_outputs(
         timings["total"] = round(float(timings["total"]) + spent_ms, 1)
     final["warnings"] = list(dict.fromkeys(warnings))
     if OutputKind.HTML in kinds:
+        from pipeline.report.html import render_html
+
         (out_dir / FILE_NAMES[OutputKind.HTML]).write_text(render_html(final, overlays), encoding="utf-8")
     validate_report(final)
     write_json(final, out_dir / FILE_NAMES[OutputKind.JSON])
