@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import time
 from pathlib import Path
 
-from pipeline.cli.options import add_anchor, add_config_dir, add_outputs, anchor_option, outputs_option
+from pipeline import __version__
+from pipeline.cli.options import (
+    add_anchor,
+    add_config_dir,
+    add_outputs,
+    anchor_option,
+    ingest_quiet_unless_verbose,
+    outputs_option,
+)
 from pipeline.errors import ConfigError
 
 logger = logging.getLogger("pipeline.cli")
@@ -98,10 +108,6 @@ def add_parser(sub: argparse._SubParsersAction, one_line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
-    import time
-
-    from pipeline import __version__
     from pipeline.batch.executor import make_executor
     from pipeline.batch.ledger import batch_lock
     from pipeline.batch.plan import options_salt, plan_batch
@@ -127,17 +133,11 @@ def run(args: argparse.Namespace) -> int:
     config = load_pipeline_config(args.config_dir)
     mode = Mode.RESUME if args.resume else Mode.FORCE if args.force else Mode.NEW
     prepare_out_dir(args.out, mode)
-    ingest_log = logging.getLogger("pipeline.ingest")
-    level = ingest_log.level
     with batch_lock(args.out):
         logger.info("looking for studies under %s ...", root)
-        if args.verbose == 0:
-            ingest_log.setLevel(logging.WARNING)  # one line per skipped file: only with -v
-        try:
+        with ingest_quiet_unless_verbose(args.verbose):
             salt = options_salt(version=__version__, config_sha256=config.sha256, outputs=outputs, anchor=anchor)
             plan = plan_batch(root, ingest=config.ingest, salt=salt, clinical_dir=args.clinical_dir)
-        finally:
-            ingest_log.setLevel(level)
         if not plan.studies and not plan.unreadable:
             print(f"spine-assess: no studies found under {root} ({plan.n_files} files looked at)", file=sys.stderr)
             return 1

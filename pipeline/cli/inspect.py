@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.cli.options import add_settings_file, require_input
+from pipeline.cli.options import add_settings_file, ingest_quiet_unless_verbose, require_input
 
 
 def add_parser(sub: argparse._SubParsersAction, one_line: str) -> None:
@@ -36,23 +36,14 @@ def add_parser(sub: argparse._SubParsersAction, one_line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from pipeline.ingest import choose_series, discover, load_ingest_config
     from pipeline.ingest.summary import format_skipped, format_study, patient_identity, study_json
 
     require_input(args.study_dir, "STUDY_DIR")
     cfg = load_ingest_config(args.config)
-    ingest_log = logging.getLogger("pipeline.ingest")
-    level = ingest_log.level
-    if args.verbose == 0:
-        # One line per skipped file is useful in a run's log, but here the table already summarises them.
-        ingest_log.setLevel(logging.WARNING)
-    try:
+    with ingest_quiet_unless_verbose(args.verbose):  # the table summarises the skipped files
         found = discover(args.study_dir, cfg=cfg)
         studies = [(s, choose_series(s, cfg=cfg)) for s in found.studies]
-    finally:
-        ingest_log.setLevel(level)
     truncated = _truncated_files([s for s, _c in studies])
     if args.json:
         doc = {

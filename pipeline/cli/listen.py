@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import threading
 
 from pipeline.cli.options import add_settings_file, add_spool
 
@@ -40,9 +42,6 @@ def _listener_config(args: argparse.Namespace) -> object:
 
 
 def run(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     import pydicom.config
 
     from pipeline.listener import serve

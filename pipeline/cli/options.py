@@ -5,6 +5,9 @@ and the checks every command applies the same way."""
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +31,20 @@ def add_outputs(p: Parser) -> None:
     from pipeline.report.outputs import DEFAULT_OUTPUTS_TEXT, OUTPUTS_HELP
 
     p.add_argument("--outputs", default=DEFAULT_OUTPUTS_TEXT, metavar="LIST", help=OUTPUTS_HELP)
+
+
+@contextmanager
+def ingest_quiet_unless_verbose(verbose: int) -> Iterator[None]:
+    """Without -v, no line per skipped file while discovering studies: the command summarises them (a run's log
+    keeps them)."""
+    log = logging.getLogger("pipeline.ingest")
+    level = log.level
+    if verbose == 0:
+        log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def outputs_option(args: argparse.Namespace) -> frozenset[OutputKind]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,6 @@ _PHANTOM_OPTIONS = {
 
 
 def _option_names(text: str) -> str:
-    import re
 
     return re.sub(
         "|".join(rf"(?<![\w-]){re.escape(k)}(?![\w])" for k in sorted(_PHANTOM_OPTIONS, key=len, reverse=True)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 from pipeline.cli.options import add_settings_file, add_spool
 from pipeline.errors import ConfigError
@@ -55,8 +56,6 @@ def add_parser(sub: argparse._SubParsersAction, one_line: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from pipeline.listener import load_listener_config, operations
     from pipeline.listener.state import StudyStatus
 
