@@ -8,7 +8,10 @@ import pytest
 
 from pipeline.config import parse_section
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.report.dicom_common import DicomOutputConfig, OutputIdentity
+from pipeline.report.dicom_common import DicomOutputConfig, OutputIdentity, save_dicom
+from pipeline.report.dicom_seg import build_seg
+from pipeline.report.dicom_sr import build_sr
+from tests.report_fixtures import make_case
 
 UID_RE = re.compile(r"^[1-9][0-9]*(\.(0|[1-9][0-9]*))*$")
 BASE = OutputIdentity("1.2.3", "1.2.3.4", "0.1.0", "ab" * 32)
@@ -53,3 +56,29 @@ def test_config_section_parses_and_validates():
         parse_section(DicomOutputConfig, {"uid_prefix": "1.2.3"}, where)
     with pytest.raises(ConfigError, match="unknown field 'colour'"):
         parse_section(DicomOutputConfig, {"colour": "red"}, where)
+
+
+@pytest.fixture(scope="module")
+def seg_and_sr(tmp_path_factory):
+    case = make_case(tmp_path_factory.mktemp("case"))
+    seg = build_seg(case.segmentation, case.datasets, case.report)
+    return seg, build_sr(case.report, seg, case.datasets)
+
+
+def _items(ds):
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value:
+                yield item
+                yield from _items(item)
+
+
+def test_save_dicom_writes_the_bytes_pydicom_writes_and_leaves_the_dataset_as_it_was(seg_and_sr, tmp_path):
+    for ds in seg_and_sr:
+        before = [item.original_encoding for item in _items(ds)]
+        assert before and set(before) == {(None, None)}  # made in memory: pydicom corrects every item's VRs
+        save_dicom(ds, tmp_path / "fast.dcm")  # marks the items as encoded while it writes
+        assert [item.original_encoding for item in _items(ds)] == before
+        assert [item.original_character_set for item in _items(ds)] == [""] * len(before)
+        ds.save_as(tmp_path / "plain.dcm", enforce_file_format=True)
+        assert (tmp_path / "fast.dcm").read_bytes() == (tmp_path / "plain.dcm").read_bytes()
