@@ -16,6 +16,7 @@ array axis closest to left-right, the horizontal axis the one closest to anterio
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 import math
@@ -71,6 +72,7 @@ def ordered(names: Sequence[str]) -> list[str]:
     return sorted(names, key=lambda n: (rank.get(n, len(rank)), n))
 
 
+@functools.cache
 def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
@@ -195,7 +197,7 @@ def _window(plane: np.ndarray) -> np.ndarray:
 
 
 def _grey_image(view: PlaneView, array: np.ndarray, index: int) -> Image.Image:
-    plane = view.plane(array.astype(np.float32), index)
+    plane = view.plane(array, index).astype(np.float32)  # the plane, not the whole volume
     img = Image.fromarray(_window(plane), mode="L").resize(view.size, Image.Resampling.BILINEAR)
     return img.convert("RGB")
 
@@ -268,8 +270,14 @@ def decision_marker(decision: Decision, size: int = MARKER_SIZE) -> Image.Image:
     return img.resize((size, size), Image.Resampling.LANCZOS)
 
 
+@functools.cache
+def _marker(decision: Decision) -> Image.Image:
+    """:func:`decision_marker` drawn once per process (a picture pastes it up to 20 times); only read from."""
+    return decision_marker(decision)
+
+
 def _paste_marker(canvas: Image.Image, decision: Decision, centre: tuple[float, float]) -> None:
-    marker = decision_marker(decision)
+    marker = _marker(decision)
     x, y = round(centre[0] - marker.width / 2), round(centre[1] - marker.height / 2)
     canvas.paste(marker, (x, y), marker)
 
