@@ -21,6 +21,7 @@ from pipeline.batch.ledger import LEDGER_FILE, Ledger
 from pipeline.batch.plan import options_salt, plan_batch
 from pipeline.batch.runner import BatchSettings, Mode, prepare_out_dir, run_batch, select_work
 from pipeline.cli import main
+from pipeline.report.outputs import OutputKind
 from pipeline.run import is_temporary_output, load_pipeline_config
 from pipeline.segment import parse_anchor_option
 
@@ -326,7 +327,7 @@ def test_error_kinds():
 
 def _settings(cfg):
     return BatchSettings(
-        outputs=frozenset({"json"}),
+        outputs=frozenset({OutputKind.JSON}),
         anchor=None,
         config_dir=cfg.config_dir,
         config_sha256=cfg.sha256,
@@ -414,7 +415,10 @@ def test_a_folder_of_header_truncated_files_gets_a_failed_row(tmp_path, tiny_stu
 def test_options_salt_records_the_anchor_as_written_and_exactly():
     def salt(text):
         return options_salt(
-            version="t", config_sha256="0" * 64, outputs=frozenset({"json"}), anchor=parse_anchor_option(text, "a")
+            version="t",
+            config_sha256="0" * 64,
+            outputs=frozenset({OutputKind.JSON}),
+            anchor=parse_anchor_option(text, "a"),
         )
 
     assert salt("L5=lowest") == salt("l5=LOWEST") != salt(None) != salt("L1=3")

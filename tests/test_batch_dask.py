@@ -16,6 +16,7 @@ from distributed import LocalCluster  # noqa: E402
 from pipeline.batch import LocalExecutor, StudyTask, make_executor  # noqa: E402
 from pipeline.cli import main  # noqa: E402
 from pipeline.errors import ConfigError  # noqa: E402
+from pipeline.report.outputs import OutputKind  # noqa: E402
 
 
 def _comparable(report_path: Path) -> dict:
@@ -34,7 +35,9 @@ def test_batch_on_a_local_dask_cluster_matches_the_local_executor(tmp_path, tiny
     (root / "b" / "001_broken" / "x.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\1" * 50)  # junk inside a study
     local_out = tmp_path / "local"
     with LocalExecutor(1) as ex:
-        local = ex.submit(StudyTask(root / "a", local_out / "a", outputs=frozenset({"json"}), key="a")).result()
+        local = ex.submit(
+            StudyTask(root / "a", local_out / "a", outputs=frozenset({OutputKind.JSON}), key="a")
+        ).result()
     assert local.ok, local.error
 
     with LocalCluster(

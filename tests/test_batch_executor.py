@@ -21,6 +21,7 @@ from batch_fakes import fake
 from pipeline.batch import LocalExecutor, Status, StudyTask, make_executor, run_task, summarize_report
 from pipeline.batch.executor import Executor
 from pipeline.levels import Level
+from pipeline.report.outputs import OutputKind
 from pipeline.segment import parse_anchor
 
 
@@ -106,7 +107,7 @@ def test_worker_processes_die_with_their_parent(tmp_path):
 
 
 def test_run_task_turns_errors_into_one_line_outcomes(tmp_path):
-    missing = run_task(StudyTask(tmp_path / "missing", tmp_path / "out", outputs=frozenset({"json"})))
+    missing = run_task(StudyTask(tmp_path / "missing", tmp_path / "out", outputs=frozenset({OutputKind.JSON})))
     assert missing.status == "failed" and "no such file or folder" in missing.error
     assert not (tmp_path / "out").exists()
     other_config = run_task(StudyTask(tmp_path, tmp_path / "out", config_sha256="0" * 64))

@@ -18,6 +18,7 @@ from pipeline.batch.plan import options_salt, plan_batch
 from pipeline.batch.progress import Progress
 from pipeline.batch.runner import BatchSettings, Mode, prepare_out_dir, run_batch
 from pipeline.batch.summary import INDEX_HTML, make_row, write_summary
+from pipeline.report.outputs import OutputKind
 from pipeline.run import load_pipeline_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def test_batch_says_at_once_what_it_found_and_with_how_many_workers(tmp_path, ti
     for seed, name in ((51, "a"), (52, "b")):
         tiny_study(seed, root / name)
     cfg = load_pipeline_config()
-    settings = BatchSettings(frozenset({"json"}), None, cfg.config_dir, cfg.sha256, 300.0, None)
+    settings = BatchSettings(frozenset({OutputKind.JSON}), None, cfg.config_dir, cfg.sha256, 300.0, None)
     salt = options_salt(version="t", config_sha256=cfg.sha256, outputs=settings.outputs, anchor=None)
     plan = plan_batch(root, ingest=cfg.ingest, salt=salt)
     out = tmp_path / "out"

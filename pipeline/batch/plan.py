@@ -43,6 +43,7 @@ from pipeline.ingest import IngestConfig, discover
 from pipeline.model import StudyRecord
 
 if TYPE_CHECKING:
+    from pipeline.report.outputs import OutputKind
     from pipeline.segment import Anchor
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class BatchPlan:
     warnings: tuple[str, ...]
 
 
-def options_salt(*, version: str, config_sha256: str, outputs: frozenset[str], anchor: Anchor | None) -> str:
+def options_salt(*, version: str, config_sha256: str, outputs: frozenset[OutputKind], anchor: Anchor | None) -> str:
     """The part of every study's fingerprint that depends on the batch settings, not on the study."""
     doc = {"version": version, "config": config_sha256, "outputs": sorted(outputs), "anchor": _anchor_text(anchor)}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

@@ -44,6 +44,7 @@ from pipeline.errors import BUG, INPUT, RESOURCE, ConfigError
 from pipeline.outdir import check_not_overlapping
 
 if TYPE_CHECKING:
+    from pipeline.report.outputs import OutputKind
     from pipeline.segment import Anchor
 
 logger = logging.getLogger("pipeline.batch")
@@ -63,7 +64,7 @@ class Mode(StrEnum):
 class BatchSettings:
     """What every study of the batch is run with (part of each study's fingerprint, with the version)."""
 
-    outputs: frozenset[str]
+    outputs: frozenset[OutputKind]
     anchor: Anchor | None
     config_dir: Path
     config_sha256: str

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the worker imports this module; the heavy pipeline modules load on the first task
+    from pipeline.report.outputs import OutputKind
     from pipeline.run import PipelineConfig
     from pipeline.segment import Anchor
 
@@ -43,10 +44,10 @@ class Status(StrEnum):
 RETRYABLE = frozenset({Status.TIMEOUT, Status.CRASHED, Status.INTERRUPTED})
 
 
-def _default_outputs() -> frozenset[str]:
+def _default_outputs() -> frozenset[OutputKind]:
     from pipeline.report.outputs import DEFAULT_OUTPUTS  # the registry only: no writer library is loaded
 
-    return frozenset(k.value for k in DEFAULT_OUTPUTS)
+    return DEFAULT_OUTPUTS
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ class StudyTask:
     study_uid : str or None
         StudyInstanceUID to pick out of ``study_dir``. With it, a ``clinical.yaml`` in ``study_dir`` is not
         picked up automatically (pass ``clinical_path``).
-    outputs : frozenset of str
-        Output kinds (:class:`pipeline.report.outputs.OutputKind` values).
+    outputs : frozenset of OutputKind
+        What to write (:func:`pipeline.report.outputs.parse_outputs`).
     clinical_path : Path or None
         Clinical-input file; None: the one beside the study, if any (only without ``study_uid``).
     anchor : Anchor or None
@@ -85,7 +86,7 @@ class StudyTask:
     study_dir: Path
     out_dir: Path
     study_uid: str | None = None
-    outputs: frozenset[str] = field(default_factory=_default_outputs)
+    outputs: frozenset[OutputKind] = field(default_factory=_default_outputs)
     clinical_path: Path | None = None
     anchor: Anchor | None = None
     config_dir: Path | None = None
@@ -186,7 +187,6 @@ def run_task(task: StudyTask) -> TaskOutcome:
     t0 = time.perf_counter()
     try:
         from pipeline.errors import ConfigError
-        from pipeline.report.outputs import OutputKind
         from pipeline.run import RunOptions, run_study
 
         config = _config(task.config_dir)
@@ -207,7 +207,7 @@ def run_task(task: StudyTask) -> TaskOutcome:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         options = RunOptions(
-            outputs=frozenset(OutputKind(o) for o in task.outputs),
+            outputs=task.outputs,
             clinical_path=task.clinical_path,
             anchor=task.anchor,
             study_uid=task.study_uid,

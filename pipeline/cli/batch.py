@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--timeout and --memory-limit must be positive (0 = no limit)")
     if args.retry_failed and not args.resume:
         raise ConfigError("--retry-failed goes with --resume")
-    outputs = frozenset(o.value for o in outputs_option(args))
+    outputs = outputs_option(args)
     anchor = anchor_option(args)  # refuse a bad anchor before any study starts
     root: Path = args.root
     if not root.is_dir():

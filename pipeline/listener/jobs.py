@@ -36,7 +36,7 @@ def study_task(
         study_dir=Path(study_dir),
         out_dir=Path(out_dir),
         study_uid=study_uid,
-        outputs=frozenset(k.value for k in cfg.output_kinds),
+        outputs=frozenset(cfg.output_kinds),
         config_dir=Path(cfg.config_dir).resolve() if cfg.config_dir else None,
         timeout_s=cfg.timeout_s,
         memory_limit_mb=cfg.memory_limit_mb or None,
