@@ -159,3 +159,18 @@ def test_seg_of_a_multiframe_source_references_its_frames(case, tmp_path):
         s = next(i for i, p in enumerate(ipp) if np.allclose(p, [float(x) for x in pos]))
         got = seg.get_pixels_by_source_frame(mf.SOPInstanceUID, [frame], combine_segments=True)[0]
         np.testing.assert_array_equal(got, case.segmentation.labels.array[s])
+
+
+def test_seg_leaves_out_stray_labels_and_says_which_body_has_no_voxel(case, caplog):
+    labels = case.segmentation.labels.array.copy()
+    first, last = case.segmentation.vertebrae[0].label, case.segmentation.vertebrae[-1].label
+    body = np.argwhere(labels == first)
+    labels[tuple(body[: len(body) // 2].T)] = 9  # half of the first body: a value no vertebra has
+    labels[labels == last] = 0
+    seg = dataclasses.replace(case.segmentation, labels=case.segmentation.labels.with_array(labels))
+    with caplog.at_level("WARNING", logger="pipeline.report.dicom_seg"):
+        ds = build_seg(seg, case.datasets, case.report)
+    assert "label values [9] are not reported vertebrae" in caplog.text
+    assert f"vertebra label {last} has no voxel" in caplog.text
+    assert f"vertebra label {first} has no voxel" not in caplog.text
+    assert len(ds.SegmentSequence) == len(case.segmentation.vertebrae)

@@ -106,7 +106,10 @@ def build_seg(
     for number, v in enumerate(segmentation.vertebrae, start=1):
         lut[v.label] = number
     seg_array = lut[labels]
-    stray = np.setdiff1d(np.unique(labels), [0, *[v.label for v in segmentation.vertebrae]])
+    # voxel counts per value (bincount: one pass, where np.unique sorts the whole label map)
+    present = np.flatnonzero(np.bincount(labels.ravel()))
+    stray = np.setdiff1d(present, [0, *[v.label for v in segmentation.vertebrae]])
+    voxels = np.bincount(seg_array.ravel(), minlength=len(segmentation.vertebrae) + 1)
     if stray.size:
         logger.warning(
             "series %s: label values %s are not reported vertebrae; left out of the SEG",
@@ -136,7 +139,7 @@ def build_seg(
                 anatomic_regions=[region] if region is not None else None,
             )
         )
-        if not np.any(seg_array == number):
+        if voxels[number] == 0:
             logger.warning(
                 "series %s: vertebra label %d has no voxel; its segment has no frame",
                 segmentation.series_uid,
