@@ -11,7 +11,7 @@ from pipeline.levels import Level
 from pipeline.report import dicom_codes as dc
 from pipeline.report.dicom_common import save_dicom
 from pipeline.report.dicom_seg import build_seg
-from pipeline.report.dicom_sr import build_sr
+from pipeline.report.dicom_sr import _source_images_by_segment, build_sr
 from tests.dicom_validation import dciodvfy
 from tests.report_fixtures import PATIENT_ID, SERIES_UID, STUDY_UID, make_case
 
@@ -88,6 +88,18 @@ def test_built_sr_content_is_the_written_tree(written):
     assert sr.content[0].ContentSequence is sr.ContentSequence
     groups = sr.content.get_volumetric_roi_measurement_groups()
     assert [str(g.tracking_identifier) for g in groups] == list(_groups_by_identifier(sr_path))
+
+
+def test_source_images_of_each_segment_are_those_highdicom_finds(written):
+    _case, seg_path, _sr = written
+    seg = pydicom.dcmread(seg_path)
+    sources = _source_images_by_segment(seg)
+    for s in seg.SegmentSequence:
+        want = hd.sr.ReferencedSegment.from_segmentation(seg, s.SegmentNumber)
+        got = hd.sr.ReferencedSegment(
+            seg.SOPClassUID, seg.SOPInstanceUID, s.SegmentNumber, source_images=sources[s.SegmentNumber]
+        )
+        assert len(got) == len(want) > 1 and list(got) == list(want)
 
 
 def test_each_vertebra_references_its_segment_and_the_source_images(written):

@@ -132,6 +132,7 @@ def build_sr(
     segment_by_tracking = {str(s.TrackingUID): int(s.SegmentNumber) for s in seg.SegmentSequence if "TrackingUID" in s}
     decisions = decisions_by_label(report)
     algorithm = hd.sr.AlgorithmIdentification(name=SOFTWARE_NAME, version=identity.pipeline_version)
+    sources = _source_images_by_segment(seg)
 
     groups = []
     for v in report.get("vertebrae", []):
@@ -150,7 +151,11 @@ def build_sr(
                 tracking_identifier=hd.sr.TrackingIdentifier(
                     uid=tracking_uid(identity, label, config), identifier=f"{level_name(v)} vertebral body"
                 ),
-                referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, number),
+                referenced_segment=(
+                    hd.sr.ReferencedSegment(seg.SOPClassUID, seg.SOPInstanceUID, number, source_images=sources[number])
+                    if sources.get(number)
+                    else hd.sr.ReferencedSegment.from_segmentation(seg, number)  # its fallbacks and errors
+                ),
                 finding_type=dc.VERTEBRA,
                 finding_sites=[hd.sr.FindingSite(site)],
                 algorithm_id=algorithm,
@@ -209,6 +214,25 @@ def build_sr(
     sr._content = content
     logger.info("SR of study %s: %d vertebra groups", identity.study_uid, len(groups))
     return sr
+
+
+def _source_images_by_segment(seg: Dataset) -> dict[int, list[hd.sr.SourceImageForSegmentation]]:
+    """Segment number -> its source images as ``ReferencedSegment.from_segmentation`` lists them (frame order, each
+    instance once, with its referenced frames), in one pass over the frames instead of one pass per segment."""
+    found: dict[int, dict[str, hd.sr.SourceImageForSegmentation]] = {}
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        images = found.setdefault(int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber), {})
+        for derivation in frame.get("DerivationImageSequence", []):
+            for source in derivation.get("SourceImageSequence", []):
+                uid = source.ReferencedSOPInstanceUID
+                if uid in images:
+                    continue
+                frames = None
+                if "ReferencedFrameNumber" in source:
+                    element = source["ReferencedFrameNumber"]
+                    frames = [element.value] if element.VM == 1 else element.value
+                images[uid] = hd.sr.SourceImageForSegmentation(source.ReferencedSOPClassUID, uid, frames)
+    return {number: list(images.values()) for number, images in found.items()}
 
 
 def _without_children(root: Dataset) -> Dataset:
