@@ -125,20 +125,20 @@ def _outer_crossings(poly: np.ndarray, values: np.ndarray, axis: int) -> tuple[n
 
     Returns ``(low, high, count)``, each (K,): the smallest and largest value of the other coordinate among the
     line's crossings (``+inf`` / ``-inf`` where it has none) and how many there are. All lines in one array
-    operation (a Python loop over lines was most of the morphometry's time, issue 18); per crossing the
-    arithmetic is the loop's, so the results are the same to the bit. (Bisecting for each edge's lines computes
-    fewer crossings but was slower on body contours: they are short.)
+    operation (a Python loop over lines was most of the morphometry's time, issue 18), the arithmetic only on the
+    edges that cross; per crossing it is the loop's arithmetic, so the results are the same to the bit. (Bisecting
+    for each edge's lines computes fewer crossings but was slower on body contours: they are short.)
     """
     a = poly[None, :, axis] - np.asarray(values, dtype=float)[:, None]
-    a = np.where(a == 0.0, 1e-12, a)  # a vertex exactly on the line counts as just above it
+    a[a == 0.0] = 1e-12  # a vertex exactly on the line counts as just above it
     b = poly[:, 1 - axis]
-    a0, a1 = a[:, :-1], a[:, 1:]
-    hit = (a0 * a1) < 0
-    t = np.divide(a0, a0 - a1, out=np.zeros_like(a0), where=hit)  # where=: no 0/0 on edges that do not cross
-    x = b[:-1] + t * (b[1:] - b[:-1])
-    low = np.where(hit, x, np.inf).min(axis=1)
-    high = np.where(hit, x, -np.inf).max(axis=1)
-    return low, high, hit.sum(axis=1)
+    lines, edges = np.nonzero(a[:, :-1] * a[:, 1:] < 0)  # the few (line, edge) pairs that cross
+    a0, a1 = a[lines, edges], a[lines, edges + 1]
+    x = b[edges] + (a0 / (a0 - a1)) * (b[edges + 1] - b[edges])
+    low, high = np.full(len(a), np.inf), np.full(len(a), -np.inf)
+    np.minimum.at(low, lines, x)
+    np.maximum.at(high, lines, x)
+    return low, high, np.bincount(lines, minlength=len(a))
 
 
 def _extent(poly_uv: np.ndarray, u0: float, half_band: float, n: int = 5) -> tuple[float, float] | None:
@@ -160,14 +160,16 @@ def _min_area_rectangle_axes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray
     edges = np.diff(np.vstack([hull, hull[:1]]), axis=0)
     lengths = np.linalg.norm(edges, axis=1)
     edges = edges[lengths > 1e-9] / lengths[lengths > 1e-9, None]
-    best, best_area = edges[0], np.inf
-    for e in edges:
-        n = np.array([-e[1], e[0]])
-        pe, pn = hull @ e, hull @ n
-        area = (pe.max() - pe.min()) * (pn.max() - pn.min())
+    # the hull projected on every edge and its normal at once; the first edge whose area is smaller by more than
+    # 1e-9 than every earlier one wins, as in a loop over the edges (the result is one of ``edges``)
+    pe, pn = hull @ edges.T, hull @ np.stack([-edges[:, 1], edges[:, 0]], axis=1).T
+    areas = (pe.max(axis=0) - pe.min(axis=0)) * (pn.max(axis=0) - pn.min(axis=0))
+    best, best_area = 0, np.inf
+    for k, area in enumerate(areas.tolist()):
         if area < best_area - 1e-9:
-            best, best_area = e, area
-    return best, np.array([-best[1], best[0]])
+            best, best_area = k, area
+    e = edges[best]
+    return e, np.array([-e[1], e[0]])
 
 
 def _section_contour(
