@@ -89,6 +89,7 @@ def batch(tmp_path_factory, tiny_study):
     return {"root": root, "out": out, "clinical": clinical, "code": code, "log": collect.lines}
 
 
+@pytest.mark.slow
 def test_a_broken_study_and_junk_fail_alone_and_the_exit_code_says_so(batch):
     out = batch["out"]
     assert batch["code"] == 1
@@ -108,6 +109,7 @@ def test_a_broken_study_and_junk_fail_alone_and_the_exit_code_says_so(batch):
     assert not _leftovers(out)
 
 
+@pytest.mark.slow
 def test_summary_files_describe_every_study(batch):
     out = batch["out"]
     doc = json.loads((out / "summary.json").read_text())
@@ -126,6 +128,7 @@ def test_summary_files_describe_every_study(batch):
     assert _rows(out)["a"]["levels"] == " ".join(levels)
 
 
+@pytest.mark.slow
 def test_clinical_dir_maps_files_by_study_folder(batch):
     b = json.loads((batch["out"] / "site2" / "b" / "report.json").read_text())
     a = json.loads((batch["out"] / "a" / "report.json").read_text())
@@ -133,6 +136,7 @@ def test_clinical_dir_maps_files_by_study_folder(batch):
     assert a["clinical_inputs"]["provided"] is False
 
 
+@pytest.mark.slow
 def test_progress_is_plain_log_lines_without_a_terminal(batch):
     lines = batch["log"]
     assert any(line.startswith("[1/2] ok") for line in lines), lines
@@ -141,12 +145,14 @@ def test_progress_is_plain_log_lines_without_a_terminal(batch):
     assert not any("\r" in line for line in lines)
 
 
+@pytest.mark.slow
 def test_ledger_has_one_record_per_study(batch):
     records = Ledger(batch["out"]).read()
     assert [r["event"] for r in records][0] == "start" and records[-1]["event"] == "end"
     assert sorted(_ok_records(batch["out"])) == ["a", "site2/b"]
 
 
+@pytest.mark.slow
 def test_a_second_run_needs_resume_or_force(batch, capsys):
     before = (batch["out"] / LEDGER_FILE).read_bytes()
     assert main(["batch", str(batch["root"]), "--out", str(batch["out"]), "--outputs", "json"]) == 2
@@ -154,6 +160,7 @@ def test_a_second_run_needs_resume_or_force(batch, capsys):
     assert (batch["out"] / LEDGER_FILE).read_bytes() == before
 
 
+@pytest.mark.slow
 def test_an_invalid_clinical_file_stops_the_batch_before_it_starts(batch, tmp_path, capsys):
     clinical = tmp_path / "clinical"
     shutil.copytree(batch["clinical"], clinical)
@@ -165,6 +172,7 @@ def test_an_invalid_clinical_file_stops_the_batch_before_it_starts(batch, tmp_pa
     assert not (out / LEDGER_FILE).exists()
 
 
+@pytest.mark.slow
 def test_usage_errors_exit_2(batch, tmp_path):
     root, out = str(batch["root"]), str(tmp_path / "o")
     assert main(["batch", str(tmp_path / "missing"), "--out", out]) == 2
@@ -205,6 +213,7 @@ def test_resume_keeps_finished_studies_and_redoes_a_changed_one(batch, tmp_path)
 
 
 # --------------------------------------------------------------------------- plans (headers only, fast)
+@pytest.mark.slow
 def test_plan_names_output_folders_from_folders_or_uid_hashes(tmp_path, tiny_study):
     root = tmp_path / "root"
     tiny_study(31, root / "site1" / "x")
@@ -366,6 +375,7 @@ def test_resource_errors_and_bugs_are_retried_input_errors_are_not(tmp_path, tin
     assert "bug" in [s.key for s in todo] and "input" in kept
 
 
+@pytest.mark.slow
 def test_no_study_starts_while_the_disk_is_full(tmp_path, tiny_study, monkeypatch):
     """The free-space guard before a run: the batch waits (it does not fail) until space is back."""
     from batch_fakes import fake
@@ -394,6 +404,7 @@ def test_no_study_starts_while_the_disk_is_full(tmp_path, tiny_study, monkeypatc
     assert [r["status"] for r in result.rows] == ["ok"] and len(calls) >= 4
 
 
+@pytest.mark.slow
 def test_a_folder_of_header_truncated_files_gets_a_failed_row(tmp_path, tiny_study):
     """Issue 19 item 8: files cut off inside their header were only counted as skipped; docs/batch.md promises
     every folder that held DICOM images a row of its own."""

@@ -29,6 +29,7 @@ def _task(key: str, tmp_path: Path, **kw: object) -> StudyTask:
     return StudyTask(tmp_path / "in", tmp_path / "out" / key, key=key, **kw)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_timeout_kill_memory_and_bug_each_get_their_outcome_and_the_pool_carries_on(tmp_path):
     with LocalExecutor(2, fn=fake, poll_interval_s=0.1) as ex:
         assert isinstance(ex, Executor)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from pipeline.batch.ledger import LOCK_FILE, batch_lock
@@ -76,6 +77,7 @@ def test_worker_leaves_failure_reports_to_the_parent():
     assert out.stdout.strip() == str(logging.ERROR), out.stderr
 
 
+@pytest.mark.slow
 def test_batch_says_at_once_what_it_found_and_with_how_many_workers(tmp_path, tiny_study, caplog):
     root = tmp_path / "root"
     for seed, name in ((51, "a"), (52, "b")):

@@ -44,6 +44,7 @@ def listener(tmp_path: Path) -> Iterator[tuple[int, Spool, StateDB]]:
         yield served
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda p: p.name)
 def test_documented_storescu_command_sends_every_sample(listener: tuple[int, Spool, StateDB], sample: Path) -> None:
     if dcmtk_tool("storescu") != "/usr/bin/storescu":

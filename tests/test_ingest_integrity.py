@@ -49,6 +49,7 @@ def test_inspect_names_the_truncated_file(cut_study, capsys):
     assert [t["path"] for t in doc["truncated"]] == [str(victim)]
 
 
+@pytest.mark.slow
 def test_run_says_truncated_and_uses_another_series(cut_study, tmp_path, capsys):
     study, victim = cut_study
     assert main(["-q", "run", str(study), "--out", str(tmp_path / "o"), "--outputs", "json"]) == 0

@@ -67,6 +67,7 @@ def runs(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 def test_readme_l5_lowest_keeps_the_detected_levels(runs, capsys):
     code, d = runs["L5=lowest"]
     auto_code, auto_dir = runs[None]
@@ -80,6 +81,7 @@ def test_readme_l5_lowest_keeps_the_detected_levels(runs, capsys):
     assert "lowest body above the detected sacrum" in report["segmentation"]["labelling_method"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("anchor", ["L5=lowest", "L1=3", "L3=z:-120.5"])
 def test_no_anchor_example_contradicts_the_sacrum_silently(anchor, runs):
     code, d = runs[anchor]

@@ -60,6 +60,7 @@ def test_dcmtk_echoscu(scp: tuple[int, Spool, StateDB]) -> None:
     assert "Calling AE Title Not Recognized" in refused.stderr or "Rejected" in refused.stderr
 
 
+@pytest.mark.slow
 def test_dcmtk_storescu_study(scp: tuple[int, Spool, StateDB], study: Path) -> None:
     port, spool, state = scp
     storescu = _tool("storescu")
@@ -89,6 +90,7 @@ def test_dcmtk_storescu_study(scp: tuple[int, Spool, StateDB], study: Path) -> N
     assert row.n_instances == n
 
 
+@pytest.mark.slow
 def test_orthanc_pushes_a_study(scp: tuple[int, Spool, StateDB], study: Path, tmp_path: Path) -> None:
     port, spool, state = scp
     orthanc = Orthanc(tmp_path / "orthanc", modalities={"spineai": ("SPINEAI", "127.0.0.1", port)})

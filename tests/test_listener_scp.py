@@ -156,6 +156,7 @@ def test_unsupported_sop_class_is_not_negotiated(make_server) -> None:
 
 
 # --------------------------------------------------------------------------- storing
+@pytest.mark.slow
 def test_store_study_is_durable_and_counted_once(make_server, study: Path) -> None:
     srv = make_server()
     files = dicom_files(study)
@@ -173,6 +174,7 @@ def test_store_study_is_durable_and_counted_once(make_server, study: Path) -> No
     assert not [p for p in srv.spool.root.rglob("*") if ".tmp-" in p.name]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("syntax", ["rle", "jpeg-ls", "implicit", "deflate"])
 def test_transfer_syntaxes_are_stored_as_received(make_server, tmp_path: Path, syntax: str) -> None:
     from pipeline.phantom import PhantomSpec, render_phantom, write_study

@@ -518,6 +518,7 @@ def _truth(ph) -> dict[Level, dict]:
     return {Level(v["level"]): v for v in ph.truth["vertebrae"]}
 
 
+@pytest.mark.slow
 def test_small_phantom_fractures_match_truth():
     from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom
 
@@ -564,6 +565,7 @@ def test_clinical_grid_phantom_heights_bulge_and_canal():
 
 
 # --------------------------------------------------------------------------- plausibility of the masks
+@pytest.mark.slow
 def test_body_spanning_a_disc_is_not_assessable_and_no_reference():
     # A 60 mm "body" (two bodies merged across their disc) between 26 mm bodies 8 mm apart: its centre lies
     # 13 + 8 + 30 = 51 mm from its neighbours' centres, less than its height.
@@ -577,6 +579,7 @@ def test_body_spanning_a_disc_is_not_assessable_and_no_reference():
         assert m.assessable and 3 not in m.reference_labels and m.genant_grade == 0
 
 
+@pytest.mark.slow
 def test_over_tall_neighbour_is_no_reference():
     # L3 34 mm: 36 mm on average from its neighbours' centres (ratio 0.94 > 0.9, but room for a disc). The
     # crushed L2 (18 mm) is graded against T12-L1 and L4 (26 mm: 30.8 % loss), not against L3 (30 mm: 40 %).

@@ -101,6 +101,7 @@ def test_run_refuses_and_keeps_every_file(where, study_dir, tmp_path, monkeypatc
     assert _files(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_run_replaces_its_own_output_and_another_study_only_with_force(study_dir, tmp_path, capsys):
     out = tmp_path / "o"
     assert main(["run", str(study_dir), "--out", str(out), "--outputs", "json"]) == 0
@@ -128,6 +129,7 @@ def test_batch_force_never_overwrites_foreign_files(study_dir, tmp_path):
     assert (out / "summary.csv").read_text() == "my own spreadsheet"
 
 
+@pytest.mark.slow
 def test_batch_force_keeps_a_foreign_study_folder(study_dir, tmp_path):
     root = tmp_path / "root"
     shutil.copytree(study_dir, root / "s")

@@ -80,6 +80,7 @@ def test_loss_within_physiological_variation_is_refused():
         solve_deformation(wedged, Morphology.WEDGE, 12.0, 0.0, where="test")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", [Morphology.WEDGE, Morphology.CRUSH])
 @pytest.mark.parametrize("retro", [1.5, 4.0])
 def test_retropulsion_bulges_the_posterior_wall_by_the_requested_amount(retro, kind):

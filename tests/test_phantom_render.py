@@ -35,6 +35,7 @@ def _loss(heights, ref):
 
 
 # --------------------------------------------------------------------------- plumbing
+@pytest.mark.slow
 def test_rendering_is_deterministic():
     a = tiny_phantom()
     b = render_phantom(a.spec)

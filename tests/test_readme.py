@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import tomllib
 from pathlib import Path
+
+import pytest
 
 from pipeline.cli import main
 from pipeline.phantom import PhantomSpec, render_phantom, write_study
@@ -33,6 +36,19 @@ def test_ci_runs_the_quick_start_block():
     assert "## Quick start" in ci and 'bash -euo pipefail -c "$quickstart"' in ci
 
 
+FULL_RUN = 'python3 -m pytest -m "slow or not slow"'
+
+
+def test_the_default_run_leaves_out_slow_tests_and_ci_runs_them_all():
+    """A bare ``pytest`` is the fast run; the quick start (which CI runs) and the README name the whole run."""
+    addopts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["pytest"]["ini_options"]
+    assert "-m 'not slow'" in addopts["addopts"]
+    assert _quick_start().rstrip().endswith(FULL_RUN)
+    development = (REPO / "README.md").read_text(encoding="utf-8").split("## Development", 1)[1]
+    assert FULL_RUN in development and "\npython3 -m pytest  " in development
+
+
+@pytest.mark.slow
 def test_second_batch_run_exits_2_and_the_readme_says_what_to_add(tmp_path, capsys):
     text = (REPO / "README.md").read_text(encoding="utf-8")
     after = text.split("## Quick start", 1)[1].split("##", 1)[0]

@@ -80,6 +80,7 @@ def test_the_collapsed_body_is_found_and_measured(result):
     assert l1["stir"]["edema"] is True, l1["stir"]
 
 
+@pytest.mark.slow
 def test_rerun_replaces_the_folder_atomically(study_dir, config, tmp_path):
     out = tmp_path / "s"
     opts = RunOptions(outputs=frozenset({"json", "html"}))  # type: ignore[arg-type]
