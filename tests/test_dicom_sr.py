@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import highdicom as hd
 import pydicom
 import pytest
@@ -9,9 +11,10 @@ import pytest
 from pipeline.errors import InputError
 from pipeline.levels import Level
 from pipeline.report import dicom_codes as dc
+from pipeline.report import dicom_sr
 from pipeline.report.dicom_common import save_dicom
 from pipeline.report.dicom_seg import build_seg
-from pipeline.report.dicom_sr import _source_images_by_segment, build_sr
+from pipeline.report.dicom_sr import _source_images_by_segment, build_sr, image_library
 from tests.dicom_validation import dciodvfy
 from tests.report_fixtures import PATIENT_ID, SERIES_UID, STUDY_UID, make_case
 
@@ -100,6 +103,35 @@ def test_source_images_of_each_segment_are_those_highdicom_finds(written):
             seg.SOPClassUID, seg.SOPInstanceUID, s.SegmentNumber, source_images=sources[s.SegmentNumber]
         )
         assert len(got) == len(want) > 1 and list(got) == list(want)
+
+
+def _shares_descriptors(library) -> bool:
+    images = library[0].ContentSequence[-1].ContentSequence[1:]
+    return images[0].ContentSequence[0] is images[1].ContentSequence[0]
+
+
+def test_image_library_is_highdicoms(written):
+    case, _seg, _sr = written
+    datasets = list(case.datasets)
+    library = image_library(datasets)
+    assert _shares_descriptors(library)  # the series' images: the fast way
+    assert list(library) == list(hd.sr.ImageLibrary(datasets))
+
+
+def test_image_library_of_images_that_differ_is_made_image_by_image(written, monkeypatch, caplog):
+    case, _seg, _sr = written
+    datasets = [copy.deepcopy(d) for d in case.datasets]
+    datasets[2].SliceThickness = 2.5
+    library = image_library(datasets)
+    assert not _shares_descriptors(library) and list(library) == list(hd.sr.ImageLibrary(datasets))
+    # an attribute highdicom describes that image_library does not compare: caught on the last image
+    monkeypatch.setattr(dicom_sr, "_DESCRIBED", tuple(k for k in dicom_sr._DESCRIBED if k != "SliceThickness"))
+    datasets[2].SliceThickness = datasets[0].SliceThickness
+    datasets[-1].SliceThickness = 2.5
+    with caplog.at_level("WARNING", logger="pipeline.report.dicom_sr"):
+        library = image_library(datasets)
+    assert "describes the images differently" in caplog.text
+    assert not _shares_descriptors(library) and list(library) == list(hd.sr.ImageLibrary(datasets))
 
 
 def test_each_vertebra_references_its_segment_and_the_source_images(written):

@@ -16,6 +16,7 @@ from typing import Any
 
 import highdicom as hd
 from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from pipeline.errors import InputError
@@ -181,9 +182,11 @@ def build_sr(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=dc.PROCEDURE_REPORTED,
         imaging_measurements=groups or None,
-        referenced_images=list(source_datasets),
     )
     root = content[0]
+    # the image library where MeasurementReport(referenced_images=...) puts it: before the imaging measurements
+    for item in reversed(image_library(source_datasets)):
+        root.ContentSequence.insert(len(root.ContentSequence) - 1, item)
     sr = hd.sr.Comprehensive3DSR(
         evidence=[*source_datasets, seg],
         content=_without_children(root),
@@ -214,6 +217,68 @@ def build_sr(
     sr._content = content
     logger.info("SR of study %s: %d vertebra groups", identity.study_uid, len(groups))
     return sr
+
+
+#: image attributes that highdicom's library entry descriptors (TID 1602, 1604 for CT/MR/PT) are made of
+_DESCRIBED = ("SOPClassUID", "Modality", "FrameOfReferenceUID", "Rows", "Columns", "PixelSpacing", "SliceThickness",
+              "ImageOrientationPatient", "SpacingBetweenSlices")  # fmt: skip
+_POSITION_NAMES = (codes.DCM.ImagePositionPatientX, codes.DCM.ImagePositionPatientY,
+                   codes.DCM.ImagePositionPatientZ)  # fmt: skip
+
+
+def image_library(datasets: Sequence[Dataset]) -> hd.sr.ImageLibrary:
+    """``highdicom.sr.ImageLibrary(datasets)`` (TID 1600), made faster for the images of one series.
+
+    highdicom makes each entry's 17 descriptors from the image's header and checks its SOP class against the IOD
+    tables every time: about 6 ms per image, half of the SR's CPU time. When every image has the first one's
+    described attributes but its position, each entry is the first one's with its own image reference and position
+    items (made by highdicom) and the 14 other descriptors shared (the same items in every entry; nothing changes
+    them once built). The last image's entry is also made by highdicom and compared: any difference (a newer
+    highdicom, an attribute it describes that ``_DESCRIBED`` lacks) and the whole library is highdicom's.
+    """
+    first = datasets[0]
+    library = hd.sr.ImageLibrary(datasets[:1])
+    described = [(k, first.get(k)) for k in _DESCRIBED]
+    if (
+        len(datasets) < 3
+        or first.get("Modality") not in ("CT", "MR", "PT")
+        or any(ds.get(k) != v for ds in datasets[1:] for k, v in described)
+    ):
+        return hd.sr.ImageLibrary(datasets)
+    group = library[0].ContentSequence[-1]  # the image library group, its items: frame of reference, then images
+    template = group.ContentSequence[-1]
+    entries = [_entry_like(template, ds) for ds in datasets[1:]]
+    reference = hd.sr.ImageLibrary(datasets[-1:])[0].ContentSequence[-1].ContentSequence[-1]
+    if entries[-1] != reference:
+        logger.warning("image library: highdicom describes the images differently than assumed; built image by image")
+        return hd.sr.ImageLibrary(datasets)
+    group.ContentSequence.extend(entries)
+    return library
+
+
+def _entry_like(template: hd.sr.ImageContentItem, ds: Dataset) -> hd.sr.ImageContentItem:
+    """An image library entry for ``ds`` with ``template``'s descriptors, its own image reference and position."""
+    entry = hd.sr.ImageContentItem(
+        name=template.name,
+        referenced_sop_class_uid=ds.SOPClassUID,
+        referenced_sop_instance_uid=ds.SOPInstanceUID,
+        relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
+    )
+    position = dict(zip(_POSITION_NAMES, ds.ImagePositionPatient, strict=True))
+    entry.ContentSequence = hd.sr.ContentSequence(
+        [
+            hd.sr.NumContentItem(
+                name=item.name,
+                value=position[item.name],
+                relationship_type=hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT,
+                unit=item.unit,
+            )
+            if item.name in position
+            else item
+            for item in template.ContentSequence
+        ]
+    )
+    return entry
 
 
 def _source_images_by_segment(seg: Dataset) -> dict[int, list[hd.sr.SourceImageForSegmentation]]:
