@@ -247,7 +247,9 @@ def image_library(datasets: Sequence[Dataset]) -> hd.sr.ImageLibrary:
         return hd.sr.ImageLibrary(datasets)
     group = library[0].ContentSequence[-1]  # the image library group, its items: frame of reference, then images
     template = group.ContentSequence[-1]
-    entries = [_entry_like(template, ds) for ds in datasets[1:]]
+    axes = {name: axis for axis, name in enumerate(_POSITION_NAMES)}
+    slots = {k: axes[item.name] for k, item in enumerate(template.ContentSequence) if item.name in axes}
+    entries = [_entry_like(template, slots, ds) for ds in datasets[1:]]
     reference = hd.sr.ImageLibrary(datasets[-1:])[0].ContentSequence[-1].ContentSequence[-1]
     if entries[-1] != reference:
         logger.warning("image library: highdicom describes the images differently than assumed; built image by image")
@@ -256,35 +258,33 @@ def image_library(datasets: Sequence[Dataset]) -> hd.sr.ImageLibrary:
     return library
 
 
-def _entry_like(template: hd.sr.ImageContentItem, ds: Dataset) -> hd.sr.ImageContentItem:
-    """An image library entry for ``ds`` with ``template``'s descriptors, its own image reference and position."""
+def _entry_like(template: hd.sr.ImageContentItem, slots: dict[int, int], ds: Dataset) -> hd.sr.ImageContentItem:
+    """An image library entry for ``ds``: ``template``'s descriptors, its own image reference and, in the descriptor
+    slots given (descriptor index -> axis), its own position."""
     entry = hd.sr.ImageContentItem(
         name=template.name,
         referenced_sop_class_uid=ds.SOPClassUID,
         referenced_sop_instance_uid=ds.SOPInstanceUID,
         relationship_type=hd.sr.RelationshipTypeValues.CONTAINS,
     )
-    position = dict(zip(_POSITION_NAMES, ds.ImagePositionPatient, strict=True))
-    entry.ContentSequence = hd.sr.ContentSequence(
-        [
-            hd.sr.NumContentItem(
-                name=item.name,
-                value=position[item.name],
-                relationship_type=hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT,
-                unit=item.unit,
-            )
-            if item.name in position
-            else item
-            for item in template.ContentSequence
-        ]
-    )
+    descriptors = list(template.ContentSequence)
+    for k, axis in slots.items():
+        descriptors[k] = hd.sr.NumContentItem(
+            name=descriptors[k].name,
+            value=ds.ImagePositionPatient[axis],
+            relationship_type=hd.sr.RelationshipTypeValues.HAS_ACQ_CONTEXT,
+            unit=descriptors[k].unit,
+        )
+    entry.ContentSequence = hd.sr.ContentSequence(descriptors)
     return entry
 
 
 def _source_images_by_segment(seg: Dataset) -> dict[int, list[hd.sr.SourceImageForSegmentation]]:
     """Segment number -> its source images as ``ReferencedSegment.from_segmentation`` lists them (frame order, each
-    instance once, with its referenced frames), in one pass over the frames instead of one pass per segment."""
+    instance once, with its referenced frames), in one pass over the frames instead of one pass per segment; an
+    image that is the source of several segments is one item in all of them (nothing changes it once built)."""
     found: dict[int, dict[str, hd.sr.SourceImageForSegmentation]] = {}
+    made: dict[tuple[str, tuple[int, ...] | None], hd.sr.SourceImageForSegmentation] = {}  # one item per image
     for frame in seg.PerFrameFunctionalGroupsSequence:
         images = found.setdefault(int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber), {})
         for derivation in frame.get("DerivationImageSequence", []):
@@ -295,8 +295,13 @@ def _source_images_by_segment(seg: Dataset) -> dict[int, list[hd.sr.SourceImageF
                 frames = None
                 if "ReferencedFrameNumber" in source:
                     element = source["ReferencedFrameNumber"]
-                    frames = [element.value] if element.VM == 1 else element.value
-                images[uid] = hd.sr.SourceImageForSegmentation(source.ReferencedSOPClassUID, uid, frames)
+                    frames = (element.value,) if element.VM == 1 else tuple(element.value)
+                key = (uid, frames)
+                if key not in made:
+                    made[key] = hd.sr.SourceImageForSegmentation(
+                        source.ReferencedSOPClassUID, uid, None if frames is None else list(frames)
+                    )
+                images[uid] = made[key]
     return {number: list(images.values()) for number, images in found.items()}
 
 
