@@ -461,8 +461,8 @@ def truth_decisions(truth: dict[str, Any], study: Path, config: PipelineConfig) 
         )
     stir = StirAssessment(StirStatus.MEASURED, "truth", None, None, "none", None, None, None, None, tuple(finds))
     cp = find_clinical_file(study)
-    res = evaluate(imaging_facts(morph, stir), load_clinical(cp) if cp else None, config.rules).to_dict()
-    return {lv["level"]: lv["decision"] for lv in res["levels"]}
+    res = evaluate(imaging_facts(morph, stir), load_clinical(cp) if cp else None, config.rules)
+    return {lv.level.value if lv.level else None: lv.decision.value for lv in res.levels}
 
 
 @dataclass

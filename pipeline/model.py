@@ -9,9 +9,11 @@ positions in LPS patient coordinates (``_lps``), array indices ``(slice, row, co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pipeline.levels import Level
 from pipeline.volume import Volume
@@ -382,3 +384,190 @@ class StirAssessment:
     reference_to_fluid_ratio: float | None = None  # normal marrow / canal fluid (flat-field units)
     threshold_to_fluid_ratio: float | None = None  # voxel oedema threshold / canal fluid
     fluid_profile_labels: tuple[int, ...] = ()  # levels whose canal fluid entered the flat field
+
+
+# --------------------------------------------------------------------------- eligibility
+Tri = bool | None  # three-valued logic: true, false, unknown (None)
+
+
+class Kind(StrEnum):
+    """What an eligibility rule decides."""
+
+    INDICATION = "indication"
+    ABSOLUTE = "absolute"  # absolute contraindication
+    RELATIVE = "relative"  # relative contraindication (a caution)
+    PLAN = "plan"  # session planning, technique, biopsy
+
+
+class Scope(StrEnum):
+    LEVEL = "level"  # differs from vertebra to vertebra
+    PATIENT = "patient"  # one value for the patient
+
+
+class Decision(StrEnum):
+    """The eligibility decision of one level."""
+
+    CANDIDATE = "candidate"
+    CANDIDATE_WITH_CAUTIONS = "candidate_with_cautions"
+    CONTRAINDICATED = "contraindicated"
+    NOT_INDICATED = "not_indicated"
+    INDETERMINATE = "indeterminate"
+
+    @property
+    def text(self) -> str:
+        """``"candidate with cautions"``"""
+        return self.value.replace("_", " ")
+
+    @property
+    def is_candidate(self) -> bool:
+        """Candidate, with or without cautions: the level is to be treated."""
+        return self in (Decision.CANDIDATE, Decision.CANDIDATE_WITH_CAUTIONS)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a rule comes from: ``seed`` file + ``section`` + ``quote``, or a ``policy`` note."""
+
+    seed: str = ""
+    section: str = ""
+    quote: str = ""
+    policy: str = ""
+
+    def cite(self) -> str:
+        if self.seed:
+            return f'{self.seed}, {self.section}: "{self.quote}"'
+        return f"local policy: {self.policy}"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One seed document's bibliographic details, as far as its own text gives them (``not_stated`` says
+    what it does not give). Rules cite it by ``seed``; ``short`` labels it beside a section."""
+
+    seed: str
+    short: str
+    published_in: str
+    authors: str = ""
+    title: str = ""
+    year: int | None = None
+    not_stated: str = ""
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def citation(self) -> str:
+        """``"Parmar VK, Resnick DK. Kyphoplasty and Vertebroplasty. In: Pain, pp 895-898. ..."``"""
+        text = ". ".join(p.rstrip(".") for p in (self.authors, self.title, self.published_in) if p)
+        return f"{text} ({self.not_stated})." if self.not_stated else f"{text}."
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    """A rule as the report shows it beside the trace: what it says and where it comes from."""
+
+    id: str
+    kind: Kind
+    scope: Scope
+    text: str
+    note: str
+    sources: tuple[Source, ...]
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """One rule evaluated at one level (``level`` None for a patient rule)."""
+
+    rule: str
+    kind: Kind
+    level: str | None
+    result: Tri
+    inputs: Mapping[str, Any]  # input name -> JSON-able value (None = missing)
+    missing: tuple[str, ...]  # inputs that would decide an unknown result
+    sentence: str
+    assumed: str = ""  # when_missing assumption applied (its reason), else ""
+    because: tuple[str, ...] = ()  # the facts that decided a known result, in words
+
+
+@dataclass(frozen=True)
+class LevelDecision:
+    """The decision for one vertebral body, with the rules behind it."""
+
+    label: int
+    level: Level | None
+    name: str  # "L1", or "vertebra #3" when the level is unknown
+    decision: Decision
+    possible: tuple[Decision, ...]  # more than one only when indeterminate
+    indications_met: tuple[str, ...]
+    indications_not_met: tuple[str, ...]
+    absolute: tuple[str, ...]  # absolute contraindications that hold
+    relative: tuple[str, ...]  # relative contraindications (cautions) that hold
+    unknown: tuple[str, ...]  # rules (any kind) left unknown
+    deciding_inputs: tuple[str, ...]  # inputs that would decide an indeterminate level
+    kyphoplasty_preferred: Tri
+    reasons: tuple[str, ...]  # plain-language sentences
+    trace: tuple[RuleOutcome, ...]  # level-scope rules at this level
+    notes: tuple[str, ...] = ()  # imaging caveats (why facts are unknown)
+
+    def trace_of(self, rule_id: str) -> RuleOutcome:
+        """This level's outcome of a level-scope rule."""
+        for o in self.trace:
+            if o.rule == rule_id:
+                return o
+        raise KeyError(rule_id)
+
+
+@dataclass(frozen=True)
+class Question:
+    """An input whose answer would change or complete the assessment."""
+
+    input: str
+    asked_of: str  # "clinician", "radiologist" or "imaging review"
+    text: str
+    field: str  # where to write the answer in the clinical file ("" for imaging)
+    levels: tuple[str, ...]
+    rules: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    max_levels_per_session: int
+    priority: tuple[str, ...]
+    sessions: tuple[tuple[str, ...], ...]  # level names, by priority
+    pending: tuple[str, ...]  # indeterminate levels that could still become candidates
+    kyphoplasty_preferred: tuple[str, ...]
+    either_technique: tuple[str, ...]
+    technique_undetermined: tuple[str, ...]
+    biopsy: Tri
+    biopsy_sentence: str
+    technique_note: str
+
+
+@dataclass(frozen=True)
+class EligibilityResult:
+    """Per-level decisions, the patient's plan, the full rule trace and the open questions."""
+
+    levels: tuple[LevelDecision, ...]
+    excluded: tuple[tuple[str, str], ...]  # (level name, reason) not evaluated
+    patient_trace: tuple[RuleOutcome, ...]
+    plan: SessionPlan
+    questions: tuple[Question, ...]
+    summary: str
+    clinical_provided: bool
+    clinical_file: str | None
+    rules_file: str | None
+    rules_sha256: str
+    rules_version: int
+    disclaimer: str
+    catalogue: tuple[RuleInfo, ...] = ()  # every rule
+    references: tuple[Reference, ...] = ()  # full citation of every seed document the rules cite
+    sentences: tuple[str, ...] = ()  # the result in plain language (summary, levels, plan, questions, disclaimer)
+
+    def level(self, name: str) -> LevelDecision:
+        """The decision for ``"L1"`` (or ``"vertebra #3"``)."""
+        for d in self.levels:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def decision_of(self, label: int) -> Decision | None:
+        """The decision for the body with segmentation label ``label`` (None: not evaluated)."""
+        return next((d.decision for d in self.levels if d.label == label), None)

@@ -55,7 +55,7 @@ from pipeline.model import (
 from pipeline.morphometry import MorphometryConfig, load_morphometry_config, measure_vertebrae
 from pipeline.outdir import check_not_overlapping, check_output_folder
 from pipeline.report.dicom_common import DEFAULT_DICOM_CONFIG, DicomOutputConfig
-from pipeline.report.json_report import build_report
+from pipeline.report.json_report import build_report, eligibility_section
 from pipeline.report.outputs import DEFAULT_OUTPUTS, FILE_NAMES, OutputKind, write_outputs
 from pipeline.segment import Anchor, SegmentationConfig, load_segmentation_config, segment_vertebrae
 from pipeline.stir import StirConfig, assess_stir, load_stir_config
@@ -230,7 +230,7 @@ def run_study(
         segmentation=seg,
         morphometry=morph,
         stir=stir,
-        eligibility=eligibility.to_dict(),
+        eligibility=eligibility_section(eligibility),
         warnings=warnings,
         timings_ms=timer.ms,
         config_sha256=config.sha256,

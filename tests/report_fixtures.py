@@ -40,7 +40,7 @@ from pipeline.model import (
     VertebraMorphometry,
     VertebraSeg,
 )
-from pipeline.report.json_report import build_report
+from pipeline.report.json_report import build_report, eligibility_section
 from pipeline.volume import Volume
 
 N_SLICES, N_ROWS, N_COLS = 5, 64, 48
@@ -224,7 +224,7 @@ def eligibility_of(morphometry, stir, clinical: dict | None) -> dict:
     from pipeline.eligibility import evaluate, imaging_facts, load_rules, parse_clinical
 
     parsed = parse_clinical(clinical) if clinical is not None else None
-    return evaluate(imaging_facts(morphometry, stir), parsed, load_rules()).to_dict()
+    return eligibility_section(evaluate(imaging_facts(morphometry, stir), parsed, load_rules()))
 
 
 def _landmarks(vol: Volume, display_rc: dict[str, tuple[float, float]], flipped: bool) -> dict[str, tuple]:

@@ -534,7 +534,7 @@ def test_every_rule_is_exercised_true_false_and_unknown():
 def test_rule_outcome_records_inputs_seen():
     out = rule_result("relative.height_loss_gt_two_thirds", {"height_loss_pct": 72.0}, None)
     assert out.inputs == {"imaging.height_loss_pct": 72.0}
-    assert out.to_dict()["result"] == "true"
+    assert out.result is True
     assert "height loss 72 %, threshold > 66.67 %" in out.sentence
 
 
@@ -684,21 +684,6 @@ def _shipped_rules_data() -> dict[str, Any]:
     return yaml.safe_load(RULES.path.read_text())
 
 
-def test_result_is_json_serialisable_and_carries_disclaimer_and_hash():
-    r = evaluate([make_facts()], make_clinical(), RULES)
-    d = json.loads(json.dumps(r.to_dict()))
-    assert d["disclaimer"] == DISCLAIMER and r.sentences[-1] == DISCLAIMER
-    assert d["rules"]["sha256"] == RULES.sha256 and len(RULES.sha256) == 64
-    assert d["levels"][0]["decision"] == "candidate"
-    assert d["levels"][0]["technique"] == "kyphoplasty_preferred"
-    assert [c["id"] for c in d["rule_catalogue"]] == [r.id for r in RULES.rules]
-    assert all(c["sources"] and c["text"] for c in d["rule_catalogue"])
-    rules_in_trace = {t["rule"] for t in d["levels"][0]["trace"]} | {t["rule"] for t in d["patient_rules"]}
-    assert rules_in_trace == {r.id for r in RULES.rules}
-    for t in d["levels"][0]["trace"]:
-        assert t["result"] in ("true", "false", "unknown") and isinstance(t["inputs"], dict)
-
-
 def test_excluded_level_is_listed_not_evaluated():
     r = evaluate([make_facts(), LevelFacts(label=9, level=Level.S1)], make_clinical(), RULES)
     assert [d.name for d in r.levels] == ["L1"]
@@ -751,7 +736,7 @@ def test_session_plan_five_levels_staged_by_priority():
     assert r.level("L1").relative == ("relative.no_stir_signal",)
     # oedema first (T12 50 %, L2 30 %, T11 25 %, L3 22 %), then L1 without oedema
     assert r.plan.sessions == (("T12", "L2", "T11"), ("L3", "L1"))
-    assert r.plan.to_dict()["staged"] is True
+    assert len(r.plan.sessions) > 1  # staged
     assert set(r.plan.kyphoplasty_preferred) == {"T11", "T12", "L1"}  # T11-L1, and L1 60 %
     assert set(r.plan.either_technique) == {"L2", "L3"}
     assert r.plan.biopsy is False
@@ -914,17 +899,6 @@ def test_sample_study_imaging_only(study):
     for d in r.levels:
         assert d.decision is (IN if d.name in fractured else NI), d.reasons
     assert bool(r.questions) == bool(fractured)
-
-
-@pytest.mark.parametrize("study", sorted(SAMPLE_EXPECTED))
-@pytest.mark.parametrize("with_clinical", [True, False])
-def test_result_conforms_to_published_schema(study, with_clinical, repo_root):
-    import jsonschema
-
-    schema = json.loads((repo_root / "configs" / "eligibility_result.schema.json").read_text())
-    clinical = load_clinical(sample_clinical_path(repo_root, study)) if with_clinical else None
-    r = evaluate(sample_facts(study), clinical, RULES)
-    jsonschema.validate(json.loads(json.dumps(r.to_dict())), schema)
 
 
 def test_unlabelled_body_asks_for_the_level_not_for_level_specific_answers():

@@ -13,6 +13,7 @@ from pipeline.levels import Level
 from pipeline.model import Morphology
 from pipeline.report.eligibility_view import eligibility_view
 from pipeline.report.html import render_html
+from pipeline.report.json_report import eligibility_section
 from tests.test_eligibility import RULES, make_clinical, make_facts
 
 NORMAL = (Level.T11, Level.T12, Level.L2, Level.L3, Level.L4)
@@ -34,7 +35,7 @@ def report() -> dict[str, Any]:
         for i, lv in enumerate(NORMAL)
     ]
     facts.insert(2, make_facts(label=9, level=Level.L1))
-    return {"eligibility": evaluate(facts, make_clinical(), RULES).to_dict()}
+    return {"eligibility": eligibility_section(evaluate(facts, make_clinical(), RULES))}
 
 
 def test_unfractured_levels_carry_no_contraindication_reason(report):

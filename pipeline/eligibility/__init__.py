@@ -5,8 +5,7 @@ Public API (used by :mod:`pipeline.run` and the report writer)::
     rules = load_rules()                                  # configs/eligibility.yaml, validated
     clinical = load_clinical(path) if path else None      # clinical.yaml / .json, validated
     facts = imaging_facts(morphometry, stir)              # per vertebral body
-    result = evaluate(facts, clinical, rules)
-    report["eligibility"] = result.to_dict()
+    result = evaluate(facts, clinical, rules)             # an EligibilityResult (pipeline.model)
 
 The result supports, never replaces, a clinician's decision (the disclaimer is part of every result).
 """
@@ -18,18 +17,11 @@ from pipeline.eligibility.clinical import (
     load_clinical,
     parse_clinical,
 )
-from pipeline.eligibility.engine import (
-    DISCLAIMER,
-    Decision,
-    EligibilityResult,
-    LevelDecision,
-    Question,
-    RuleOutcome,
-    SessionPlan,
-    evaluate,
-)
+from pipeline.eligibility.engine import evaluate
 from pipeline.eligibility.facts import LevelFacts, imaging_facts
-from pipeline.eligibility.rules import Kind, Rule, RuleSet, load_rules, parse_rules
+from pipeline.eligibility.rules import Rule, RuleSet, load_rules, parse_rules
+from pipeline.eligibility.wording import DISCLAIMER
+from pipeline.model import Decision, EligibilityResult, Kind, LevelDecision, Question, RuleOutcome, SessionPlan
 
 __all__ = [
     "DISCLAIMER",

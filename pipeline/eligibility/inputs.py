@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.eligibility.clinical import AETIOLOGIES, ClinicalInputs, RadiologistFindings
 from pipeline.eligibility.facts import LevelFacts
 from pipeline.levels import Level
-from pipeline.model import Morphology
+from pipeline.model import Morphology, Scope
 
 
 class InputType(StrEnum):
@@ -25,11 +25,6 @@ class InputType(StrEnum):
     BOOL = "bool"
     CHOICE = "choice"
     LEVEL = "level"
-
-
-class Scope(StrEnum):
-    LEVEL = "level"  # differs from vertebra to vertebra
-    PATIENT = "patient"  # one value for the patient
 
 
 class Origin(StrEnum):

@@ -36,7 +36,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Union
 
@@ -44,18 +43,12 @@ from pipeline.config import default_config_dir, file_sha256, load_yaml
 from pipeline.eligibility.inputs import INPUTS, InputType, Scope, check_choice
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
+from pipeline.model import Kind, Reference, Source
 
 logger = logging.getLogger(__name__)
 
 RULES_FILE = "eligibility.yaml"
 FORMAT_VERSION = 1
-
-
-class Kind(StrEnum):
-    INDICATION = "indication"
-    ABSOLUTE = "absolute"
-    RELATIVE = "relative"
-    PLAN = "plan"
 
 
 # The ids the issue requires (the report, the tests and users rely on them); more may be added.
@@ -148,54 +141,6 @@ Condition = Union[Compare, Is, InSet, AllOf, AnyOf, Not, FirstKnown, Ref]  # noq
 
 
 # --------------------------------------------------------------------------- rules
-@dataclass(frozen=True)
-class Source:
-    """Where a rule comes from: ``seed`` file + ``section`` + ``quote``, or a ``policy`` note."""
-
-    seed: str = ""
-    section: str = ""
-    quote: str = ""
-    policy: str = ""
-
-    def cite(self) -> str:
-        if self.seed:
-            return f'{self.seed}, {self.section}: "{self.quote}"'
-        return f"local policy: {self.policy}"
-
-
-@dataclass(frozen=True)
-class Reference:
-    """One seed document's bibliographic details, as far as its own text gives them (``not_stated`` says
-    what it does not give). Rules cite it by ``seed``; ``short`` labels it beside a section."""
-
-    seed: str
-    short: str
-    published_in: str
-    authors: str = ""
-    title: str = ""
-    year: int | None = None
-    not_stated: str = ""
-    evidence: tuple[str, ...] = ()
-
-    @property
-    def citation(self) -> str:
-        """``"Parmar VK, Resnick DK. Kyphoplasty and Vertebroplasty. In: Pain, pp 895-898. ..."``"""
-        text = ". ".join(p.rstrip(".") for p in (self.authors, self.title, self.published_in) if p)
-        return f"{text} ({self.not_stated})." if self.not_stated else f"{text}."
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "short": self.short,
-            "citation": self.citation,
-            "authors": self.authors or None,
-            "title": self.title or None,
-            "published_in": self.published_in,
-            "year": self.year,
-            "not_stated": self.not_stated or None,
-        }
-
-
 @dataclass(frozen=True)
 class WhenMissing:
     """``assume=None``: an undecided rule stays unknown. Otherwise the assumed value and why."""

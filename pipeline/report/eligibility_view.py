@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.report.views import Decision
+from pipeline.model import Decision
+from pipeline.report.views import parse_decision
 
 _RESULT_WORDS = {
     # kind -> (true, false) wording; unknown is "unknown" for every kind
@@ -223,8 +224,8 @@ def _trace(
 def _level(
     entry: Mapping[str, Any], catalogue: Mapping[str, Mapping[str, Any]], refs: Mapping[str, Mapping[str, Any]]
 ) -> LevelView:
-    decision = Decision.parse(entry.get("decision"))
-    possible = [Decision.parse(p) for p in _list(entry.get("possible_decisions"))]
+    decision = parse_decision(entry.get("decision"))
+    possible = [parse_decision(p) for p in _list(entry.get("possible_decisions"))]
     in_question = decision is not Decision.NOT_INDICATED
     technique = str(entry.get("technique") or "").replace("_", " ") if in_question else ""
     return LevelView(

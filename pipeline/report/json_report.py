@@ -24,11 +24,19 @@ from referencing import Registry, Resource
 from pipeline import __version__
 from pipeline.errors import PipelineError
 from pipeline.model import (
+    EligibilityResult,
+    LevelDecision,
+    Question,
+    Reference,
+    RuleInfo,
+    RuleOutcome,
     SegmentationResult,
     SeriesChoice,
+    SessionPlan,
     StirAssessment,
     StirStatus,
     StudyRecord,
+    Tri,
     VertebraMorphometry,
     VertebraSeg,
 )
@@ -251,6 +259,130 @@ _STIR_CORE = frozenset(
         "edema_map",
     }
 )
+
+
+ELIGIBILITY_VERSION = 1  # "schema_version" of the eligibility section (configs/eligibility_result.schema.json)
+
+
+def eligibility_section(result: EligibilityResult) -> dict[str, Any]:
+    """``report["eligibility"]``: the rules stage's result as ``configs/eligibility_result.schema.json`` has it."""
+    return {
+        "schema_version": ELIGIBILITY_VERSION,
+        "disclaimer": result.disclaimer,
+        "summary": result.summary,
+        "rules": {"file": result.rules_file, "sha256": result.rules_sha256, "version": result.rules_version},
+        "rule_catalogue": [_rule_info(c) for c in result.catalogue],
+        "clinical": {"provided": result.clinical_provided, "file": result.clinical_file},
+        "levels": [_level_decision(d) for d in result.levels],
+        "excluded_levels": [{"name": n, "reason": r} for n, r in result.excluded],
+        "patient_rules": [_rule_outcome(t) for t in result.patient_trace],
+        "plan": _session_plan(result.plan),
+        "questions": [_question(q) for q in result.questions],
+        "sentences": list(result.sentences),
+        "references": [_reference(r) for r in result.references],
+    }
+
+
+def _tri_word(v: Tri) -> str:
+    return "unknown" if v is None else ("true" if v else "false")
+
+
+def _rule_outcome(o: RuleOutcome) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "rule": o.rule,
+        "kind": o.kind.value,
+        "result": _tri_word(o.result),
+        "inputs": dict(o.inputs),
+        "missing": list(o.missing),
+        "because": list(o.because),
+        "sentence": o.sentence,
+    }
+    if o.assumed:
+        d["assumed"] = o.assumed
+    return d
+
+
+def technique_word(kyphoplasty_preferred: Tri) -> str:
+    """A candidate level's technique as report.json names it."""
+    if kyphoplasty_preferred is None:
+        return "undetermined"
+    return "kyphoplasty_preferred" if kyphoplasty_preferred else "either"
+
+
+def _level_decision(d: LevelDecision) -> dict[str, Any]:
+    return {
+        "level": d.level.value if d.level is not None else None,
+        "label": d.label,
+        "name": d.name,
+        "decision": d.decision.value,
+        "possible_decisions": [p.value for p in d.possible],
+        "indications_met": list(d.indications_met),
+        "indications_not_met": list(d.indications_not_met),
+        "absolute_contraindications": list(d.absolute),
+        "relative_contraindications": list(d.relative),
+        "unknown_rules": list(d.unknown),
+        "deciding_inputs": list(d.deciding_inputs),
+        "technique": technique_word(d.kyphoplasty_preferred) if d.decision.is_candidate else None,
+        "reasons": list(d.reasons),
+        "notes": list(d.notes),
+        "trace": [_rule_outcome(t) for t in d.trace],
+    }
+
+
+def _question(q: Question) -> dict[str, Any]:
+    return {
+        "input": q.input,
+        "asked_of": q.asked_of,
+        "question": q.text,
+        "field": q.field,
+        "levels": list(q.levels),
+        "rules": list(q.rules),
+    }
+
+
+def _session_plan(p: SessionPlan) -> dict[str, Any]:
+    return {
+        "max_levels_per_session": p.max_levels_per_session,
+        "priority": list(p.priority),
+        "sessions": [{"session": i + 1, "levels": list(s)} for i, s in enumerate(p.sessions)],
+        "staged": len(p.sessions) > 1,
+        "pending_levels": list(p.pending),
+        "technique": {
+            "note": p.technique_note,
+            "kyphoplasty_preferred": list(p.kyphoplasty_preferred),
+            "either": list(p.either_technique),
+            "undetermined": list(p.technique_undetermined),
+        },
+        "biopsy": {"recommended": p.biopsy, "sentence": p.biopsy_sentence},
+    }
+
+
+def _rule_info(rule: RuleInfo) -> dict[str, Any]:
+    sources = [
+        {"seed": s.seed, "section": s.section, "quote": s.quote} if s.seed else {"policy": s.policy}
+        for s in rule.sources
+    ]
+    return {
+        "id": rule.id,
+        "kind": rule.kind.value,
+        "scope": rule.scope.value,
+        "text": rule.text,
+        "note": rule.note,
+        "sources": sources,
+    }
+
+
+def _reference(ref: Reference) -> dict[str, Any]:
+    return {
+        "seed": ref.seed,
+        "short": ref.short,
+        "citation": ref.citation,
+        "authors": ref.authors or None,
+        "title": ref.title or None,
+        "published_in": ref.published_in,
+        "year": ref.year,
+        "not_stated": ref.not_stated or None,
+    }
 
 
 def build_report(

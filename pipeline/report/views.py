@@ -7,34 +7,20 @@ defensively: a missing or malformed key gives ``None`` / an empty list, never an
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
 from typing import Any
 
-from pipeline.model import GradeDisplay, GradeState, grade_display
+from pipeline.model import Decision, GradeDisplay, GradeState, grade_display
 
 
-class Decision(StrEnum):
-    """Per-level eligibility decisions of the rules stage."""
-
-    CANDIDATE = "candidate"
-    CANDIDATE_WITH_CAUTIONS = "candidate_with_cautions"
-    CONTRAINDICATED = "contraindicated"
-    NOT_INDICATED = "not_indicated"
-    INDETERMINATE = "indeterminate"
-
-    @property
-    def text(self) -> str:
-        return self.value.replace("_", " ")
-
-    @classmethod
-    def parse(cls, value: Any) -> Decision | None:
-        if not isinstance(value, str):
-            return None
-        key = value.strip().lower().replace(" ", "_").replace("-", "_")
-        try:
-            return cls(key)
-        except ValueError:
-            return None
+def parse_decision(value: Any) -> Decision | None:
+    """``"Not indicated"`` -> ``Decision.NOT_INDICATED``; anything else -> None."""
+    if not isinstance(value, str):
+        return None
+    key = value.strip().lower().replace(" ", "_").replace("-", "_")
+    try:
+        return Decision(key)
+    except ValueError:
+        return None
 
 
 def eligibility_levels(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -49,7 +35,7 @@ def decisions_by_label(report: Mapping[str, Any]) -> dict[int, Decision]:
     label_of_level = {v.get("level"): v.get("label") for v in report.get("vertebrae", []) if v.get("level") is not None}
     out: dict[int, Decision] = {}
     for entry in eligibility_levels(report):
-        decision = Decision.parse(entry.get("decision"))
+        decision = parse_decision(entry.get("decision"))
         if decision is None:
             continue
         label = entry.get("label")
