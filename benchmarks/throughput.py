@@ -138,8 +138,8 @@ def bare_read(folder: Path) -> tuple[float, float, int]:
 
 
 # --------------------------------------------------------------------------- 2. in process
-#: stage -> the functions ``pipeline.run.run_study`` calls for it (names in ``pipeline.run``); "outputs" also holds
-#: building the report, which run_study does between its timed stages.
+#: stage -> the functions ``pipeline.run.run_study`` calls for it (names in ``pipeline.run``); "outputs" holds the
+#: writing of report.json (StudyReport.to_json, inside write_outputs) with the other outputs.
 STAGE_FUNCTIONS = {
     "ingest": ("discover_study", "choose_series"),
     "load": ("_load_choice",),
@@ -147,7 +147,7 @@ STAGE_FUNCTIONS = {
     "morphometry": ("measure_vertebrae",),
     "stir": ("_assess_stir",),
     "eligibility": ("imaging_facts", "evaluate"),
-    "outputs": ("build_report", "_write_image", "read_source_datasets", "write_outputs"),
+    "outputs": ("_write_image", "read_source_datasets", "write_outputs"),
 }
 #: the writers inside ``outputs`` -> their modules (``pipeline.report.write_outputs`` imports each when it first
 #: needs it, so they are timed where they live; save_dicom writes every DICOM object)
@@ -162,7 +162,7 @@ WRITERS = {
     "write_json": "pipeline.report.json_report",
 }
 CPU_STAGES = (*STAGE_FUNCTIONS, "other", "total")
-#: the parts of ``outputs`` outside ``write_outputs`` (building the report, reading the source headers)
+#: the parts of ``outputs`` outside ``write_outputs`` (the label map, reading the source headers)
 OUTPUT_PARTS = tuple(n for n in STAGE_FUNCTIONS["outputs"] if n != "write_outputs")
 
 

@@ -161,6 +161,13 @@ class SeriesChoice:
     decisions: tuple[SeriesDecision, ...]
     warnings: tuple[str, ...] = ()
 
+    def decision_for(self, series: SeriesRecord) -> SeriesDecision | None:
+        """Why ``series`` was or was not used (a split series has one decision per stack); None: not considered."""
+        return next(
+            (d for d in reversed(self.decisions) if (d.series_uid, d.stack) == (series.series_uid, series.stack)),
+            None,
+        )
+
 
 @dataclass(frozen=True)
 class LoadedSeries:

@@ -55,8 +55,8 @@ from pipeline.model import (
 from pipeline.morphometry import MorphometryConfig, load_morphometry_config, measure_vertebrae
 from pipeline.outdir import check_not_overlapping, check_output_folder
 from pipeline.report.dicom_common import DEFAULT_DICOM_CONFIG, DicomOutputConfig
-from pipeline.report.json_report import build_report, eligibility_section
 from pipeline.report.outputs import DEFAULT_OUTPUTS, FILE_NAMES, OutputKind, write_outputs
+from pipeline.report.study_report import ClinicalInputsUsed, OutputFiles, StageTimer, StudyReport
 from pipeline.segment import Anchor, SegmentationConfig, load_segmentation_config, segment_vertebrae
 from pipeline.stir import StirConfig, assess_stir, load_stir_config
 from pipeline.volume import Volume
@@ -125,25 +125,13 @@ class RunResult:
 
     study_uid: str
     out_dir: Path
-    report: dict[str, Any] = field(repr=False)
+    report: dict[str, Any] = field(repr=False)  # report.json as written
     runtime_s: float = 0.0
+    typed: StudyReport | None = field(default=None, repr=False)  # the same report, typed
 
     @property
     def report_path(self) -> Path:
         return self.out_dir / FILE_NAMES[OutputKind.JSON]
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.ms: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.ms[name] = self.ms.get(name, 0.0) + (time.perf_counter() - t0) * 1000.0
 
 
 def run_study(
@@ -169,7 +157,7 @@ def run_study(
         The clinical-input file is invalid.
     """
     t_start = time.perf_counter()
-    timer = _Timer()
+    timer = StageTimer()
     warnings: list[str] = []
     study_dir = Path(study_dir)
     out_dir = Path(out_dir)
@@ -224,48 +212,36 @@ def run_study(
         facts = imaging_facts(morph, stir)
         eligibility = evaluate(facts, clinical, config.rules)
 
-    report = build_report(
+    report = StudyReport(
         study=study,
         choice=choice,
         segmentation=seg,
-        morphometry=morph,
+        morphometry=tuple(morph),
         stir=stir,
-        eligibility=eligibility_section(eligibility),
-        warnings=warnings,
-        timings_ms=timer.ms,
+        eligibility=eligibility,
+        clinical_inputs=ClinicalInputsUsed(clinical_path.name if clinical_path else None, clinical is not None),
+        warnings=tuple(warnings),
+        outputs=OutputFiles(labels=LABELS_FILE if options.write_labels else None),
         config_sha256=config.sha256,
-        clinical_inputs={"file": clinical_path.name if clinical_path else None, "provided": clinical is not None},
     )
 
     with _atomic_dir(out_dir, study_uid=study.study_uid, force=options.force) as tmp:
-        t_outputs = time.perf_counter()
-        if options.job is not None:
-            (tmp / JOB_FILE).write_text(
-                json.dumps(dict(options.job), indent=2, sort_keys=True) + "\n", encoding="utf-8"
-            )
-        if options.write_labels:
-            _write_image(seg.labels.to_sitk(), tmp / LABELS_FILE)
-            report["outputs"]["labels"] = LABELS_FILE
-        sources = (
-            read_source_datasets(choice.anatomy) if _wants_dicom(options) and choice.anatomy.source == "dicom" else []
-        )
-        # write_outputs adds its own time to "outputs" and "total" (see its docstring)
-        report["timings_ms"] = {k: round(v, 1) for k, v in timer.ms.items()}
-        report["timings_ms"]["outputs"] = round((time.perf_counter() - t_outputs) * 1000.0, 1)
-        report["timings_ms"]["total"] = round((time.perf_counter() - t_start) * 1000.0, 1)
-        final = write_outputs(
-            tmp,
-            report,
-            options.outputs,
-            anatomy=anatomy,
-            segmentation=seg,
-            stir=stir,
-            source_datasets=sources,
-            config=config.dicom,
+        with timer.stage("outputs"):
+            if options.job is not None:
+                (tmp / JOB_FILE).write_text(
+                    json.dumps(dict(options.job), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+                )
+            if options.write_labels:
+                _write_image(seg.labels.to_sitk(), tmp / LABELS_FILE)
+            dicom = _wants_dicom(options) and choice.anatomy.source == "dicom"
+            sources = read_source_datasets(choice.anatomy) if dicom else []
+        # write_outputs sets the report's timings from the timer (see its docstring)
+        report = write_outputs(
+            tmp, report, options.outputs, anatomy=anatomy, source_datasets=sources, config=config.dicom, timer=timer
         )
     runtime = time.perf_counter() - t_start
     logger.info("study %s: done in %.1f s -> %s", study.study_uid, runtime, out_dir)
-    return RunResult(study.study_uid, Path(out_dir), final, runtime)
+    return RunResult(study.study_uid, Path(out_dir), report.to_json(), runtime, report)
 
 
 def _write_image(image: sitk.Image, path: Path) -> None:

@@ -25,6 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 from pipeline.levels import Level
 from pipeline.model import (
     EdemaPattern,
+    EligibilityResult,
     Heights,
     Morphology,
     Orientation,
@@ -40,7 +41,7 @@ from pipeline.model import (
     VertebraMorphometry,
     VertebraSeg,
 )
-from pipeline.report.json_report import build_report, eligibility_section
+from pipeline.report.study_report import OutputFiles, StudyReport
 from pipeline.volume import Volume
 
 N_SLICES, N_ROWS, N_COLS = 5, 64, 48
@@ -71,7 +72,8 @@ class Case:
     segmentation: SegmentationResult
     stir: StirAssessment
     morphometry: tuple[VertebraMorphometry, ...]
-    report: dict
+    study_report: StudyReport
+    report: dict  # study_report.to_json()
     display_labels: np.ndarray  # (slice, row, col) labels in display orientation (row 0 head, col 0 anterior)
 
 
@@ -219,12 +221,12 @@ CLINICAL = {
 }
 
 
-def eligibility_of(morphometry, stir, clinical: dict | None) -> dict:
+def eligibility_of(morphometry, stir, clinical: dict | None) -> EligibilityResult:
     """The rules stage's result for these measurements (the real engine and configs/eligibility.yaml)."""
     from pipeline.eligibility import evaluate, imaging_facts, load_rules, parse_clinical
 
     parsed = parse_clinical(clinical) if clinical is not None else None
-    return eligibility_section(evaluate(imaging_facts(morphometry, stir), parsed, load_rules()))
+    return evaluate(imaging_facts(morphometry, stir), parsed, load_rules())
 
 
 def _landmarks(vol: Volume, display_rc: dict[str, tuple[float, float]], flipped: bool) -> dict[str, tuple]:
@@ -336,20 +338,22 @@ def make_case(tmp_dir: Path, *, flipped: bool = False, clinical: dict | None = C
             SeriesDecision(STIR_SERIES_UID, True, "stir", "true STIR (inversion time 150 ms)"),
         ),
     )
-    report = build_report(
+    report = StudyReport(
         study=study,
         choice=choice,
         segmentation=seg,
-        morphometry=morph,
+        morphometry=tuple(morph),
         stir=stir,
         eligibility=eligibility_of(morph, stir, clinical),
-        outputs={"labels": "labels.nii.gz"},
-        warnings=["L5 inferior endplate at the edge of the field of view"],
+        outputs=OutputFiles(labels="labels.nii.gz"),
+        warnings=("L5 inferior endplate at the edge of the field of view",),
         timings_ms={"ingest": 120.0, "segment": 900.0, "report": 50.0},
         config_sha256="ab" * 32,
     )
     disp = labels.array if not flipped else labels.array[:, ::-1, ::-1]
-    return Case(tuple(files), datasets, t2, seg, stir, tuple(morph), report, np.ascontiguousarray(disp))
+    return Case(
+        tuple(files), datasets, t2, seg, stir, tuple(morph), report, report.to_json(), np.ascontiguousarray(disp)
+    )
 
 
 def _series(uid: str, role: Role, desc: str) -> SeriesRecord:

@@ -13,7 +13,7 @@ from pipeline.model import GradeState, grade_display
 from pipeline.report.dicom_seg import build_seg
 from pipeline.report.dicom_sr import build_sr
 from pipeline.report.html import render_html
-from pipeline.report.json_report import validate_report, vertebra_entry
+from pipeline.report.json_report import validate_report
 from pipeline.report.overlay import _morph_lines
 from pipeline.report.views import vertebra_grade
 from tests.report_fixtures import CLINICAL, eligibility_of, make_case
@@ -42,11 +42,10 @@ def uncertain_case(tmp_path_factory):
     case = make_case(tmp_path_factory.mktemp("grade"))
     l3 = dataclasses.replace(case.morphometry[0], height_loss_pct=19.0, genant_grade=0, grade_uncertain=True)
     morph = (l3, *case.morphometry[1:])
-    report = dict(case.report)
-    entry = vertebra_entry(case.segmentation.vertebrae[0], l3, report["vertebrae"][0].get("stir"))
-    report["vertebrae"] = [entry, *report["vertebrae"][1:]]
-    report["eligibility"] = eligibility_of(morph, case.stir, CLINICAL)
-    return case, report
+    typed = dataclasses.replace(
+        case.study_report, morphometry=morph, eligibility=eligibility_of(morph, case.stir, CLINICAL)
+    )
+    return case, typed.to_json()
 
 
 def test_report_json_carries_the_state_and_its_reason(uncertain_case):

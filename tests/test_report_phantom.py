@@ -14,8 +14,9 @@ import pytest
 
 from pipeline.levels import Level
 from pipeline.model import SegmentationResult, VertebraSeg
-from pipeline.report.json_report import build_report, validate_report
+from pipeline.report.json_report import validate_report
 from pipeline.report.outputs import parse_outputs, write_outputs
+from pipeline.report.study_report import StudyReport
 from tests.dicom_validation import dciodvfy
 
 phantom = pytest.importorskip("pipeline.phantom", reason="the phantom generator is not on this branch yet")
@@ -51,10 +52,9 @@ def study(tmp_path_factory):
             )
         )  # fmt: skip
     seg = SegmentationResult(labels, tuple(verts), choice.anatomy.series_uid, True, "phantom truth")
-    report = build_report(study=record, choice=choice, segmentation=seg, config_sha256="ab" * 32)
+    report = StudyReport(record, choice, seg, config_sha256="ab" * 32)
     out = tmp_path_factory.mktemp("out")
-    final = write_outputs(out, report, parse_outputs("all"), anatomy=anatomy, segmentation=seg,
-                          source_datasets=sources)  # fmt: skip
+    final = write_outputs(out, report, parse_outputs("all"), anatomy=anatomy, source_datasets=sources).to_json()
     return choice, seg, sources, out, final
 
 

@@ -1,8 +1,8 @@
-"""Build ``report.json`` from stage results and validate it against the published JSON Schema.
+"""The JSON form of each stage's result (the sections of ``report.json``, assembled by
+:meth:`pipeline.report.study_report.StudyReport.to_json`), the report's precision, and the published JSON Schema.
 
-The report is the single source for every other output (HTML, SR, SEG). Stages that did not run are
-absent from the report, never filled with invented values; a vertebra whose measurement failed carries
-``null`` plus the reason.
+Stages that did not run are absent from the report, never filled with invented values; a vertebra whose
+measurement failed carries ``null`` plus the reason.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from enum import Enum
 from importlib import resources
 from pathlib import Path
@@ -21,10 +20,11 @@ import jsonschema
 import numpy as np
 from referencing import Registry, Resource
 
-from pipeline import __version__
 from pipeline.errors import PipelineError
 from pipeline.model import (
+    EdemaPattern,
     EligibilityResult,
+    Heights,
     LevelDecision,
     Question,
     Reference,
@@ -34,9 +34,11 @@ from pipeline.model import (
     SeriesChoice,
     SessionPlan,
     StirAssessment,
+    StirFinding,
     StirStatus,
     StudyRecord,
     Tri,
+    Vec3,
     VertebraMorphometry,
     VertebraSeg,
 )
@@ -77,6 +79,59 @@ def _round(x: float | None, nd: int = 2) -> float | None:
     return round(float(x), nd)
 
 
+def _keep_nan(x: float, nd: int) -> float:
+    """``x`` rounded; a non-finite value stays as it is (report.json writes it as null)."""
+    return round(float(x), nd) if math.isfinite(x) else x
+
+
+# --------------------------------------------------------------------------- the report's precision
+# report.json rounds the measurements to these decimals, and every other output shows them as report.json has
+# them: the writers read the rounded copies that StudyReport.vertebrae holds, made here.
+def reported_seg(v: VertebraSeg) -> VertebraSeg:
+    """``v`` with its numbers rounded as report.json has them."""
+    x, y, z = (_keep_nan(c, 2) for c in v.centroid_lps_mm)
+    return dataclasses.replace(
+        v,
+        level_confidence=_keep_nan(v.level_confidence, 3),
+        centroid_lps_mm=(x, y, z),
+        quality=_keep_nan(v.quality, 3),
+        volume_mm3=_keep_nan(v.volume_mm3, 1),
+    )
+
+
+def reported_morphometry(m: VertebraMorphometry) -> VertebraMorphometry:
+    """``m`` with its numbers rounded as report.json has them (the extra fields are reported as they are)."""
+    h = m.heights
+    return dataclasses.replace(
+        m,
+        heights=Heights(_keep_nan(h.anterior_mm, 2), _keep_nan(h.middle_mm, 2), _keep_nan(h.posterior_mm, 2))
+        if h
+        else None,
+        reference_height_mm=_round(m.reference_height_mm, 2),
+        height_loss_pct=_round(m.height_loss_pct, 1),
+        wedge_angle_deg=_round(m.wedge_angle_deg, 1),
+        ratios={k: _keep_nan(v, 3) for k, v in m.ratios.items()},
+        slice_spread_pct=_round(m.slice_spread_pct, 1),
+        landmarks_lps={k: _landmark(p) for k, p in m.landmarks_lps.items()},
+    )
+
+
+def _landmark(p: Vec3) -> Vec3:
+    x, y, z = (_keep_nan(c, 2) for c in p)
+    return (x, y, z)
+
+
+def reported_finding(f: StirFinding) -> StirFinding:
+    """``f`` with its numbers rounded as report.json has them (the extra fields are reported as they are)."""
+    return dataclasses.replace(
+        f,
+        ratio=_round(f.ratio, 3),
+        edema_fraction=_round(f.edema_fraction, 3),
+        confidence=_keep_nan(f.confidence, 3),
+    )
+
+
+# --------------------------------------------------------------------------- sections
 def study_section(study: StudyRecord) -> dict[str, Any]:
     return {
         "study_instance_uid": study.study_uid,
@@ -91,10 +146,9 @@ def study_section(study: StudyRecord) -> dict[str, Any]:
 
 def series_section(study: StudyRecord, choice: SeriesChoice | None) -> list[dict[str, Any]]:
     # A series split by ingest (e.g. a 3-plane localizer) has one record and one decision per stack.
-    decisions = {(d.series_uid, d.stack): d for d in choice.decisions} if choice else {}
     out = []
     for s in study.series:
-        d = decisions.get((s.series_uid, s.stack))
+        d = choice.decision_for(s) if choice else None
         out.append(
             {
                 "series_instance_uid": s.series_uid,
@@ -127,6 +181,18 @@ def series_section(study: StudyRecord, choice: SeriesChoice | None) -> list[dict
     return out
 
 
+def segmentation_section(seg: SegmentationResult) -> dict[str, Any]:
+    return {
+        "series_instance_uid": seg.series_uid,
+        "n_bodies": len(seg.vertebrae),
+        "sacrum_found": seg.sacrum_found,
+        "labelling_method": seg.labelling_method,
+        "model_sha256": seg.model_sha256,
+        "column_axis_lps_mm": [[_round(c, 1) for c in p] for p in seg.column_axis_lps],
+        "label_map_levels": {str(v.label): (v.level.value if v.level else None) for v in seg.vertebrae},
+    }
+
+
 def vertebra_entry(
     seg: VertebraSeg,
     morph: VertebraMorphometry | None,
@@ -134,45 +200,41 @@ def vertebra_entry(
 ) -> dict[str, Any]:
     """One element of ``report["vertebrae"]`` (contract names: level, level_confidence, centroid_lps_mm,
     heights_mm, reference_height_mm, height_loss_pct, genant_grade, morphology, stir)."""
+    seg = reported_seg(seg)
     entry: dict[str, Any] = {
         "label": seg.label,
         "level": seg.level.value if seg.level else None,
-        "level_confidence": _round(seg.level_confidence, 3),
+        "level_confidence": seg.level_confidence,
         "is_sacrum": seg.is_sacrum,
-        "centroid_lps_mm": [_round(c, 2) for c in seg.centroid_lps_mm],
+        "centroid_lps_mm": list(seg.centroid_lps_mm),
         "mid_slice": seg.mid_slice,
         "bbox": list(seg.bbox),
-        "segmentation_quality": _round(seg.quality, 3),
-        "volume_mm3": _round(seg.volume_mm3, 1),
+        "segmentation_quality": seg.quality,
+        "volume_mm3": seg.volume_mm3,
     }
     if morph is not None:
+        morph = reported_morphometry(morph)
         h = morph.heights
         entry.update(
             {
                 "heights_mm": (
-                    {
-                        "anterior": _round(h.anterior_mm),
-                        "middle": _round(h.middle_mm),
-                        "posterior": _round(h.posterior_mm),
-                    }
-                    if h
-                    else None
+                    {"anterior": h.anterior_mm, "middle": h.middle_mm, "posterior": h.posterior_mm} if h else None
                 ),
-                "reference_height_mm": _round(morph.reference_height_mm),
-                "height_loss_pct": _round(morph.height_loss_pct, 1),
+                "reference_height_mm": morph.reference_height_mm,
+                "height_loss_pct": morph.height_loss_pct,
                 "genant_grade": morph.genant_grade,
                 "grade_state": morph.grade_display.state.value,
                 "grade_note": morph.grade_display.note,
                 "morphology": morph.morphology.value,
-                "wedge_angle_deg": _round(morph.wedge_angle_deg, 1),
+                "wedge_angle_deg": morph.wedge_angle_deg,
                 "morphometry": {
                     "assessable": morph.assessable,
                     "reason": morph.reason,
                     "reference_method": morph.reference_method,
                     "reference_labels": list(morph.reference_labels),
-                    "ratios": {k: _round(v, 3) for k, v in morph.ratios.items()},
-                    "slice_spread_pct": _round(morph.slice_spread_pct, 1),
-                    "landmarks_lps_mm": {k: [_round(c, 2) for c in v] for k, v in morph.landmarks_lps.items()},
+                    "ratios": dict(morph.ratios),
+                    "slice_spread_pct": morph.slice_spread_pct,
+                    "landmarks_lps_mm": {k: list(v) for k, v in morph.landmarks_lps.items()},
                     "posterior_wall": jsonable(morph.posterior_wall),
                     **{k: jsonable(v) for k, v in _extra_fields(morph, _MORPH_CORE).items()},
                 },
@@ -180,7 +242,7 @@ def vertebra_entry(
         )
     if stir_finding is not None:
         entry["stir"] = dict(stir_finding)
-    return entry
+    return jsonable(entry)
 
 
 _MORPH_CORE = frozenset(
@@ -210,33 +272,60 @@ def _extra_fields(obj: Any, core: frozenset[str]) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name not in core}
 
 
+def finding_entry(f: StirFinding) -> dict[str, Any]:
+    """``vertebrae[].stir`` of a body the STIR stage assessed."""
+    f = reported_finding(f)
+    return {
+        "ratio": f.ratio,
+        "edema_fraction": f.edema_fraction,
+        "edema": f.edema,
+        "pattern": f.pattern.value,
+        "confidence": f.confidence,
+        "reason": f.reason,
+        "t1_agrees": f.t1_agrees,
+        **{k: jsonable(v) for k, v in _extra_fields(f, _STIR_FINDING_CORE).items()},
+    }
+
+
+def no_finding(label: int, stir: StirAssessment) -> StirFinding:
+    """What is shown for a body the STIR stage gave no finding for: not assessable, with the stage's reason."""
+    reason = stir.reason if stir.status != StirStatus.MEASURED else "not measured"
+    return StirFinding(label, None, None, None, EdemaPattern.NOT_ASSESSABLE, 0.0, reason)
+
+
+def no_finding_entry(reason: str) -> dict[str, Any]:
+    """``vertebrae[].stir`` of a body the STIR stage gave no finding for (see :func:`no_finding`)."""
+    return {
+        "ratio": None,
+        "edema_fraction": None,
+        "edema": None,
+        "pattern": EdemaPattern.NOT_ASSESSABLE.value,
+        "confidence": 0.0,
+        "reason": reason,
+    }
+
+
 def stir_sections(stir: StirAssessment) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     """(study-level ``stir`` section, per-label ``vertebrae[].stir`` entries)."""
-    per_label = {}
-    for f in stir.findings:
-        per_label[f.label] = {
-            "ratio": _round(f.ratio, 3),
-            "edema_fraction": _round(f.edema_fraction, 3),
-            "edema": f.edema,
-            "pattern": f.pattern.value,
-            "confidence": _round(f.confidence, 3),
-            "reason": f.reason,
-            "t1_agrees": f.t1_agrees,
-            **{k: jsonable(v) for k, v in _extra_fields(f, _STIR_FINDING_CORE).items()},
-        }
+    per_label = {f.label: finding_entry(f) for f in stir.findings}
     section = {
         "status": stir.status,
         "reason": stir.reason,
         "series_instance_uid": stir.series_uid,
         "substitute": stir.substitute.value if stir.substitute else None,
         "registration": stir.registration,
-        "registration_residual_mm": _round(stir.registration_residual_mm),
+        "registration_residual_mm": registration_residual(stir),
         "reference_value": _round(stir.reference_value, 3),
         "fluid_value": _round(stir.fluid_value, 3),
         "threshold_value": _round(stir.threshold_value, 3),
         **{k: jsonable(v) for k, v in _extra_fields(stir, _STIR_CORE).items()},
     }
     return section, per_label
+
+
+def registration_residual(stir: StirAssessment) -> float | None:
+    """The STIR registration's residual in mm, as report.json has it."""
+    return _round(stir.registration_residual_mm)
 
 
 _STIR_FINDING_CORE = frozenset(
@@ -383,85 +472,6 @@ def _reference(ref: Reference) -> dict[str, Any]:
         "year": ref.year,
         "not_stated": ref.not_stated or None,
     }
-
-
-def build_report(
-    *,
-    study: StudyRecord,
-    choice: SeriesChoice | None,
-    segmentation: SegmentationResult | None = None,
-    morphometry: Sequence[VertebraMorphometry] | None = None,
-    stir: StirAssessment | None = None,
-    eligibility: Mapping[str, Any] | None = None,
-    outputs: Mapping[str, Any] | None = None,
-    warnings: Sequence[str] = (),
-    timings_ms: Mapping[str, float] | None = None,
-    config_sha256: str = "",
-    clinical_inputs: Mapping[str, Any] | None = None,
-    patient: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Assemble the report dictionary (see ``report.schema.json``). Absent stages stay absent.
-
-    ``patient`` (name, id, birth_date, sex) is written only when a deployment explicitly asks for patient
-    identity in its reports (the HTML then shows it); by default reports identify the study by UID and the
-    salted ``patient_key`` only.
-    """
-    report: dict[str, Any] = {
-        "schema_version": SCHEMA_VERSION,
-        "pipeline": {
-            "name": "spine-assess",
-            "version": __version__,
-            "config_sha256": config_sha256,
-            "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
-        "study": study_section(study),
-        "series": series_section(study, choice),
-    }
-    if segmentation is not None:
-        report["segmentation"] = {
-            "series_instance_uid": segmentation.series_uid,
-            "n_bodies": len(segmentation.vertebrae),
-            "sacrum_found": segmentation.sacrum_found,
-            "labelling_method": segmentation.labelling_method,
-            "model_sha256": segmentation.model_sha256,
-            "column_axis_lps_mm": [[_round(c, 1) for c in p] for p in segmentation.column_axis_lps],
-            "label_map_levels": {str(v.label): (v.level.value if v.level else None) for v in segmentation.vertebrae},
-        }
-        morph_by_label = {m.label: m for m in morphometry} if morphometry is not None else {}
-        stir_by_label: dict[int, dict[str, Any]] = {}
-        if stir is not None:
-            report["stir"], stir_by_label = stir_sections(stir)
-        report["vertebrae"] = [
-            vertebra_entry(
-                v,
-                morph_by_label.get(v.label) if morphometry is not None else None,
-                stir_by_label.get(v.label) if stir is not None else None,
-            )
-            for v in segmentation.vertebrae
-        ]
-        if stir is not None:
-            for entry in report["vertebrae"]:
-                entry.setdefault(
-                    "stir",
-                    {
-                        "ratio": None,
-                        "edema_fraction": None,
-                        "edema": None,
-                        "pattern": "not_assessable",
-                        "confidence": 0.0,
-                        "reason": stir.reason if stir.status != StirStatus.MEASURED else "not measured",
-                    },
-                )
-    if patient is not None:
-        report["patient"] = {k: str(v) for k, v in patient.items() if v not in (None, "")}
-    if clinical_inputs is not None:
-        report["clinical_inputs"] = dict(clinical_inputs)
-    if eligibility is not None:
-        report["eligibility"] = dict(eligibility)
-    report["outputs"] = dict(outputs or {})
-    report["warnings"] = list(dict.fromkeys(warnings))
-    report["timings_ms"] = {k: round(float(v), 1) for k, v in (timings_ms or {}).items()}
-    return jsonable(report)
 
 
 def load_schema() -> dict[str, Any]:

@@ -8,21 +8,21 @@ asking for ``sr`` writes ``seg`` too.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
-import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
+from contextlib import nullcontext
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError, PipelineError
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
-    from pipeline.model import SegmentationResult, StirAssessment
     from pipeline.report.dicom_common import DicomOutputConfig
+    from pipeline.report.study_report import OutputFiles, StageTimer, StudyReport
     from pipeline.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -78,70 +78,99 @@ def parse_outputs(text: str) -> frozenset[OutputKind]:
 
 def write_outputs(
     out_dir: Path,
-    report: Mapping[str, Any],
+    report: StudyReport,
     outputs: Collection[OutputKind] = DEFAULT_OUTPUTS,
     *,
     anatomy: Volume | None = None,
-    segmentation: SegmentationResult | None = None,
-    stir: StirAssessment | None = None,
     source_datasets: Sequence[Dataset] = (),
     config: DicomOutputConfig | None = None,
-) -> dict[str, Any]:
+    timer: StageTimer | None = None,
+) -> StudyReport:
     """Write the chosen outputs of one study into ``out_dir`` and return the final report.
 
     Parameters
     ----------
     out_dir : Path
         Study output folder (created). File names: :data:`FILE_NAMES`, ``overlays/*.png``, ``sc/*.dcm``.
-    report : mapping
-        The report from :func:`pipeline.report.json_report.build_report` (not modified).
+    report : StudyReport
+        The study's report (its ``outputs`` may already list files written beside, e.g. the label map).
     outputs : collection of OutputKind
         What to write (see :func:`parse_outputs`); ``report.json`` is always written.
-    anatomy, segmentation, stir : optional
-        Stage results for the overlays and the SEG (overlays and DICOM outputs need ``anatomy`` and a
-        ``segmentation`` with at least one body).
+    anatomy : Volume, optional
+        The anatomy series: the overlays (and so the secondary capture) need it and a segmentation with at
+        least one body, as the DICOM outputs do.
     source_datasets : sequence of pydicom.Dataset
         Headers of the anatomy series (``pipeline.ingest.read_source_datasets``), needed for SEG/SR/SC.
     config : DicomOutputConfig, optional
         Equipment identification, UID root and series numbers of the DICOM outputs (default:
         :data:`pipeline.report.dicom_common.DEFAULT_DICOM_CONFIG`).
+    timer : StageTimer, optional
+        The run's timer: the time spent here before rendering the HTML and JSON (overlays, DICOM objects)
+        is added to its ``outputs`` stage, and the report's ``timings_ms`` are set from it, once, just
+        before the HTML and JSON are rendered. Without it the report's timings are written as they are.
 
     Returns
     -------
-    dict
+    StudyReport
         The report as written to ``report.json``: ``outputs`` lists the files (relative paths) and
         ``warnings`` says why a requested output could not be written. A DICOM output that fails is a
         warning, not an exception, so that the JSON and HTML are always there to explain the run.
-        The time spent here before rendering the HTML and JSON (overlays, DICOM objects) is added to
-        ``timings_ms["outputs"]`` and, when the report has one, to ``timings_ms["total"]``.
     """
     # The writers load their libraries (highdicom, Jinja2, PIL) here, not when this module is imported: the CLI
     # reads this module's registry for --help, and a run writing report.json only never needs them (issue 18).
     from pipeline.report.dicom_common import DEFAULT_DICOM_CONFIG
     from pipeline.report.json_report import validate_report, write_json
 
-    t_start = time.perf_counter()
     config = config or DEFAULT_DICOM_CONFIG
     kinds = set(outputs) | {OutputKind.JSON}
     if OutputKind.SR in kinds:
         kinds.add(OutputKind.SEG)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    final: dict[str, Any] = copy.deepcopy(dict(report))
-    files: dict[str, Any] = dict(final.get("outputs") or {})
-    warnings: list[str] = list(final.get("warnings") or [])
+    with timer.stage("outputs") if timer is not None else nullcontext():
+        files, warnings, overlays = _write_pictures_and_dicom(out_dir, report, kinds, anatomy, source_datasets, config)
+    if OutputKind.HTML in kinds:
+        files = dataclasses.replace(files, html=FILE_NAMES[OutputKind.HTML])
+    final = dataclasses.replace(
+        report,
+        outputs=files,
+        warnings=(*report.warnings, *warnings),
+        timings_ms=timer.timings_ms() if timer is not None else report.timings_ms,
+    )
+    data = final.to_json()
+    if OutputKind.HTML in kinds:
+        from pipeline.report.html import render_html
 
+        (out_dir / FILE_NAMES[OutputKind.HTML]).write_text(render_html(data, overlays), encoding="utf-8")
+    validate_report(data)
+    write_json(data, out_dir / FILE_NAMES[OutputKind.JSON])
+    return final
+
+
+def _write_pictures_and_dicom(
+    out_dir: Path,
+    report: StudyReport,
+    kinds: set[OutputKind],
+    anatomy: Volume | None,
+    source_datasets: Sequence[Dataset],
+    config: DicomOutputConfig,
+) -> tuple[OutputFiles, list[str], dict[str, bytes]]:
+    """The overlays, SEG, SR and SC asked for: (the files as the report lists them, warnings, overlay PNGs)."""
+    files = report.outputs
+    warnings: list[str] = []
+    segmentation = report.segmentation
+    data = report.to_json()
     has_bodies = segmentation is not None and bool(segmentation.vertebrae)
     overlays: dict[str, bytes] = {}
     if has_bodies and anatomy is not None and kinds & {OutputKind.HTML, OutputKind.OVERLAYS, OutputKind.SC}:
         from pipeline.report.overlay import render_overlays
 
-        overlays = render_overlays(anatomy, segmentation, final, stir=stir)  # type: ignore[arg-type]
+        overlays = render_overlays(anatomy, segmentation, data, stir=report.stir)  # type: ignore[arg-type]
     if OutputKind.OVERLAYS in kinds and overlays:
         (out_dir / OVERLAY_DIR).mkdir(exist_ok=True)
-        for name, data in overlays.items():
-            (out_dir / OVERLAY_DIR / name).write_bytes(data)
-        files["overlays"] = [f"{OVERLAY_DIR}/{name}" for name in overlays]
+        for name, png in overlays.items():
+            (out_dir / OVERLAY_DIR / name).write_bytes(png)
+        files = dataclasses.replace(files, overlays=tuple(f"{OVERLAY_DIR}/{name}" for name in overlays))
 
     dicom_kinds = kinds & {OutputKind.SEG, OutputKind.SR, OutputKind.SC}
     if dicom_kinds and not (has_bodies and source_datasets):
@@ -153,44 +182,28 @@ def write_outputs(
         from pipeline.report.dicom_seg import build_seg
         from pipeline.report.dicom_sr import build_sr
 
-        study_uid = final["study"]["study_instance_uid"]
+        study_uid = report.study.study_uid
         if OutputKind.SEG in kinds:
             try:
-                seg = build_seg(segmentation, source_datasets, final, config=config)  # type: ignore[arg-type]
+                seg = build_seg(segmentation, source_datasets, data, config=config)  # type: ignore[arg-type]
                 save_dicom(seg, out_dir / FILE_NAMES[OutputKind.SEG])
-                files["seg"] = FILE_NAMES[OutputKind.SEG]
+                files = dataclasses.replace(files, seg=FILE_NAMES[OutputKind.SEG])
                 if OutputKind.SR in kinds:
-                    sr = build_sr(final, seg, source_datasets, config=config)
+                    sr = build_sr(data, seg, source_datasets, config=config)
                     save_dicom(sr, out_dir / FILE_NAMES[OutputKind.SR])
-                    files["sr"] = FILE_NAMES[OutputKind.SR]
+                    files = dataclasses.replace(files, sr=FILE_NAMES[OutputKind.SR])
             except PipelineError as exc:
                 logger.error("study %s: DICOM SEG/SR not written: %s", study_uid, exc)
                 warnings.append(f"DICOM SEG/SR not written: {exc}")
         if OutputKind.SC in kinds and overlays:
             try:
                 paths = []
-                for k, sc in enumerate(build_sc(overlays, source_datasets, final, config=config), start=1):
+                for k, sc in enumerate(build_sc(overlays, source_datasets, data, config=config), start=1):
                     rel = f"{SC_DIR}/overlay_{k}.dcm"
                     save_dicom(sc, out_dir / rel)
                     paths.append(rel)
-                files["sc"] = paths
+                files = dataclasses.replace(files, sc=tuple(paths))
             except PipelineError as exc:
                 logger.error("study %s: secondary capture not written: %s", study_uid, exc)
                 warnings.append(f"DICOM secondary capture not written: {exc}")
-
-    if OutputKind.HTML in kinds:
-        files["html"] = FILE_NAMES[OutputKind.HTML]
-    final["outputs"] = files
-    timings = final["timings_ms"] = dict(final.get("timings_ms") or {})
-    spent_ms = (time.perf_counter() - t_start) * 1000.0
-    timings["outputs"] = round(float(timings.get("outputs", 0.0)) + spent_ms, 1)
-    if "total" in timings:
-        timings["total"] = round(float(timings["total"]) + spent_ms, 1)
-    final["warnings"] = list(dict.fromkeys(warnings))
-    if OutputKind.HTML in kinds:
-        from pipeline.report.html import render_html
-
-        (out_dir / FILE_NAMES[OutputKind.HTML]).write_text(render_html(final, overlays), encoding="utf-8")
-    validate_report(final)
-    write_json(final, out_dir / FILE_NAMES[OutputKind.JSON])
-    return final
+    return files, warnings, overlays
