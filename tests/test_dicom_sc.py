@@ -21,7 +21,7 @@ SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     case = make_case(tmp_path_factory.mktemp("sc"))
-    overlays = render_overlays(case.anatomy, case.segmentation, case.report, stir=case.stir)
+    overlays = render_overlays(case.anatomy, case.study_report)
     out = tmp_path_factory.mktemp("scout")
     paths = [save_dicom(sc, out / f"sc{i}.dcm") for i, sc in enumerate(build_sc(overlays, case.datasets, case.report))]
     return case, overlays, paths

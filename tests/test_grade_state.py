@@ -45,11 +45,12 @@ def uncertain_case(tmp_path_factory):
     typed = dataclasses.replace(
         case.study_report, morphometry=morph, eligibility=eligibility_of(morph, case.stir, CLINICAL)
     )
-    return case, typed.to_json()
+    return case, typed
 
 
 def test_report_json_carries_the_state_and_its_reason(uncertain_case):
-    _case, report = uncertain_case
+    _case, typed = uncertain_case
+    report = typed.to_json()
     l3 = report["vertebrae"][0]
     assert l3["genant_grade"] == 0  # the measured value is kept
     assert l3["grade_state"] == "uncertain" and "fracture threshold" in l3["grade_note"]
@@ -59,14 +60,15 @@ def test_report_json_carries_the_state_and_its_reason(uncertain_case):
 
 
 def test_every_writer_shows_the_same_state(uncertain_case, tmp_path):
-    case, report = uncertain_case
+    case, typed = uncertain_case
+    report = typed.to_json()
     l3 = report["vertebrae"][0]
     assert vertebra_grade(l3).state is GradeState.UNCERTAIN
     terminal = format_study_summary(report, Path("out"))
     assert "L3: height loss 19.0 %, Genant 0? uncertain" in terminal and "Genant 0, normal" not in terminal
     assert "fracture threshold" in terminal
-    assert _morph_lines(l3, None)[0] == "L3  Genant 0? uncertain"
-    assert "fracture status unknown" in _morph_lines(l3, None)
+    assert _morph_lines(typed.vertebrae[0])[0] == "L3  Genant 0? uncertain"
+    assert "fracture status unknown" in _morph_lines(typed.vertebrae[0])
     html = render_html(report, {})
     assert "0? uncertain" in html
     seg = build_seg(case.segmentation, case.datasets, report)
@@ -80,7 +82,8 @@ def test_every_writer_shows_the_same_state(uncertain_case, tmp_path):
 
 
 def test_questions_do_not_call_an_uncertain_grade_not_assessable(uncertain_case):
-    _case, report = uncertain_case
+    _case, typed = uncertain_case
+    report = typed.to_json()
     texts = [q["question"] for q in report["eligibility"]["questions"]]
     assert not any("morphometry not assessable" in t for t in texts), texts
     l3 = next(lv for lv in report["eligibility"]["levels"] if lv["level"] == "L3")

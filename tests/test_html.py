@@ -49,7 +49,7 @@ def case(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(case):
-    overlays = render_overlays(case.anatomy, case.segmentation, case.report, stir=case.stir)
+    overlays = render_overlays(case.anatomy, case.study_report)
     return render_html(case.report, overlays)
 
 

@@ -165,7 +165,7 @@ def _write_pictures_and_dicom(
     if has_bodies and anatomy is not None and kinds & {OutputKind.HTML, OutputKind.OVERLAYS, OutputKind.SC}:
         from pipeline.report.overlay import render_overlays
 
-        overlays = render_overlays(anatomy, segmentation, data, stir=report.stir)  # type: ignore[arg-type]
+        overlays = render_overlays(anatomy, report)
     if OutputKind.OVERLAYS in kinds and overlays:
         (out_dir / OVERLAY_DIR).mkdir(exist_ok=True)
         for name, png in overlays.items():

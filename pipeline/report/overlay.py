@@ -30,8 +30,8 @@ from PIL import Image, ImageDraw, ImageFont
 from skimage import measure
 
 from pipeline.errors import PipelineError
-from pipeline.model import GradeState, SegmentationResult, StirAssessment
-from pipeline.report.views import Decision, decisions_by_label, level_name, vertebra_grade
+from pipeline.model import Decision, EdemaPattern, GradeState, SegmentationResult
+from pipeline.report.study_report import StudyReport, VertebraReport
 from pipeline.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -282,55 +282,51 @@ def _paste_marker(canvas: Image.Image, decision: Decision, centre: tuple[float, 
     canvas.paste(marker, (x, y), marker)
 
 
-def _fmt(value: Any, unit: str = "", nd: int = 1) -> str:
-    if value is None or isinstance(value, bool):
+def _fmt(value: float | None, unit: str = "", nd: int = 1) -> str:
+    if value is None or not math.isfinite(value):
         return "n/a"
     return f"{float(value):.{nd}f}{unit}"
 
 
-def _morph_lines(v: Mapping[str, Any], decision: Decision | None) -> tuple[str, ...]:
-    name = level_name(v)
-    g = vertebra_grade(v)
-    morph = v.get("morphometry")
-    if v.get("is_sacrum"):
-        head = f"{name}  reference"
+def _morph_lines(v: VertebraReport) -> tuple[str, ...]:
+    g = v.grade
+    morph = v.morphometry
+    if v.is_sacrum:
+        head = f"{v.name}  reference"
     elif morph is None:
-        head = f"{name}  not measured"
+        head = f"{v.name}  not measured"
     elif g.state is GradeState.NOT_ASSESSABLE:
-        head = f"{name}  not assessable"
+        head = f"{v.name}  not assessable"
     elif g.state is GradeState.UNCERTAIN:
-        head = f"{name}  {g.text}"
+        head = f"{v.name}  {g.text}"
     else:
-        head = f"{name}  {g.text}  {v.get('morphology', '')}"
+        head = f"{v.name}  {g.text}  {morph.morphology.value}"
     lines = [head]
-    if decision is not None:
-        lines.append(decision.text)  # second, so that a crowded panel keeps it (see _fit)
-    h = v.get("heights_mm")
-    if h:
-        lines.append(f"Ha {_fmt(h.get('anterior'))}  Hm {_fmt(h.get('middle'))}  Hp {_fmt(h.get('posterior'))} mm")
-        lines.append(f"height loss {_fmt(v.get('height_loss_pct'), '%')}")
-    elif morph is not None and not v.get("is_sacrum"):
-        lines += _wrap(str(morph.get("reason") or "not assessable"))
-    if g.state is GradeState.UNCERTAIN and not v.get("is_sacrum"):
+    if v.decision is not None:
+        lines.append(v.decision.text)  # second, so that a crowded panel keeps it (see _fit)
+    h = morph.heights if morph is not None else None
+    if morph is not None and h is not None:
+        lines.append(f"Ha {_fmt(h.anterior_mm)}  Hm {_fmt(h.middle_mm)}  Hp {_fmt(h.posterior_mm)} mm")
+        lines.append(f"height loss {_fmt(morph.height_loss_pct, '%')}")
+    elif morph is not None and not v.is_sacrum:
+        lines += _wrap(morph.reason or "not assessable")
+    if g.state is GradeState.UNCERTAIN and not v.is_sacrum:
         lines.append("fracture status unknown")
     return tuple(lines)
 
 
-def _stir_lines(v: Mapping[str, Any]) -> tuple[str, ...]:
-    s = v.get("stir") or {}
-    name = level_name(v)
-    edema = s.get("edema")
-    if edema is None:
-        if v.get("is_sacrum"):
-            return (f"{name}  reference",)
-        return (f"{name}  STIR not assessable", *_wrap(str(s.get("reason") or "")))
-    head = f"{name}  oedema {'YES' if edema else 'no'}"
-    frac = s.get("edema_fraction")
-    pattern = s.get("pattern")
-    detail = f"ratio {_fmt(s.get('ratio'), nd=2)}  fraction {_fmt(None if frac is None else frac * 100, '%', 0)}"
+def _stir_lines(v: VertebraReport) -> tuple[str, ...]:
+    s = v.stir
+    if s is None or s.edema is None:
+        if v.is_sacrum:
+            return (f"{v.name}  reference",)
+        return (f"{v.name}  STIR not assessable", *_wrap(s.reason if s is not None else ""))
+    head = f"{v.name}  oedema {'YES' if s.edema else 'no'}"
+    frac = s.edema_fraction
+    detail = f"ratio {_fmt(s.ratio, nd=2)}  fraction {_fmt(None if frac is None else frac * 100, '%', 0)}"
     lines = [head, detail]
-    if edema and pattern not in (None, "none", "not_assessable"):
-        lines.append(f"pattern: {pattern}")
+    if s.edema and s.pattern not in (EdemaPattern.NONE, EdemaPattern.NOT_ASSESSABLE):
+        lines.append(f"pattern: {s.pattern.value}")
     return tuple(lines)
 
 
@@ -481,19 +477,16 @@ def _png(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _series_title(report: Mapping[str, Any], used_as: str, fallback: str) -> str:
-    for s in report.get("series", []):
-        if s.get("used_as") == used_as:
-            desc = s.get("description") or fallback
-            return f"{desc} (series {s.get('series_number', '?')})"
-    return fallback
+def _series_title(report: StudyReport, used_as: str, fallback: str) -> str:
+    s = report.used_series(used_as)
+    return fallback if s is None else f"{s.description or fallback} (series {s.series_number})"
 
 
-def _outline_colour(v: Mapping[str, Any]) -> tuple[int, int, int]:
-    """The grade's colour (grey when not assessable, as :func:`vertebra_grade` decides); blue for the sacrum."""
-    if v.get("is_sacrum"):
+def _outline_colour(v: VertebraReport) -> tuple[int, int, int]:
+    """The grade's colour (grey when not assessable, as :attr:`VertebraReport.grade` says); blue for the sacrum."""
+    if v.is_sacrum:
         return SACRUM_COLOUR
-    return GRADE_COLOURS.get(vertebra_grade(v).grade, GRADE_COLOURS[None])
+    return GRADE_COLOURS.get(v.grade.grade, GRADE_COLOURS[None])
 
 
 def sagittal_legend(decisions: Sequence[Decision]) -> list[tuple[str, list[LegendItem]]]:
@@ -514,31 +507,27 @@ def sagittal_legend(decisions: Sequence[Decision]) -> list[tuple[str, list[Legen
     return legend
 
 
-def render_overlays(
-    anatomy: Volume,
-    segmentation: SegmentationResult,
-    report: Mapping[str, Any],
-    *,
-    stir: StirAssessment | None = None,
-) -> dict[str, bytes]:
+def render_overlays(anatomy: Volume, report: StudyReport) -> dict[str, bytes]:
     """Draw the overlay pictures of a study.
 
     Parameters
     ----------
     anatomy : Volume
-        The anatomy series (array ``(slice, row, col)``), on the same grid as ``segmentation.labels``.
-    segmentation : SegmentationResult
-        Label map and bodies.
-    report : mapping
-        The report (grades, heights, landmarks, STIR findings, eligibility decisions are read from it).
-    stir : StirAssessment, optional
-        With ``stir_on_grid`` (and ``edema_map``) on the anatomy grid: adds ``stir.png``.
+        The anatomy series (array ``(slice, row, col)``), on the same grid as the segmentation's label map.
+    report : StudyReport
+        The study's report, with a segmentation: label map and bodies, and each body's grade, heights,
+        landmarks, STIR finding and eligibility decision. A STIR assessment with ``stir_on_grid`` (and
+        ``edema_map``) on the anatomy grid adds ``stir.png``.
 
     Returns
     -------
     dict
-        File name -> PNG bytes: ``"sagittal.png"`` always, ``"stir.png"`` when STIR was resampled.
+        File name -> PNG bytes: ``"sagittal.png"`` always, ``"planes.png"`` with at least three planes,
+        ``"stir.png"`` when STIR was resampled.
     """
+    segmentation, stir = report.segmentation, report.stir
+    if segmentation is None:
+        raise PipelineError(f"study {report.study.study_uid} has no segmentation: there is nothing to draw")
     labels = segmentation.labels
     if not anatomy.same_grid(labels):
         raise PipelineError(
@@ -547,16 +536,16 @@ def render_overlays(
         )
     view = PlaneView.for_volume(anatomy, around=labels.array > 0)
     index = central_index(view, segmentation)
-    by_label = {int(v["label"]): v for v in report.get("vertebrae", [])}
-    decisions = decisions_by_label(report)
+    by_label = {v.label: v for v in report.vertebrae}
     n_planes = anatomy.shape[view.through_axis]
 
     outlines: dict[int, list[np.ndarray]] = {}
     for vs in segmentation.vertebrae:
         own = _through_index(view, vs, labels)
-        measured = (by_label.get(vs.label, {}).get("morphometry") or {}).get("measured_slice")
-        if view.through_axis == 0 and isinstance(measured, int) and 0 <= measured < labels.shape[0]:
-            own = measured  # the section the landmarks were measured on
+        morph = by_label[vs.label].morphometry
+        measured = morph.measured_slice if morph is not None else None
+        if view.through_axis == 0 and measured is not None and 0 <= measured < labels.shape[0]:
+            own = int(measured)  # the section the landmarks were measured on
         outlines[vs.label] = _contours(view, view.plane(labels.array, own) == vs.label)
 
     out: dict[str, bytes] = {}
@@ -564,18 +553,14 @@ def render_overlays(
     draw = ImageDraw.Draw(img)
     entries: list[_Entry] = []
     for vs in segmentation.vertebrae:
-        v = by_label.get(
-            vs.label,
-            {"label": vs.label, "level": vs.level.value if vs.level else None, "is_sacrum": vs.is_sacrum},
-        )
+        v = by_label[vs.label]
         colour = _outline_colour(v)
         for c in outlines[vs.label]:
             draw.line([tuple(p) for p in c], fill=colour, width=2, joint="curve")
         _draw_landmarks(draw, view, labels, v)
         cy, ax = _anchor(view, labels, vs, outlines[vs.label])
-        decision = decisions.get(vs.label)
-        entries.append(_Entry(vs.label, cy, ax, colour, _morph_lines(v, decision), decision))
-    legend = sagittal_legend([decisions[vs.label] for vs in segmentation.vertebrae if vs.label in decisions])
+        entries.append(_Entry(vs.label, cy, ax, colour, _morph_lines(v), v.decision))
+    legend = sagittal_legend([v.decision for v in report.vertebrae if v.decision is not None])
     title = f"{_series_title(report, 'anatomy', 'Sagittal anatomy')}  |  plane {index + 1}/{n_planes}"
     out["sagittal.png"] = _png(_compose(img, title, entries, legend, view))
     if n_planes >= 3:
@@ -596,11 +581,9 @@ def render_overlays(
         sdraw = ImageDraw.Draw(simg)
         sentries = []
         for vs in segmentation.vertebrae:
-            v = by_label.get(vs.label, {"label": vs.label, "level": vs.level.value if vs.level else None})
-            s = v.get("stir") or {}
-            colour = (
-                EDEMA_COLOUR if s.get("edema") else GRADE_COLOURS[0] if s.get("edema") is False else GRADE_COLOURS[None]
-            )
+            v = by_label[vs.label]
+            found = v.stir.edema if v.stir is not None else None
+            colour = EDEMA_COLOUR if found else GRADE_COLOURS[0] if found is False else GRADE_COLOURS[None]
             for c in outlines[vs.label]:
                 sdraw.line([tuple(p) for p in c], fill=(230, 230, 230), width=1)
             cy, ax = _anchor(view, labels, vs, outlines[vs.label])
@@ -625,7 +608,7 @@ def render_overlays(
 
 
 def _strip(
-    anatomy: Volume, segmentation: SegmentationResult, by_label: Mapping[int, Mapping[str, Any]], index: int
+    anatomy: Volume, segmentation: SegmentationResult, by_label: Mapping[int, VertebraReport], index: int
 ) -> Image.Image:
     """The central plane and its two neighbours side by side, with each plane's own body outlines."""
     view = PlaneView.for_volume(anatomy, max_h=520, max_w=330, around=segmentation.labels.array > 0)
@@ -647,10 +630,9 @@ def _strip(
             vs = level_of.get(int(label))
             if vs is None:
                 continue
-            v = by_label.get(vs.label, {"label": vs.label, "is_sacrum": vs.is_sacrum})
             contours = _contours(view, labels2d == label)
             for c in contours:
-                d.line([tuple(p) for p in c], fill=_outline_colour(v), width=2)
+                d.line([tuple(p) for p in c], fill=_outline_colour(by_label[vs.label]), width=2)
             pts = np.concatenate(contours)
             name = vs.level.value if vs.level else f"#{vs.label}"
             x, y = float(pts[:, 0].min()) - 4, float(pts[:, 1].mean())
@@ -684,8 +666,8 @@ def _pair(landmarks: Mapping[str, Any], position: str) -> tuple[Any, Any] | None
     return None
 
 
-def _draw_landmarks(draw: ImageDraw.ImageDraw, view: PlaneView, labels: Volume, v: Mapping[str, Any]) -> None:
-    landmarks = ((v.get("morphometry") or {}).get("landmarks_lps_mm")) or {}
+def _draw_landmarks(draw: ImageDraw.ImageDraw, view: PlaneView, labels: Volume, v: VertebraReport) -> None:
+    landmarks = v.morphometry.landmarks_lps if v.morphometry is not None else {}
     if not landmarks:
         return
     for position in ("anterior", "middle", "posterior"):
