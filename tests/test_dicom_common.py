@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
@@ -34,16 +35,14 @@ def test_uids_are_valid_deterministic_and_depend_on_every_input():
 
 
 def test_identity_needs_a_report_with_a_segmentation():
-    report = {
-        "study": {"study_instance_uid": "1.2.3"},
-        "pipeline": {"version": "0.1.0", "config_sha256": "ab"},
-    }
-    with pytest.raises(PipelineError, match="no segmentation section"):
+    from pipeline.report.study_report import StudyReport
+    from tests.test_study_report import _segmentation, _study
+
+    report = StudyReport(_study(), pipeline_version="0.1.0", config_sha256="ab")
+    with pytest.raises(PipelineError, match="no segmentation"):
         OutputIdentity.from_report(report)
-    report["segmentation"] = {"series_instance_uid": "1.2.3.4"}
-    assert OutputIdentity.from_report(report) == OutputIdentity("1.2.3", "1.2.3.4", "0.1.0", "ab")
-    with pytest.raises(PipelineError, match="build_report"):
-        OutputIdentity.from_report({})
+    report = dataclasses.replace(report, segmentation=_segmentation())
+    assert OutputIdentity.from_report(report) == OutputIdentity("1.2.3", "1.2.3.1", "0.1.0", "ab")
 
 
 def test_config_section_parses_and_validates():
@@ -61,8 +60,8 @@ def test_config_section_parses_and_validates():
 @pytest.fixture(scope="module")
 def seg_and_sr(tmp_path_factory):
     case = make_case(tmp_path_factory.mktemp("case"))
-    seg = build_seg(case.segmentation, case.datasets, case.report)
-    return seg, build_sr(case.report, seg, case.datasets)
+    seg = build_seg(case.study_report, case.datasets)
+    return seg, build_sr(case.study_report, seg, case.datasets)
 
 
 def _items(ds):

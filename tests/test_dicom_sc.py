@@ -23,7 +23,9 @@ def made(tmp_path_factory):
     case = make_case(tmp_path_factory.mktemp("sc"))
     overlays = render_overlays(case.anatomy, case.study_report)
     out = tmp_path_factory.mktemp("scout")
-    paths = [save_dicom(sc, out / f"sc{i}.dcm") for i, sc in enumerate(build_sc(overlays, case.datasets, case.report))]
+    paths = [
+        save_dicom(sc, out / f"sc{i}.dcm") for i, sc in enumerate(build_sc(overlays, case.datasets, case.study_report))
+    ]
     return case, overlays, paths
 
 
@@ -43,7 +45,7 @@ def test_sc_rereads_with_the_overlay_pixels(made):
 
 def test_sc_uids_are_deterministic(made):
     case, overlays, paths = made
-    again = build_sc(overlays, case.datasets, case.report)
+    again = build_sc(overlays, case.datasets, case.study_report)
     assert [s.SOPInstanceUID for s in again] == [pydicom.dcmread(p).SOPInstanceUID for p in paths]
 
 

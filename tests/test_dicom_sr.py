@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import highdicom as hd
 import pydicom
@@ -25,9 +26,9 @@ COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 def written(tmp_path_factory):
     case = make_case(tmp_path_factory.mktemp("sr"))
     out = tmp_path_factory.mktemp("srout")
-    seg = build_seg(case.segmentation, case.datasets, case.report)
+    seg = build_seg(case.study_report, case.datasets)
     seg_path = save_dicom(seg, out / "seg.dcm")
-    sr_path = save_dicom(build_sr(case.report, seg, case.datasets), out / "sr.dcm")
+    sr_path = save_dicom(build_sr(case.study_report, seg, case.datasets), out / "sr.dcm")
     return case, seg_path, sr_path
 
 
@@ -87,7 +88,7 @@ def test_every_instance_the_content_references_is_in_the_evidence(written):
 
 def test_built_sr_content_is_the_written_tree(written):
     case, seg_path, sr_path = written
-    sr = build_sr(case.report, pydicom.dcmread(seg_path), case.datasets)
+    sr = build_sr(case.study_report, pydicom.dcmread(seg_path), case.datasets)
     assert sr.content[0].ContentSequence is sr.ContentSequence
     groups = sr.content.get_volumetric_roi_measurement_groups()
     assert [str(g.tracking_identifier) for g in groups] == list(_groups_by_identifier(sr_path))
@@ -215,8 +216,8 @@ def test_observer_is_the_device_with_its_version(written):
 def test_sr_uids_are_deterministic(written):
     case, seg_path, _sr = written
     seg = pydicom.dcmread(seg_path)
-    a = build_sr(case.report, seg, case.datasets)
-    b = build_sr(case.report, seg, case.datasets)
+    a = build_sr(case.study_report, seg, case.datasets)
+    b = build_sr(case.study_report, seg, case.datasets)
     assert (a.SeriesInstanceUID, a.SOPInstanceUID) == (b.SeriesInstanceUID, b.SOPInstanceUID)
     assert a.SOPInstanceUID != seg.SOPInstanceUID
 
@@ -232,6 +233,6 @@ def test_sr_passes_dciodvfy(written):
 
 def test_sr_refuses_a_seg_of_another_run(written):
     case, seg_path, _sr = written
-    other = {**case.report, "pipeline": {**case.report["pipeline"], "config_sha256": "ef" * 32}}
+    other = dataclasses.replace(case.study_report, config_sha256="ef" * 32)
     with pytest.raises(InputError, match="no segment for vertebra label"):
         build_sr(other, pydicom.dcmread(seg_path), case.datasets)

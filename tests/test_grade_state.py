@@ -71,8 +71,8 @@ def test_every_writer_shows_the_same_state(uncertain_case, tmp_path):
     assert "fracture status unknown" in _morph_lines(typed.vertebrae[0])
     html = render_html(report, {})
     assert "0? uncertain" in html
-    seg = build_seg(case.segmentation, case.datasets, report)
-    sr = hd.sr.srread(_save(build_sr(report, seg, case.datasets), tmp_path / "sr.dcm"))
+    seg = build_seg(typed, case.datasets)
+    sr = hd.sr.srread(_save(build_sr(typed, seg, case.datasets), tmp_path / "sr.dcm"))
     groups = {str(g.tracking_identifier): g for g in sr.content.get_volumetric_roi_measurement_groups()}
     l3_codes = {q.name.value: q.value for q in groups["L3 vertebral body"].get_qualitative_evaluations()}
     assert l3_codes["VCF"].value == "82334004" and l3_codes["VCF"].meaning == "Indeterminate"  # not "No"

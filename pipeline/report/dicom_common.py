@@ -20,17 +20,19 @@ sources with SHA-512 under ``prefix`` (default: pydicom's root; a site may confi
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataset import Dataset
 from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 
-from pipeline import __version__
 from pipeline.errors import InputError, PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.report.study_report import StudyReport
 
 logger = logging.getLogger(__name__)
 
@@ -75,22 +77,16 @@ class OutputIdentity:
     config_sha256: str
 
     @classmethod
-    def from_report(cls, report: Mapping[str, Any]) -> OutputIdentity:
-        try:
-            study_uid = report["study"]["study_instance_uid"]
-            pipeline = report["pipeline"]
-        except (KeyError, TypeError):
-            raise PipelineError("report has no study/pipeline section; build it with build_report()") from None
-        seg = report.get("segmentation")
-        if not seg:
+    def from_report(cls, report: StudyReport) -> OutputIdentity:
+        if report.segmentation is None:
             raise PipelineError(
-                f"report of study {study_uid} has no segmentation section: there is nothing to store as DICOM"
+                f"report of study {report.study.study_uid} has no segmentation: there is nothing to store as DICOM"
             )
         return cls(
-            study_uid,
-            seg["series_instance_uid"],
-            str(pipeline.get("version", __version__)),
-            str(pipeline.get("config_sha256", "")),
+            report.study.study_uid,
+            report.segmentation.series_uid,
+            report.pipeline_version,
+            report.config_sha256,
         )
 
     def uid(self, kind: str, *extra: str, prefix: str = PYDICOM_ROOT_UID) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -27,6 +26,7 @@ from pipeline.report.dicom_common import (
     check_source_datasets,
 )
 from pipeline.report.overlay import ordered
+from pipeline.report.study_report import StudyReport
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ _DESCRIPTIONS = {
 def build_sc(
     overlays: Mapping[str, bytes],
     source_datasets: Sequence[Dataset],
-    report: Mapping[str, Any],
+    report: StudyReport,
     *,
     config: DicomOutputConfig = DEFAULT_DICOM_CONFIG,
 ) -> list[hd.sc.SCImage]:
@@ -52,8 +52,8 @@ def build_sc(
         File name -> PNG bytes from :func:`pipeline.report.overlay.render_overlays`.
     source_datasets : sequence of pydicom.Dataset
         Headers of the anatomy series (patient/study modules are copied from the first).
-    report : mapping
-        The report (output UIDs depend on its study, source series, version and configuration hash).
+    report : StudyReport
+        The study's report (output UIDs depend on its study, source series, version and configuration hash).
     config : DicomOutputConfig
         Equipment identification, UID root and series number.
 

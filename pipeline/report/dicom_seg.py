@@ -9,15 +9,14 @@ preserved") from the geometry alone: no assumption about the order of ``source_d
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
 from pipeline.errors import AnalysisError, InputError
-from pipeline.model import SegmentationResult, VertebraSeg
+from pipeline.model import VertebraSeg
 from pipeline.report import dicom_codes as dc
 from pipeline.report.dicom_common import (
     DEFAULT_DICOM_CONFIG,
@@ -26,6 +25,7 @@ from pipeline.report.dicom_common import (
     OutputIdentity,
     check_source_datasets,
 )
+from pipeline.report.study_report import StudyReport
 from pipeline.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -55,9 +55,8 @@ def _hd_volume(labels: Volume, array: np.ndarray, frame_of_reference_uid: str) -
 
 
 def build_seg(
-    segmentation: SegmentationResult,
+    report: StudyReport,
     source_datasets: Sequence[Dataset],
-    report: Mapping[str, Any],
     *,
     config: DicomOutputConfig = DEFAULT_DICOM_CONFIG,
 ) -> hd.seg.Segmentation:
@@ -65,21 +64,20 @@ def build_seg(
 
     Parameters
     ----------
-    segmentation : SegmentationResult
-        Label map (uint16, shape ``(slice, row, col)`` on the anatomy series grid, 1..N) and its bodies.
+    report : StudyReport
+        The study's report: its segmentation (label map, uint16, shape ``(slice, row, col)`` on the anatomy
+        series grid, 1..N, and its bodies); study UID, pipeline version and configuration hash make the
+        output UIDs.
     source_datasets : sequence of pydicom.Dataset
         Headers (pixel data not needed) of the anatomy series the label map was made on: all single-frame
         instances, or one multi-frame instance. Their patient/study modules are copied into the SEG.
-    report : mapping
-        The report from :func:`pipeline.report.json_report.build_report` (study UID, pipeline version and
-        configuration hash make the output UIDs).
     config : DicomOutputConfig
         Equipment identification, UID root and series number.
 
     Returns
     -------
     highdicom.seg.Segmentation
-        Segment ``k`` is ``segmentation.vertebrae[k-1]``; ``save_as`` writes it.
+        Segment ``k`` is ``report.segmentation.vertebrae[k-1]``; ``save_as`` writes it.
 
     Raises
     ------
@@ -88,16 +86,12 @@ def build_seg(
     AnalysisError
         No vertebral body to store.
     """
-    identity = OutputIdentity.from_report(report)
-    if segmentation.series_uid != identity.source_series_uid:
-        raise InputError(
-            f"segmentation was made on series {segmentation.series_uid} but the report says "
-            f"{identity.source_series_uid}; build the report from this segmentation"
-        )
+    identity = OutputIdentity.from_report(report)  # refuses a report without a segmentation
     check_source_datasets(source_datasets, identity)
-    if not segmentation.vertebrae:
+    segmentation = report.segmentation
+    if segmentation is None or not segmentation.vertebrae:
         raise AnalysisError(
-            f"no vertebral body was found in series {segmentation.series_uid}: there is nothing to store "
+            f"no vertebral body was found in series {identity.source_series_uid}: there is nothing to store "
             "in a DICOM Segmentation (the report says why)"
         )
 

@@ -11,7 +11,8 @@ COMPLETE, UNVERIFIED and PRELIMINARY, since no clinician has verified it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import highdicom as hd
@@ -20,7 +21,6 @@ from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
 from pipeline.errors import InputError
-from pipeline.levels import Level
 from pipeline.model import GradeState
 from pipeline.report import dicom_codes as dc
 from pipeline.report.dicom_common import (
@@ -31,13 +31,13 @@ from pipeline.report.dicom_common import (
     check_source_datasets,
 )
 from pipeline.report.dicom_seg import tracking_uid
-from pipeline.report.views import decisions_by_label, level_name, vertebra_grade
+from pipeline.report.study_report import StudyReport, VertebraReport
 
 logger = logging.getLogger(__name__)
 
 
-def _num(name: Code, value: Any, unit: Code, scale: float = 1.0) -> hd.sr.Measurement | None:
-    if value is None or isinstance(value, bool):
+def _num(name: Code, value: float | None, unit: Code, scale: float = 1.0) -> hd.sr.Measurement | None:
+    if value is None or not math.isfinite(value):
         return None
     return hd.sr.Measurement(name=name, value=float(value) * scale, unit=unit)
 
@@ -50,60 +50,58 @@ def _yes_no(value: Any) -> Code | None:
     return None if value is None else (dc.YES if value else dc.NO)
 
 
-def vertebra_measurements(v: Mapping[str, Any]) -> list[hd.sr.Measurement]:
-    """Numeric measurements of one ``report["vertebrae"]`` entry (only those the report has)."""
-    heights = v.get("heights_mm") or {}
-    morph = v.get("morphometry") or {}
-    wall = morph.get("posterior_wall") or {}
-    stir = v.get("stir") or {}
-    assessable_wall = bool(wall.get("assessable"))
-    volume = v.get("volume_mm3")
+def vertebra_measurements(v: VertebraReport) -> list[hd.sr.Measurement]:
+    """Numeric measurements of one vertebra, as report.json has them (only those the report has)."""
+    morph = v.morphometry
+    heights = morph.heights if morph is not None else None
+    wall = morph.posterior_wall if morph is not None and morph.posterior_wall.assessable else None
+    stir = v.stir
     items = [
-        _num(dc.HEIGHT_ANTERIOR, heights.get("anterior"), dc.MM),
-        _num(dc.HEIGHT_MIDDLE, heights.get("middle"), dc.MM),
-        _num(dc.HEIGHT_POSTERIOR, heights.get("posterior"), dc.MM),
-        _num(dc.HEIGHT_REFERENCE, v.get("reference_height_mm"), dc.MM),
-        _num(dc.HEIGHT_LOSS, v.get("height_loss_pct"), dc.PERCENT),
-        _num(dc.WEDGE_ANGLE, v.get("wedge_angle_deg"), dc.DEGREE),
-        _num(dc.POSTERIOR_WALL_BULGE, wall.get("bulge_mm") if assessable_wall else None, dc.MM),
-        _num(dc.CANAL_COMPROMISE, wall.get("canal_compromise_pct") if assessable_wall else None, dc.PERCENT),
-        _num(dc.STIR_RATIO, stir.get("ratio"), dc.RATIO),
-        _num(dc.STIR_EDEMA_FRACTION, stir.get("edema_fraction"), dc.PERCENT, scale=100.0),
-        _num(dc.VOLUME, volume if volume else None, dc.MM3),
+        _num(dc.HEIGHT_ANTERIOR, heights.anterior_mm if heights else None, dc.MM),
+        _num(dc.HEIGHT_MIDDLE, heights.middle_mm if heights else None, dc.MM),
+        _num(dc.HEIGHT_POSTERIOR, heights.posterior_mm if heights else None, dc.MM),
+        _num(dc.HEIGHT_REFERENCE, morph.reference_height_mm if morph else None, dc.MM),
+        _num(dc.HEIGHT_LOSS, morph.height_loss_pct if morph else None, dc.PERCENT),
+        _num(dc.WEDGE_ANGLE, morph.wedge_angle_deg if morph else None, dc.DEGREE),
+        _num(dc.POSTERIOR_WALL_BULGE, wall.bulge_mm if wall else None, dc.MM),
+        _num(dc.CANAL_COMPROMISE, wall.canal_compromise_pct if wall else None, dc.PERCENT),
+        _num(dc.STIR_RATIO, stir.ratio if stir else None, dc.RATIO),
+        _num(dc.STIR_EDEMA_FRACTION, stir.edema_fraction if stir else None, dc.PERCENT, scale=100.0),
+        _num(dc.VOLUME, v.seg.volume_mm3 or None, dc.MM3),
     ]
     return [m for m in items if m is not None]
 
 
-def vertebra_evaluations(v: Mapping[str, Any], decision_code: Code | None) -> list[hd.sr.QualitativeEvaluation]:
+def vertebra_evaluations(v: VertebraReport) -> list[hd.sr.QualitativeEvaluation]:
     """Coded findings of one vertebra; unknown findings are never encoded as "No".
 
-    The grade follows :func:`pipeline.report.views.vertebra_grade`: a definite grade gives its Genant grade, shape
-    and "fracture present" Yes/No; an uncertain one (at the fracture threshold, low-confidence mask) gives
+    The grade follows :attr:`VertebraReport.grade`: a definite grade gives its Genant grade, shape and
+    "fracture present" Yes/No; an uncertain one (at the fracture threshold, low-confidence mask) gives
     "fracture present: Indeterminate" and no grade or shape (the measured height loss is still a measurement);
     a grade that is not assessable gives no grade or fracture item at all.
     """
-    g = vertebra_grade(v)
-    stir = v.get("stir") or {}
-    edema = stir.get("edema")
-    pattern = stir.get("pattern") if edema is not None else None
+    g = v.grade
+    edema = v.stir.edema if v.stir is not None else None
+    pattern = v.stir.pattern.value if v.stir is not None and edema is not None else None
     definite = g.state is GradeState.DEFINITE and g.grade is not None
-    if g.state is GradeState.UNCERTAIN and not v.get("is_sacrum"):
+    if g.state is GradeState.UNCERTAIN and not v.is_sacrum:
         fracture: Code | None = dc.INDETERMINATE  # measured, but it cannot say fractured or not
     else:
         fracture = _yes_no(g.fractured) if definite else None  # not assessable: left out, as every unknown
+    shape = v.morphometry.morphology.value if v.morphometry is not None else ""
     items = [
         _qual(dc.GENANT, dc.GENANT_GRADES.get(g.grade) if definite and g.grade is not None else None),
         _qual(dc.FRACTURE, fracture),
-        _qual(dc.SHAPE, dc.SHAPES.get(v.get("morphology") or "") if definite else None),
+        _qual(dc.SHAPE, dc.SHAPES.get(shape) if definite else None),
         _qual(dc.MARROW_EDEMA, _yes_no(edema)),
-        _qual(dc.EDEMA_PATTERN, dc.EDEMA_PATTERNS.get(pattern) if isinstance(pattern, str) else None),
-        _qual(dc.ELIGIBILITY, decision_code),
+        _qual(dc.EDEMA_PATTERN, dc.EDEMA_PATTERNS.get(pattern) if pattern is not None else None),
+        _qual(dc.ELIGIBILITY, dc.ELIGIBILITY_DECISIONS[v.decision.value] if v.decision else None),
     ]
     return [q for q in items if q is not None]
 
 
 def build_sr(
-    report: Mapping[str, Any],
+    report: StudyReport,
     seg: Dataset,
     source_datasets: Sequence[Dataset],
     *,
@@ -113,8 +111,8 @@ def build_sr(
 
     Parameters
     ----------
-    report : mapping
-        The report from :func:`pipeline.report.json_report.build_report`, with ``vertebrae``.
+    report : StudyReport
+        The study's report, with a segmentation (one measurement group per vertebra).
     seg : pydicom.Dataset
         The Segmentation from :func:`pipeline.report.dicom_seg.build_seg` for the same report (segments are
         matched by tracking UID, so a SEG of another run is refused).
@@ -131,26 +129,23 @@ def build_sr(
     identity = OutputIdentity.from_report(report)
     check_source_datasets(source_datasets, identity)
     segment_by_tracking = {str(s.TrackingUID): int(s.SegmentNumber) for s in seg.SegmentSequence if "TrackingUID" in s}
-    decisions = decisions_by_label(report)
     algorithm = hd.sr.AlgorithmIdentification(name=SOFTWARE_NAME, version=identity.pipeline_version)
     sources = _source_images_by_segment(seg)
 
     groups = []
-    for v in report.get("vertebrae", []):
-        label = int(v["label"])
+    for v in report.vertebrae:
+        label = v.label
         number = segment_by_tracking.get(tracking_uid(identity, label, config))
         if number is None:
             raise InputError(
                 f"the Segmentation {seg.SOPInstanceUID} has no segment for vertebra label {label} of study "
                 f"{identity.study_uid}; build the SEG and the SR from the same report"
             )
-        level = Level.parse(v["level"]) if v.get("level") else None
-        site = dc.level_code(level, is_sacrum=bool(v.get("is_sacrum")))
-        decision = decisions.get(label)
+        site = dc.level_code(v.level, is_sacrum=v.is_sacrum)
         groups.append(
             hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=tracking_uid(identity, label, config), identifier=f"{level_name(v)} vertebral body"
+                    uid=tracking_uid(identity, label, config), identifier=f"{v.name} vertebral body"
                 ),
                 referenced_segment=(
                     hd.sr.ReferencedSegment(seg.SOPClassUID, seg.SOPInstanceUID, number, source_images=sources[number])
@@ -161,10 +156,7 @@ def build_sr(
                 finding_sites=[hd.sr.FindingSite(site)],
                 algorithm_id=algorithm,
                 measurements=vertebra_measurements(v) or None,
-                qualitative_evaluations=vertebra_evaluations(
-                    v, dc.ELIGIBILITY_DECISIONS[decision.value] if decision else None
-                )
-                or None,
+                qualitative_evaluations=vertebra_evaluations(v) or None,
             )
         )
 

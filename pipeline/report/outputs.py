@@ -158,9 +158,7 @@ def _write_pictures_and_dicom(
     """The overlays, SEG, SR and SC asked for: (the files as the report lists them, warnings, overlay PNGs)."""
     files = report.outputs
     warnings: list[str] = []
-    segmentation = report.segmentation
-    data = report.to_json()
-    has_bodies = segmentation is not None and bool(segmentation.vertebrae)
+    has_bodies = report.segmentation is not None and bool(report.segmentation.vertebrae)
     overlays: dict[str, bytes] = {}
     if has_bodies and anatomy is not None and kinds & {OutputKind.HTML, OutputKind.OVERLAYS, OutputKind.SC}:
         from pipeline.report.overlay import render_overlays
@@ -185,11 +183,11 @@ def _write_pictures_and_dicom(
         study_uid = report.study.study_uid
         if OutputKind.SEG in kinds:
             try:
-                seg = build_seg(segmentation, source_datasets, data, config=config)  # type: ignore[arg-type]
+                seg = build_seg(report, source_datasets, config=config)
                 save_dicom(seg, out_dir / FILE_NAMES[OutputKind.SEG])
                 files = dataclasses.replace(files, seg=FILE_NAMES[OutputKind.SEG])
                 if OutputKind.SR in kinds:
-                    sr = build_sr(data, seg, source_datasets, config=config)
+                    sr = build_sr(report, seg, source_datasets, config=config)
                     save_dicom(sr, out_dir / FILE_NAMES[OutputKind.SR])
                     files = dataclasses.replace(files, sr=FILE_NAMES[OutputKind.SR])
             except PipelineError as exc:
@@ -198,7 +196,7 @@ def _write_pictures_and_dicom(
         if OutputKind.SC in kinds and overlays:
             try:
                 paths = []
-                for k, sc in enumerate(build_sc(overlays, source_datasets, data, config=config), start=1):
+                for k, sc in enumerate(build_sc(overlays, source_datasets, report, config=config), start=1):
                     rel = f"{SC_DIR}/overlay_{k}.dcm"
                     save_dicom(sc, out_dir / rel)
                     paths.append(rel)
