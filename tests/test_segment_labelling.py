@@ -72,9 +72,17 @@ def test_a_distant_candidate_below_s1_is_not_a_vertebra_and_gets_no_name():
 
 
 def test_uncertain_s1_is_named_with_a_warning():
-    lab = label_bodies(column([0.0, 0.0, 0.0, 0.0, 0.6]), CFG)
+    lab = label_bodies(column([0.0, 0.0, 0.0, 0.0, 0.75]), CFG)
     assert names(lab)[-1] == "S1"
     assert any("uncertain" in w for w in lab.warnings)
+
+
+def test_a_weak_s1_score_names_nothing():
+    """Validation model V on held-out Dixon exam vb3 case_32: the true L5 scored 0.61 as S1 (the true S1 not
+    found), which named every level one off. Below s1_min_score the sacrum counts as not identified."""
+    lab = label_bodies(column([0.0, 0.0, 0.0, 0.0, 0.61]), CFG)
+    assert names(lab) == [None] * 5
+    assert any("not identified" in w for w in lab.warnings)
 
 
 def test_missing_body_stops_the_count_above_it():

@@ -37,8 +37,8 @@ class SegmentationConfig:
     column_max_offset_mm: float = field(default=30.0, metadata={"range": (5.0, 200.0)})
 
     # ---- level naming (pipeline.segment.labelling)
-    s1_min_score: float = field(default=0.5, metadata={"range": (0.0, 1.0)})
-    s1_uncertain_below: float = field(default=0.7, metadata={"range": (0.0, 1.0)})
+    s1_min_score: float = field(default=0.7, metadata={"range": (0.0, 1.0)})
+    s1_uncertain_below: float = field(default=0.8, metadata={"range": (0.0, 1.0)})
     s1_rival_score: float = field(default=0.2, metadata={"range": (0.0, 1.0)})
     fused_gap_mm: float = field(default=2.0, metadata={"range": (0.0, 10.0)})
     count_missing_gap_ratio: float = field(default=1.6, metadata={"range": (1.0, 5.0)})
