@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError, SeriesError
+from pipeline.ingest.attributes import FrameGeometry
 from pipeline.ingest.config import GeometryConfig
 from pipeline.ingest.geometry import SliceRef, assess_stack, classify_orientation
-from pipeline.ingest.headers import FrameGeometry
 from pipeline.model import Orientation
 from tests.dicom_factory import IOP, rotated_iop
 

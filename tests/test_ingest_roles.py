@@ -2,8 +2,8 @@
 
 import pytest
 
+from pipeline.ingest.attributes import AcquisitionInfo
 from pipeline.ingest.config import load_ingest_config
-from pipeline.ingest.headers import AcquisitionInfo
 from pipeline.ingest.roles import classify_role, normalise_name
 from pipeline.model import Role, Substitute
 

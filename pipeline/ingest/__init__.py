@@ -8,10 +8,11 @@ Typical use (what :mod:`pipeline.run` does)::
     choice = choose_series(study, cfg=cfg)      # anatomy / stir / t1 + a decision for every series
     anatomy = load_series(choice.anatomy, cfg=cfg)   # Volume, float32, LPS, (slice, row, col)
 
-Modules: :mod:`.config` (settings), :mod:`.headers` (one file's header, defensively),
-:mod:`.geometry` (orientation, stack checks), :mod:`.roles` (T1/T2/STIR/OTHER), :mod:`.discovery`
-(walking and grouping), :mod:`.nifti`, :mod:`.pixels` (decoding; the module docstring explains why
-python-gdcm is not needed), :mod:`.selection`, :mod:`.summary` (tables for ``spine-assess inspect``).
+Modules: :mod:`.config` (settings), :mod:`.headers` (reading one file's header, defensively),
+:mod:`.attributes` (what the parsed header says), :mod:`.geometry` (orientation, stack checks), :mod:`.roles`
+(T1/T2/STIR/OTHER), :mod:`.discovery` (walking and grouping), :mod:`.nifti`, :mod:`.pixels` (decoding; the module
+docstring explains why python-gdcm is not needed), :mod:`.selection`, :mod:`.summary` (tables for
+``spine-assess inspect``).
 
 Nothing found on disk crashes this stage: files that are not usable images are skipped with a logged
 reason (:class:`~pipeline.model.SkippedFile`), series that cannot become a volume carry ``problems``,
@@ -19,10 +20,11 @@ and the functions raise only :class:`~pipeline.errors.InputError` subclasses (``
 ``SeriesError``, ``StudyError``) or :class:`~pipeline.errors.ConfigError`.
 """
 
+from pipeline.ingest.attributes import AcquisitionInfo, InstanceHeader
 from pipeline.ingest.config import IngestConfig, default_ingest_config, load_ingest_config
 from pipeline.ingest.discovery import Discovery, discover, discover_studies, discover_study
 from pipeline.ingest.geometry import classify_orientation
-from pipeline.ingest.headers import AcquisitionInfo, InstanceHeader, read_header
+from pipeline.ingest.headers import read_header
 from pipeline.ingest.pixels import (
     SliceSource,
     UsableSeries,

@@ -26,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DicomReadError, InputError, SeriesError, StudyError
+from pipeline.ingest.attributes import InstanceHeader
 from pipeline.ingest.config import IngestConfig, default_ingest_config
 from pipeline.ingest.duplicates import resolve_duplicate_positions
 from pipeline.ingest.geometry import SliceRef, StackGeometry, assess_stack, frame_orientation
-from pipeline.ingest.headers import InstanceHeader, dicomdir_references, read_header
+from pipeline.ingest.headers import dicomdir_references, read_header
 from pipeline.ingest.nifti import is_nifti, nifti_study, sidecar_path, skip_reason
 from pipeline.ingest.pixels import pixel_problem
 from pipeline.ingest.roles import classify_role

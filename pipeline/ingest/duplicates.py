@@ -26,8 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.errors import InputError
+from pipeline.ingest.attributes import InstanceHeader
 from pipeline.ingest.geometry import SliceRef, direction_cosines
-from pipeline.ingest.headers import InstanceHeader, _quiet
+from pipeline.ingest.headers import _quiet
 from pipeline.ingest.pixels import _dataset_with_pixels, _decode
 
 logger = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import InputError, SeriesError
+from pipeline.ingest.attributes import FrameGeometry
 from pipeline.ingest.config import GeometryConfig
-from pipeline.ingest.headers import FrameGeometry
 from pipeline.model import Orientation
 
 Vec3 = tuple[float, float, float]

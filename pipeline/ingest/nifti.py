@@ -26,9 +26,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from pipeline.errors import InputError, SeriesError
+from pipeline.ingest.attributes import AcquisitionInfo
 from pipeline.ingest.config import IngestConfig
 from pipeline.ingest.geometry import classify_orientation
-from pipeline.ingest.headers import AcquisitionInfo, describe_exception, file_digest
+from pipeline.ingest.headers import describe_exception, file_digest
 from pipeline.ingest.roles import classify_role
 from pipeline.model import Orientation, SeriesRecord, StudyRecord
 from pipeline.volume import Volume

@@ -36,15 +36,10 @@ from pydicom.tag import SequenceDelimiterTag
 from pydicom.uid import UID
 
 from pipeline.errors import DicomReadError, SeriesError
+from pipeline.ingest.attributes import InstanceHeader
 from pipeline.ingest.config import IngestConfig, default_ingest_config
 from pipeline.ingest.geometry import SliceRef, StackGeometry, assess_stack
-from pipeline.ingest.headers import (
-    BoundedFile,
-    InstanceHeader,
-    _quiet,
-    describe_exception,
-    read_header,
-)
+from pipeline.ingest.headers import BoundedFile, _quiet, describe_exception, read_header
 from pipeline.ingest.integrity import truncation
 from pipeline.ingest.nifti import load_nifti
 from pipeline.model import SeriesRecord

@@ -25,8 +25,8 @@ import re
 from functools import lru_cache
 from typing import NamedTuple
 
+from pipeline.ingest.attributes import AcquisitionInfo
 from pipeline.ingest.config import IngestConfig, NameRule, PhysicsRule, Range, RoleConfig
-from pipeline.ingest.headers import AcquisitionInfo
 from pipeline.model import Role, Substitute
 
 NO_RULE = "no rule matched"  # start of the rule text when neither names nor physics decided

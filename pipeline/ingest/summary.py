@@ -15,7 +15,8 @@ from typing import Any
 import pydicom
 from pydicom.uid import UID
 
-from pipeline.ingest.headers import BoundedFile, _quiet, _str
+from pipeline.ingest.attributes import string
+from pipeline.ingest.headers import BoundedFile, _quiet
 from pipeline.ingest.selection import series_label
 from pipeline.model import SeriesChoice, SeriesDecision, SeriesRecord, SkippedFile, StudyRecord
 
@@ -95,9 +96,9 @@ def patient_identity(study: StudyRecord) -> dict[str, str]:
                 with _quiet(), BoundedFile(s.files[0]) as fp:
                     ds = pydicom.dcmread(fp, stop_before_pixels=True, defer_size=4096, force=True)
                 return {
-                    "name": _str(ds, "PatientName"),
-                    "id": _str(ds, "PatientID"),
-                    "birth_date": _str(ds, "PatientBirthDate"),
+                    "name": string(ds, "PatientName"),
+                    "id": string(ds, "PatientID"),
+                    "birth_date": string(ds, "PatientBirthDate"),
                 }
             except Exception:  # noqa: BLE001 - best effort display only
                 return {"name": "?", "id": "?", "birth_date": "?"}
