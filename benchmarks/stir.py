@@ -44,7 +44,7 @@ from pipeline.levels import Level  # noqa: E402
 from pipeline.model import EdemaPattern, LoadedSeries, SegmentationResult, StirAssessment, Substitute  # noqa: E402
 from pipeline.stir import StirConfig, assess_stir, load_stir_config  # noqa: E402
 from pipeline.stir.labelmap import segmentation_from_label_map  # noqa: E402
-from pipeline.stir.measure import erosion_radii_mm, sample_bodies  # noqa: E402
+from pipeline.stir.sampling import erosion_radii_mm, sample_bodies  # noqa: E402
 from pipeline.volume import Volume  # noqa: E402
 
 # ../shared/realdata beside the repository (CI layout); a git worktree one level deeper also works

@@ -14,8 +14,9 @@ from pipeline.levels import Level
 from pipeline.model import EdemaPattern, LoadedSeries, Substitute
 from pipeline.stir import NOT_AVAILABLE_REASON, StirConfig, assess_stir, load_stir_config
 from pipeline.stir.labelmap import segmentation_from_label_map
-from pipeline.stir.measure import classify_pattern, erode_mm
+from pipeline.stir.measure import classify_pattern
 from pipeline.stir.overlay import overlay_rgb
+from pipeline.stir.sampling import erode_mm
 from pipeline.volume import Volume
 
 UID_A, UID_B = "1.2.826.0.1.1", "1.2.826.0.1.2"

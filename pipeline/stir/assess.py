@@ -4,7 +4,7 @@ Method (details in the helper modules):
 
 1. STIR onto the anatomy grid (:mod:`pipeline.stir.register`).
 2. In-plane smoothing (``smoothing_mm``), bodies eroded by ``erosion_mm`` (plus half of any extra STIR
-   voxel extent), canal fluid sampled behind each body (:mod:`pipeline.stir.measure`).
+   voxel extent), canal fluid sampled behind each body (:mod:`pipeline.stir.sampling`).
 3. Flat field: marrow divided by a smooth robust fit of the canal fluid along the column, so a coil /
    bias profile cancels and everything is in "fluid units" (CSF = 1).
 4. Normal marrow: lower mode of the pooled marrow of the non-sacral, non-deformed bodies, iterated on the
@@ -37,18 +37,14 @@ from pipeline.model import (
 from pipeline.stir.config import StirConfig
 from pipeline.stir.measure import (
     BodyMeasurement,
-    BodySample,
     FluidProfile,
     Reference,
-    erosion_radii_mm,
     estimate_reference,
     fit_fluid_profile,
     measure_body,
-    sample_bodies,
-    short_bodies,
-    smooth_inplane,
 )
 from pipeline.stir.register import GridResult, RegistrationFailed, bring_onto_grid
+from pipeline.stir.sampling import BodySample, erosion_radii_mm, sample_bodies, short_bodies, smooth_inplane
 from pipeline.volume import Volume
 
 logger = logging.getLogger(__name__)
