@@ -18,15 +18,8 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, _config
 
 from pipeline.listener.config import AccessConfig, AllowedCaller, ListenerConfig
-from pipeline.listener.scp import (
-    REJECT_CALLED_AE,
-    REJECT_CALLING_AE,
-    REJECT_CONGESTION,
-    Receiver,
-    access_decision,
-    start_server,
-    unusable_reason,
-)
+from pipeline.listener.scp import Receiver, start_server, unusable_reason
+from pipeline.listener.security import REJECT_CALLED_AE, REJECT_CALLING_AE, REJECT_CONGESTION, access_decision
 from pipeline.listener.spool import Spool
 from pipeline.listener.state import StateDB
 from tests.listener_helpers import TEST_AET, dicom_files, listener_config, make_small_study, scu, store_files

@@ -24,7 +24,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from pipeline.listener.config import Destination
-from pipeline.listener.scp import client_ssl_context
+from pipeline.listener.security import client_ssl_context
 
 logger = logging.getLogger(__name__)
 

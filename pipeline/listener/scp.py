@@ -17,10 +17,11 @@ An instance that decodes but cannot be an image the pipeline can use (no pixel d
 Rows x Columns x frames) is kept in the spool's ``quarantine/`` folder with the reason, logged, answered with
 Success (we do hold it) and left out of processing, so the rest of the study goes on.
 
-Association requests are checked before negotiation (``EVT_REQUESTED``); refusals are A-ASSOCIATE-RJ with the
-standard reasons: permanent / service user / "calling AE title not recognised" (caller not in the allow-list,
-or from another host than configured), "called AE title not recognised", and transient / service provider
-(presentation) / "temporary congestion" when the spool's disk is below ``storage.min_free_mb``.
+Association requests are checked before negotiation (``EVT_REQUESTED``; the rules are in
+:mod:`pipeline.listener.security`); refusals are A-ASSOCIATE-RJ with the standard reasons: permanent / service
+user / "calling AE title not recognised" (caller not in the allow-list, or from another host than configured),
+"called AE title not recognised", and transient / service provider (presentation) / "temporary congestion" when
+the spool's disk is below ``storage.min_free_mb``.
 Logs name AE titles, hosts and UIDs, never patient attributes.
 """
 
@@ -31,7 +32,6 @@ import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from pipeline.errors import ConfigError, InputError
 from pipeline.ingest.pixels import decode_problem
-from pipeline.listener.config import AccessConfig, ListenerConfig, TlsConfig, uid_for_keyword
+from pipeline.listener.config import ListenerConfig, uid_for_keyword
+from pipeline.listener.security import access_decision, server_ssl_context
 from pipeline.listener.spool import IncomingFile, InstanceKey, Spool, clean_uid, uid_for_log
 from pipeline.listener.state import StateDB, now_s
 
@@ -58,74 +59,6 @@ INSTANCE_TOO_LARGE = 0xA701  # "Refused: Out of Resources" (A7xx) too, told apar
 SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC210
 HANDLER_FAILURE = 0xC211
-
-# A-ASSOCIATE-RJ (result, source, reason)
-REJECT_CALLING_AE = (0x01, 0x01, 0x03)
-REJECT_CALLED_AE = (0x01, 0x01, 0x07)
-REJECT_CONGESTION = (0x02, 0x03, 0x01)
-
-
-def access_decision(
-    access: AccessConfig,
-    *,
-    our_ae_title: str,
-    calling_ae_title: str,
-    called_ae_title: str,
-    peer_host: str,
-    free_mb: float,
-    min_free_mb: float,
-    resolve: Callable[[str], set[str]] | None = None,
-) -> tuple[tuple[int, int, int], str] | None:
-    """Whether to refuse an association: ``((result, source, reason), why)`` or None to accept.
-
-    ``resolve`` maps a configured host name to its addresses (default: the system resolver).
-    """
-    calling = calling_ae_title.strip()
-    called = called_ae_title.strip()
-    if access.require_called_ae_title and called != our_ae_title.strip():
-        return REJECT_CALLED_AE, f"called AE title {called!r} is not ours ({our_ae_title!r})"
-    if not access.allow_any_caller:
-        entries = [a for a in access.allowed_callers if a.ae_title.strip() == calling]
-        if not entries:
-            return REJECT_CALLING_AE, f"calling AE title {calling!r} is not in access.allowed_callers"
-        if not any(not a.host or _host_matches(a.host, peer_host, resolve or _resolve) for a in entries):
-            return REJECT_CALLING_AE, f"calling AE title {calling!r} is not allowed from host {peer_host}"
-    if free_mb < min_free_mb:
-        return REJECT_CONGESTION, f"spool has {free_mb:.0f} MiB free, below storage.min_free_mb={min_free_mb:.0f}"
-    return None
-
-
-def _host_matches(configured: str, peer: str, resolve: Callable[[str], set[str]]) -> bool:
-    if configured == peer:
-        return True
-    try:
-        return peer in resolve(configured)
-    except OSError:
-        return False
-
-
-def _resolve(host: str) -> set[str]:
-    return {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
-
-
-def server_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
-    """TLS context of the listener: our certificate; with ``ca``, callers must present one signed by it."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(certfile=tls.cert, keyfile=tls.key)
-    if tls.ca:
-        ctx.load_verify_locations(cafile=tls.ca)
-        ctx.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
-    return ctx
-
-
-def client_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
-    """TLS context to reach a destination: trust ``ca`` (else the system store); our cert if given."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca or None)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if tls.cert and tls.key:
-        ctx.load_cert_chain(certfile=tls.cert, keyfile=tls.key)
-    return ctx
 
 
 def unusable_reason(ds: Dataset, transfer_syntax: str) -> str | None:
