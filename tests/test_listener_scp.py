@@ -22,7 +22,15 @@ from pipeline.listener.scp import Receiver, start_server, unusable_reason
 from pipeline.listener.security import REJECT_CALLED_AE, REJECT_CALLING_AE, REJECT_CONGESTION, access_decision
 from pipeline.listener.spool import Spool
 from pipeline.listener.state import StateDB
-from tests.listener_helpers import TEST_AET, dicom_files, listener_config, make_small_study, scu, store_files
+from tests.listener_helpers import (
+    TEST_AET,
+    dicom_files,
+    listener_config,
+    make_small_study,
+    scu,
+    store_files,
+    wait_for,
+)
 
 pytestmark = pytest.mark.network
 
@@ -373,7 +381,12 @@ def test_an_idle_tls_connection_does_not_block_other_callers(make_server, certs:
             assert idle.recv(1) == b""  # closed by the listener after the handshake timeout
         finally:
             idle.close()
-    assert any("TLS handshake with 127.0.0.1" in r.getMessage() for r in caplog.records)
+        # ssl closes the socket inside wrap_socket, before the listener logs: the line may come just after the EOF
+        wait_for(
+            lambda: any("TLS handshake with 127.0.0.1" in r.getMessage() for r in caplog.records),
+            10,
+            "the listener's log line about the idle TLS connection",
+        )
     assert _echo_ok(srv.port, tls_args=(ctx, "localhost"))
 
 
