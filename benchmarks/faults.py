@@ -92,7 +92,7 @@ class Studies:
     def __init__(self, template: Path) -> None:
         self.template = template
         if not any(template.rglob("*.dcm")):
-            from pipeline.phantom import PhantomSpec, render_phantom, write_study
+            from pipeline.tools.phantom import PhantomSpec, render_phantom, write_study
 
             spec = PhantomSpec(seed=7, rows=160, cols=160, pixel_spacing_mm=2.0, n_slices=7)
             write_study(render_phantom(spec), template)

@@ -160,7 +160,7 @@ def bench_end_to_end(workdir: Path, studies: int) -> list[float] | str:
     except ImportError:
         return "pipeline.batch is not installed in this tree: end-to-end timing skipped"
     from pipeline.listener import Listener
-    from pipeline.phantom import PhantomSpec, render_phantom, write_study
+    from pipeline.tools.phantom import PhantomSpec, render_phantom, write_study
 
     peer = _ResultPeer()
     stable = 2.0

@@ -2,7 +2,7 @@
 
 Sections (each runs when what it needs is available, otherwise it prints why it was skipped):
 
-1. Phantoms (``pipeline.phantom``): a spread of wedge / biconcave / crush fractures (0-80 % loss, several
+1. Phantoms (``pipeline.tools.phantom``): a spread of wedge / biconcave / crush fractures (0-80 % loss, several
    levels and seeds) measured on the phantom's truth labels (isolates morphometry error) and, when
    ``pipeline.segment`` is present, on the pipeline's own segmentation. Height-loss MAE (points), Genant exact
    agreement, fractured-vs-not agreement, morphology agreement, canal compromise error.
@@ -156,7 +156,7 @@ def render_cached(seed: int, fractures: tuple):
     """``render_phantom`` for (seed, fractures), through the optional pickle cache."""
     import pickle
 
-    from pipeline.phantom import PhantomSpec, render_phantom  # type: ignore[attr-defined]
+    from pipeline.tools.phantom import PhantomSpec, render_phantom  # type: ignore[attr-defined]
 
     path = CACHE / f"{seed}.pkl" if CACHE is not None else None
     if path is not None and path.exists():
@@ -183,7 +183,7 @@ class PhantomRow:
 
 def phantom_cases(n_seeds: int) -> list[tuple[int, tuple]]:
     """(seed, fractures) pairs: loss 0-80 % spread over kinds and levels, one to three fractures per study."""
-    from pipeline.phantom import FractureSpec  # type: ignore[attr-defined]
+    from pipeline.tools.phantom import FractureSpec  # type: ignore[attr-defined]
 
     rng = np.random.default_rng(2024)
     levels = [Level.T11, Level.T12, Level.L1, Level.L2, Level.L3, Level.L4, Level.L5]
@@ -204,8 +204,8 @@ def phantom_cases(n_seeds: int) -> list[tuple[int, tuple]]:
 
 def run_phantoms(cfg: MorphometryConfig, n_seeds: int, with_segmentation: bool) -> None:
     print("\n== 1. Phantoms ==")
-    if importlib.util.find_spec("pipeline.phantom") is None:
-        print("skipped: pipeline.phantom is not available on this branch yet")
+    if importlib.util.find_spec("pipeline.tools.phantom") is None:
+        print("skipped: pipeline.tools.phantom is not available on this branch yet")
         return
     rows: dict[str, list[PhantomRow]] = {"truth labels": [], "pipeline segmentation": []}
     seg_fn = segmenter() if with_segmentation else None
@@ -421,7 +421,7 @@ def run_repeatability(cfg: MorphometryConfig, root: Path | None, max_cases: int,
         for case in real_cases(root, max_cases):
             img, lab, levels = load_real_case(case)
             studies.append((f"real {case.parent.name}/{case.name}", img, lab, levels))
-    if importlib.util.find_spec("pipeline.phantom") is not None:
+    if importlib.util.find_spec("pipeline.tools.phantom") is not None:
         for seed, fractures in phantom_cases(n_seeds):
             ph = render_cached(seed, fractures)
             levels = dict(ph.levels) if isinstance(ph.levels, dict) else {i + 1: lv for i, lv in enumerate(ph.levels)}

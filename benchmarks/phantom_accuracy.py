@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.levels import Level  # noqa: E402
 from pipeline.model import EdemaPattern, Morphology  # noqa: E402
-from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom  # noqa: E402
-from pipeline.phantom.anatomy import build_anatomy  # noqa: E402
-from pipeline.phantom.verify import (  # noqa: E402
+from pipeline.tools.phantom import FractureSpec, PhantomSpec, render_phantom  # noqa: E402
+from pipeline.tools.phantom.anatomy import build_anatomy  # noqa: E402
+from pipeline.tools.phantom.verify import (  # noqa: E402
     edema_fraction_hires,
     height_loss_pct,
     heights_on_mask,

@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.phantom import SAMPLE_STUDIES, PhantomSpec, random_spec, render_phantom, write_study  # noqa: E402
+from pipeline.tools.phantom import SAMPLE_STUDIES, PhantomSpec, random_spec, render_phantom, write_study  # noqa: E402
 
 
 def _timed(fn, *args, **kwargs):

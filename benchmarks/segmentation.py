@@ -6,7 +6,7 @@ Runs :func:`pipeline.segment.segment_vertebrae` with the committed network, or w
 - every case of ``../shared/realdata``: ``vb1`` (clinical T2, wide field of view, T10-S1 labelled; the external
   test set), ``vb2`` (T2, T11-L5), ``vb3`` (Dixon water, L1-L5), at the published grid and resampled to 4 mm slices
   (``*_4mm``: mean of 4 adjacent 1-mm slices; the truth on the 4-mm grid is the label covering most of them);
-- phantoms from :func:`pipeline.phantom.variety.random_spec` (seeds below 1000, never used for training), each of
+- phantoms from :func:`pipeline.tools.phantom.variety.random_spec` (seeds below 1000, never used for training), each of
   T2, T1 and STIR as the anatomy series, with fractures up to vertebra plana;
 - one 15-slice 512 x 512 series (a vb2 case resampled) for the runtime target (``runtime``).
 
@@ -435,8 +435,8 @@ def run_phantoms(
     cfg: SegmentationConfig, out: Path, n: int, model: ModelCard, mcfg: MorphometryConfig
 ) -> tuple[list[CaseResult], list[Path]]:
     """Phantoms of seeds 0..n-1 (training uses 1000+), each of T2, T1 and STIR as the anatomy series."""
-    from pipeline.phantom import render_phantom
-    from pipeline.phantom.variety import random_spec
+    from pipeline.tools.phantom import render_phantom
+    from pipeline.tools.phantom.variety import random_spec
 
     results, pngs = [], []
     for seed in range(n):

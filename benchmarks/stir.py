@@ -19,7 +19,7 @@ Sections
    with the manual masks and, when ``pipeline.segment`` is available, with the pipeline's own segmentation.
 5. A picture: STIR mid-sagittal with the oedema map of a phantom with 4 oedematous bodies (``--out``).
 
-Phantoms come from ``pipeline.phantom`` when it is installed in this checkout, else from the simple synthetic
+Phantoms come from ``pipeline.tools.phantom`` when it is installed in this checkout, else from the simple synthetic
 spines of ``tests/stir_synth.py`` (the header line says which).
 """
 
@@ -118,14 +118,14 @@ def synth_studies(n: int, seed0: int) -> tuple[str, Callable[[int], Study]]:
             sp["n_edema"],
         )
 
-    return "synthetic spines (tests/stir_synth.py; pipeline.phantom not available)", make
+    return "synthetic spines (tests/stir_synth.py; pipeline.tools.phantom not available)", make
 
 
 def phantom_studies(n: int, seed0: int) -> tuple[str, Callable[[int], Study]] | None:
     try:
         from pipeline.errors import ConfigError
         from pipeline.model import Morphology
-        from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom
+        from pipeline.tools.phantom import FractureSpec, PhantomSpec, render_phantom
     except ImportError:
         return None
     levels = [Level.T10, Level.T11, Level.T12, Level.L1, Level.L2, Level.L3, Level.L4, Level.L5]
@@ -184,7 +184,7 @@ def phantom_studies(n: int, seed0: int) -> tuple[str, Callable[[int], Study]] | 
             np.asarray(ph.edema.array),
         )
 
-    return "pipeline.phantom (T10-S1, 15 x 4 mm sagittal slices, truth fractions include the cortex)", make
+    return "pipeline.tools.phantom (T10-S1, 15 x 4 mm sagittal slices, truth fractions include the cortex)", make
 
 
 # --------------------------------------------------------------------------- perturbations

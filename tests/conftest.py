@@ -28,7 +28,7 @@ def tiny_study(tmp_path_factory):
     """
     import shutil
 
-    from pipeline.phantom import PhantomSpec, render_phantom, write_study
+    from pipeline.tools.phantom import PhantomSpec, render_phantom, write_study
 
     cache = tmp_path_factory.mktemp("tiny_studies")
 

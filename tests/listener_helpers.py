@@ -94,7 +94,7 @@ def store_files(
 
 def make_small_study(out: Path, *, seed: int = 5, patient_name: str = "", patient_id: str = "") -> Path:
     """A small 3-series phantom study (T1, T2, STIR; 11 sagittal slices of 192 x 192) written as DICOM."""
-    from pipeline.phantom import PhantomSpec, render_phantom, write_study
+    from pipeline.tools.phantom import PhantomSpec, render_phantom, write_study
 
     spec = PhantomSpec.small(seed=seed, patient_name=patient_name, patient_id=patient_id)
     return write_study(render_phantom(spec), out)

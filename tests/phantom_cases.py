@@ -6,7 +6,7 @@ from functools import cache
 
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
-from pipeline.phantom import FractureSpec, Phantom, PhantomSpec, render_phantom
+from pipeline.tools.phantom import FractureSpec, Phantom, PhantomSpec, render_phantom
 
 #: Three fracture types, both oedema patterns, one chronic fracture with retropulsion.
 FRACTURES = (

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.ingest.integrity import truncation
-from pipeline.phantom import PhantomSpec, render_phantom, write_study
+from pipeline.tools.phantom import PhantomSpec, render_phantom, write_study
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_dicom" / "02_acute_osteoporotic_wedge"
 

@@ -178,7 +178,7 @@ def test_store_study_is_durable_and_counted_once(make_server, study: Path) -> No
 @pytest.mark.slow
 @pytest.mark.parametrize("syntax", ["rle", "jpeg-ls", "implicit", "deflate"])
 def test_transfer_syntaxes_are_stored_as_received(make_server, tmp_path: Path, syntax: str) -> None:
-    from pipeline.phantom import PhantomSpec, render_phantom, write_study
+    from pipeline.tools.phantom import PhantomSpec, render_phantom, write_study
 
     spec = PhantomSpec.small(seed=3, n_slices=3)
     src = tmp_path / "src"

@@ -520,7 +520,7 @@ def _truth(ph) -> dict[Level, dict]:
 
 @pytest.mark.slow
 def test_small_phantom_fractures_match_truth():
-    from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom
+    from pipeline.tools.phantom import FractureSpec, PhantomSpec, render_phantom
 
     ph = render_phantom(
         PhantomSpec.small(

@@ -19,9 +19,9 @@ from pipeline.outdir import (
     check_output_folder,
     inspect_output_folder,
 )
-from pipeline.phantom import PhantomSpec, render_phantom, write_study
 from pipeline.report.outputs import FILE_NAMES, OVERLAY_DIR, SC_DIR
 from pipeline.run import JOB_FILE, LABELS_FILE
+from pipeline.tools.phantom import PhantomSpec, render_phantom, write_study
 
 
 @pytest.fixture(scope="module")

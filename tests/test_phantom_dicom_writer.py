@@ -9,8 +9,8 @@ import SimpleITK as sitk
 from phantom_cases import tiny_phantom
 
 from pipeline.errors import InputError
-from pipeline.phantom import TRANSFER_SYNTAXES, write_study
-from pipeline.phantom.vendors import PROTOCOLS
+from pipeline.tools.phantom import TRANSFER_SYNTAXES, write_study
+from pipeline.tools.phantom.vendors import PROTOCOLS
 from pipeline.volume import Volume
 from tests.dicom_validation import dciodvfy
 
@@ -135,7 +135,7 @@ def test_truth_json_is_the_in_memory_truth(written):
 
 
 def test_vendor_registry_names_match_the_clinical_conventions():
-    from pipeline.phantom import Vendor
+    from pipeline.tools.phantom import Vendor
 
     desc = {v: {role: p.description for role, p in PROTOCOLS[v].items()} for v in Vendor}
     assert desc[Vendor.SIEMENS]["STIR"] == "t2_tirm_sag" and desc[Vendor.SIEMENS]["T2"] == "t2_tse_sag"

@@ -8,12 +8,12 @@ from scipy import ndimage
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
 from pipeline.model import Morphology
-from pipeline.phantom import PhantomSpec, render_phantom
-from pipeline.phantom.anatomy import build_anatomy
-from pipeline.phantom.spec import OPT_IN_FIELDS, FractureSpec, ModicSpec, SchmorlSpec, SlipSpec, spec_from_json
-from pipeline.phantom.truth import genant_grade
-from pipeline.phantom.variety import random_spec
-from pipeline.phantom.verify import heights_on_mask, mid_plane_labels, vertebra
+from pipeline.tools.phantom import PhantomSpec, render_phantom
+from pipeline.tools.phantom.anatomy import build_anatomy
+from pipeline.tools.phantom.spec import OPT_IN_FIELDS, FractureSpec, ModicSpec, SchmorlSpec, SlipSpec, spec_from_json
+from pipeline.tools.phantom.truth import genant_grade
+from pipeline.tools.phantom.variety import random_spec
+from pipeline.tools.phantom.verify import heights_on_mask, mid_plane_labels, vertebra
 
 
 def _label_of(ph, level: str) -> int:

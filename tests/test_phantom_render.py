@@ -7,10 +7,10 @@ import pytest
 from phantom_cases import FRACTURES, fracture_phantom, tiny_phantom, tiny_spec
 
 from pipeline.levels import Level
-from pipeline.phantom import render_phantom
-from pipeline.phantom.anatomy import build_anatomy
-from pipeline.phantom.truth import genant_grade
-from pipeline.phantom.verify import (
+from pipeline.tools.phantom import render_phantom
+from pipeline.tools.phantom.anatomy import build_anatomy
+from pipeline.tools.phantom.truth import genant_grade
+from pipeline.tools.phantom.verify import (
     SAGITTAL_AXES,
     edema_fraction_hires,
     height_loss_pct,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from pipeline.phantom import SAMPLE_STUDIES, render_phantom
-from pipeline.phantom.anatomy import build_anatomy
+from pipeline.tools.phantom import SAMPLE_STUDIES, render_phantom
+from pipeline.tools.phantom.anatomy import build_anatomy
 from tests.dicom_validation import dciodvfy
 
 NAMES = [

@@ -6,9 +6,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import pipeline.phantom.samples as samples
+import pipeline.tools.phantom.samples as samples
 from pipeline.cli import main
-from pipeline.phantom import PhantomSpec
+from pipeline.tools.phantom import PhantomSpec
 
 REPO = Path(__file__).resolve().parents[1]
 

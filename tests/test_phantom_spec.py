@@ -5,8 +5,8 @@ import pytest
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
-from pipeline.phantom import FractureSpec, PhantomSpec, parse_fracture
-from pipeline.phantom.spec import DEFAULT_EDEMA_FRACTION, spec_from_json
+from pipeline.tools.phantom import FractureSpec, PhantomSpec, parse_fracture
+from pipeline.tools.phantom.spec import DEFAULT_EDEMA_FRACTION, spec_from_json
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.phantom import PhantomSpec, render_phantom, write_study
+from pipeline.tools.phantom import PhantomSpec, render_phantom, write_study
 
 REPO = Path(__file__).resolve().parents[1]
 

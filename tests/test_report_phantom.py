@@ -19,7 +19,7 @@ from pipeline.report.outputs import parse_outputs, write_outputs
 from pipeline.report.study_report import StudyReport
 from tests.dicom_validation import dciodvfy
 
-phantom = pytest.importorskip("pipeline.phantom", reason="the phantom generator is not on this branch yet")
+phantom = pytest.importorskip("pipeline.tools.phantom", reason="the phantom generator is not on this branch yet")
 ingest = pytest.importorskip("pipeline.ingest", reason="the ingest stage is not on this branch yet")
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,9 @@ from pipeline.ingest import discover_study, load_series
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
 from pipeline.outdir import OutputFolderError
-from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom, write_study
 from pipeline.report.json_report import validate_report
 from pipeline.run import RunOptions, load_pipeline_config, run_study
+from pipeline.tools.phantom import FractureSpec, PhantomSpec, render_phantom, write_study
 from pipeline.volume import Volume
 
 

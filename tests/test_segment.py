@@ -10,9 +10,9 @@ from pipeline.config import parse_section
 from pipeline.errors import ConfigError, InputError
 from pipeline.levels import Level
 from pipeline.model import Role
-from pipeline.phantom import PhantomSpec, parse_fracture, render_phantom
 from pipeline.segment import SegmentationConfig, load_segmentation_config, parse_anchor, segment_vertebrae
 from pipeline.segment.segmenter import NO_BODY_WARNING
+from pipeline.tools.phantom import PhantomSpec, parse_fracture, render_phantom
 from pipeline.volume import Volume
 
 CFG = SegmentationConfig()

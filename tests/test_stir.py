@@ -432,7 +432,7 @@ def test_cli_stir_writes_json_map_and_overlay(tmp_path, capsys):
 # --------------------------------------------------------------------------- end to end on the phantom
 @pytest.mark.slow
 def test_phantom_band_and_diffuse_end_to_end():
-    phantom = pytest.importorskip("pipeline.phantom")
+    phantom = pytest.importorskip("pipeline.tools.phantom")
     from pipeline.model import Morphology
 
     spec = phantom.PhantomSpec(

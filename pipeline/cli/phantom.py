@@ -11,8 +11,8 @@ from pipeline.errors import ConfigError
 
 
 def add_parser(sub: argparse._SubParsersAction, one_line: str) -> None:
-    from pipeline.phantom.dicom_writer import TRANSFER_SYNTAXES
-    from pipeline.phantom.spec import FRACTURE_SYNTAX, Vendor
+    from pipeline.tools.phantom.dicom_writer import TRANSFER_SYNTAXES
+    from pipeline.tools.phantom.spec import FRACTURE_SYNTAX, Vendor
 
     p = sub.add_parser(
         "phantom",
@@ -131,7 +131,7 @@ def _option_names(text: str) -> str:
 
 
 def _phantom_spec(args: argparse.Namespace, fractures: tuple[Any, ...]) -> Any:
-    from pipeline.phantom import PhantomSpec
+    from pipeline.tools.phantom import PhantomSpec
 
     return PhantomSpec(
         seed=args.seed,
@@ -153,7 +153,7 @@ def _phantom_spec(args: argparse.Namespace, fractures: tuple[Any, ...]) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.phantom import parse_fracture, render_phantom, write_samples, write_study
+    from pipeline.tools.phantom import parse_fracture, render_phantom, write_samples, write_study
 
     if args.samples is not None:
         if args.out is not None:

@@ -117,7 +117,7 @@ def gather_cases(args: argparse.Namespace) -> dict[str, list[TrainingCase]]:
             continue
         cases = _cached(args.cache, f"real2:{subject}:{PITCH_MM}", partial(_one_real_case, folder))
         by_set.setdefault(folder.parent.name, []).extend(cases)
-    from pipeline.phantom.variety import random_spec
+    from pipeline.tools.phantom.variety import random_spec
 
     t0 = time.perf_counter()
     for i in range(args.phantoms):

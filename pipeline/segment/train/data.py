@@ -216,8 +216,8 @@ def phantom_cases(
     seed: int, pitch_mm: float, contrasts: tuple[str, ...] = ("T1", "T2", "STIR")
 ) -> Iterator[TrainingCase]:
     """Render one varied phantom (:func:`pipeline.phantom.variety.random_spec`) and yield one case per contrast."""
-    from pipeline.phantom import render_phantom
-    from pipeline.phantom.variety import random_spec
+    from pipeline.tools.phantom import render_phantom
+    from pipeline.tools.phantom.variety import random_spec
 
     ph = render_phantom(random_spec(seed))
     subject = f"phantom/{seed:04d}"

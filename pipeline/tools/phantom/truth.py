@@ -59,11 +59,11 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
-from pipeline.phantom.column import HEIGHT_FRACTIONS, PlacedBody
-from pipeline.phantom.spec import GENERATOR_VERSION, PhantomSpec
+from pipeline.tools.phantom.column import HEIGHT_FRACTIONS, PlacedBody
+from pipeline.tools.phantom.spec import GENERATOR_VERSION, PhantomSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pipeline.phantom.anatomy import Anatomy
+    from pipeline.tools.phantom.anatomy import Anatomy
 
 TRUTH_SCHEMA_VERSION = 1
 #: Genant semi-quantitative cut-offs (height loss %, lower bounds of grades 1, 2, 3); Genant et al. 1993.
@@ -211,6 +211,8 @@ def build_truth(
         "schema": "spine-assess-phantom-truth",
         "schema_version": TRUTH_SCHEMA_VERSION,
         "generator": {
+            # the generator's name since truth schema 1, not its module path: kept when the package moved to
+            # pipeline.tools.phantom, so truth.json files (sample_dicom/, training caches) stay byte for byte
             "name": "pipeline.phantom",
             "version": GENERATOR_VERSION,
             "seed": spec.seed,

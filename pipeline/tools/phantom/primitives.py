@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.phantom.tissues import Tissue
+from pipeline.tools.phantom.tissues import Tissue
 
 Array = np.ndarray
 _EPS = 1e-9

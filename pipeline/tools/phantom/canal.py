@@ -14,8 +14,8 @@ from scipy.interpolate import CubicSpline
 from scipy.ndimage import map_coordinates
 from scipy.spatial import cKDTree
 
-from pipeline.phantom.primitives import Array, Canvas, Painter
-from pipeline.phantom.tissues import Tissue
+from pipeline.tools.phantom.primitives import Array, Canvas, Painter
+from pipeline.tools.phantom.tissues import Tissue
 
 
 @dataclass

@@ -52,7 +52,7 @@ class FractureSpec:
         ``CRUSH`` (uniform loss of the whole body). ``NORMAL`` with ``height_loss_pct=0`` gives a body
         of normal shape, e.g. to carry marrow oedema without collapse (bone bruise, infiltration).
     height_loss_pct : float
-        ``100 * (1 - min(Ha, Hm, Hp) / reference_height)``, 0..85 (see :mod:`pipeline.phantom.truth`).
+        ``100 * (1 - min(Ha, Hm, Hp) / reference_height)``, 0..85 (see :mod:`pipeline.tools.phantom.truth`).
         Reproduced exactly by the geometry (solved numerically).
     edema : bool
         Marrow oedema present (acute/subacute fracture); ``False`` for a chronic fracture.
@@ -275,7 +275,7 @@ class PhantomSpec:
     lordosis_scale : float
         Multiplies the lumbar disc wedge angles (1.0 = average supine lordosis).
     vendor : Vendor
-        Naming and header style of the DICOM series (see :mod:`pipeline.phantom.vendors`).
+        Naming and header style of the DICOM series (see :mod:`pipeline.tools.phantom.vendors`).
     include_axial_t2, include_localizer : bool
         Also render an oblique axial T2 stack (parallel to the L4/L5 disc, 4 mm slices, 192 mm field of view)
         and a 3-plane localizer (9 images).
@@ -471,8 +471,8 @@ class PhantomSpec:
     # ------------------------------------------------------------------ presets
     @classmethod
     def random_training(cls, seed: int, **overrides: Any) -> PhantomSpec:
-        """A varied random training phantom (see :func:`pipeline.phantom.variety.random_spec`)."""
-        from pipeline.phantom.variety import random_spec  # local import: variety builds PhantomSpecs
+        """A varied random training phantom (see :func:`pipeline.tools.phantom.variety.random_spec`)."""
+        from pipeline.tools.phantom.variety import random_spec  # local import: variety builds PhantomSpecs
 
         return random_spec(seed, **overrides)
 

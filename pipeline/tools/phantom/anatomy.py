@@ -3,7 +3,7 @@ soft tissue, and the sagittal field of view.
 
 Everything lives in DICOM patient coordinates (LPS mm). The column lies in the sagittal plane
 ``x = x0`` (a few mm off the slab centre), bodies are chained from the sacrum (see
-:mod:`pipeline.phantom.column`), and the chain is then rotated so that the line from the most cranial
+:mod:`pipeline.tools.phantom.column`), and the chain is then rotated so that the line from the most cranial
 labelled body to S1 leans a few degrees (upper end posterior), as on a supine scan.
 """
 
@@ -18,8 +18,8 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
-from pipeline.phantom.canal import CanalPainter
-from pipeline.phantom.column import (
+from pipeline.tools.phantom.canal import CanalPainter
+from pipeline.tools.phantom.column import (
     HEIGHT_FRACTIONS,
     BodyDims,
     BodyShape,
@@ -36,11 +36,11 @@ from pipeline.phantom.column import (
     stack_up,
     unit,
 )
-from pipeline.phantom.posterior import posterior_elements, sacral_posterior
-from pipeline.phantom.primitives import Array, Canvas, Painter, fill, smooth_noise_3d
-from pipeline.phantom.soft import ColumnProfile, build_soft_tissue, pelvic_anatomy
-from pipeline.phantom.spec import FractureSpec, PhantomSpec
-from pipeline.phantom.tissues import Tissue
+from pipeline.tools.phantom.posterior import posterior_elements, sacral_posterior
+from pipeline.tools.phantom.primitives import Array, Canvas, Painter, fill, smooth_noise_3d
+from pipeline.tools.phantom.soft import ColumnProfile, build_soft_tissue, pelvic_anatomy
+from pipeline.tools.phantom.spec import FractureSpec, PhantomSpec
+from pipeline.tools.phantom.tissues import Tissue
 
 # Mean adult dimensions (mm): posterior rim height, Ha/Hp ratio, AP depth, width.
 # Thoracic bodies are slightly wedged (kyphosis), L5 is taller anteriorly (lordosis).
@@ -327,7 +327,7 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
             modic=tuple(modic.get(name, ())),
         )
 
-    from pipeline.phantom.truth import solve_edema_thresholds  # local import: truth uses anatomy types
+    from pipeline.tools.phantom.truth import solve_edema_thresholds  # local import: truth uses anatomy types
 
     solve_edema_thresholds(bodies, spec)
 

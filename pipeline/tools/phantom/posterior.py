@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 
-from pipeline.phantom.column import PlacedBody
-from pipeline.phantom.primitives import BoneGroup, Capsule, Ellipsoid, Painter
-from pipeline.phantom.tissues import Tissue
+from pipeline.tools.phantom.column import PlacedBody
+from pipeline.tools.phantom.primitives import BoneGroup, Capsule, Ellipsoid, Painter
+from pipeline.tools.phantom.tissues import Tissue
 
 
 def posterior_elements(

@@ -34,10 +34,10 @@ from numpy.typing import ArrayLike
 
 from pipeline.errors import ConfigError
 from pipeline.model import EdemaPattern, Morphology
-from pipeline.phantom.primitives import Array, Canvas, Painter, fill
-from pipeline.phantom.tissues import Tissue
+from pipeline.tools.phantom.primitives import Array, Canvas, Painter, fill
+from pipeline.tools.phantom.tissues import Tissue
 
-#: AP fractions of the depth at which Ha, Hm and Hp are defined (see :mod:`pipeline.phantom.truth`).
+#: AP fractions of the depth at which Ha, Hm and Hp are defined (see :mod:`pipeline.tools.phantom.truth`).
 HEIGHT_FRACTIONS = {"anterior": 0.1, "middle": 0.5, "posterior": 0.9}
 
 Vec2 = np.ndarray  # (y, z) in the sagittal plane

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from pipeline.phantom.primitives import Array, BoneGroup, Canvas, Capsule, Ellipsoid, Painter, Tube, fill
-from pipeline.phantom.tissues import Tissue
+from pipeline.tools.phantom.primitives import Array, BoneGroup, Canvas, Capsule, Ellipsoid, Painter, Tube, fill
+from pipeline.tools.phantom.tissues import Tissue
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydicom.uid import PYDICOM_ROOT_UID, generate_uid
 
-from pipeline.phantom.spec import GENERATOR_VERSION, PhantomSpec
+from pipeline.tools.phantom.spec import GENERATOR_VERSION, PhantomSpec
 
 #: Series roles written by the generator, in acquisition order.
 SERIES_ROLES = ("LOCALIZER", "T2", "T1", "STIR", "AXIAL_T2")

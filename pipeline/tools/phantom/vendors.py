@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.phantom.spec import Vendor
+from pipeline.tools.phantom.spec import Vendor
 
 
 @dataclass(frozen=True)

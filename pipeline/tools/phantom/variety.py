@@ -5,7 +5,7 @@ mid-thoracic spine down to the pelvis, thin to thick slices, coarse to fine pixe
 and grade with or without oedema (up to vertebra plana), desiccated discs, Modic changes, Schmorl nodes,
 spondylolisthesis, scoliosis, lordosis, noise, bias field and vendor. The draws come from the seed alone,
 so ``random_spec(s)`` is the same spec on every machine; render it with
-:func:`pipeline.phantom.render_phantom`.
+:func:`pipeline.tools.phantom.render_phantom`.
 
 The sampling budget (slices x rows x cols x sub-samples, :data:`SAMPLE_BUDGET`) is capped so that one
 study renders in a few seconds on one core.
@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
-from pipeline.phantom.spec import (
+from pipeline.tools.phantom.spec import (
     DEFAULT_EDEMA_FRACTION,
     FractureSpec,
     ModicSpec,

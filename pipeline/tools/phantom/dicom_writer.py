@@ -11,7 +11,7 @@ Layout (like a PACS export)::
       005_t2_tse_tra/...                  (optional) oblique axial T2
 
 Series names, numbers and sequence attributes follow the vendor chosen in the spec
-(:mod:`pipeline.phantom.vendors`). All sagittal series share one FrameOfReferenceUID and geometry.
+(:mod:`pipeline.tools.phantom.vendors`). All sagittal series share one FrameOfReferenceUID and geometry.
 UIDs are derived from the spec, so writing the same spec again reproduces the files exactly.
 """
 
@@ -38,10 +38,10 @@ from pydicom.uid import (
 
 from pipeline import __version__
 from pipeline.errors import InputError
-from pipeline.phantom.render import Phantom, PlaneImage
-from pipeline.phantom.spec import PhantomSpec
-from pipeline.phantom.uids import make_uid
-from pipeline.phantom.vendors import EQUIPMENT, SeriesProtocol, protocol_for
+from pipeline.tools.phantom.render import Phantom, PlaneImage
+from pipeline.tools.phantom.spec import PhantomSpec
+from pipeline.tools.phantom.uids import make_uid
+from pipeline.tools.phantom.vendors import EQUIPMENT, SeriesProtocol, protocol_for
 from pipeline.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def write_study(phantom: Phantom, out_dir: Path, *, transfer_syntax: str = "expl
     Parameters
     ----------
     phantom : Phantom
-        From :func:`pipeline.phantom.render_phantom`.
+        From :func:`pipeline.tools.phantom.render_phantom`.
     out_dir : Path
         Created if missing. A previous phantom study there is an error unless ``overwrite=True`` (then its
         series folders and truth.json are replaced; other files, e.g. ``clinical.yaml``, are kept).

@@ -3,12 +3,12 @@
 ``render_phantom(PhantomSpec(...))`` builds an analytic thoracolumbar spine (T10..sacrum by default) with
 soft tissue, renders T1, T2 and STIR sagittal series with partial volume, bias field and Rician noise,
 plus a vertebral-body label map and ``truth`` (heights, height loss, Genant grade, morphology, oedema,
-retropulsion; see :mod:`pipeline.phantom.truth` for the definitions). ``write_study`` writes it as a DICOM
+retropulsion; see :mod:`pipeline.tools.phantom.truth` for the definitions). ``write_study`` writes it as a DICOM
 study folder with ``truth.json``; ``write_samples`` regenerates the committed ``sample_dicom/`` studies.
 
 Quick start (a fast, coarse phantom for unit tests: ``PhantomSpec.small(...)``)::
 
-    from pipeline.phantom import FractureSpec, PhantomSpec, render_phantom
+    from pipeline.tools.phantom import FractureSpec, PhantomSpec, render_phantom
     ph = render_phantom(PhantomSpec(seed=2, fractures=(parse_fracture("L1:wedge:35:edema=band:0.4"),)))
     ph.t2, ph.stir, ph.labels        # Volumes on one sagittal grid; ph.levels maps label -> Level
     ph.truth["vertebrae"]            # exactly what truth.json holds
@@ -24,11 +24,11 @@ Opt-in clinical anatomy (defaults off, classic output unchanged): desiccated dis
 coccyx and pelvic anatomy; see :class:`PhantomSpec`.
 """
 
-from pipeline.phantom.dicom_writer import TRANSFER_SYNTAXES, write_study
-from pipeline.phantom.render import Phantom, PlaneImage, render_phantom
-from pipeline.phantom.samples import SAMPLE_STUDIES, write_samples
-from pipeline.phantom.spec import FractureSpec, PhantomSpec, SlipSpec, Vendor, parse_fracture
-from pipeline.phantom.variety import random_spec
+from pipeline.tools.phantom.dicom_writer import TRANSFER_SYNTAXES, write_study
+from pipeline.tools.phantom.render import Phantom, PlaneImage, render_phantom
+from pipeline.tools.phantom.samples import SAMPLE_STUDIES, write_samples
+from pipeline.tools.phantom.spec import FractureSpec, PhantomSpec, SlipSpec, Vendor, parse_fracture
+from pipeline.tools.phantom.variety import random_spec
 
 __all__ = [
     "FractureSpec",

@@ -5,7 +5,7 @@ Regenerate them exactly with::
     spine-assess phantom --samples sample_dicom/
 
 Each study folder holds one sub-folder per series (``IM0001.dcm`` ...), ``truth.json`` and the sample's
-``clinical.yaml`` (kept in ``pipeline/phantom/sample_clinical/<name>.yaml``).
+``clinical.yaml`` (kept in ``pipeline/tools/phantom/sample_clinical/<name>.yaml``).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
-from pipeline.phantom.dicom_writer import write_study
-from pipeline.phantom.render import render_phantom
-from pipeline.phantom.spec import FractureSpec, PhantomSpec, Vendor
+from pipeline.tools.phantom.dicom_writer import write_study
+from pipeline.tools.phantom.render import render_phantom
+from pipeline.tools.phantom.spec import FractureSpec, PhantomSpec, Vendor
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,11 @@ class SampleReport:
 
 def sample_clinical_text(name: str) -> str:
     """The ``clinical.yaml`` of the sample study ``name`` (the text committed in ``sample_dicom/<name>/``)."""
-    return resources.files("pipeline.phantom").joinpath("sample_clinical", f"{name}.yaml").read_text(encoding="utf-8")
+    return (
+        resources.files("pipeline.tools.phantom")
+        .joinpath("sample_clinical", f"{name}.yaml")
+        .read_text(encoding="utf-8")
+    )
 
 
 def write_samples(out_dir: Path, *, overwrite: bool = True) -> list[SampleReport]:

@@ -2,7 +2,7 @@
 
 Each output slice is sampled on a finer grid (``supersample`` x ``supersample`` in-plane, ``slice_subsamples``
 planes across the slice thickness, i.e. a rectangular slice profile), every sub-sample gets a tissue class,
-the classes are turned into signal with :data:`pipeline.phantom.tissues.CONTRAST` and averaged per voxel.
+the classes are turned into signal with :data:`pipeline.tools.phantom.tissues.CONTRAST` and averaged per voxel.
 The signal is then multiplied by a smooth bias field (posterior coil fall-off plus a low-order random
 polynomial) and a faint tissue texture, and corrupted by Rician noise (magnitude of complex Gaussian noise).
 Stored values are integers (0..4095) as in the DICOM files.
@@ -18,12 +18,12 @@ import numpy as np
 from scipy.ndimage import gaussian_filter, zoom
 
 from pipeline.levels import Level
-from pipeline.phantom.anatomy import Anatomy, build_anatomy
-from pipeline.phantom.primitives import Canvas, Painter
-from pipeline.phantom.spec import PhantomSpec
-from pipeline.phantom.tissues import SEQUENCE_NOISE_FACTOR, SEQUENCE_SCALE, Tissue, contrast_lut
-from pipeline.phantom.truth import build_truth
-from pipeline.phantom.uids import study_uids
+from pipeline.tools.phantom.anatomy import Anatomy, build_anatomy
+from pipeline.tools.phantom.primitives import Canvas, Painter
+from pipeline.tools.phantom.spec import PhantomSpec
+from pipeline.tools.phantom.tissues import SEQUENCE_NOISE_FACTOR, SEQUENCE_SCALE, Tissue, contrast_lut
+from pipeline.tools.phantom.truth import build_truth
+from pipeline.tools.phantom.uids import study_uids
 from pipeline.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def render_phantom(spec: PhantomSpec) -> Phantom:
     -------
     Phantom
         T1, T2, STIR and label volumes on the sagittal grid ``(n_slices, rows, cols)``, the oedema map,
-        the truth dictionary (exactly what :func:`pipeline.phantom.write_study` stores as truth.json) and,
+        the truth dictionary (exactly what :func:`pipeline.tools.phantom.write_study` stores as truth.json) and,
         when requested, the axial T2 stack and localizer images.
     """
     anatomy = build_anatomy(spec)
@@ -138,7 +138,7 @@ def render_phantom(spec: PhantomSpec) -> Phantom:
 def _series_summary(
     spec: PhantomSpec, uids: dict[str, Any], shape: tuple[int, int, int], axial: Volume | None, loc: Any
 ) -> list[dict[str, Any]]:
-    from pipeline.phantom.vendors import protocol_for
+    from pipeline.tools.phantom.vendors import protocol_for
 
     out = []
     for role in ("LOCALIZER", "T2", "T1", "STIR", "AXIAL_T2"):

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from pipeline.phantom.anatomy import Anatomy
-from pipeline.phantom.render import Phantom, render_stack
+from pipeline.tools.phantom.anatomy import Anatomy
+from pipeline.tools.phantom.render import Phantom, render_stack
 from pipeline.volume import Volume
 
 SAGITTAL_AXES = np.array([[-1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
