@@ -213,7 +213,7 @@ def test_vertebra_plana_keeps_exact_truth_and_one_body():
 # --------------------------------------------------------------------------- random training specs
 def test_random_spec_is_reproducible_valid_and_varied():
     specs = [random_spec(s) for s in range(40)]
-    assert random_spec(7) == specs[7] and PhantomSpec.random_training(7) == specs[7]
+    assert random_spec(7) == specs[7]
     assert all(spec_from_json(s.to_json()) == s for s in specs)
     assert {s.top_level for s in specs} >= {Level.T8, Level.T10, Level.L1}
     assert any(not s.include_sacrum for s in specs) and sum(s.include_sacrum for s in specs) > 25

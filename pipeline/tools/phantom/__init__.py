@@ -17,7 +17,7 @@ Modules: ``spec`` (what to make), ``column`` (body shape, fractures, stacking), 
 ``soft`` (soft tissue and organs), ``anatomy`` (assembly, field of view), ``tissues`` (signal tables),
 ``render`` (partial volume, bias, noise), ``truth`` (definitions and truth.json), ``vendors``,
 ``dicom_writer``, ``uids``, ``samples``, ``verify`` (measuring a phantom back, for tests and benchmarks),
-``variety`` (``random_spec(seed)`` / ``PhantomSpec.random_training(seed)``: a varied training study per seed).
+``variety`` (``random_spec(seed)``: a varied training study per seed).
 
 Opt-in clinical anatomy (defaults off, classic output unchanged): desiccated discs, spondylolisthesis
 (``SlipSpec``), a field of view down to the pelvis (``fov_below_s1_mm``) with the unlabelled sacrum S2-S5,

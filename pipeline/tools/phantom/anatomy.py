@@ -29,6 +29,7 @@ from pipeline.tools.phantom.column import (
     Notch,
     PlacedBody,
     PlacedDisc,
+    fine_samples,
     place_by_superior_rim,
     rim_world,
     solve_deformation,
@@ -327,8 +328,6 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
             modic=tuple(modic.get(name, ())),
         )
 
-    from pipeline.tools.phantom.truth import solve_edema_thresholds  # local import: truth uses anatomy types
-
     solve_edema_thresholds(bodies, spec)
 
     # ---- discs
@@ -403,6 +402,32 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         partial_levels=partial,
         slips=slips,
     )
+
+
+def solve_edema_thresholds(bodies: dict[str, PlacedBody], spec: PhantomSpec) -> None:
+    """Set each oedematous body's metric threshold so that the oedema fraction equals the request."""
+    for fx in spec.fractures:
+        body = bodies[fx.level.value]
+        if body.edema is None:
+            continue
+        body.edema.threshold = np.inf
+        smp = fine_samples(body)
+        inside, interior = smp["inside"], smp["inside"] & (smp["d_in"] >= body.shape.dims.cortex_mm)
+        n_inside = int(inside.sum())
+        target = int(round(fx.edema_fraction * n_inside))
+        metric = np.sort(body.edema.metric(body.shape, smp["u"], smp["v"], smp["w"], smp["ds"], smp["di"])[interior])
+        if target > metric.size:
+            raise ConfigError(
+                f"fracture at {fx.level.value}: edema_fraction {fx.edema_fraction:g} exceeds the marrow "
+                f"share of "
+                f"this body ({metric.size / n_inside:.2f}); request a smaller fraction"
+            )
+        if target == 0:
+            body.edema.threshold = float(metric[0]) - 1.0
+        elif target == metric.size:
+            body.edema.threshold = float(metric[-1]) + 1.0
+        else:
+            body.edema.threshold = float(0.5 * (metric[target - 1] + metric[target]))
 
 
 # --------------------------------------------------------------------------- spondylolisthesis

@@ -39,6 +39,8 @@ from pipeline.tools.phantom.tissues import Tissue
 
 #: AP fractions of the depth at which Ha, Hm and Hp are defined (see :mod:`pipeline.tools.phantom.truth`).
 HEIGHT_FRACTIONS = {"anterior": 0.1, "middle": 0.5, "posterior": 0.9}
+#: Grid step (mm) of :func:`fine_samples`, on which truth volumes, centroids and oedema fractions are evaluated.
+FINE_STEP_MM = 0.5
 
 Vec2 = np.ndarray  # (y, z) in the sagittal plane
 
@@ -521,6 +523,31 @@ class PlacedBody(Painter):
         tissue, _ = self.interior_tissue(u, v, w, inside, d_in, ds, di)
         np.copyto(canvas.tissue, tissue, where=inside)
         np.copyto(canvas.label, np.uint8(self.label), where=inside)
+
+
+def fine_samples(body: PlacedBody, step: float = FINE_STEP_MM) -> dict[str, np.ndarray]:
+    """Classify a regular local grid (``u``, ``v``, ``w`` cell centres, ``step`` apart) over the body."""
+    s = body.shape
+    u = np.arange(-s.D / 2 - s.deform.retro_mm - 1.0, s.D / 2 + 1.0, step) + step / 2
+    vmax = max(s.dims.ha_rim_mm, s.dims.hp_rim_mm) / 2 + 1.0
+    v = np.arange(-vmax, vmax, step) + step / 2
+    w = np.arange(-s.Wh - 1.0, s.Wh + 1.0, step) + step / 2
+    shape = (u.size, v.size, w.size)
+    uu, vv, ww = (np.broadcast_to(a, shape) for a in (u[:, None, None], v[None, :, None], w[None, None, :]))
+    inside, d_in, ds, di = s.classify(u[:, None, None], v[None, :, None], w[None, None, :])
+    inside, d_in, ds, di = (np.broadcast_to(a, shape) for a in (inside, d_in, ds, di))
+    tissue, edema = body.interior_tissue(uu, vv, ww, inside, d_in, ds, di, cosmetic=False)
+    return {
+        "u": uu,
+        "v": vv,
+        "w": ww,
+        "inside": inside,
+        "d_in": d_in,
+        "ds": ds,
+        "di": di,
+        "edema": edema,
+        "tissue": tissue,
+    }
 
 
 @dataclass(eq=False)

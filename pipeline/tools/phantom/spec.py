@@ -470,13 +470,6 @@ class PhantomSpec:
 
     # ------------------------------------------------------------------ presets
     @classmethod
-    def random_training(cls, seed: int, **overrides: Any) -> PhantomSpec:
-        """A varied random training phantom (see :func:`pipeline.tools.phantom.variety.random_spec`)."""
-        from pipeline.tools.phantom.variety import random_spec  # local import: variety builds PhantomSpecs
-
-        return random_spec(seed, **overrides)
-
-    @classmethod
     def small(cls, **overrides: Any) -> PhantomSpec:
         """A coarse, fast phantom for unit tests (same anatomy and truth definitions, ~1/5 of the voxels).
 

@@ -56,10 +56,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.errors import ConfigError
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
-from pipeline.tools.phantom.column import HEIGHT_FRACTIONS, PlacedBody
+from pipeline.tools.phantom.column import FINE_STEP_MM, HEIGHT_FRACTIONS, PlacedBody, fine_samples
 from pipeline.tools.phantom.spec import GENERATOR_VERSION, PhantomSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,63 +67,11 @@ if TYPE_CHECKING:  # pragma: no cover
 TRUTH_SCHEMA_VERSION = 1
 #: Genant semi-quantitative cut-offs (height loss %, lower bounds of grades 1, 2, 3); Genant et al. 1993.
 GENANT_LOWER_BOUNDS_PCT = (20.0, 25.0, 40.0)
-FINE_STEP_MM = 0.5
 
 
 def genant_grade(height_loss_pct: float) -> int:
     """Genant grade 0-3 of a height loss (see :data:`GENANT_LOWER_BOUNDS_PCT`)."""
     return int(sum(height_loss_pct >= b for b in GENANT_LOWER_BOUNDS_PCT))
-
-
-def fine_samples(body: PlacedBody, step: float = FINE_STEP_MM) -> dict[str, np.ndarray]:
-    """Classify a regular local grid (``u``, ``v``, ``w`` cell centres, ``step`` apart) over the body."""
-    s = body.shape
-    u = np.arange(-s.D / 2 - s.deform.retro_mm - 1.0, s.D / 2 + 1.0, step) + step / 2
-    vmax = max(s.dims.ha_rim_mm, s.dims.hp_rim_mm) / 2 + 1.0
-    v = np.arange(-vmax, vmax, step) + step / 2
-    w = np.arange(-s.Wh - 1.0, s.Wh + 1.0, step) + step / 2
-    shape = (u.size, v.size, w.size)
-    uu, vv, ww = (np.broadcast_to(a, shape) for a in (u[:, None, None], v[None, :, None], w[None, None, :]))
-    inside, d_in, ds, di = s.classify(u[:, None, None], v[None, :, None], w[None, None, :])
-    inside, d_in, ds, di = (np.broadcast_to(a, shape) for a in (inside, d_in, ds, di))
-    tissue, edema = body.interior_tissue(uu, vv, ww, inside, d_in, ds, di, cosmetic=False)
-    return {
-        "u": uu,
-        "v": vv,
-        "w": ww,
-        "inside": inside,
-        "d_in": d_in,
-        "ds": ds,
-        "di": di,
-        "edema": edema,
-        "tissue": tissue,
-    }
-
-
-def solve_edema_thresholds(bodies: dict[str, PlacedBody], spec: PhantomSpec) -> None:
-    """Set each oedematous body's metric threshold so that the oedema fraction equals the request."""
-    for fx in spec.fractures:
-        body = bodies[fx.level.value]
-        if body.edema is None:
-            continue
-        body.edema.threshold = np.inf
-        smp = fine_samples(body)
-        inside, interior = smp["inside"], smp["inside"] & (smp["d_in"] >= body.shape.dims.cortex_mm)
-        n_inside = int(inside.sum())
-        target = int(round(fx.edema_fraction * n_inside))
-        metric = np.sort(body.edema.metric(body.shape, smp["u"], smp["v"], smp["w"], smp["ds"], smp["di"])[interior])
-        if target > metric.size:
-            raise ConfigError(
-                f"fracture at {fx.level.value}: edema_fraction {fx.edema_fraction:g} exceeds the marrow "
-                f"share of "
-                f"this body ({metric.size / n_inside:.2f}); request a smaller fraction"
-            )
-        if target == 0:
-            body.edema.threshold = float(metric[0]) - 1.0
-        elif target == metric.size:
-            body.edema.threshold = float(metric[-1]) + 1.0
-        else:
-            body.edema.threshold = float(0.5 * (metric[target - 1] + metric[target]))
 
 
 def vertebra_truth(body: PlacedBody, level: Level, spec: PhantomSpec, expected_canal_mm: float) -> dict[str, Any]:
