@@ -10,7 +10,8 @@ from pipeline.levels import Level
 from pipeline.model import Morphology
 from pipeline.tools.phantom import PhantomSpec, render_phantom
 from pipeline.tools.phantom.anatomy import build_anatomy
-from pipeline.tools.phantom.spec import OPT_IN_FIELDS, FractureSpec, ModicSpec, SchmorlSpec, SlipSpec, spec_from_json
+from pipeline.tools.phantom.findings import FractureSpec, ModicSpec, SchmorlSpec, SlipSpec
+from pipeline.tools.phantom.spec import OPT_IN_FIELDS, spec_from_json
 from pipeline.tools.phantom.truth import genant_grade
 from pipeline.tools.phantom.variety import random_spec
 from pipeline.tools.phantom.verify import heights_on_mask, mid_plane_labels, vertebra

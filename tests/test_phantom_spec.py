@@ -6,7 +6,8 @@ from pipeline.errors import ConfigError
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
 from pipeline.tools.phantom import FractureSpec, PhantomSpec, parse_fracture
-from pipeline.tools.phantom.spec import DEFAULT_EDEMA_FRACTION, spec_from_json
+from pipeline.tools.phantom.findings import DEFAULT_EDEMA_FRACTION
+from pipeline.tools.phantom.spec import spec_from_json
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,8 @@ from pipeline.errors import ConfigError
 
 def add_parser(sub: argparse._SubParsersAction, one_line: str) -> None:
     from pipeline.tools.phantom.dicom_writer import TRANSFER_SYNTAXES
-    from pipeline.tools.phantom.spec import FRACTURE_SYNTAX, Vendor
+    from pipeline.tools.phantom.findings import FRACTURE_SYNTAX
+    from pipeline.tools.phantom.spec import Vendor
 
     p = sub.add_parser(
         "phantom",

@@ -13,11 +13,13 @@ Quick start (a fast, coarse phantom for unit tests: ``PhantomSpec.small(...)``):
     ph.t2, ph.stir, ph.labels        # Volumes on one sagittal grid; ph.levels maps label -> Level
     ph.truth["vertebrae"]            # exactly what truth.json holds
 
-Modules: ``spec`` (what to make), ``column`` (body shape, fractures, stacking), ``posterior``, ``canal``,
-``soft`` (soft tissue and organs), ``anatomy`` (assembly, field of view), ``tissues`` (signal tables),
-``render`` (partial volume, bias, noise), ``truth`` (definitions and truth.json), ``vendors``,
-``dicom_writer``, ``uids``, ``samples``, ``verify`` (measuring a phantom back, for tests and benchmarks),
-``variety`` (``random_spec(seed)``: a varied training study per seed).
+Modules: ``spec`` (what to make), ``findings`` (what is abnormal at a level: fractures, slips, Modic changes,
+Schmorl nodes), ``body`` (body shape, fractures), ``column`` (stacking, placed bodies and discs), ``anomalies``
+(slips, scoliosis, Modic changes, Schmorl nodes built into the column), ``posterior``, ``canal``, ``soft`` (soft
+tissue and organs), ``anatomy`` (assembly, field of view), ``tissues`` (signal tables), ``render`` (partial volume,
+bias, noise), ``truth`` (definitions and truth.json), ``vendors``, ``dicom_writer``, ``uids``, ``samples``,
+``verify`` (measuring a phantom back, for tests and benchmarks), ``variety`` (``random_spec(seed)``: a varied
+training study per seed).
 
 Opt-in clinical anatomy (defaults off, classic output unchanged): desiccated discs, spondylolisthesis
 (``SlipSpec``), a field of view down to the pelvis (``fov_below_s1_mm``) with the unlabelled sacrum S2-S5,
@@ -25,9 +27,10 @@ coccyx and pelvic anatomy; see :class:`PhantomSpec`.
 """
 
 from pipeline.tools.phantom.dicom_writer import TRANSFER_SYNTAXES, write_study
+from pipeline.tools.phantom.findings import FractureSpec, SlipSpec, parse_fracture
 from pipeline.tools.phantom.render import Phantom, PlaneImage, render_phantom
 from pipeline.tools.phantom.samples import SAMPLE_STUDIES, write_samples
-from pipeline.tools.phantom.spec import FractureSpec, PhantomSpec, SlipSpec, Vendor, parse_fracture
+from pipeline.tools.phantom.spec import PhantomSpec, Vendor
 from pipeline.tools.phantom.variety import random_spec
 
 __all__ = [

@@ -18,29 +18,30 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
-from pipeline.tools.phantom.canal import CanalPainter
+from pipeline.tools.phantom.anomalies import (
+    apply_slips,
+    modic_bands,
+    schmorl_notches,
+    schmorl_painters,
+    scoliosis_shift,
+)
+from pipeline.tools.phantom.body import BodyDims, BodyShape, Deformation, solve_deformation
+from pipeline.tools.phantom.canal import CANAL_TABLE, CanalPainter, build_canal
 from pipeline.tools.phantom.column import (
-    HEIGHT_FRACTIONS,
-    BodyDims,
-    BodyShape,
-    Deformation,
     EdemaModel,
     Frame2D,
-    Notch,
     PlacedBody,
     PlacedDisc,
     fine_samples,
     place_by_superior_rim,
-    rim_world,
-    solve_deformation,
     stack_down,
     stack_up,
-    unit,
 )
+from pipeline.tools.phantom.findings import FractureSpec
 from pipeline.tools.phantom.posterior import posterior_elements, sacral_posterior
-from pipeline.tools.phantom.primitives import Array, Canvas, Painter, fill, smooth_noise_3d
+from pipeline.tools.phantom.primitives import Painter, smooth_noise_3d
 from pipeline.tools.phantom.soft import ColumnProfile, build_soft_tissue, pelvic_anatomy
-from pipeline.tools.phantom.spec import FractureSpec, PhantomSpec
+from pipeline.tools.phantom.spec import PhantomSpec
 from pipeline.tools.phantom.tissues import Tissue
 
 # Mean adult dimensions (mm): posterior rim height, Ha/Hp ratio, AP depth, width.
@@ -75,23 +76,6 @@ _DISC_TABLE: dict[str, tuple[float, float]] = {
     "L3": (7.0, 11.4),
     "L4": (7.4, 12.4),
     "L5": (6.6, 12.6),
-}
-# Bony canal half sizes (AP, LR) in mm at each level.
-_CANAL_TABLE: dict[str, tuple[float, float]] = {
-    **{f"T{i}": (7.4, 8.2) for i in range(1, 10)},
-    "T10": (7.5, 8.6),
-    "T11": (7.6, 9.2),
-    "T12": (7.9, 9.8),
-    "L1": (8.3, 10.4),
-    "L2": (8.5, 11.0),
-    "L3": (8.6, 11.4),
-    "L4": (8.8, 12.0),
-    "L5": (9.0, 12.8),
-    "S1": (7.0, 12.5),
-    "S2": (5.5, 10.0),
-    "S3": (4.5, 8.0),
-    "S4": (3.6, 6.0),
-    "S5": (3.0, 5.0),
 }
 _SACRAL = ("S2", "S3", "S4", "S5", "Co1", "Co2")
 
@@ -246,7 +230,7 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         deform[name] = solve_deformation(
             dims[name], fxs.kind, fxs.height_loss_pct, fxs.retropulsion_mm, where=f"fracture at {name}"
         )
-    notches = _schmorl_notches(spec, dims)
+    notches = schmorl_notches(spec, dims)
     shapes = {
         name: BodyShape(d, deform.get(name, Deformation()), notches[name])
         if name in notches
@@ -281,9 +265,9 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
     shift = mid_target - 0.5 * (frames[top_name].centre + frames["S1"].centre)
     for f in frames.values():
         f.centre = f.centre + shift
-    slips = _apply_slips(spec, frames, shapes, chain, x0)
+    slips = apply_slips(spec, frames, shapes, chain, x0)
     lateral = scoliosis_shift(spec, list(frames))
-    modic = _modic_bands(spec, rng["modic"])
+    modic = modic_bands(spec, rng["modic"])
 
     # ---- placed bodies
     rt = rng["texture"]
@@ -359,13 +343,13 @@ def build_anatomy(spec: PhantomSpec) -> Anatomy:
         )
 
     # ---- canal
-    canal, canal_ap, conus_name = _build_canal(bodies, order, discs, x0, k_canal, conus_offset, rc)
+    canal, canal_ap, conus_name = build_canal(bodies, order, discs, x0, k_canal, conus_offset, rc)
     disc_tissue = {n: disc_look[n][0] for n in disc_look}
-    pits = _schmorl_painters(spec, bodies, order, disc_tissue)
+    pits = schmorl_painters(spec, bodies, order, disc_tissue)
 
     # ---- posterior elements
-    post_painters, ligament_painters, tips = posterior_elements(bodies, order, discs, _CANAL_TABLE, k_canal)
-    sacral_painters, sacral_tips = sacral_posterior(bodies, _CANAL_TABLE, k_canal)
+    post_painters, ligament_painters, tips = posterior_elements(bodies, order, discs, CANAL_TABLE, k_canal)
+    sacral_painters, sacral_tips = sacral_posterior(bodies, CANAL_TABLE, k_canal)
     tips.extend(sacral_tips)
 
     # ---- soft tissue
@@ -428,215 +412,6 @@ def solve_edema_thresholds(bodies: dict[str, PlacedBody], spec: PhantomSpec) -> 
             body.edema.threshold = float(metric[-1]) + 1.0
         else:
             body.edema.threshold = float(0.5 * (metric[target - 1] + metric[target]))
-
-
-# --------------------------------------------------------------------------- spondylolisthesis
-def _apply_slips(
-    spec: PhantomSpec, frames: dict[str, Frame2D], shapes: dict[str, BodyShape], chain: list[str], x0: float
-) -> list[dict[str, Any]]:
-    """Translate each slipping body and everything above it anteriorly along the lower body's superior rim.
-
-    Done after the global orientation, so the rest of the column (and its random placement) is unchanged.
-    Caudal slips first; returns the truth records (slip measured back from the placed frames).
-    """
-    order = chain + ["S1"]
-    out: list[dict[str, Any]] = []
-    for sl in sorted(spec.slips, key=lambda s: -s.level.ordinal):
-        name = sl.level.value
-        below = order[order.index(name) + 1]
-        a, p = rim_world(frames[below], shapes[below].sup_rim())
-        e = unit(a - p)
-        for n in order[: order.index(name) + 1]:
-            frames[n].centre = frames[n].centre + sl.slip_mm * e
-    for sl in sorted(spec.slips, key=lambda s: s.level.ordinal):
-        name = sl.level.value
-        below = order[order.index(name) + 1]
-        a, p = rim_world(frames[below], shapes[below].sup_rim())
-        e = unit(a - p)
-        _, p_up = rim_world(frames[name], shapes[name].inf_rim())
-        slip = float(np.dot(p_up - p, e))
-        pct = 100.0 * slip / shapes[below].D
-        out.append(
-            {
-                "level": name,
-                "over": below,
-                "slip_mm": round(slip, 4),
-                "slip_pct_of_depth": round(pct, 3),
-                "meyerding_grade": int(min(pct // 25.0, 4.0)) + 1,
-                "posterior_inferior_corner_lps_mm": [round(x0, 4), round(float(p_up[0]), 4), round(float(p_up[1]), 4)],
-                "posterior_superior_corner_below_lps_mm": [round(x0, 4), round(float(p[0]), 4), round(float(p[1]), 4)],
-            }
-        )
-    return out
-
-
-# --------------------------------------------------------------------------- scoliosis, Modic, Schmorl
-def scoliosis_shift(spec: PhantomSpec, names: list[str]) -> dict[str, float]:
-    """Lateral shift (mm, + = patient's left) of each shifted body: cos^2 taper from the apex, 4 levels up
-    and down to S1 (which, with the sacrum, stays put). Empty without scoliosis."""
-    if spec.scoliosis_mm == 0.0:
-        return {}
-    ia = spec.scoliosis_apex.ordinal
-    below = Level.S1.ordinal - ia
-    out = {}
-    for name in names:
-        if name not in Level.__members__ or name == "S1":
-            continue
-        i = Level(name).ordinal
-        t = (ia - i) / 4.0 if i <= ia else (i - ia) / below
-        if t < 1.0:
-            out[name] = float(spec.scoliosis_mm * math.cos(0.5 * math.pi * t) ** 2)
-    return out
-
-
-def _modic_bands(spec: PhantomSpec, rng: np.random.Generator) -> dict[str, list[tuple[Tissue, bool, float]]]:
-    """Per body: (tissue, superior endplate?, band depth) for every Modic change touching it."""
-    order = [lv.value for lv in Level]
-    out: dict[str, list[tuple[Tissue, bool, float]]] = {}
-    for m in spec.modic:
-        tissue = Tissue.MODIC_1 if m.modic_type == 1 else Tissue.MODIC_2
-        above, below = m.level.value, order[order.index(m.level.value) + 1]
-        k = rng.uniform(0.6, 1.15, size=2)
-        out.setdefault(above, []).append((tissue, False, float(m.depth_mm * k[0])))
-        out.setdefault(below, []).append((tissue, True, float(m.depth_mm * k[1])))
-    return out
-
-
-def _schmorl_notches(spec: PhantomSpec, dims: dict[str, BodyDims]) -> dict[str, tuple[Notch, ...]]:
-    out: dict[str, tuple[Notch, ...]] = {}
-    for n in spec.schmorl_nodes:
-        d = dims[n.level.value]
-        u = d.depth_mm / 2.0 - n.ap_fraction * d.depth_mm
-        where = f"Schmorl node at {n.level.value}"
-        for line, f in HEIGHT_FRACTIONS.items():
-            u_line = d.depth_mm / 2.0 - f * d.depth_mm
-            if abs(u - u_line) < n.radius_mm + 0.3 and abs(n.lateral_mm) < n.radius_mm + 0.3:
-                raise ConfigError(
-                    f"{where}: the pit (radius {n.radius_mm:g} mm at {n.ap_fraction:g} of the depth) crosses the "
-                    f"{line} height line; move ap_fraction or lateral_mm, or make it smaller"
-                )
-        if abs(n.lateral_mm) + n.radius_mm > 0.7 * d.width_mm / 2.0:
-            raise ConfigError(f"{where}: lateral_mm + radius_mm must stay within 70 % of the half-width")
-        notch = Notch(u, n.lateral_mm, n.endplate == "superior", n.radius_mm, n.depth_mm)
-        out[n.level.value] = out.get(n.level.value, ()) + (notch,)
-    return out
-
-
-@dataclass(eq=False)
-class _SchmorlPit(Painter):
-    """Disc material filling a Schmorl node's pit (painted before the body, which leaves the pit empty)."""
-
-    body: PlacedBody
-    notch: Notch
-    tissue: Tissue
-
-    def __post_init__(self) -> None:
-        self.lo, self.hi = self.body.lo, self.body.hi
-
-    def paint(self, canvas: Canvas, x: Array, y: Array, z: Array) -> None:
-        u, v, w = self.body.local(x, y, z)
-        s = self.body.shape
-        inside_fp, _ = s.footprint(u, w)
-        d = s.v_sup(u, w) - v if self.notch.superior else v - s.v_inf(u, w)
-        fill(canvas, inside_fp & (d >= -0.2) & (self.notch.q(u, w, d) <= 1.0), self.tissue)
-
-
-def _schmorl_painters(
-    spec: PhantomSpec, bodies: dict[str, PlacedBody], order: list[str], disc_tissue: dict[str, Tissue]
-) -> list[Painter]:
-    out: list[Painter] = []
-    for n in spec.schmorl_nodes:
-        name = n.level.value
-        i = order.index(name)
-        disc = order[i - 1] if n.endplate == "superior" else name  # discs are named by the body above
-        tissue = disc_tissue.get(disc, Tissue.NUCLEUS) if i > 0 or n.endplate == "inferior" else Tissue.NUCLEUS
-        for notch in bodies[name].shape.notches:
-            if notch.superior == (n.endplate == "superior"):
-                out.append(_SchmorlPit(bodies[name], notch, tissue))
-    return out
-
-
-# --------------------------------------------------------------------------- canal
-def _build_canal(
-    bodies: dict[str, PlacedBody],
-    order: list[str],
-    discs: dict,
-    x0: float,
-    k_canal: float,
-    conus_offset: float,
-    rng: np.random.Generator,
-) -> tuple[CanalPainter, dict[str, float], str]:
-    pts: list[np.ndarray] = []
-    prof: dict[str, list[float]] = {
-        k: [] for k in ("bony_ap", "bony_lr", "sac_ap", "sac_lr", "sac_shift", "cord_ap", "cord_lr")
-    }
-    index_of: dict[str, float] = {}
-    names = order + ["S2", "S3", "S4", "S5"]
-    canal_ap: dict[str, float] = {}
-
-    shifted = any(bodies[n].x0 != x0 for n in names)
-    if shifted:
-        prof["x_shift"] = []
-
-    def add(point: np.ndarray, ac: float, bc: float, name: str) -> None:
-        pts.append(point)
-        if shifted:
-            prof["x_shift"].append(bodies[name].x0 - x0)
-        thoracic = name.startswith("T")
-        sacral = name.startswith("S")
-        sac_ap = ac - (0.8 if thoracic else 1.8 if not sacral else 2.2)
-        sac_lr = bc - 2.5
-        prof["bony_ap"].append(ac)
-        prof["bony_lr"].append(bc)
-        prof["sac_ap"].append(max(sac_ap, 0.5))
-        prof["sac_lr"].append(max(sac_lr, 0.5))
-        prof["sac_shift"].append(max(sac_ap, 0.5) - ac + 0.3)
-        big = name in ("T11", "T12", "L1")
-        prof["cord_ap"].append(4.2 if big else 3.8)
-        prof["cord_lr"].append(5.2 if big else 4.7)
-
-    def wall_mid(body: PlacedBody) -> tuple[np.ndarray, np.ndarray]:
-        s = body.shape
-        up = s.u_at(1.0)
-        vm = 0.5 * float(s.v_sup(np.array(up), np.array(0.0)) + s.v_inf(np.array(up), np.array(0.0)))
-        return body.frame.to_world(np.array([up, vm])), -body.frame.u
-
-    first = bodies[names[0]]
-    p, back = wall_mid(first)
-    ac, bc = (v * k_canal for v in _CANAL_TABLE[names[0]])
-    add(p + back * ac + first.frame.v * 30.0, ac, bc, names[0])
-    for i, name in enumerate(names):
-        body = bodies[name]
-        ac, bc = (v * k_canal for v in _CANAL_TABLE[name])
-        p, back = wall_mid(body)
-        index_of[name] = float(len(pts))
-        add(p + back * ac, ac, bc, name)
-        canal_ap[name] = 2.0 * ac
-        if i + 1 < len(names):
-            nxt = bodies[names[i + 1]]
-            a1 = body.frame.to_world(body.shape.inf_rim()[1])
-            a2 = nxt.frame.to_world(nxt.shape.sup_rim()[1])
-            ac2, bc2 = (v * k_canal for v in _CANAL_TABLE[names[i + 1]])
-            back2 = -(body.frame.u + nxt.frame.u) / np.linalg.norm(body.frame.u + nxt.frame.u)
-            acm, bcm = 0.5 * (ac + ac2), 0.5 * (bc + bc2)
-            add(0.5 * (a1 + a2) + back2 * (acm + 0.4), acm, bcm, name)
-    pts_arr = np.array(pts)
-    conus_idx = index_of["L1"] + conus_offset
-    sac_end = index_of["S2"]
-    roots = []
-    lumbar_idx = [index_of[n] for n in ("L2", "L3", "L4", "L5", "S1", "S2")]
-    for _ in range(10):
-        roots.append(
-            (
-                float(rng.uniform(-0.1, 0.75)),
-                float(rng.choice([-1, 1]) * rng.uniform(0.1, 0.75)),
-                float(rng.uniform(0.5, 0.8)),
-                float(rng.choice(lumbar_idx)) + 0.5,
-            )
-        )
-    canal = CanalPainter(pts_arr, x0, {k: np.array(v) for k, v in prof.items()}, conus_idx, sac_end, roots)
-    conus_level = min(index_of, key=lambda n: abs(index_of[n] - conus_idx))
-    return canal, canal_ap, conus_level
 
 
 # --------------------------------------------------------------------------- profiles and field of view

@@ -3,6 +3,7 @@
 Positions are curvilinear: ``s`` is the arc length (mm) along a smooth centreline through the canal,
 increasing caudally, ``d`` the signed distance from it in the sagittal plane (positive posterior) and
 ``w = x - x0`` the lateral offset. A 1 mm lookup grid maps (y, z) to (s, d) by nearest-point projection.
+:func:`build_canal` lays the centreline and its profile along the placed column.
 """
 
 from __future__ import annotations
@@ -14,8 +15,27 @@ from scipy.interpolate import CubicSpline
 from scipy.ndimage import map_coordinates
 from scipy.spatial import cKDTree
 
+from pipeline.tools.phantom.column import PlacedBody
 from pipeline.tools.phantom.primitives import Array, Canvas, Painter
 from pipeline.tools.phantom.tissues import Tissue
+
+# Bony canal half sizes (AP, LR) in mm at each level.
+CANAL_TABLE: dict[str, tuple[float, float]] = {
+    **{f"T{i}": (7.4, 8.2) for i in range(1, 10)},
+    "T10": (7.5, 8.6),
+    "T11": (7.6, 9.2),
+    "T12": (7.9, 9.8),
+    "L1": (8.3, 10.4),
+    "L2": (8.5, 11.0),
+    "L3": (8.6, 11.4),
+    "L4": (8.8, 12.0),
+    "L5": (9.0, 12.8),
+    "S1": (7.0, 12.5),
+    "S2": (5.5, 10.0),
+    "S3": (4.5, 8.0),
+    "S4": (3.6, 6.0),
+    "S5": (3.0, 5.0),
+}
 
 
 @dataclass
@@ -158,3 +178,88 @@ class CanalPainter(Painter):
         keep = t > 0
         sel = tuple(i[keep] for i in idx)
         canvas.tissue[sel] = t[keep]
+
+
+# --------------------------------------------------------------------------- the canal of a placed column
+def build_canal(
+    bodies: dict[str, PlacedBody],
+    order: list[str],
+    discs: dict,
+    x0: float,
+    k_canal: float,
+    conus_offset: float,
+    rng: np.random.Generator,
+) -> tuple[CanalPainter, dict[str, float], str]:
+    """The canal behind the placed bodies ``order`` (and S2-S5): its painter, the expected bony canal AP
+    diameter per level (mm; ``CANAL_TABLE`` scaled by ``k_canal``) and the level nearest the conus."""
+    pts: list[np.ndarray] = []
+    prof: dict[str, list[float]] = {
+        k: [] for k in ("bony_ap", "bony_lr", "sac_ap", "sac_lr", "sac_shift", "cord_ap", "cord_lr")
+    }
+    index_of: dict[str, float] = {}
+    names = order + ["S2", "S3", "S4", "S5"]
+    canal_ap: dict[str, float] = {}
+
+    shifted = any(bodies[n].x0 != x0 for n in names)
+    if shifted:
+        prof["x_shift"] = []
+
+    def add(point: np.ndarray, ac: float, bc: float, name: str) -> None:
+        pts.append(point)
+        if shifted:
+            prof["x_shift"].append(bodies[name].x0 - x0)
+        thoracic = name.startswith("T")
+        sacral = name.startswith("S")
+        sac_ap = ac - (0.8 if thoracic else 1.8 if not sacral else 2.2)
+        sac_lr = bc - 2.5
+        prof["bony_ap"].append(ac)
+        prof["bony_lr"].append(bc)
+        prof["sac_ap"].append(max(sac_ap, 0.5))
+        prof["sac_lr"].append(max(sac_lr, 0.5))
+        prof["sac_shift"].append(max(sac_ap, 0.5) - ac + 0.3)
+        big = name in ("T11", "T12", "L1")
+        prof["cord_ap"].append(4.2 if big else 3.8)
+        prof["cord_lr"].append(5.2 if big else 4.7)
+
+    def wall_mid(body: PlacedBody) -> tuple[np.ndarray, np.ndarray]:
+        s = body.shape
+        up = s.u_at(1.0)
+        vm = 0.5 * float(s.v_sup(np.array(up), np.array(0.0)) + s.v_inf(np.array(up), np.array(0.0)))
+        return body.frame.to_world(np.array([up, vm])), -body.frame.u
+
+    first = bodies[names[0]]
+    p, back = wall_mid(first)
+    ac, bc = (v * k_canal for v in CANAL_TABLE[names[0]])
+    add(p + back * ac + first.frame.v * 30.0, ac, bc, names[0])
+    for i, name in enumerate(names):
+        body = bodies[name]
+        ac, bc = (v * k_canal for v in CANAL_TABLE[name])
+        p, back = wall_mid(body)
+        index_of[name] = float(len(pts))
+        add(p + back * ac, ac, bc, name)
+        canal_ap[name] = 2.0 * ac
+        if i + 1 < len(names):
+            nxt = bodies[names[i + 1]]
+            a1 = body.frame.to_world(body.shape.inf_rim()[1])
+            a2 = nxt.frame.to_world(nxt.shape.sup_rim()[1])
+            ac2, bc2 = (v * k_canal for v in CANAL_TABLE[names[i + 1]])
+            back2 = -(body.frame.u + nxt.frame.u) / np.linalg.norm(body.frame.u + nxt.frame.u)
+            acm, bcm = 0.5 * (ac + ac2), 0.5 * (bc + bc2)
+            add(0.5 * (a1 + a2) + back2 * (acm + 0.4), acm, bcm, name)
+    pts_arr = np.array(pts)
+    conus_idx = index_of["L1"] + conus_offset
+    sac_end = index_of["S2"]
+    roots = []
+    lumbar_idx = [index_of[n] for n in ("L2", "L3", "L4", "L5", "S1", "S2")]
+    for _ in range(10):
+        roots.append(
+            (
+                float(rng.uniform(-0.1, 0.75)),
+                float(rng.choice([-1, 1]) * rng.uniform(0.1, 0.75)),
+                float(rng.uniform(0.5, 0.8)),
+                float(rng.choice(lumbar_idx)) + 0.5,
+            )
+        )
+    canal = CanalPainter(pts_arr, x0, {k: np.array(v) for k, v in prof.items()}, conus_idx, sac_end, roots)
+    conus_level = min(index_of, key=lambda n: abs(index_of[n] - conus_idx))
+    return canal, canal_ap, conus_level

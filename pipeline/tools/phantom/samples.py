@@ -19,8 +19,9 @@ from pathlib import Path
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
 from pipeline.tools.phantom.dicom_writer import write_study
+from pipeline.tools.phantom.findings import FractureSpec
 from pipeline.tools.phantom.render import render_phantom
-from pipeline.tools.phantom.spec import FractureSpec, PhantomSpec, Vendor
+from pipeline.tools.phantom.spec import PhantomSpec, Vendor
 
 logger = logging.getLogger(__name__)
 

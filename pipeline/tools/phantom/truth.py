@@ -58,7 +58,8 @@ import numpy as np
 
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
-from pipeline.tools.phantom.column import FINE_STEP_MM, HEIGHT_FRACTIONS, PlacedBody, fine_samples
+from pipeline.tools.phantom.body import HEIGHT_FRACTIONS
+from pipeline.tools.phantom.column import FINE_STEP_MM, PlacedBody, fine_samples
 from pipeline.tools.phantom.spec import GENERATOR_VERSION, PhantomSpec
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -20,15 +20,8 @@ import numpy as np
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
 from pipeline.model import EdemaPattern, Morphology
-from pipeline.tools.phantom.spec import (
-    DEFAULT_EDEMA_FRACTION,
-    FractureSpec,
-    ModicSpec,
-    PhantomSpec,
-    SchmorlSpec,
-    SlipSpec,
-    Vendor,
-)
+from pipeline.tools.phantom.findings import DEFAULT_EDEMA_FRACTION, FractureSpec, ModicSpec, SchmorlSpec, SlipSpec
+from pipeline.tools.phantom.spec import PhantomSpec, Vendor
 
 #: Candidate most-cranial labelled bodies.
 TOP_LEVELS = (Level.T8, Level.T9, Level.T10, Level.T11, Level.T12, Level.L1)

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.model import Morphology
-from pipeline.tools.phantom.column import HEIGHT_FRACTIONS, BodyDims, BodyShape, solve_deformation
+from pipeline.tools.phantom.body import HEIGHT_FRACTIONS, BodyDims, BodyShape, solve_deformation
 
 LUMBAR = BodyDims(
     depth_mm=34.0, width_mm=48.0, hp_rim_mm=25.8, ha_rim_mm=25.8, concavity_sup_mm=0.8, concavity_inf_mm=0.7
