@@ -4,7 +4,6 @@ contraindication / technique lines appear only where a procedure is in question.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import pytest
 
@@ -13,14 +12,15 @@ from pipeline.levels import Level
 from pipeline.model import Morphology
 from pipeline.report.eligibility_view import eligibility_view
 from pipeline.report.html import render_html
-from pipeline.report.json_report import eligibility_section
+from pipeline.report.study_report import StudyReport
 from tests.test_eligibility import RULES, make_clinical, make_facts
+from tests.test_study_report import _study
 
 NORMAL = (Level.T11, Level.T12, Level.L2, Level.L3, Level.L4)
 
 
 @pytest.fixture(scope="module")
-def report() -> dict[str, Any]:
+def report() -> StudyReport:
     """An osteoporotic patient with a painful acute L1 wedge fracture and five unfractured levels around it."""
     facts = [
         make_facts(
@@ -35,11 +35,11 @@ def report() -> dict[str, Any]:
         for i, lv in enumerate(NORMAL)
     ]
     facts.insert(2, make_facts(label=9, level=Level.L1))
-    return {"eligibility": eligibility_section(evaluate(facts, make_clinical(), RULES))}
+    return StudyReport(_study(), eligibility=evaluate(facts, make_clinical(), RULES))
 
 
 def test_unfractured_levels_carry_no_contraindication_reason(report):
-    levels = {e["name"]: e for e in report["eligibility"]["levels"]}
+    levels = {e["name"]: e for e in report.to_json()["eligibility"]["levels"]}
     assert levels["L1"]["decision"] == "candidate"
     for lv in NORMAL:
         e = levels[lv.value]
@@ -51,12 +51,12 @@ def test_unfractured_levels_carry_no_contraindication_reason(report):
 
 
 def test_levels_sharing_a_decision_and_reason_are_one_row(report):
-    view = eligibility_view(report)
+    view = eligibility_view(report.eligibility)
     assert view is not None
     assert [g.name for g in view.groups] == ["T11, T12, L2, L3, L4", "L1"]
     html = render_html(report, {})
     section = html[html.index("Decision per level") : html.index("<h3>Plan</h3>")]
-    reason = report["eligibility"]["levels"][0]["reasons"][0]
+    reason = report.eligibility.levels[0].reasons[0]
     assert section.count("Not indicated; not met:") == 1
     assert len(reason.split()) > 20  # the boilerplate that used to be repeated for every normal level
     assert section.count('class="decision not_indicated"') == 1

@@ -69,7 +69,7 @@ def test_every_writer_shows_the_same_state(uncertain_case, tmp_path):
     assert "fracture threshold" in terminal
     assert _morph_lines(typed.vertebrae[0])[0] == "L3  Genant 0? uncertain"
     assert "fracture status unknown" in _morph_lines(typed.vertebrae[0])
-    html = render_html(report, {})
+    html = render_html(typed, {})
     assert "0? uncertain" in html
     seg = build_seg(typed, case.datasets)
     sr = hd.sr.srread(_save(build_sr(typed, seg, case.datasets), tmp_path / "sr.dcm"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import copy
+import dataclasses
 import io
 import re
 import shutil
@@ -16,10 +16,15 @@ import pytest
 from markupsafe import escape
 from PIL import Image
 
+from pipeline.levels import Level
+from pipeline.model import Heights, Morphology, SegmentationResult, VertebraMorphometry, VertebraSeg
 from pipeline.report.html import render_html
 from pipeline.report.json_report import validate_report
 from pipeline.report.overlay import render_overlays
+from pipeline.report.study_report import StudyReport, VertebraReport
+from pipeline.volume import Volume
 from tests.report_fixtures import PATIENT_ID, PATIENT_NAME, make_case
+from tests.test_study_report import _study
 
 CHROMIUM = next(
     (
@@ -50,7 +55,7 @@ def case(tmp_path_factory):
 @pytest.fixture(scope="module")
 def page(case):
     overlays = render_overlays(case.anatomy, case.study_report)
-    return render_html(case.report, overlays)
+    return render_html(case.study_report, overlays)
 
 
 def _esc(text: str) -> str:
@@ -93,16 +98,22 @@ def test_page_is_self_contained_with_valid_inline_pngs(page):
 
 def test_no_patient_identity_unless_the_report_carries_it(case, page):
     assert PATIENT_NAME not in page and PATIENT_NAME.replace("^", " ") not in page and PATIENT_ID not in page
-    report = {**case.report, "patient": {"name": "Doe^Jane", "id": "MRN-77"}}
-    validate_report(report)
+    report = dataclasses.replace(case.study_report, patient={"name": "Doe^Jane", "id": "MRN-77"})
+    validate_report(report.to_json())
     shown = render_html(report, {})
     assert "Doe^Jane" in shown and "MRN-77" in shown
 
 
 def test_text_from_inputs_is_escaped(case):
-    report = copy.deepcopy(case.report)
-    report["eligibility"]["levels"][1]["reasons"].append("<script>alert(1)</script>")
-    report["series"][0]["description"] = "SAG <b>T2</b>"
+    r = case.study_report
+    l4 = r.eligibility.levels[1]
+    levels = (r.eligibility.levels[0], dataclasses.replace(l4, reasons=(*l4.reasons, "<script>alert(1)</script>")))
+    series = (dataclasses.replace(r.study.series[0], description="SAG <b>T2</b>"), *r.study.series[1:])
+    report = dataclasses.replace(
+        r,
+        eligibility=dataclasses.replace(r.eligibility, levels=(*levels, *r.eligibility.levels[2:])),
+        study=dataclasses.replace(r.study, series=series),
+    )
     html = render_html(report, {})
     assert "<script>" not in html and "<b>T2</b>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "SAG &lt;b&gt;T2&lt;/b&gt;" in html
@@ -119,16 +130,16 @@ def test_not_assessable_is_shown_with_its_reason(page):
 
 
 def test_page_shows_decisions_trace_sources_and_disclaimer(case, page):
-    elig = case.report["eligibility"]
-    quote = next(c for c in elig["rule_catalogue"] if c["id"] == "indication.painful_acute_vcf")["sources"][0]["quote"]
+    elig = case.study_report.eligibility
+    quote = next(c for c in elig.catalogue if c.id == "indication.painful_acute_vcf").sources[0].quote
     for text in (
         '<span class="decision candidate">candidate</span>',
         "indication.painful_acute_vcf",
         "JNCCN 2010, Table 1, Indications",
         _esc(quote),
-        _esc(elig["levels"][1]["reasons"][0]),
-        _esc(elig["plan"]["biopsy"]["sentence"]),
-        _esc(elig["disclaimer"]),
+        _esc(elig.levels[1].reasons[0]),
+        _esc(elig.plan.biopsy_sentence),
+        _esc(elig.disclaimer),
         "supports a clinician&#39;s decision",
         "41.7 %",
         "7.0 / 12.0 / 12.0",
@@ -142,11 +153,11 @@ def test_page_shows_decisions_trace_sources_and_disclaimer(case, page):
 
 
 def test_sources_link_to_their_full_citation_listed_once(case, page):
-    refs = case.report["eligibility"]["references"]
-    assert {r["short"] for r in refs} >= {"JNCCN 2010", "JNCCN 2012", "Cancer pain summary", "Parmar & Resnick 2019"}
+    refs = case.study_report.eligibility.references
+    assert {r.short for r in refs} >= {"JNCCN 2010", "JNCCN 2012", "Cancer pain summary", "Parmar & Resnick 2019"}
     for r in refs:
-        assert page.count(_esc(r["citation"])) == 1, r["seed"]
-        anchor = "ref-" + r["seed"][:3]
+        assert page.count(_esc(r.citation)) == 1, r.seed
+        anchor = "ref-" + r.seed[:3]
         assert f'<li id="{anchor}">' in page and f'href="#{anchor}"' in page
     assert "Parmar VK, Resnick DK. Kyphoplasty and Vertebroplasty. In: Pain, pp 895-898." in page
     assert "001 Table 1" not in page  # never a bare number
@@ -154,25 +165,18 @@ def test_sources_link_to_their_full_citation_listed_once(case, page):
 
 def test_imaging_only_page_lists_the_questions(tmp_path):
     case = make_case(tmp_path, clinical=None)
-    html = render_html(case.report, {})
-    questions = case.report["eligibility"]["questions"]
+    html = render_html(case.study_report, {})
+    questions = case.study_report.eligibility.questions
     assert questions and "For the clinician:" in html
     for q in questions:
-        assert _esc(q["question"]) in html
+        assert _esc(q.text) in html
     assert "indeterminate" in html and "Not evaluable (missing inputs):" in html
     assert "imaging only: no clinical inputs were given" in html
 
 
-def test_page_renders_without_stages_or_with_a_malformed_eligibility(case):
-    keys = ("schema_version", "pipeline", "study", "series", "outputs", "warnings", "timings_ms")
-    html = render_html({k: case.report[k] for k in keys}, {})
+def test_page_renders_without_stages(case):
+    html = render_html(StudyReport(case.study_report.study, case.study_report.choice), {})
     assert "Segmentation did not run" in html and "were not evaluated" in html
-    odd = {
-        **case.report,
-        "eligibility": {"levels": "garbled", "patient_rules": [1, {"rule": "x"}], "extra": {"a": [1]}},
-    }
-    html = render_html(odd, {})
-    assert "extra" in html and "a: 1" in html
 
 
 _PROBE = """<script>window.addEventListener('load', () => {
@@ -223,41 +227,34 @@ def test_chromium_screenshot_is_a_real_page(rendered):
     assert (img[400:2400, 60:1220] > 245).all(axis=2).mean() > 0.4
 
 
+def _body(level: Level | None = Level.L1, level_confidence: float = 0.9) -> VertebraSeg:
+    return VertebraSeg(1, level, level_confidence, (0.0, 0.0, 0.0), 0, (0, 0, 0, 1, 1, 1), 0.9)
+
+
 def test_low_confidence_grade_is_marked_with_its_reason():
     from pipeline.report.html import _morph_cells
 
-    v = {
-        "heights_mm": {"anterior": 12.0, "middle": 18.0, "posterior": 20.0},
-        "genant_grade": 2,
-        "height_loss_pct": 35.0,
-        "morphology": "wedge",
-        "morphometry": {"assessable": True, "low_confidence": True, "reliability_notes": ["Hp too tall for spacing"]},
-    }
-    grade = _morph_cells(v)[3]
+    morph = VertebraMorphometry(
+        1, Level.L1, True, "six-point", Heights(12.0, 18.0, 20.0), height_loss_pct=35.0, genant_grade=2,
+        morphology=Morphology.WEDGE, low_confidence=True, reliability_notes=("Hp too tall for spacing",),
+    )  # fmt: skip
+    grade = _morph_cells(VertebraReport(_body(), morph))[3]
     assert grade.text == "2? uncertain" and "low-confidence mask (Hp too tall for spacing)" in grade.note
-    v["morphometry"]["low_confidence"] = False
-    assert _morph_cells(v)[3].text == "2"
+    sure = dataclasses.replace(morph, low_confidence=False)
+    assert _morph_cells(VertebraReport(_body(), sure))[3].text == "2"
 
 
 def test_level_confidence_is_explained_where_it_is_shown():
     """Issue 16 item 8: the number under each level name says what it is, and a low one says what to do."""
     from pipeline.report.html import LEVEL_CONFIDENCE_NOTE, _level_cell, render_html
 
-    assert _level_cell({"label": 1, "level": "L1", "level_confidence": 0.9}).note == "level confidence 0.90"
-    low = _level_cell({"label": 1, "level": "L1", "level_confidence": 0.5})
+    assert _level_cell(VertebraReport(_body())).note == "level confidence 0.90"
+    low = _level_cell(VertebraReport(_body(level_confidence=0.5)))
     assert low.note == "level confidence 0.50 - check the level"
-    assert _level_cell({"label": 1, "level": None, "level_confidence": 0.0}).note == ""
-    report = {
-        "schema_version": "1.1.0",
-        "pipeline": {"version": "x"},
-        "study": {"study_instance_uid": "1.2"},
-        "series": [],
-        "vertebrae": [{"label": 1, "level": "L1", "level_confidence": 0.7, "centroid_lps_mm": [0, 0, 0]}],
-        "outputs": {},
-        "warnings": [],
-        "timings_ms": {},
-    }
-    html = render_html(report, {})
+    assert _level_cell(VertebraReport(_body(level=None, level_confidence=0.0))).note == ""
+    labels = Volume(np.zeros((1, 1, 1), np.uint16), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
+    seg = SegmentationResult(labels, (_body(level_confidence=0.7),), "1.2.3.1", False, "no anchor")
+    html = render_html(StudyReport(_study(), segmentation=seg), {})
     assert "level confidence 0.70" in html and "how sure the program is of the level" in html
     assert "how sure the program is of the level" in LEVEL_CONFIDENCE_NOTE
 

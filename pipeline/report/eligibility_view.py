@@ -1,67 +1,53 @@
-"""Display rows for the eligibility section of the HTML report.
+"""Display rows for the eligibility section of the HTML report, from the rules stage's typed result.
 
-Reads ``report["eligibility"]`` as published in ``configs/eligibility_result.schema.json`` (the rules stage's
-``EligibilityResult.to_dict()``), tolerantly: a missing key gives an empty value, never an exception, and keys
-this module does not know are shown as they are. It formats; it decides nothing.
+It formats; it decides nothing: levels that share a decision and its reasons are shown once, and the rules that
+weigh a procedure (contraindications, cautions, technique) are left out of the trace of a level where no
+procedure is in question.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.model import Decision
-from pipeline.report.views import parse_decision
+from pipeline.model import (
+    Decision,
+    EligibilityResult,
+    Kind,
+    LevelDecision,
+    Reference,
+    RuleInfo,
+    RuleOutcome,
+    SessionPlan,
+    Source,
+)
+from pipeline.report.json_report import technique_word
 
 _RESULT_WORDS = {
     # kind -> (true, false) wording; unknown is "unknown" for every kind
-    "indication": ("met", "not met"),
-    "absolute": ("present", "absent"),
-    "relative": ("present", "absent"),
-    "plan": ("applies", "does not apply"),
+    Kind.INDICATION: ("met", "not met"),
+    Kind.ABSOLUTE: ("present", "absent"),
+    Kind.RELATIVE: ("present", "absent"),
+    Kind.PLAN: ("applies", "does not apply"),
 }
 _ASKED_OF_ORDER = ("clinician", "radiologist", "imaging review")
 _MAX_INPUTS_SHOWN = 12
-_KNOWN_KEYS = {
-    "schema_version", "disclaimer", "summary", "rules", "rule_catalogue", "clinical", "levels",
-    "excluded_levels", "patient_rules", "plan", "questions", "sentences", "references",
-}  # fmt: skip
 
 
-def text(value: Any) -> str:
-    """A readable one-line text of any JSON value."""
-    if isinstance(value, Mapping):
-        return "; ".join(f"{k}: {text(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return ", ".join(text(v) for v in value)
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return "" if value is None else str(value)
+def _present(items: Iterable[str]) -> list[str]:
+    return [s for s in items if s]
 
 
-def _list(value: Any) -> list[Any]:
-    return [v for v in value if v not in (None, "")] if isinstance(value, (list, tuple)) else []
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def source_short(src: Any, references: Mapping[str, Mapping[str, Any]] | None = None) -> str:
-    """``{"seed": "001_e7f9...txt", "section": "Table 1"}`` -> ``"JNCCN 2010, Table 1"`` (the reference's short
-    label; ``"001 Table 1"`` for a report without references); policies -> ``"project policy"``."""
-    src = _map(src)
-    if "policy" in src:
+def source_short(src: Source, references: Mapping[str, Reference]) -> str:
+    """A source as ``"JNCCN 2010, Table 1"`` (the reference's short label; ``"001 Table 1"`` without a reference);
+    a policy as ``"project policy"``."""
+    if not src.seed:
         return "project policy"
-    seed = str(src.get("seed") or "")
-    if not seed:
-        return text(src)
-    short = text(_map((references or {}).get(seed)).get("short"))
-    section = text(src.get("section"))
-    if short:
-        return f"{short}, {section}" if section else short
-    return f"{seed.split('_', 1)[0]} {section}".strip()
+    ref = references.get(src.seed)
+    if ref is not None and ref.short:
+        return f"{ref.short}, {src.section}" if src.section else ref.short
+    return f"{src.seed.split('_', 1)[0]} {src.section}".strip()
 
 
 def reference_anchor(seed: str) -> str:
@@ -84,6 +70,15 @@ class ReferenceView:
     short: str
     citation: str
     seed: str
+
+
+@dataclass(frozen=True)
+class CatalogueRow:
+    id: str
+    kind: str
+    text: str
+    note: str
+    sources: list[SourceView]
 
 
 @dataclass(frozen=True)
@@ -117,7 +112,7 @@ class TraceGroup:
 class LevelView:
     name: str
     in_question: bool  # a procedure is in question (any decision but "not indicated")
-    decision: Decision | None
+    decision: Decision
     decision_text: str
     possible: list[str]
     technique: str
@@ -150,17 +145,16 @@ class EligibilityView:
     excluded: list[tuple[str, str]]
     plan: list[tuple[str, str]]
     questions: list[tuple[str, list[tuple[str, str]]]]
-    catalogue: list[dict[str, Any]]
+    catalogue: list[CatalogueRow]
     references: list[ReferenceView]
     rules_info: str
-    other: list[tuple[str, str]]
 
 
-def _inputs(names: Sequence[Any]) -> str:
+def _inputs(names: Sequence[str]) -> str:
     """``["clinical.pain.vas", "imaging.genant_grade"]`` -> ``"imaging: genant_grade; clinical: pain.vas"``"""
     groups: dict[str, list[str]] = {}
     for n in names:
-        src, _, rest = str(n).partition(".")
+        src, _, rest = n.partition(".")
         groups.setdefault(src if rest else "", []).append(rest or src)
     shown, parts, count = 0, [], 0
     for src in (
@@ -180,65 +174,55 @@ def _inputs(names: Sequence[Any]) -> str:
 
 
 def _trace(
-    outcomes: Any,
-    catalogue: Mapping[str, Mapping[str, Any]],
-    refs: Mapping[str, Mapping[str, Any]],
+    outcomes: Sequence[RuleOutcome],
+    catalogue: Mapping[str, RuleInfo],
+    refs: Mapping[str, Reference],
     in_question: bool = True,
 ) -> TraceGroup:
     group = TraceGroup()
-    for o in _list(outcomes):
-        o = _map(o)
-        rule_id = str(o.get("rule") or "")
-        entry = catalogue.get(rule_id, {})
-        kind = str(o.get("kind") or entry.get("kind") or "")
-        if not in_question and kind != "indication":
+    for o in outcomes:
+        if not in_question and o.kind is not Kind.INDICATION:
             group.not_weighed += 1
             continue
-        result = str(o.get("result") or "unknown")
-        assumed = text(o.get("assumed"))
-        if result == "true" or assumed:
-            true_word, false_word = _RESULT_WORDS.get(kind, ("yes", "no"))
-            word = true_word if result == "true" else false_word if result == "false" else "unknown"
+        if o.result is True or o.assumed:
+            true_word, false_word = _RESULT_WORDS[o.kind]
+            word = {True: true_word, False: false_word, None: "unknown"}[o.result]
             css = "neutral"
-            if result == "true":
-                css = "met" if kind == "indication" else "present" if kind in ("absolute", "relative") else "neutral"
+            if o.result is True and o.kind is not Kind.PLAN:
+                css = "met" if o.kind is Kind.INDICATION else "present"
+            info = catalogue.get(o.rule)
             group.fired.append(
                 RuleRow(
-                    rule_id=rule_id,
-                    text=text(entry.get("text")) or text(o.get("sentence")) or rule_id,
-                    result=word + (" (assumed)" if assumed else ""),
+                    rule_id=o.rule,
+                    text=(info.text if info else "") or o.sentence or o.rule,
+                    result=word + (" (assumed)" if o.assumed else ""),
                     css=css,
-                    because="; ".join(text(b) for b in _list(o.get("because"))),
-                    missing=_inputs(_list(o.get("missing"))),
-                    assumed=assumed,
-                    sources=tuple(dict.fromkeys(source_short(s, refs) for s in _list(entry.get("sources")))),
+                    because="; ".join(_present(o.because)),
+                    missing=_inputs(_present(o.missing)),
+                    assumed=o.assumed,
+                    sources=tuple(dict.fromkeys(source_short(s, refs) for s in info.sources)) if info else (),
                 )
             )
-        elif result == "false":
-            group.not_met.append(rule_id)
+        elif o.result is False:
+            group.not_met.append(o.rule)
         else:
-            group.unknown.append(rule_id)
+            group.unknown.append(o.rule)
     return group
 
 
-def _level(
-    entry: Mapping[str, Any], catalogue: Mapping[str, Mapping[str, Any]], refs: Mapping[str, Mapping[str, Any]]
-) -> LevelView:
-    decision = parse_decision(entry.get("decision"))
-    possible = [parse_decision(p) for p in _list(entry.get("possible_decisions"))]
-    in_question = decision is not Decision.NOT_INDICATED
-    technique = str(entry.get("technique") or "").replace("_", " ") if in_question else ""
+def _level(d: LevelDecision, catalogue: Mapping[str, RuleInfo], refs: Mapping[str, Reference]) -> LevelView:
+    in_question = d.decision is not Decision.NOT_INDICATED
     return LevelView(
-        name=text(entry.get("name") or entry.get("level")) or f"vertebra #{entry.get('label', '?')}",
+        name=d.name,
         in_question=in_question,
-        decision=decision,
-        decision_text=decision.text if decision else text(entry.get("decision")) or "not given",
-        possible=[p.text for p in possible if p is not None and p is not decision],
-        technique=technique,
-        reasons=[text(r) for r in _list(entry.get("reasons"))],
-        notes=[text(n) for n in _list(entry.get("notes"))],
-        deciding=_inputs(_list(entry.get("deciding_inputs"))),
-        trace=_trace(entry.get("trace"), catalogue, refs, in_question),
+        decision=d.decision,
+        decision_text=d.decision.text,
+        possible=[p.text for p in d.possible if p is not d.decision],
+        technique=technique_word(d.kyphoplasty_preferred).replace("_", " ") if d.decision.is_candidate else "",
+        reasons=_present(d.reasons),
+        notes=_present(d.notes),
+        deciding=_inputs(_present(d.deciding_inputs)),
+        trace=_trace(d.trace, catalogue, refs, in_question),
     )
 
 
@@ -268,92 +252,68 @@ def _trace_groups(levels: Sequence[LevelView]) -> list[tuple[str, TraceGroup]]:
     return [(", ".join(names), t) for names, t in out]
 
 
-def _plan(plan: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _plan(plan: SessionPlan) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
-    sessions = [_map(s) for s in _list(plan.get("sessions"))]
-    if sessions:
-        rows.append(("Sessions", "; ".join(f"{s.get('session', '?')}: {text(s.get('levels'))}" for s in sessions)))
-    elif "sessions" in plan:
+    if plan.sessions:
+        rows.append(("Sessions", "; ".join(f"{i + 1}: {', '.join(s)}" for i, s in enumerate(plan.sessions))))
+    else:
         rows.append(("Sessions", "none (no level is a candidate at present)"))
-    if plan.get("staged"):
-        rows.append(("Staged", f"yes: more than {plan.get('max_levels_per_session', '?')} levels per session"))
-    if _list(plan.get("pending_levels")):
-        rows.append(("Pending answers", text(plan.get("pending_levels"))))
-    technique = _map(plan.get("technique"))
-    if technique.get("note"):
-        rows.append(("Technique", text(technique.get("note"))))
-    biopsy = _map(plan.get("biopsy"))
-    if biopsy.get("sentence"):
-        rows.append(("Biopsy", text(biopsy.get("sentence"))))
+    if len(plan.sessions) > 1:
+        rows.append(("Staged", f"yes: more than {plan.max_levels_per_session} levels per session"))
+    if plan.pending:
+        rows.append(("Pending answers", ", ".join(plan.pending)))
+    if plan.technique_note:
+        rows.append(("Technique", plan.technique_note))
+    if plan.biopsy_sentence:
+        rows.append(("Biopsy", plan.biopsy_sentence))
     return rows
 
 
-def _questions(questions: Any) -> list[tuple[str, list[tuple[str, str]]]]:
+def _questions(result: EligibilityResult) -> list[tuple[str, list[tuple[str, str]]]]:
     groups: dict[str, list[tuple[str, str]]] = {}
-    for q in _list(questions):
-        q = _map(q)
-        levels = text(q.get("levels"))
+    for q in result.questions:
+        levels = ", ".join(q.levels)
         where = f"levels {levels}; " if levels else ""
-        detail = f"{where}answer in clinical.yaml: {q['field']}" if q.get("field") else where.rstrip("; ")
-        groups.setdefault(str(q.get("asked_of") or "clinician"), []).append((text(q.get("question")), detail))
+        detail = f"{where}answer in clinical.yaml: {q.field}" if q.field else where.rstrip("; ")
+        groups.setdefault(q.asked_of or "clinician", []).append((q.text, detail))
     order = [a for a in _ASKED_OF_ORDER if a in groups] + sorted(set(groups) - set(_ASKED_OF_ORDER))
     return [(a, groups[a]) for a in order]
 
 
-def _source_view(src: Mapping[str, Any], refs: Mapping[str, Mapping[str, Any]]) -> SourceView:
-    seed = str(src.get("seed") or "")
+def _source_view(src: Source, refs: Mapping[str, Reference]) -> SourceView:
     return SourceView(
         label=source_short(src, refs),
-        quote=text(src.get("quote") or src.get("policy")),
-        anchor=reference_anchor(seed) if seed in refs else "",
+        quote=src.quote if src.seed else src.policy,
+        anchor=reference_anchor(src.seed) if src.seed in refs else "",
     )
 
 
-def eligibility_view(report: Mapping[str, Any]) -> EligibilityView | None:
-    """Display model of ``report["eligibility"]``, or None when the rules were not evaluated."""
-    elig = report.get("eligibility")
-    if not isinstance(elig, Mapping):
+def eligibility_view(result: EligibilityResult | None) -> EligibilityView | None:
+    """Display model of the rules stage's result, or None when the rules were not evaluated."""
+    if result is None:
         return None
-    catalogue = {str(c.get("id")): c for c in map(_map, _list(elig.get("rule_catalogue"))) if c.get("id")}
-    refs = {str(r.get("seed")): r for r in map(_map, _list(elig.get("references"))) if r.get("seed")}
-    clinical = _map(elig.get("clinical"))
-    if clinical.get("provided") is True:
-        clinical_text = f"clinical inputs from {clinical.get('file') or 'the clinical file'}"
-    elif clinical.get("provided") is False:
-        clinical_text = "imaging only: no clinical inputs were given, so every clinical question is open"
+    catalogue = {c.id: c for c in result.catalogue if c.id}
+    refs = {r.seed: r for r in result.references if r.seed}
+    if result.clinical_provided:
+        clinical = f"clinical inputs from {result.clinical_file or 'the clinical file'}"
     else:
-        clinical_text = ""
-    rules = _map(elig.get("rules"))
-    rules_info = ""
-    if rules:
-        sha = str(rules.get("sha256", ""))[:16]
-        rules_info = f"{rules.get('file') or 'rules'} version {rules.get('version', '?')}, sha256 {sha}"
-    levels = [_level(_map(e), catalogue, refs) for e in _list(elig.get("levels"))]
+        clinical = "imaging only: no clinical inputs were given, so every clinical question is open"
+    levels = [_level(d, catalogue, refs) for d in result.levels]
     return EligibilityView(
-        summary=text(elig.get("summary")),
-        disclaimer=text(elig.get("disclaimer")),
-        clinical=clinical_text,
+        summary=result.summary,
+        disclaimer=result.disclaimer,
+        clinical=clinical,
         levels=levels,
         groups=_groups(levels),
         traces=_trace_groups(levels),
-        patient=_trace(elig.get("patient_rules"), catalogue, refs),
-        excluded=[(text(_map(e).get("name")), text(_map(e).get("reason"))) for e in _list(elig.get("excluded_levels"))],
-        plan=_plan(_map(elig.get("plan"))),
-        questions=_questions(elig.get("questions")),
+        patient=_trace(result.patient_trace, catalogue, refs),
+        excluded=list(result.excluded),
+        plan=_plan(result.plan),
+        questions=_questions(result),
         catalogue=[
-            {
-                "id": rid,
-                "kind": text(c.get("kind")),
-                "text": text(c.get("text")),
-                "note": text(c.get("note")),
-                "sources": [_source_view(_map(s), refs) for s in _list(c.get("sources"))],
-            }
-            for rid, c in catalogue.items()
+            CatalogueRow(c.id, c.kind.value, c.text, c.note, [_source_view(s, refs) for s in c.sources])
+            for c in catalogue.values()
         ],
-        references=[
-            ReferenceView(reference_anchor(seed), text(r.get("short")), text(r.get("citation")), seed)
-            for seed, r in refs.items()
-        ],
-        rules_info=rules_info,
-        other=[(str(k), text(v)) for k, v in elig.items() if k not in _KNOWN_KEYS and v not in (None, "", [], {})],
+        references=[ReferenceView(reference_anchor(seed), r.short, r.citation, seed) for seed, r in refs.items()],
+        rules_info=f"{result.rules_file or 'rules'} version {result.rules_version}, sha256 {result.rules_sha256[:16]}",
     )

@@ -14,16 +14,15 @@ import base64
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import jinja2
 
 from pipeline.errors import PipelineError
-from pipeline.model import GradeState
+from pipeline.model import EdemaPattern, GradeState
 from pipeline.report.eligibility_view import eligibility_view
-from pipeline.report.eligibility_view import text as _text
+from pipeline.report.json_report import SCHEMA_VERSION, registration_residual
 from pipeline.report.overlay import ordered
-from pipeline.report.views import Decision, decisions_by_label, level_name, vertebra_grade
+from pipeline.report.study_report import StudyReport, VertebraReport
 
 DISCLAIMER = (
     "This report supports a clinician's decision; it does not replace it. The measurements and the "
@@ -65,52 +64,48 @@ class VertebraRow:
     cells: list[Cell] = field(default_factory=list)
 
 
-def _num(value: Any, nd: int = 1, unit: str = "") -> str | None:
-    if value is None or isinstance(value, bool):
+def _num(value: float | None, nd: int = 1, unit: str = "") -> str | None:
+    if value is None or not math.isfinite(value):
         return None
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(f):
-        return None
-    return f"{f:.{nd}f}{unit}"
+    return f"{float(value):.{nd}f}{unit}"
 
 
-def _value_cell(value: Any, nd: int = 1, unit: str = "", *, missing: str = "not measured", css: str = "num") -> Cell:
+def _value_cell(
+    value: float | None, nd: int = 1, unit: str = "", *, missing: str = "not measured", css: str = "num"
+) -> Cell:
     text = _num(value, nd, unit)
     return Cell(text, css=css) if text is not None else Cell(missing, css="na")
 
 
-def _morph_cells(v: Mapping[str, Any]) -> list[Cell]:
+def _morph_cells(v: VertebraReport) -> list[Cell]:
     """Heights | reference | loss | Genant | morphology | wedge angle (6 columns)."""
-    morph = v.get("morphometry")
-    if v.get("is_sacrum") and not v.get("heights_mm"):
+    morph = v.morphometry
+    h = morph.heights if morph is not None else None
+    if v.is_sacrum and h is None:
         return [Cell("sacrum: reference for level counting, not measured", css="na", span=6)]
     if morph is None:
         return [Cell("not measured", "the morphometry stage did not run", css="na", span=6)]
-    if not morph.get("assessable") or not v.get("heights_mm"):
-        return [Cell("not assessable", str(morph.get("reason") or "no reason given"), css="na", span=6)]
-    h = v["heights_mm"]
-    heights = " / ".join(_num(h.get(k)) or "n/a" for k in ("anterior", "middle", "posterior"))
-    confidence = _num(morph.get("confidence"), 2)
-    spread = _num(morph.get("slice_spread_pct"), 1)
-    loss = _value_cell(v.get("height_loss_pct"), unit=" %", missing="n/a")
+    if not morph.assessable or h is None:
+        return [Cell("not assessable", morph.reason or "no reason given", css="na", span=6)]
+    heights = " / ".join(_num(x) or "n/a" for x in (h.anterior_mm, h.middle_mm, h.posterior_mm))
+    confidence = _num(morph.confidence, 2)
+    spread = _num(morph.slice_spread_pct, 1)
+    loss = _value_cell(morph.height_loss_pct, unit=" %", missing="n/a")
     if spread is not None and loss.css == "num":
         loss = Cell(loss.text, f"\u00b1{spread} % over slices", css="num")
     return [
         Cell(heights, f"confidence {confidence}" if confidence else "", css="num"),
-        _value_cell(v.get("reference_height_mm"), missing="n/a"),
+        _value_cell(morph.reference_height_mm, missing="n/a"),
         loss,
         _grade_cell(v),
-        Cell(str(v.get("morphology") or "n/a").replace("_", " ")),
-        _value_cell(v.get("wedge_angle_deg"), unit="\u00b0", missing="n/a"),
+        Cell(morph.morphology.value.replace("_", " ")),
+        _value_cell(morph.wedge_angle_deg, unit="\u00b0", missing="n/a"),
     ]
 
 
-def _grade_cell(v: Mapping[str, Any]) -> Cell:
-    """The Genant grade as :func:`pipeline.report.views.vertebra_grade` decides it (``2``, ``0?``, ``n/a``)."""
-    g = vertebra_grade(v)
+def _grade_cell(v: VertebraReport) -> Cell:
+    """The Genant grade as :attr:`VertebraReport.grade` shows it (``2``, ``0?``, ``n/a``)."""
+    g = v.grade
     if g.grade is None:
         return Cell("n/a", g.note, css="na")
     if g.state is GradeState.UNCERTAIN:
@@ -118,38 +113,35 @@ def _grade_cell(v: Mapping[str, Any]) -> Cell:
     return Cell(g.short, css=f"grade grade{g.grade}")
 
 
-def _stir_cells(v: Mapping[str, Any], stir_section: Mapping[str, Any] | None) -> list[Cell]:
+def _stir_cells(v: VertebraReport) -> list[Cell]:
     """STIR ratio | oedema fraction | oedema (3 columns)."""
-    s = v.get("stir")
+    s = v.stir
     if s is None:
-        reason = "no STIR assessment in this report" if stir_section is None else str(stir_section.get("reason") or "")
-        return [Cell("not measured", reason, css="na", span=3)]
-    edema = s.get("edema")
-    if edema is None:
-        return [Cell("not assessable", str(s.get("reason") or "no reason given"), css="na", span=3)]
-    frac = s.get("edema_fraction")
-    pattern = s.get("pattern")
-    parts = [str(pattern)] if edema and pattern not in (None, "none", "not_assessable") else []
-    conf = _num(s.get("confidence"), 2)
+        return [Cell("not measured", "no STIR assessment in this report", css="na", span=3)]
+    if s.edema is None:
+        return [Cell("not assessable", s.reason or "no reason given", css="na", span=3)]
+    frac = s.edema_fraction
+    shown = s.edema and s.pattern not in (EdemaPattern.NONE, EdemaPattern.NOT_ASSESSABLE)
+    parts = [s.pattern.value] if shown else []
+    conf = _num(s.confidence, 2)
     if conf is not None:
         parts.append(f"conf. {conf}")
     note = ", ".join(parts)
     return [
-        _value_cell(s.get("ratio"), 2, missing="n/a"),
+        _value_cell(s.ratio, 2, missing="n/a"),
         _value_cell(None if frac is None else float(frac) * 100.0, 0, " %", missing="n/a"),
-        Cell("yes" if edema else "no", note, css="flag-yes" if edema else "flag-no"),
+        Cell("yes" if s.edema else "no", note, css="flag-yes" if s.edema else "flag-no"),
     ]
 
 
-def _canal_cell(v: Mapping[str, Any]) -> Cell:
-    morph = v.get("morphometry")
-    if morph is None:
+def _canal_cell(v: VertebraReport) -> Cell:
+    if v.morphometry is None:
         return Cell("not measured", css="na")
-    wall = morph.get("posterior_wall") or {}
-    if not wall.get("assessable"):
-        return Cell("not assessable", str(wall.get("reason") or "no reason given"), css="na")
-    pct = _num(wall.get("canal_compromise_pct"), 0, " %")
-    bulge = _num(wall.get("bulge_mm"), 1, " mm")
+    wall = v.morphometry.posterior_wall
+    if not wall.assessable:
+        return Cell("not assessable", wall.reason or "no reason given", css="na")
+    pct = _num(wall.canal_compromise_pct, 0, " %")
+    bulge = _num(wall.bulge_mm, 1, " mm")
     return Cell(pct or "n/a", f"wall bulge {bulge}" if bulge else "", css="num")
 
 
@@ -163,24 +155,24 @@ LEVEL_CONFIDENCE_NOTE = (
 LOW_LEVEL_CONFIDENCE = 0.6
 
 
-def _level_cell(v: Mapping[str, Any]) -> Cell:
-    conf = v.get("level_confidence")
-    if not isinstance(conf, (int, float)) or isinstance(conf, bool) or v.get("level") is None or conf <= 0:
-        return Cell(level_name(v), "", css="level")
+def _level_cell(v: VertebraReport) -> Cell:
+    conf = v.seg.level_confidence
+    if v.level is None or not conf > 0:  # no level, or no confidence to show
+        return Cell(v.name, "", css="level")
     check = " - check the level" if conf < LOW_LEVEL_CONFIDENCE else ""
-    return Cell(level_name(v), f"level confidence {conf:.2f}{check}", css="level")
+    return Cell(v.name, f"level confidence {conf:.2f}{check}", css="level")
 
 
-def vertebra_rows(report: Mapping[str, Any], decisions: Mapping[int, Decision]) -> list[VertebraRow]:
+def vertebra_rows(report: StudyReport) -> list[VertebraRow]:
     rows = []
-    for v in report.get("vertebrae", []):
-        row = VertebraRow(level_name(v))
+    for v in report.vertebrae:
+        row = VertebraRow(v.name)
         row.cells.append(_level_cell(v))
         row.cells += _morph_cells(v)
-        row.cells += _stir_cells(v, report.get("stir"))
+        row.cells += _stir_cells(v)
         row.cells.append(_canal_cell(v))
-        row.cells.append(_value_cell(v.get("segmentation_quality"), 2, missing="n/a"))
-        d = decisions.get(int(v.get("label", -1)))
+        row.cells.append(_value_cell(v.seg.quality, 2, missing="n/a"))
+        d = v.decision
         row.cells.append(Cell(d.text, css=f"decision {d.value}") if d else Cell("-", css="na"))
         rows.append(row)
     return rows
@@ -202,51 +194,53 @@ def _images(overlays: Mapping[str, bytes]) -> list[dict[str, str]]:
     return out
 
 
-def _date(value: Any) -> str:
-    s = str(value or "")
+def _date(value: str | None) -> str:
+    s = value or ""
     return f"{s[:4]}-{s[4:6]}-{s[6:8]}" if len(s) == 8 and s.isdigit() else s
 
 
-def _series_rows(report: Mapping[str, Any]) -> list[dict[str, str]]:
+def _series_rows(report: StudyReport) -> list[dict[str, str]]:
     rows = []
-    for s in report.get("series", []):
-        spacing = s.get("pixel_spacing_mm")
+    for s in report.study.series:
+        d = report.series_decision(s)
+        used = d is not None and d.used
+        spacing = s.pixel_spacing_mm
         geometry = " x ".join(_num(x, 2) or "?" for x in spacing) + " mm" if spacing else ""
-        if s.get("slice_thickness_mm"):
-            geometry += f", {(_num(s['slice_thickness_mm'], 1))} mm slices"
+        if s.slice_thickness_mm:
+            geometry += f", {(_num(s.slice_thickness_mm, 1))} mm slices"
         rows.append(
             {
-                "number": _text(s.get("series_number")),
-                "description": _text(s.get("description")),
-                "role": _text(s.get("role")) + (f" (substitute: {s['substitute']})" if s.get("substitute") else ""),
-                "orientation": _text(s.get("orientation")).lower(),
-                "images": _text(s.get("n_images")),
+                "number": "" if s.series_number is None else str(s.series_number),
+                "description": s.description,
+                "role": s.role.value + (f" (substitute: {s.substitute.value})" if s.substitute else ""),
+                "orientation": s.orientation.value.lower(),
+                "images": str(s.n_images),
                 "geometry": geometry,
-                "used": _text(s.get("used_as")) if s.get("used") else "not used",
-                "used_css": "used" if s.get("used") else "unused",
-                "reason": _text(s.get("reason")),
-                "problems": _text(s.get("problems")),
+                "used": (d.used_as or "") if d is not None and used else "not used",
+                "used_css": "used" if used else "unused",
+                "reason": d.reason if d is not None else "not considered",
+                "problems": ", ".join(s.problems),
             }
         )
     return rows
 
 
-def _patient(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _patient(report: StudyReport) -> list[tuple[str, str]]:
     """Identity lines, only from an explicit ``patient`` section of the report."""
-    p = report.get("patient")
-    if not isinstance(p, Mapping):
+    if report.patient is None:
         return []
+    p = {k: str(v) for k, v in report.patient.items() if v not in (None, "")}
     names = {"name": "Patient", "id": "Patient ID", "birth_date": "Birth date", "sex": "Sex"}
-    return [(names[k], _date(p[k]) if k == "birth_date" else _text(p[k])) for k in names if p.get(k)]
+    return [(names[k], _date(p[k]) if k == "birth_date" else p[k]) for k in names if p.get(k)]
 
 
-def render_html(report: Mapping[str, Any], overlays: Mapping[str, bytes]) -> str:
+def render_html(report: StudyReport, overlays: Mapping[str, bytes]) -> str:
     """Render the report as one self-contained HTML page.
 
     Parameters
     ----------
-    report : mapping
-        The report from :func:`pipeline.report.json_report.build_report` (any stage may be absent).
+    report : StudyReport
+        The study's report (any stage may be absent).
     overlays : mapping
         File name -> PNG bytes from :func:`pipeline.report.overlay.render_overlays` (may be empty).
 
@@ -255,49 +249,44 @@ def render_html(report: Mapping[str, Any], overlays: Mapping[str, bytes]) -> str
     str
         The HTML document (UTF-8 text); it loads nothing from the network.
     """
-    decisions = decisions_by_label(report)
-    study = report.get("study", {})
-    pipeline = report.get("pipeline", {})
-    seg = report.get("segmentation")
+    study, seg = report.study, report.segmentation
+    stir = report.stir if seg is not None else None  # report.json has a STIR section only with a segmentation
     context = {
         "disclaimer": DISCLAIMER,
         "pipeline": {
-            "version": _text(pipeline.get("version")),
-            "config": _text(pipeline.get("config_sha256")) or "not recorded",
-            "generated_at": _text(pipeline.get("generated_at")),
-            "schema": _text(report.get("schema_version")),
+            "version": report.pipeline_version,
+            "config": report.config_sha256 or "not recorded",
+            "generated_at": report.generated_at,
+            "schema": SCHEMA_VERSION,
         },
         "patient": _patient(report),
         "study": {
-            "description": _text(study.get("description")) or "(no description)",
-            "date": _date(study.get("study_date")) or "unknown",
-            "uid": _text(study.get("study_instance_uid")),
-            "patient_key": _text(study.get("patient_key")),
-            "n_series": _text(study.get("n_series")),
-            "n_skipped": int(study.get("n_skipped_files") or 0),
+            "description": study.description or "(no description)",
+            "date": _date(study.study_date) or "unknown",
+            "uid": study.study_uid,
+            "patient_key": study.patient_key,
+            "n_series": str(len(study.series)),
+            "n_skipped": len(study.skipped),
         },
         "series": _series_rows(report),
         "segmentation": None
-        if not seg
+        if seg is None
         else {
-            "n_bodies": _text(seg.get("n_bodies")),
-            "method": _text(seg.get("labelling_method")),
-            "sacrum": "found" if seg.get("sacrum_found") else "not found (level names are less certain)",
+            "n_bodies": str(len(seg.vertebrae)),
+            "method": seg.labelling_method,
+            "sacrum": "found" if seg.sacrum_found else "not found (level names are less certain)",
         },
-        "stir": report.get("stir"),
-        "has_vertebrae": "vertebrae" in report,
-        "rows": vertebra_rows(report, decisions),
-        "chips": [
-            (level_name(v), decisions[int(v["label"])])
-            for v in report.get("vertebrae", [])
-            if int(v.get("label", -1)) in decisions
-        ],
+        "stir": stir,
+        "stir_residual_mm": registration_residual(stir) if stir is not None else None,
+        "has_vertebrae": seg is not None,
+        "rows": vertebra_rows(report),
+        "chips": [(v.name, v.decision) for v in report.vertebrae if v.decision is not None],
         "images": _images(overlays),
-        "eligibility": eligibility_view(report),
-        "clinical_given": "clinical_inputs" in report,
-        "warnings": [_text(w) for w in report.get("warnings", [])],
+        "eligibility": eligibility_view(report.eligibility),
+        "clinical_given": report.clinical_inputs is not None,
+        "warnings": list(report.warnings),
         "level_confidence_note": LEVEL_CONFIDENCE_NOTE,
-        "timings": [(k, _num(v, 0) or "") for k, v in (report.get("timings_ms") or {}).items()],
-        "outputs": [(k, _text(v)) for k, v in (report.get("outputs") or {}).items()],
+        "timings": [(k, _num(v, 0) or "") for k, v in report.timings_ms.items()],
+        "outputs": [(k, ", ".join(v) if isinstance(v, tuple) else v) for k, v in report.outputs.written()],
     }
     return _ENV.get_template("report.html.j2").render(**context)

@@ -137,11 +137,11 @@ def write_outputs(
         warnings=(*report.warnings, *warnings),
         timings_ms=timer.timings_ms() if timer is not None else report.timings_ms,
     )
-    data = final.to_json()
     if OutputKind.HTML in kinds:
         from pipeline.report.html import render_html
 
-        (out_dir / FILE_NAMES[OutputKind.HTML]).write_text(render_html(data, overlays), encoding="utf-8")
+        (out_dir / FILE_NAMES[OutputKind.HTML]).write_text(render_html(final, overlays), encoding="utf-8")
+    data = final.to_json()
     validate_report(data)
     write_json(data, out_dir / FILE_NAMES[OutputKind.JSON])
     return final

@@ -71,17 +71,21 @@ class OutputFiles:
     sc: tuple[str, ...] = ()
     html: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        """The files written, in this order; an output not written is left out."""
+    def written(self) -> list[tuple[str, str | tuple[str, ...]]]:
+        """(name, file or files) of the outputs written, in this order."""
         items = (
             ("labels", self.labels),
-            ("overlays", list(self.overlays)),
+            ("overlays", self.overlays),
             ("seg", self.seg),
             ("sr", self.sr),
-            ("sc", list(self.sc)),
+            ("sc", self.sc),
             ("html", self.html),
         )
-        return {k: v for k, v in items if v}
+        return [(k, v) for k, v in items if v]
+
+    def to_json(self) -> dict[str, Any]:
+        """report.json ``outputs``: an output not written is left out."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.written()}
 
 
 @dataclass(frozen=True)
@@ -149,7 +153,7 @@ class StudyReport:
     clinical_inputs: ClinicalInputsUsed | None = None
     warnings: tuple[str, ...] = ()  # without repeats
     outputs: OutputFiles = OutputFiles()
-    timings_ms: Mapping[str, float] = field(default_factory=dict)  # per stage, then "total"
+    timings_ms: Mapping[str, float] = field(default_factory=dict)  # ms (0.1) per stage, then "total"
     config_sha256: str = ""
     patient: Mapping[str, str] | None = None
     pipeline_version: str = __version__
@@ -158,6 +162,7 @@ class StudyReport:
     def __post_init__(self) -> None:
         # frozen: normalised through object.__setattr__, once, before anyone reads them
         object.__setattr__(self, "warnings", tuple(dict.fromkeys(self.warnings)))
+        object.__setattr__(self, "timings_ms", {k: round(float(v), 1) for k, v in self.timings_ms.items()})
         if self.morphometry is not None:
             object.__setattr__(self, "morphometry", tuple(self.morphometry))
 
@@ -223,7 +228,7 @@ class StudyReport:
             report["eligibility"] = eligibility_section(self.eligibility)
         report["outputs"] = self.outputs.to_json()
         report["warnings"] = list(self.warnings)
-        report["timings_ms"] = {k: round(float(v), 1) for k, v in self.timings_ms.items()}
+        report["timings_ms"] = dict(self.timings_ms)
         return jsonable(report)
 
 
