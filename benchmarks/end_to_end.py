@@ -91,7 +91,7 @@ def run_cached(study: Path, out: Path, config: PipelineConfig, reuse: bool) -> t
         rep = json.loads((out / "report.json").read_text())
         return rep, float(rep.get("timings_ms", {}).get("total", 0.0)) / 1000.0
     res = run_study(study, out, config=config, options=JSON_ONLY)
-    return res.report, res.runtime_s
+    return res.report.to_json(), res.runtime_s
 
 
 def anatomy_of(study: Path, config: PipelineConfig) -> tuple[Volume, Role]:

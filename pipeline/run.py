@@ -125,9 +125,8 @@ class RunResult:
 
     study_uid: str
     out_dir: Path
-    report: dict[str, Any] = field(repr=False)  # report.json as written
+    report: StudyReport = field(repr=False)  # as written to report.json (StudyReport.to_json)
     runtime_s: float = 0.0
-    typed: StudyReport | None = field(default=None, repr=False)  # the same report, typed
 
     @property
     def report_path(self) -> Path:
@@ -241,7 +240,7 @@ def run_study(
         )
     runtime = time.perf_counter() - t_start
     logger.info("study %s: done in %.1f s -> %s", study.study_uid, runtime, out_dir)
-    return RunResult(study.study_uid, Path(out_dir), report.to_json(), runtime, report)
+    return RunResult(study.study_uid, Path(out_dir), report, runtime)
 
 
 def _write_image(image: sitk.Image, path: Path) -> None:

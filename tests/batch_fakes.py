@@ -59,6 +59,8 @@ def transient(task: StudyTask) -> TaskOutcome:
 
     import pipeline.run
     from pipeline.errors import StudyError
+    from pipeline.model import StudyRecord
+    from pipeline.report.study_report import StudyReport
 
     counter = Path(f"{task.out_dir}.attempts")
     n = int(counter.read_text()) + 1 if counter.exists() else 1
@@ -73,7 +75,7 @@ def transient(task: StudyTask) -> TaskOutcome:
             raise KeyError("an unexpected key")
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        report = {"study": {"study_instance_uid": task.study_uid}, "vertebrae": []}
+        report = StudyReport(StudyRecord(str(task.study_uid), "", "", None, (), out))
         return pipeline.run.RunResult(str(task.study_uid), out, report, 0.0)
 
     real = pipeline.run.run_study

@@ -72,8 +72,7 @@ class Case:
     segmentation: SegmentationResult
     stir: StirAssessment
     morphometry: tuple[VertebraMorphometry, ...]
-    study_report: StudyReport
-    report: dict  # study_report.to_json()
+    report: StudyReport
     display_labels: np.ndarray  # (slice, row, col) labels in display orientation (row 0 head, col 0 anterior)
 
 
@@ -351,9 +350,7 @@ def make_case(tmp_dir: Path, *, flipped: bool = False, clinical: dict | None = C
         config_sha256="ab" * 32,
     )
     disp = labels.array if not flipped else labels.array[:, ::-1, ::-1]
-    return Case(
-        tuple(files), datasets, t2, seg, stir, tuple(morph), report, report.to_json(), np.ascontiguousarray(disp)
-    )
+    return Case(tuple(files), datasets, t2, seg, stir, tuple(morph), report, np.ascontiguousarray(disp))
 
 
 def _series(uid: str, role: Role, desc: str) -> SeriesRecord:

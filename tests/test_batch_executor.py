@@ -6,6 +6,7 @@ The task functions are fakes (tests/batch_fakes.py) so that these tests do not r
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 import os
 import pickle
 import subprocess
@@ -20,9 +21,11 @@ from batch_fakes import fake
 
 from pipeline.batch import LocalExecutor, Status, StudyTask, make_executor, run_task, summarize_report
 from pipeline.batch.executor import Executor
+from pipeline.batch.task import summarize_report_json
 from pipeline.levels import Level
 from pipeline.report.outputs import OutputKind
 from pipeline.segment import parse_anchor
+from tests.report_fixtures import STUDY_UID, make_case
 
 
 def _task(key: str, tmp_path: Path, **kw: object) -> StudyTask:
@@ -129,7 +132,22 @@ def test_make_executor_gives_a_local_pool_by_default():
         ex.shutdown()
 
 
-def test_summarize_report_headline():
+def test_summarize_report_headline(tmp_path):
+    report = make_case(tmp_path).report
+    s = summarize_report(report)
+    assert s["study_uid"] == STUDY_UID and s["levels"] == ["L3", "L4", "L5", "S1"]
+    assert s["fractures"] == [
+        {"level": "L4", "genant_grade": 2, "height_loss_pct": 41.7, "morphology": "wedge", "grade_state": "definite"}
+    ]
+    assert s["edema_levels"] == ["L4"] and s["edema_unknown_levels"] == ["L5"]  # the sacrum is not counted
+    assert s["candidate_levels"] == ["L4"] and s["indeterminate_levels"] == [] == s["contraindicated_levels"]
+    assert s["decision"] == report.eligibility.summary and s["n_warnings"] == 1
+    assert s["timings_ms"] == dict(report.timings_ms)
+    # the same headline from the report.json written to disk (batch --resume)
+    assert summarize_report_json(json.loads(json.dumps(report.to_json()))) == s
+
+
+def test_summarize_report_json_of_a_report_without_grade_states():
     report = {
         "study": {"study_instance_uid": "1.2.3"},
         "vertebrae": [
@@ -156,7 +174,7 @@ def test_summarize_report_headline():
         "warnings": ["w"],
         "timings_ms": {"total": 1500.0},
     }
-    s = summarize_report(report)
+    s = summarize_report_json(report)
     assert s["study_uid"] == "1.2.3"
     assert s["levels"] == ["T12", "L1", "?3", "S1"]
     assert s["fractures"] == [

@@ -60,8 +60,8 @@ def test_config_section_parses_and_validates():
 @pytest.fixture(scope="module")
 def seg_and_sr(tmp_path_factory):
     case = make_case(tmp_path_factory.mktemp("case"))
-    seg = build_seg(case.study_report, case.datasets)
-    return seg, build_sr(case.study_report, seg, case.datasets)
+    seg = build_seg(case.report, case.datasets)
+    return seg, build_sr(case.report, seg, case.datasets)
 
 
 def _items(ds):

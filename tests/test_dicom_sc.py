@@ -21,10 +21,10 @@ SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     case = make_case(tmp_path_factory.mktemp("sc"))
-    overlays = render_overlays(case.anatomy, case.study_report)
+    overlays = render_overlays(case.anatomy, case.report)
     out = tmp_path_factory.mktemp("scout")
     paths = [
-        save_dicom(sc, out / f"sc{i}.dcm") for i, sc in enumerate(build_sc(overlays, case.datasets, case.study_report))
+        save_dicom(sc, out / f"sc{i}.dcm") for i, sc in enumerate(build_sc(overlays, case.datasets, case.report))
     ]
     return case, overlays, paths
 
@@ -45,7 +45,7 @@ def test_sc_rereads_with_the_overlay_pixels(made):
 
 def test_sc_uids_are_deterministic(made):
     case, overlays, paths = made
-    again = build_sc(overlays, case.datasets, case.study_report)
+    again = build_sc(overlays, case.datasets, case.report)
     assert [s.SOPInstanceUID for s in again] == [pydicom.dcmread(p).SOPInstanceUID for p in paths]
 
 

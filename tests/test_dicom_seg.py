@@ -27,7 +27,7 @@ def case(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def seg_file(case, tmp_path_factory):
     return save_dicom(
-        build_seg(case.study_report, case.datasets),
+        build_seg(case.report, case.datasets),
         tmp_path_factory.mktemp("segout") / "seg.dcm",
     )
 
@@ -50,12 +50,12 @@ def test_seg_rereads_and_references_the_source_series(case, seg_file):
     }
     assert per_frame <= source_uids
     assert ds.Manufacturer and ds.ManufacturerModelName == "spine-assess"
-    assert list(ds.SoftwareVersions)[0] == case.report["pipeline"]["version"]
+    assert list(ds.SoftwareVersions)[0] == case.report.to_json()["pipeline"]["version"]
 
 
 def test_segments_are_the_reported_vertebrae_with_snomed_codes(case, seg_file):
     seg = hd.seg.segread(seg_file)
-    levels = [v["level"] for v in case.report["vertebrae"]]
+    levels = [v["level"] for v in case.report.to_json()["vertebrae"]]
     assert [s.SegmentNumber for s in seg.SegmentSequence] == [1, 2, 3, 4]
     assert [s.SegmentLabel for s in seg.SegmentSequence] == [
         "L3 vertebral body",
@@ -99,12 +99,12 @@ def _all_uids(ds) -> list[str]:
 
 
 def test_seg_uids_are_deterministic_and_change_with_the_configuration(case):
-    a = build_seg(case.study_report, case.datasets)
-    b = build_seg(case.study_report, case.datasets)
+    a = build_seg(case.report, case.datasets)
+    b = build_seg(case.report, case.datasets)
     assert (a.SeriesInstanceUID, a.SOPInstanceUID) == (b.SeriesInstanceUID, b.SOPInstanceUID)
     assert [s.TrackingUID for s in a.SegmentSequence] == [s.TrackingUID for s in b.SegmentSequence]
     assert _all_uids(a) == _all_uids(b)  # every UID, including highdicom's dimension organization
-    c = build_seg(dataclasses.replace(case.study_report, config_sha256="cd" * 32), case.datasets)
+    c = build_seg(dataclasses.replace(case.report, config_sha256="cd" * 32), case.datasets)
     assert c.SOPInstanceUID != a.SOPInstanceUID and c.SeriesInstanceUID != a.SeriesInstanceUID
     assert len({a.SOPInstanceUID, a.SeriesInstanceUID, c.SOPInstanceUID}) == 3
     assert all(len(u) <= 64 for u in (a.SOPInstanceUID, a.SeriesInstanceUID))
@@ -120,18 +120,18 @@ def test_seg_refuses_headers_of_another_series(case):
     for d in other:
         d.SeriesInstanceUID = "1.2.3.4.5"
     with pytest.raises(InputError, match="not to the segmented series"):
-        build_seg(case.study_report, other)
+        build_seg(case.report, other)
 
 
 def test_seg_refuses_an_empty_segmentation(case):
     empty = dataclasses.replace(case.segmentation, vertebrae=())
     with pytest.raises(AnalysisError, match="no vertebral body"):
-        build_seg(dataclasses.replace(case.study_report, segmentation=empty), case.datasets)
+        build_seg(dataclasses.replace(case.report, segmentation=empty), case.datasets)
 
 
 def test_seg_uses_the_configured_series_number_and_equipment(case):
     cfg = DicomOutputConfig(manufacturer="Hospital IT", seg_series_number=700, institution_name="General Hospital")
-    seg = build_seg(case.study_report, case.datasets, config=cfg)
+    seg = build_seg(case.report, case.datasets, config=cfg)
     assert seg.SeriesNumber == 700 and seg.Manufacturer == "Hospital IT"
     assert seg.InstitutionName == "General Hospital"
 
@@ -142,7 +142,7 @@ def test_seg_of_a_multiframe_source_references_its_frames(case, tmp_path):
         full, series_instance_uid=full[0].SeriesInstanceUID, series_number=3, sop_instance_uid=hd.UID(),
         instance_number=1,
     )  # fmt: skip
-    path = save_dicom(build_seg(case.study_report, [mf]), tmp_path / "seg.dcm")
+    path = save_dicom(build_seg(case.report, [mf]), tmp_path / "seg.dcm")
     seg = hd.seg.segread(path)
     refs = {
         (src.ReferencedSOPInstanceUID, int(src.ReferencedFrameNumber))
@@ -168,7 +168,7 @@ def test_seg_leaves_out_stray_labels_and_says_which_body_has_no_voxel(case, capl
     labels[labels == last] = 0
     seg = dataclasses.replace(case.segmentation, labels=case.segmentation.labels.with_array(labels))
     with caplog.at_level("WARNING", logger="pipeline.report.dicom_seg"):
-        ds = build_seg(dataclasses.replace(case.study_report, segmentation=seg), case.datasets)
+        ds = build_seg(dataclasses.replace(case.report, segmentation=seg), case.datasets)
     assert "label values [9] are not reported vertebrae" in caplog.text
     assert f"vertebra label {last} has no voxel" in caplog.text
     assert f"vertebra label {first} has no voxel" not in caplog.text

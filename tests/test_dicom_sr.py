@@ -26,9 +26,9 @@ COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 def written(tmp_path_factory):
     case = make_case(tmp_path_factory.mktemp("sr"))
     out = tmp_path_factory.mktemp("srout")
-    seg = build_seg(case.study_report, case.datasets)
+    seg = build_seg(case.report, case.datasets)
     seg_path = save_dicom(seg, out / "seg.dcm")
-    sr_path = save_dicom(build_sr(case.study_report, seg, case.datasets), out / "sr.dcm")
+    sr_path = save_dicom(build_sr(case.report, seg, case.datasets), out / "sr.dcm")
     return case, seg_path, sr_path
 
 
@@ -88,7 +88,7 @@ def test_every_instance_the_content_references_is_in_the_evidence(written):
 
 def test_built_sr_content_is_the_written_tree(written):
     case, seg_path, sr_path = written
-    sr = build_sr(case.study_report, pydicom.dcmread(seg_path), case.datasets)
+    sr = build_sr(case.report, pydicom.dcmread(seg_path), case.datasets)
     assert sr.content[0].ContentSequence is sr.ContentSequence
     groups = sr.content.get_volumetric_roi_measurement_groups()
     assert [str(g.tracking_identifier) for g in groups] == list(_groups_by_identifier(sr_path))
@@ -141,8 +141,8 @@ def test_each_vertebra_references_its_segment_and_the_source_images(written):
     segments = {s.TrackingUID: (s.SegmentNumber, s.SegmentLabel) for s in seg.SegmentSequence}
     source_uids = {d.SOPInstanceUID for d in case.datasets}
     groups = hd.sr.srread(sr_path).content.get_volumetric_roi_measurement_groups()
-    assert len(groups) == len(case.report["vertebrae"]) == 4
-    for g, v in zip(groups, case.report["vertebrae"], strict=True):
+    assert len(groups) == len(case.report.to_json()["vertebrae"]) == 4
+    for g, v in zip(groups, case.report.to_json()["vertebrae"], strict=True):
         ref = g.referenced_segment
         assert ref.referenced_sop_instance_uid == seg.SOPInstanceUID
         number, label = segments[g.tracking_uid]  # same tracking UID in SEG and SR
@@ -156,7 +156,7 @@ def test_each_vertebra_references_its_segment_and_the_source_images(written):
 def test_measurements_round_trip_to_the_report(written):
     case, _seg, sr_path = written
     groups = _groups_by_identifier(sr_path)
-    l4 = next(v for v in case.report["vertebrae"] if v["level"] == "L4")
+    l4 = next(v for v in case.report.to_json()["vertebrae"] if v["level"] == "L4")
     got = _numbers(groups["L4 vertebral body"])
     want = {
         "VB-HA": (l4["heights_mm"]["anterior"], "mm"),
@@ -208,16 +208,16 @@ def test_observer_is_the_device_with_its_version(written):
         if item.RelationshipType == "HAS OBS CONTEXT"
     }
     assert context["Device Observer Name"] == "spine-assess"
-    assert context["Device Observer Model Name"] == f"spine-assess {case.report['pipeline']['version']}"
+    assert context["Device Observer Model Name"] == f"spine-assess {case.report.to_json()['pipeline']['version']}"
     assert context["Device Observer UID"]
-    assert list(ds.SoftwareVersions)[0] == case.report["pipeline"]["version"]
+    assert list(ds.SoftwareVersions)[0] == case.report.to_json()["pipeline"]["version"]
 
 
 def test_sr_uids_are_deterministic(written):
     case, seg_path, _sr = written
     seg = pydicom.dcmread(seg_path)
-    a = build_sr(case.study_report, seg, case.datasets)
-    b = build_sr(case.study_report, seg, case.datasets)
+    a = build_sr(case.report, seg, case.datasets)
+    b = build_sr(case.report, seg, case.datasets)
     assert (a.SeriesInstanceUID, a.SOPInstanceUID) == (b.SeriesInstanceUID, b.SOPInstanceUID)
     assert a.SOPInstanceUID != seg.SOPInstanceUID
 
@@ -233,6 +233,6 @@ def test_sr_passes_dciodvfy(written):
 
 def test_sr_refuses_a_seg_of_another_run(written):
     case, seg_path, _sr = written
-    other = dataclasses.replace(case.study_report, config_sha256="ef" * 32)
+    other = dataclasses.replace(case.report, config_sha256="ef" * 32)
     with pytest.raises(InputError, match="no segment for vertebra label"):
         build_sr(other, pydicom.dcmread(seg_path), case.datasets)

@@ -15,7 +15,6 @@ from pipeline.report.dicom_sr import build_sr
 from pipeline.report.html import render_html
 from pipeline.report.json_report import validate_report
 from pipeline.report.overlay import _morph_lines
-from pipeline.report.views import vertebra_grade
 from tests.report_fixtures import CLINICAL, eligibility_of, make_case
 
 
@@ -43,7 +42,7 @@ def uncertain_case(tmp_path_factory):
     l3 = dataclasses.replace(case.morphometry[0], height_loss_pct=19.0, genant_grade=0, grade_uncertain=True)
     morph = (l3, *case.morphometry[1:])
     typed = dataclasses.replace(
-        case.study_report, morphometry=morph, eligibility=eligibility_of(morph, case.stir, CLINICAL)
+        case.report, morphometry=morph, eligibility=eligibility_of(morph, case.stir, CLINICAL)
     )
     return case, typed
 
@@ -63,8 +62,8 @@ def test_every_writer_shows_the_same_state(uncertain_case, tmp_path):
     case, typed = uncertain_case
     report = typed.to_json()
     l3 = report["vertebrae"][0]
-    assert vertebra_grade(l3).state is GradeState.UNCERTAIN
-    terminal = format_study_summary(report, Path("out"))
+    assert typed.vertebrae[0].grade.state is GradeState.UNCERTAIN and l3["grade_state"] == "uncertain"
+    terminal = format_study_summary(typed, Path("out"))
     assert "L3: height loss 19.0 %, Genant 0? uncertain" in terminal and "Genant 0, normal" not in terminal
     assert "fracture threshold" in terminal
     assert _morph_lines(typed.vertebrae[0])[0] == "L3  Genant 0? uncertain"

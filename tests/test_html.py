@@ -54,8 +54,8 @@ def case(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(case):
-    overlays = render_overlays(case.anatomy, case.study_report)
-    return render_html(case.study_report, overlays)
+    overlays = render_overlays(case.anatomy, case.report)
+    return render_html(case.report, overlays)
 
 
 def _esc(text: str) -> str:
@@ -98,14 +98,14 @@ def test_page_is_self_contained_with_valid_inline_pngs(page):
 
 def test_no_patient_identity_unless_the_report_carries_it(case, page):
     assert PATIENT_NAME not in page and PATIENT_NAME.replace("^", " ") not in page and PATIENT_ID not in page
-    report = dataclasses.replace(case.study_report, patient={"name": "Doe^Jane", "id": "MRN-77"})
+    report = dataclasses.replace(case.report, patient={"name": "Doe^Jane", "id": "MRN-77"})
     validate_report(report.to_json())
     shown = render_html(report, {})
     assert "Doe^Jane" in shown and "MRN-77" in shown
 
 
 def test_text_from_inputs_is_escaped(case):
-    r = case.study_report
+    r = case.report
     l4 = r.eligibility.levels[1]
     levels = (r.eligibility.levels[0], dataclasses.replace(l4, reasons=(*l4.reasons, "<script>alert(1)</script>")))
     series = (dataclasses.replace(r.study.series[0], description="SAG <b>T2</b>"), *r.study.series[1:])
@@ -130,7 +130,7 @@ def test_not_assessable_is_shown_with_its_reason(page):
 
 
 def test_page_shows_decisions_trace_sources_and_disclaimer(case, page):
-    elig = case.study_report.eligibility
+    elig = case.report.eligibility
     quote = next(c for c in elig.catalogue if c.id == "indication.painful_acute_vcf").sources[0].quote
     for text in (
         '<span class="decision candidate">candidate</span>',
@@ -153,7 +153,7 @@ def test_page_shows_decisions_trace_sources_and_disclaimer(case, page):
 
 
 def test_sources_link_to_their_full_citation_listed_once(case, page):
-    refs = case.study_report.eligibility.references
+    refs = case.report.eligibility.references
     assert {r.short for r in refs} >= {"JNCCN 2010", "JNCCN 2012", "Cancer pain summary", "Parmar & Resnick 2019"}
     for r in refs:
         assert page.count(_esc(r.citation)) == 1, r.seed
@@ -165,8 +165,8 @@ def test_sources_link_to_their_full_citation_listed_once(case, page):
 
 def test_imaging_only_page_lists_the_questions(tmp_path):
     case = make_case(tmp_path, clinical=None)
-    html = render_html(case.study_report, {})
-    questions = case.study_report.eligibility.questions
+    html = render_html(case.report, {})
+    questions = case.report.eligibility.questions
     assert questions and "For the clinician:" in html
     for q in questions:
         assert _esc(q.text) in html
@@ -175,7 +175,7 @@ def test_imaging_only_page_lists_the_questions(tmp_path):
 
 
 def test_page_renders_without_stages(case):
-    html = render_html(StudyReport(case.study_report.study, case.study_report.choice), {})
+    html = render_html(StudyReport(case.report.study, case.report.choice), {})
     assert "Segmentation did not run" in html and "were not evaluated" in html
 
 

@@ -39,7 +39,7 @@ def test_parse_outputs_rejects_bad_lists(text, match):
 def test_write_all_outputs(tmp_path):
     case = make_case(tmp_path / "in")
     out = tmp_path / "out"
-    final = write_outputs(out, case.study_report, parse_outputs("all"), anatomy=case.anatomy,
+    final = write_outputs(out, case.report, parse_outputs("all"), anatomy=case.anatomy,
                           source_datasets=case.datasets).to_json()  # fmt: skip
     validate_report(final)
     assert json.loads((out / "report.json").read_text()) == final
@@ -57,12 +57,12 @@ def test_write_all_outputs(tmp_path):
     assert seg.SeriesInstanceUID in referenced
     html = (out / "report.html").read_text()
     assert "sr.dcm" in html and html.count("data:image/png;base64,") == 3
-    assert case.study_report.outputs.to_json() == {"labels": "labels.nii.gz"}  # the input report is not modified
+    assert case.report.outputs.to_json() == {"labels": "labels.nii.gz"}  # the input report is not modified
 
 
 def test_missing_source_headers_is_a_warning_and_json_html_are_still_written(tmp_path):
     case = make_case(tmp_path / "in")
-    final = write_outputs(tmp_path / "out", case.study_report, DEFAULT_OUTPUTS, anatomy=case.anatomy)
+    final = write_outputs(tmp_path / "out", case.report, DEFAULT_OUTPUTS, anatomy=case.anatomy)
     assert any(
         "DICOM outputs (seg, sr) not written: the source DICOM headers were not given" in w for w in final.warnings
     )
@@ -75,9 +75,9 @@ def test_timings_are_set_once_from_the_runs_timer(tmp_path):
     timer = StageTimer()
     with timer.stage("ingest"):
         pass
-    final = write_outputs(tmp_path / "a", case.study_report, {K.JSON, K.HTML}, anatomy=case.anatomy, timer=timer)
+    final = write_outputs(tmp_path / "a", case.report, {K.JSON, K.HTML}, anatomy=case.anatomy, timer=timer)
     assert list(final.timings_ms) == ["ingest", "outputs", "total"]
     assert final.timings_ms["outputs"] > 0 and final.timings_ms["total"] >= final.timings_ms["outputs"]
     assert json.loads((tmp_path / "a" / "report.json").read_text())["timings_ms"] == final.timings_ms
-    untimed = write_outputs(tmp_path / "b", case.study_report, {K.JSON})
-    assert untimed.timings_ms == case.study_report.timings_ms  # written as they are
+    untimed = write_outputs(tmp_path / "b", case.report, {K.JSON})
+    assert untimed.timings_ms == case.report.timings_ms  # written as they are

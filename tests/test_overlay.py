@@ -84,8 +84,8 @@ def _has_colour(img: np.ndarray, colour, tol: int = 2) -> np.ndarray:
 
 def test_overlays_are_identical_for_two_storage_orientations_of_the_same_anatomy(cases):
     a, b = cases
-    oa = render_overlays(a.anatomy, a.study_report)
-    ob = render_overlays(b.anatomy, b.study_report)
+    oa = render_overlays(a.anatomy, a.report)
+    ob = render_overlays(b.anatomy, b.report)
     assert set(oa) == set(ob) == {"sagittal.png", "stir.png", "planes.png"}
     for name in oa:
         np.testing.assert_array_equal(_rgb(oa[name]), _rgb(ob[name]))
@@ -93,7 +93,7 @@ def test_overlays_are_identical_for_two_storage_orientations_of_the_same_anatomy
 
 def test_sagittal_overlay_draws_grades_landmarks_and_anterior_wedge(cases):
     a, _ = cases
-    img = _rgb(render_overlays(a.anatomy, a.study_report)["sagittal.png"])
+    img = _rgb(render_overlays(a.anatomy, a.report)["sagittal.png"])
     view = PlaneView.for_volume(a.anatomy, around=a.segmentation.labels.array > 0)
     w, h = view.size
     image = img[_TITLE_H : _TITLE_H + h, _PANEL_W : _PANEL_W + w]
@@ -101,7 +101,7 @@ def test_sagittal_overlay_draws_grades_landmarks_and_anterior_wedge(cases):
     assert _has_colour(image, GRADE_COLOURS[2]).sum() > 50  # L4 outline, grade 2
     assert _has_colour(image, LANDMARK_COLOUR).sum() > 50
     # the L4 wedge (anterior-superior notch, display columns 10-13 of rows 22-26) is on the left of the body
-    l4 = next(v for v in a.study_report.vertebrae if v.name == "L4")
+    l4 = next(v for v in a.report.vertebrae if v.name == "L4")
     lm = l4.morphometry.landmarks_lps
     xa, ya = view.index_to_xy(a.anatomy.lps_to_index(lm["anterior_superior"]))[0]
     xp, yp = view.index_to_xy(a.anatomy.lps_to_index(lm["posterior_superior"]))[0]
@@ -128,7 +128,7 @@ def _find(img: np.ndarray, glyph: Image.Image) -> list[tuple[int, int]]:
 
 def test_colour_means_the_grade_only_and_the_decision_is_a_marker(cases):
     a, _ = cases
-    img = _rgb(render_overlays(a.anatomy, a.study_report)["sagittal.png"])
+    img = _rgb(render_overlays(a.anatomy, a.report)["sagittal.png"])
     h = PlaneView.for_volume(a.anatomy, around=a.segmentation.labels.array > 0).size[1]
     # the panel stripes (x 6-10) take the outline's grade colour: L3 grade 0, L4 grade 2, L5 not assessable, S1
     stripe = {tuple(int(c) for c in px) for px in img[_TITLE_H : _TITLE_H + h, 8]} - {(24, 28, 33)}
@@ -165,7 +165,7 @@ def test_sagittal_legend_explains_grade_colours_and_decision_markers_apart():
 
 def test_stir_overlay_colours_the_oedema_of_l4_only(cases):
     a, _ = cases
-    img = _rgb(render_overlays(a.anatomy, a.study_report)["stir.png"])
+    img = _rgb(render_overlays(a.anatomy, a.report)["stir.png"])
     view = PlaneView.for_volume(a.anatomy, around=a.segmentation.labels.array > 0)
     w, h = view.size
     image = img[_TITLE_H : _TITLE_H + h, _PANEL_W : _PANEL_W + w].astype(int)
@@ -179,14 +179,14 @@ def test_stir_overlay_colours_the_oedema_of_l4_only(cases):
 def test_no_stir_overlay_without_resampled_stir(cases):
     a, _ = cases
     without = {"sagittal.png", "planes.png"}
-    assert set(render_overlays(a.anatomy, dataclasses.replace(a.study_report, stir=None))) == without
+    assert set(render_overlays(a.anatomy, dataclasses.replace(a.report, stir=None))) == without
     no_grid = dataclasses.replace(a.stir, stir_on_grid=None, edema_map=None)
-    assert set(render_overlays(a.anatomy, dataclasses.replace(a.study_report, stir=no_grid))) == without
+    assert set(render_overlays(a.anatomy, dataclasses.replace(a.report, stir=no_grid))) == without
 
 
 def test_overlay_survives_a_report_without_measurements(cases):
     a, _ = cases
-    bare = dataclasses.replace(a.study_report, morphometry=None, eligibility=None, stir=None)
+    bare = dataclasses.replace(a.report, morphometry=None, eligibility=None, stir=None)
     out = render_overlays(a.anatomy, bare)
     assert _rgb(out["sagittal.png"]).shape[0] > 300
 
@@ -196,7 +196,7 @@ def test_overlay_refuses_labels_on_another_grid(cases):
     other = a.anatomy.with_array(a.anatomy.array)
     moved = Volume(other.array, other.spacing_mm, (1.0, 2.0, 3.0), other.axes_lps)
     with pytest.raises(PipelineError, match="anatomy grid"):
-        render_overlays(moved, a.study_report)
+        render_overlays(moved, a.report)
 
 
 @pytest.mark.parametrize("n", [1, 4, 9, 18])

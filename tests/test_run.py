@@ -47,6 +47,7 @@ def result(study_dir, config, tmp_path_factory):
 def test_report_has_the_contract_and_validates(result):
     report = json.loads(result.report_path.read_text())
     validate_report(report)
+    assert report == result.report.to_json()  # the result's report is the one written
     for key in ("schema_version", "study", "series", "vertebrae", "eligibility", "outputs", "warnings", "timings_ms"):
         assert key in report
     assert {s["used_as"] for s in report["series"]} >= {"anatomy", "stir"}
@@ -61,7 +62,7 @@ def test_report_has_the_contract_and_validates(result):
 
 
 def test_labels_are_on_the_anatomy_grid_and_map_to_levels(result, study_dir):
-    report = result.report
+    report = result.report.to_json()
     study = discover_study(study_dir)
     anatomy_uid = next(s["series_instance_uid"] for s in report["series"] if s["used_as"] == "anatomy")
     anatomy = load_series(next(s for s in study.series if s.series_uid == anatomy_uid))
@@ -73,7 +74,7 @@ def test_labels_are_on_the_anatomy_grid_and_map_to_levels(result, study_dir):
 
 
 def test_the_collapsed_body_is_found_and_measured(result):
-    by_level = {v["level"]: v for v in result.report["vertebrae"]}
+    by_level = {v["level"]: v for v in result.report.to_json()["vertebrae"]}
     assert "L1" in by_level
     l1 = by_level["L1"]
     assert l1["genant_grade"] is not None and l1["genant_grade"] >= 1, l1
@@ -141,9 +142,9 @@ def test_corrupt_edge_slice_is_dropped_and_the_series_kept(wedge_sample, config,
     study = shutil.copytree(wedge_sample, tmp_path / "study")
     edge = corrupt_compressed_pixels(slices_by_position(study / "002_SAG_T2_FSE")[0])
     result = run_study(study, tmp_path / "out", config=config)
-    (anatomy,) = [s for s in result.report["series"] if s["used_as"] == "anatomy"]
+    (anatomy,) = [s for s in result.report.to_json()["series"] if s["used_as"] == "anatomy"]
     assert anatomy["description"] == "SAG T2 FSE" and anatomy["n_images"] == 14
-    assert any("1 slice(s) dropped" in w and edge.name in w for w in result.report["warnings"])
+    assert any("1 slice(s) dropped" in w and edge.name in w for w in result.report.to_json()["warnings"])
     assert sitk.ReadImage(str(result.out_dir / "labels.nii.gz")).GetSize()[2] == 14  # (col, row, slice)
     assert (result.out_dir / "seg.dcm").is_file() and (result.out_dir / "sr.dcm").is_file()
 
@@ -183,17 +184,17 @@ def test_duplicate_instances_at_a_slice_position_keep_the_t2(wedge_sample, confi
     add_duplicate(t2[5], t2[5].parent / "STRAY0001.dcm", pixel_offset=40, acquisition_time="150000")
     result = run_study(study, tmp_path / "out", config=config)
     clean = run_study(wedge_sample, tmp_path / "clean", config=config)
-    used = {s["used_as"]: s for s in result.report["series"] if s["used_as"]}
+    used = {s["used_as"]: s for s in result.report.to_json()["series"] if s["used_as"]}
     assert used["anatomy"]["description"] == "SAG T2 FSE" and used["anatomy"]["n_images"] == 15
-    dropped = [w for w in result.report["warnings"] if "same slice position" in w]
+    dropped = [w for w in result.report.to_json()["warnings"] if "same slice position" in w]
     assert len(dropped) == 2 and any("identical pixel data" in w for w in dropped)
     assert any("STRAY0001.dcm" in w and "later acquisition is kept" in w for w in dropped)
 
     def levels(report):
         return [(v["level"], v.get("genant_grade"), v.get("height_loss_pct")) for v in report["vertebrae"]]
 
-    assert levels(result.report) == levels(clean.report)
-    assert "L1" in [v["level"] for v in result.report["vertebrae"]]
+    assert levels(result.report.to_json()) == levels(clean.report.to_json())
+    assert "L1" in [v["level"] for v in result.report.to_json()["vertebrae"]]
 
 
 def test_outputs_are_owner_and_group_only(result):

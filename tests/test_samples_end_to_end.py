@@ -32,7 +32,10 @@ def config():
 def reports(config, tmp_path_factory) -> dict[str, dict[str, Any]]:
     out = tmp_path_factory.mktemp("samples")
     options = RunOptions(outputs=frozenset({OutputKind.JSON}), write_labels=False)  # clinical.yaml beside the study
-    return {study: run_study(SAMPLES / study, out / study, config=config, options=options).report for study in STUDIES}
+    return {
+        study: run_study(SAMPLES / study, out / study, config=config, options=options).report.to_json()
+        for study in STUDIES
+    }
 
 
 def _truth(study: str) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ from pipeline.batch.summary import (
     remove_stale_summary_temporaries,
     write_summary,
 )
-from pipeline.batch.task import RETRYABLE, Status, StudyTask, TaskOutcome, summarize_report
+from pipeline.batch.task import RETRYABLE, Status, StudyTask, TaskOutcome, summarize_report_json
 from pipeline.errors import BUG, INPUT, RESOURCE, ConfigError
 from pipeline.outdir import check_not_overlapping
 
@@ -184,7 +184,7 @@ def select_work(
             else:  # finished, but the ledger line was lost (crash right after the rename): read the report
                 try:
                     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
-                    summary = summarize_report(report)
+                    summary = summarize_report_json(report)
                     runtime = (summary.get("timings_ms") or {}).get("total", 0.0) / 1000.0
                 except (OSError, ValueError):
                     todo.append(s)

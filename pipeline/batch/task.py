@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the worker imports this module; the heavy pipeline modules load on the first task
     from pipeline.report.outputs import OutputKind
+    from pipeline.report.study_report import StudyReport
     from pipeline.run import PipelineConfig
     from pipeline.segment import Anchor
 
@@ -264,8 +266,21 @@ def one_line(text: str, limit: int = 500) -> str:
 
 
 # --------------------------------------------------------------------------- report headline
-def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
-    """The headline of a report.json for batch summaries (JSON-able; no patient identifiers).
+@dataclass(frozen=True)
+class _Body:
+    """What the headline says of one vertebral body."""
+
+    name: str  # level, or "?<label>" when the level is unknown
+    is_sacrum: bool
+    genant_grade: int | None
+    height_loss_pct: float | None
+    morphology: str | None
+    grade_state: str
+    edema: bool | None
+
+
+def summarize_report(report: StudyReport) -> dict[str, Any]:
+    """The headline of a study's report for batch summaries (JSON-able; no patient identifiers).
 
     Keys: ``study_uid``, ``levels`` (labelled bodies cranial to caudal, ``"?"`` when the level is unknown),
     ``fractures`` (``[{"level", "genant_grade", "height_loss_pct", "morphology", "grade_state"}]`` for Genant >= 1;
@@ -274,42 +289,91 @@ def summarize_report(report: dict[str, Any]) -> dict[str, Any]:
     ``indeterminate_levels``, ``contraindicated_levels``, ``decision`` (the eligibility summary sentence),
     ``n_warnings``, ``timings_ms``.
     """
-    from pipeline.report.views import vertebra_grade
-
-    verts = report.get("vertebrae") or []
-
-    def name(v: dict[str, Any]) -> str:
-        return str(v.get("level") or f"?{v.get('label')}")
-
-    fractures = [
-        {
-            "level": name(v),
-            "genant_grade": v.get("genant_grade"),
-            "height_loss_pct": v.get("height_loss_pct"),
-            "morphology": v.get("morphology"),
-            "grade_state": vertebra_grade(v).state.value,
-        }
-        for v in verts
-        if (v.get("genant_grade") or 0) >= 1
+    bodies = [
+        _Body(
+            v.level.value if v.level is not None else f"?{v.label}",
+            v.is_sacrum,
+            v.morphometry.genant_grade if v.morphometry is not None else None,
+            v.morphometry.height_loss_pct if v.morphometry is not None else None,
+            v.morphometry.morphology.value if v.morphometry is not None else None,
+            v.grade.state.value,
+            v.stir.edema if v.stir is not None else None,
+        )
+        for v in report.vertebrae
     ]
-    edema = [name(v) for v in verts if (v.get("stir") or {}).get("edema") is True]
-    edema_unknown = [name(v) for v in verts if not v.get("is_sacrum") and (v.get("stir") or {}).get("edema") is None]
+    elig = report.eligibility
+    decisions = [(d.decision.value, d.name) for d in elig.levels] if elig is not None else []
+    return _headline(
+        report.study.study_uid,
+        bodies,
+        decisions,
+        elig.summary if elig is not None else None,
+        len(report.warnings),
+        report.timings_ms,
+    )
+
+
+def summarize_report_json(report: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`summarize_report` of a report.json read back from disk (``--resume`` of a study whose ledger line
+    was lost): the few keys the headline needs, as report.schema.json names them."""
+    from pipeline.model import GradeState
+
+    bodies = [
+        _Body(
+            str(v.get("level") or f"?{v.get('label')}"),
+            bool(v.get("is_sacrum")),
+            v.get("genant_grade"),
+            v.get("height_loss_pct"),
+            v.get("morphology"),
+            # reports before schema 1.1 have no grade_state: every grade they carry was a definite one
+            str(v.get("grade_state") or GradeState.DEFINITE.value),
+            (v.get("stir") or {}).get("edema"),
+        )
+        for v in report.get("vertebrae") or []
+    ]
     elig = report.get("eligibility") or {}
+    decisions = [(str(lv.get("decision")), str(lv.get("name") or lv.get("level"))) for lv in elig.get("levels") or []]
+    return _headline(
+        (report.get("study") or {}).get("study_instance_uid"),
+        bodies,
+        decisions,
+        elig.get("summary"),
+        len(report.get("warnings") or []),
+        report.get("timings_ms") or {},
+    )
+
+
+def _headline(
+    study_uid: str | None,
+    bodies: list[_Body],
+    decisions: list[tuple[str, str]],
+    summary: str | None,
+    n_warnings: int,
+    timings_ms: Mapping[str, float],
+) -> dict[str, Any]:
     by_decision: dict[str, list[str]] = {}
-    for lv in elig.get("levels") or []:
-        by_decision.setdefault(str(lv.get("decision")), []).append(str(lv.get("name") or lv.get("level")))
-    summary = elig.get("summary")
-    decision = summary if isinstance(summary, str) else summary.get("text") if isinstance(summary, dict) else None
+    for decision, name in decisions:
+        by_decision.setdefault(decision, []).append(name)
     return {
-        "study_uid": (report.get("study") or {}).get("study_instance_uid"),
-        "levels": [name(v) for v in verts],
-        "fractures": fractures,
-        "edema_levels": edema,
-        "edema_unknown_levels": edema_unknown,
+        "study_uid": study_uid,
+        "levels": [b.name for b in bodies],
+        "fractures": [
+            {
+                "level": b.name,
+                "genant_grade": b.genant_grade,
+                "height_loss_pct": b.height_loss_pct,
+                "morphology": b.morphology,
+                "grade_state": b.grade_state,
+            }
+            for b in bodies
+            if (b.genant_grade or 0) >= 1
+        ],
+        "edema_levels": [b.name for b in bodies if b.edema is True],
+        "edema_unknown_levels": [b.name for b in bodies if not b.is_sacrum and b.edema is None],
         "candidate_levels": by_decision.get("candidate", []) + by_decision.get("candidate_with_cautions", []),
         "indeterminate_levels": by_decision.get("indeterminate", []),
         "contraindicated_levels": by_decision.get("contraindicated", []),
-        "decision": decision,
-        "n_warnings": len(report.get("warnings") or []),
-        "timings_ms": dict(report.get("timings_ms") or {}),
+        "decision": summary,
+        "n_warnings": n_warnings,
+        "timings_ms": dict(timings_ms),
     }

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.cli.options import add_anchor, add_config_dir, add_outputs, anchor_option, outputs_option, require_input
+
+if TYPE_CHECKING:  # --help imports no stage library
+    from pipeline.report.study_report import StudyReport, VertebraReport
 
 
 def add_parser(sub: argparse._SubParsersAction, one_line: str) -> None:
@@ -78,33 +82,35 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_study_summary(report: dict, out_dir: Path) -> str:
+def format_study_summary(report: StudyReport, out_dir: Path) -> str:
     """A few lines for the terminal: levels, fractures, oedema, decisions, where the files are."""
     from pipeline.model import GradeState
-    from pipeline.report.views import vertebra_grade
 
-    lines = [f"study {report['study']['study_instance_uid']}"]
-    verts = [v for v in report.get("vertebrae", []) if not v.get("is_sacrum")]
+    lines = [f"study {report.study.study_uid}"]
+    verts = [v for v in report.vertebrae if not v.is_sacrum]
     if verts:
-        lines.append(f"  vertebral bodies: {len(verts)} ({verts[0]['level'] or '?'}..{verts[-1]['level'] or '?'})")
+        lines.append(f"  vertebral bodies: {len(verts)} ({_level(verts[0])}..{_level(verts[-1])})")
     for v in verts:
-        g = vertebra_grade(v)
-        edema = (v.get("stir") or {}).get("edema")
+        g = v.grade
+        edema = v.stir.edema if v.stir is not None else None
         if (g.grade or 0) >= 1 or edema or g.state is GradeState.UNCERTAIN:
-            loss = v.get("height_loss_pct")
-            shape = f", {v.get('morphology')}" if g.state is GradeState.DEFINITE else ""
+            m = v.morphometry
+            loss = m.height_loss_pct if m is not None and m.height_loss_pct is not None else "?"
+            shape = f", {m.morphology.value}" if m is not None and g.state is GradeState.DEFINITE else ""
             lines.append(
-                f"  {v['level'] or '?':>4}: height loss {loss if loss is not None else '?'} %, {g.text}{shape}, "
+                f"  {_level(v):>4}: height loss {loss} %, {g.text}{shape}, "
                 f"STIR oedema {'yes' if edema else ('no' if edema is False else 'unknown')}"
                 + (f"\n        ({g.note})" if g.note else "")
             )
-    summary = (report.get("eligibility") or {}).get("summary")
-    if summary:
-        lines.append(f"  eligibility: {summary if isinstance(summary, str) else summary.get('text', summary)}")
-    for w in report.get("warnings", []):
+    if report.eligibility is not None and report.eligibility.summary:
+        lines.append(f"  eligibility: {report.eligibility.summary}")
+    for w in report.warnings:
         lines.append(f"  warning: {w}")
     lines.append(
-        f"  report: {out_dir / 'report.json'}"
-        + (f" and {out_dir / 'report.html'}" if report.get("outputs", {}).get("html") else "")
+        f"  report: {out_dir / 'report.json'}" + (f" and {out_dir / 'report.html'}" if report.outputs.html else "")
     )
     return "\n".join(lines)
+
+
+def _level(v: VertebraReport) -> str:
+    return v.level.value if v.level is not None else "?"
