@@ -111,7 +111,6 @@ class TraceGroup:
 @dataclass
 class LevelView:
     name: str
-    in_question: bool  # a procedure is in question (any decision but "not indicated")
     decision: Decision
     decision_text: str
     possible: list[str]
@@ -211,10 +210,9 @@ def _trace(
 
 
 def _level(d: LevelDecision, catalogue: Mapping[str, RuleInfo], refs: Mapping[str, Reference]) -> LevelView:
-    in_question = d.decision is not Decision.NOT_INDICATED
+    in_question = d.decision is not Decision.NOT_INDICATED  # a procedure is in question
     return LevelView(
         name=d.name,
-        in_question=in_question,
         decision=d.decision,
         decision_text=d.decision.text,
         possible=[p.text for p in d.possible if p is not d.decision],
