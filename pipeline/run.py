@@ -28,7 +28,6 @@ from pipeline.eligibility import (
     evaluate,
     find_clinical_file,
     imaging_facts,
-    load_clinical,
     load_rules,
 )
 from pipeline.errors import InputError, PipelineError, StudyError
@@ -180,7 +179,11 @@ def run_study(
         raise StudyError(f"{study_dir}: study {study.study_uid} has no usable sagittal series ({reasons})")
 
     clinical_path = options.clinical_path or (find_clinical_file(study_dir) if options.study_uid is None else None)
-    clinical = load_clinical(clinical_path) if clinical_path else None  # validated before the long work
+    clinical = None
+    if clinical_path:  # validated before the long work
+        from pipeline.eligibility.clinical import load_clinical  # pydantic: only when there is a file
+
+        clinical = load_clinical(clinical_path)
 
     with timer.stage("load"):
         study, choice, loaded, load_warnings = _load_choice(study, choice, config)

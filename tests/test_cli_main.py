@@ -33,7 +33,7 @@ def test_module_entry_points_register_every_subcommand(module):
 
 # What a command's start-up should not pay unless it needs it (issue 18 item 2).
 HEAVY = ("SimpleITK", "highdicom", "pynetdicom", "dask", "distributed", "jinja2", "onnxruntime", "matplotlib",
-         "pydicom", "scipy", "skimage")  # fmt: skip
+         "pydicom", "scipy", "skimage", "pydantic")  # fmt: skip
 
 
 def _heavy_modules_after(code: str) -> list[str]:
@@ -54,6 +54,13 @@ def test_run_loads_no_writer_library_before_it_writes():
     """`run --outputs json` never needs highdicom (SEG/SR/SC), Jinja2 (HTML), the listener's or batch's libraries."""
     loaded = _heavy_modules_after("import pipeline.cli.run, pipeline.run")
     assert not set(loaded) & {"highdicom", "jinja2", "pynetdicom", "dask", "distributed", "matplotlib", "onnxruntime"}
+
+
+def test_run_start_up_loads_pydantic_only_for_a_clinical_file():
+    """The clinical file's validator (pydantic) is loaded by load_clinical, not by the imports or the configuration."""
+    start_up = "import pipeline.cli.run, pipeline.run\npipeline.run.load_pipeline_config()"
+    assert "pydantic" not in _heavy_modules_after(start_up)
+    assert "pydantic" in _heavy_modules_after(f"{start_up}\nfrom pipeline.eligibility import load_clinical")
 
 
 def _options(parser, command):

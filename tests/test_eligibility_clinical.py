@@ -10,13 +10,8 @@ import jsonschema
 import pytest
 import yaml
 
-from pipeline.eligibility.clinical import (
-    ClinicalInputs,
-    clinical_json_schema,
-    find_clinical_file,
-    load_clinical,
-    parse_clinical,
-)
+from pipeline.eligibility.clinical import ClinicalInputs, clinical_json_schema, load_clinical, parse_clinical
+from pipeline.eligibility.clinical_file import find_clinical_file
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
 

@@ -8,20 +8,23 @@ Public API (used by :mod:`pipeline.run` and the report writer)::
     result = evaluate(facts, clinical, rules)             # an EligibilityResult (pipeline.model)
 
 The result supports, never replaces, a clinician's decision (the disclaimer is part of every result).
+The clinical-file names that need pydantic (``ClinicalInputs``, ``load_clinical``, ``parse_clinical``,
+``clinical_json_schema``) are imported on first use: a run without a clinical file never loads pydantic.
 """
 
-from pipeline.eligibility.clinical import (
-    ClinicalInputs,
-    clinical_json_schema,
-    find_clinical_file,
-    load_clinical,
-    parse_clinical,
-)
+from typing import TYPE_CHECKING, Any
+
+from pipeline.eligibility.clinical_file import find_clinical_file
 from pipeline.eligibility.engine import evaluate
 from pipeline.eligibility.facts import LevelFacts, imaging_facts
 from pipeline.eligibility.rules import Rule, RuleSet, load_rules, parse_rules
 from pipeline.eligibility.wording import DISCLAIMER
 from pipeline.model import Decision, EligibilityResult, Kind, LevelDecision, Question, RuleOutcome, SessionPlan
+
+if TYPE_CHECKING:
+    from pipeline.eligibility.clinical import ClinicalInputs, clinical_json_schema, load_clinical, parse_clinical
+
+_NEED_PYDANTIC = frozenset({"ClinicalInputs", "clinical_json_schema", "load_clinical", "parse_clinical"})
 
 __all__ = [
     "DISCLAIMER",
@@ -45,3 +48,12 @@ __all__ = [
     "parse_clinical",
     "parse_rules",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the pydantic-backed names are imported from pipeline.eligibility.clinical when first asked for
+    if name in _NEED_PYDANTIC:
+        from pipeline.eligibility import clinical
+
+        return getattr(clinical, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,6 +18,9 @@ numbers, and ranges are enforced (VAS 0-10).
 Every field is optional. A field that a rule needs and that is absent makes that rule *unknown*
 (never silently false), and the report lists it as a question to answer.
 
+Finding the file and the aetiology names are in :mod:`pipeline.eligibility.clinical_file`, which does not import
+pydantic (a run imports this module only when there is a clinical file).
+
 Errors raise :class:`~pipeline.errors.ConfigError` (the error hierarchy's class for invalid
 configuration *and clinical-input* files; the CLI exits with status 2) naming the file and the field.
 Messages never echo free-text values, which could carry identifiers.
@@ -44,15 +47,11 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.eligibility.clinical_file import Aetiology
 from pipeline.errors import ConfigError
 from pipeline.levels import Level
 
 logger = logging.getLogger(__name__)
-
-CLINICAL_FILE_NAMES: tuple[str, ...] = ("clinical.yaml", "clinical.yml", "clinical.json")
-
-Aetiology = Literal["osteoporosis", "myeloma", "metastasis", "haemangioma", "osteonecrosis", "trauma"]
-AETIOLOGIES: tuple[str, ...] = Aetiology.__args__  # type: ignore[attr-defined]
 
 
 def _parse_level(value: Any) -> Any:
@@ -262,18 +261,6 @@ def clinical_json_schema() -> dict[str, Any]:
 def write_clinical_schema(path: Path) -> None:
     """Regenerate the published schema file (``configs/clinical.schema.json``)."""
     Path(path).write_text(json.dumps(clinical_json_schema(), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-
-
-def find_clinical_file(study_dir: Path) -> Path | None:
-    """The clinical file beside a study: ``clinical.yaml``, ``clinical.yml`` or ``clinical.json``.
-
-    Raises :class:`ConfigError` when more than one is present (which one is meant would be a guess).
-    """
-    study_dir = Path(study_dir)
-    found = [study_dir / name for name in CLINICAL_FILE_NAMES if (study_dir / name).is_file()]
-    if len(found) > 1:
-        raise ConfigError(f"{study_dir}: several clinical files ({', '.join(p.name for p in found)}); keep exactly one")
-    return found[0] if found else None
 
 
 def load_clinical(path: Path) -> ClinicalInputs:

@@ -30,10 +30,9 @@ import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeline.eligibility import wording
-from pipeline.eligibility.clinical import ClinicalInputs
 from pipeline.eligibility.facts import LevelFacts
 from pipeline.eligibility.inputs import INPUTS, InputType, Origin
 from pipeline.eligibility.rules import (
@@ -61,6 +60,9 @@ from pipeline.model import (
     SessionPlan,
     Tri,
 )
+
+if TYPE_CHECKING:  # the validator (pydantic) is imported only when a clinical file is read
+    from pipeline.eligibility.clinical import ClinicalInputs
 
 logger = logging.getLogger(__name__)
 

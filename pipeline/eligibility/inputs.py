@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.eligibility.clinical import AETIOLOGIES, ClinicalInputs, RadiologistFindings
+from pipeline.eligibility.clinical_file import AETIOLOGIES
 from pipeline.eligibility.facts import LevelFacts
 from pipeline.levels import Level
 from pipeline.model import Morphology, Scope
+
+if TYPE_CHECKING:  # the validator (pydantic) is imported only when a clinical file is read
+    from pipeline.eligibility.clinical import ClinicalInputs, RadiologistFindings
 
 
 class InputType(StrEnum):
@@ -53,7 +56,7 @@ class Bounds:
         return f"{lo}, {hi}"
 
 
-Getter = Callable[[LevelFacts | None, ClinicalInputs | None], Any]
+Getter = Callable[[LevelFacts | None, "ClinicalInputs | None"], Any]
 
 
 @dataclass(frozen=True)
