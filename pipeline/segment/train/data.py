@@ -215,7 +215,7 @@ def realdata_folders(root: Path, sets: Iterable[str]) -> list[Path]:
 def phantom_cases(
     seed: int, pitch_mm: float, contrasts: tuple[str, ...] = ("T1", "T2", "STIR")
 ) -> Iterator[TrainingCase]:
-    """Render one varied phantom (:func:`pipeline.tools.phantom.variety.random_spec`) and yield one case per contrast."""
+    """Render one varied phantom (:func:`pipeline.tools.phantom.variety.random_spec`); one case per contrast."""
     from pipeline.tools.phantom import render_phantom
     from pipeline.tools.phantom.variety import random_spec
 
