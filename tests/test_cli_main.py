@@ -73,3 +73,19 @@ def test_a_named_command_gets_all_its_options(command):
     full = build_parser()
     assert _options(build_parser(command), command) == _options(full, command)
     assert _options(build_parser("another"), command) == ["--help", "-h"]
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`spine-assess rules | head`: the pipe is closed before the command writes; no traceback, status 141."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command writes its first line
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline", "rules"], stdout=write_end, stderr=subprocess.PIPE, timeout=120
+    )
+    os.close(write_end)
+    assert proc.returncode == 141, proc.stderr.decode()
+    assert b"Traceback" not in proc.stderr and b"BrokenPipeError" not in proc.stderr

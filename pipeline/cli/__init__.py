@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -81,7 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose, args.quiet)
     handler: Handler = args.handler
     try:
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows here at the latest, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        # stop quietly as a Unix tool does; stdout goes to devnull so the interpreter's own final flush is silent
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
     except UsageError as exc:
         print(f"spine-assess: usage error: {exc}", file=sys.stderr)
         return 2
