@@ -1,6 +1,7 @@
 """Command line: ``spine-assess <command> ...``.
 
-Exit status: 0 success, 1 some studies/items failed, 2 usage or configuration error.
+Exit status: 0 success, 1 some studies/items failed, 2 usage or configuration error, 130 interrupted, 141 the
+reader of the output went away (``| head``).
 A :class:`~pipeline.errors.PipelineError` prints one clear line; anything else prints a traceback.
 Each subcommand is a module ``pipeline.cli.<command>`` with ``add_parser(sub, one_line)`` (its options) and
 ``run(args) -> int`` (its handler); shared options are built by :mod:`pipeline.cli.options`. A command's module is
